@@ -1,0 +1,190 @@
+//! The agent: the long-running node process behind `quorate agent`.
+//!
+//! Today it settles the node's identity and addresses: it opens and locks the data dir, draws
+//! or reads the node id, resolves the node name and the advertised address, logs what it will
+//! serve, and stops cleanly on SIGINT or SIGTERM. Discovery, gossip and consensus are wired in
+//! here as those layers land; the agent never decides membership itself (Raft does).
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use tracing::{info, warn};
+
+use crate::config::{self, Config};
+use crate::data_dir::{DataDir, DataDirError};
+
+/// Why the agent could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The data dir was refused.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// No per-user data directory is known and none was configured.
+    #[error("no home directory to keep data in; set --data-dir (or QUORATE_DATA_DIR)")]
+    NoDataDir,
+    /// The temporary data dir of dev mode could not be made.
+    #[error("cannot create a temporary data dir for dev mode: {0}")]
+    DevDataDir(std::io::Error),
+    /// The host name cannot serve as the node name.
+    #[error("the host name cannot be the node name ({0}); set --name")]
+    HostName(String),
+    /// No address to advertise was configured or found.
+    #[error(
+        "no non-loopback address to advertise was found ({0}); set --advertise, or use --dev on a single machine"
+    )]
+    NoAdvertise(String),
+    /// Waiting for signals failed.
+    #[error("cannot listen for shutdown signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// The settings the agent runs with once every default is resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The data directory in use.
+    pub data_dir: PathBuf,
+    /// The node name.
+    pub name: String,
+    /// The address other nodes reach this one at.
+    pub advertise: IpAddr,
+}
+
+/// A started agent: identity settled, data dir locked.
+#[derive(Debug)]
+pub struct Agent {
+    config: Config,
+    resolved: Resolved,
+    data_dir: DataDir,
+    // Dropped last: dev mode's throw-away data dir is removed when the agent ends.
+    _dev_dir: Option<tempfile::TempDir>,
+}
+
+impl Agent {
+    /// Resolves defaults, opens the data dir and settles the node id.
+    pub fn start(config: Config) -> Result<Agent, AgentError> {
+        let (data_dir_path, dev_dir) = match (&config.data_dir, config.dev) {
+            (Some(p), _) => (p.clone(), None),
+            (None, true) => {
+                let tmp = tempfile::Builder::new()
+                    .prefix("quorate-dev-")
+                    .tempdir()
+                    .map_err(AgentError::DevDataDir)?;
+                (tmp.path().to_path_buf(), Some(tmp))
+            }
+            (None, false) => (default_data_dir().ok_or(AgentError::NoDataDir)?, None),
+        };
+        let name = match &config.name {
+            Some(n) => n.clone(),
+            None => {
+                let host = gethostname::gethostname().to_string_lossy().into_owned();
+                config::check_node_name(&host).map_err(AgentError::HostName)?;
+                host
+            }
+        };
+        let advertise = match config.advertise {
+            Some(ip) => ip,
+            None => first_non_loopback().map_err(AgentError::NoAdvertise)?,
+        };
+        let data_dir = DataDir::open(&data_dir_path)?;
+        let resolved = Resolved {
+            data_dir: data_dir_path,
+            name,
+            advertise,
+        };
+        Ok(Agent {
+            config,
+            resolved,
+            data_dir,
+            _dev_dir: dev_dir,
+        })
+    }
+
+    /// The resolved settings.
+    pub fn resolved(&self) -> &Resolved {
+        &self.resolved
+    }
+
+    /// Runs until `shutdown` completes, then stops cleanly.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = &'static str>,
+    ) -> Result<(), AgentError> {
+        let c = &self.config;
+        let r = &self.resolved;
+        info!(
+            node_id = %self.data_dir.node_id(),
+            name = %r.name,
+            role = %c.role,
+            cluster = %c.cluster,
+            data_dir = %r.data_dir.display(),
+            first_start = self.data_dir.created(),
+            "node identity ready"
+        );
+        if self._dev_dir.is_some() {
+            warn!(data_dir = %r.data_dir.display(), "dev mode: state is kept in a temporary directory and removed on exit");
+        }
+        info!(
+            advertise = %r.advertise,
+            gossip = %SocketAddr::new(c.bind, c.gossip_port),
+            quic = %SocketAddr::new(c.bind, c.quic_port),
+            http = %c.http_addr,
+            "agent running; gossip, QUIC and the HTTP API will listen on these addresses as those layers land"
+        );
+        let signal = shutdown.await;
+        info!(signal, "shutting down");
+        drop(self.data_dir);
+        info!("agent stopped");
+        Ok(())
+    }
+}
+
+/// Waits for SIGINT or SIGTERM and says which arrived.
+pub async fn shutdown_signal() -> Result<&'static str, AgentError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+    Ok(tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    })
+}
+
+/// Starts the agent and runs it until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), AgentError> {
+    // Install the handlers before anything slow, so an early signal is not lost.
+    let signals = tokio::spawn(shutdown_signal());
+    let agent = Agent::start(config)?;
+    agent
+        .run_until(async move {
+            match signals.await {
+                Ok(Ok(name)) => name,
+                _ => "signal handler failure",
+            }
+        })
+        .await
+}
+
+/// `~/.local/share/quorate` (or `$XDG_DATA_HOME/quorate`) for the running user.
+pub fn default_data_dir() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "quorate").map(|d| d.data_dir().to_path_buf())
+}
+
+/// The first usable address of this machine that is not loopback: IPv4 before IPv6, and
+/// link-local addresses last.
+fn first_non_loopback() -> Result<IpAddr, String> {
+    let ifaces = if_addrs::get_if_addrs().map_err(|e| format!("cannot list interfaces: {e}"))?;
+    let rank = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) if !v4.is_link_local() => 0,
+        IpAddr::V6(v6) if !v6.is_unicast_link_local() => 1,
+        IpAddr::V4(_) => 2,
+        IpAddr::V6(_) => 3,
+    };
+    ifaces
+        .iter()
+        .map(|i| i.ip())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast())
+        .filter(|ip| rank(ip) < 3) // an IPv6 link-local address needs a scope to be reached
+        .min_by_key(|ip| rank(ip))
+        .ok_or_else(|| "only loopback interfaces are up".to_string())
+}

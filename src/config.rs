@@ -1,0 +1,889 @@
+//! The agent's configuration: one plain struct, layered from four places.
+//!
+//! Precedence, lowest first: built-in defaults < the config file (`--config FILE`) < `QUORATE_*`
+//! environment variables < command-line flags. Every layer is checked on its own before the
+//! layers are merged, so an unknown key or a value of the wrong type is reported with the place
+//! it came from (the file's path, the variable's name or the flag). After the merge,
+//! [`Config::validate`] checks what depends on several keys at once, and the error names the
+//! layer that set the offending key.
+//!
+//! This module reads nothing by itself: the caller hands it the file path, the environment
+//! variables and the flags ([`Sources`]), which keeps loading testable without touching the
+//! process environment.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use config::Source as _;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that set config keys (`QUORATE_GOSSIP_PORT`).
+pub const ENV_PREFIX: &str = "QUORATE_";
+
+/// Default UDP port of gossip.
+pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
+/// Default UDP port of QUIC (Raft RPC, join handshake, forwarding); also the mDNS SRV port.
+pub const DEFAULT_QUIC_PORT: u16 = 7947;
+/// Default TCP address of the HTTP API (health, metrics, admin).
+pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7948);
+
+/// The part a node plays in the cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Management plane: eligible to vote in the Raft group.
+    #[default]
+    Voter,
+    /// Storage plane: a Raft learner for life, never a voter.
+    Storage,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Voter => "voter",
+            Role::Storage => "storage",
+        })
+    }
+}
+
+/// How log lines are written to standard error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Everything the agent can be told. Each field is a config key, a `QUORATE_*` variable and
+/// (for the core options) a flag of `quorate agent`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory of the node's state (node id, later the Raft log). Unset: the per-user data
+    /// directory (`~/.local/share/quorate`), or a temporary directory removed on exit in dev mode.
+    pub data_dir: Option<PathBuf>,
+    /// The node's human-readable name, shown in listings. Unset: the host name.
+    pub name: Option<String>,
+    /// `voter` (management plane, may vote) or `storage` (storage plane, a learner for life).
+    pub role: Role,
+    /// Name of the cluster to form or join; nodes of other clusters are ignored.
+    pub cluster: String,
+    /// Address to listen on for gossip and QUIC. Default: all IPv4 addresses.
+    pub bind: IpAddr,
+    /// Address other nodes reach this one at. Unset: the first non-loopback address.
+    pub advertise: Option<IpAddr>,
+    /// UDP port of gossip.
+    pub gossip_port: u16,
+    /// UDP port of QUIC (Raft, join, forwarding); advertised as the mDNS SRV port.
+    pub quic_port: u16,
+    /// TCP address of the HTTP API. Keep it on loopback unless the network is trusted.
+    pub http_addr: SocketAddr,
+    /// Development mode: a single node on loopback with a throw-away data dir.
+    pub dev: bool,
+    /// Log filter, as `info` or `quorate=debug,warn`. Unset: `RUST_LOG`, else `info`.
+    pub log: Option<String>,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: None,
+            name: None,
+            role: Role::Voter,
+            cluster: "default".to_string(),
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            advertise: None,
+            gossip_port: DEFAULT_GOSSIP_PORT,
+            quic_port: DEFAULT_QUIC_PORT,
+            http_addr: DEFAULT_HTTP_ADDR,
+            dev: false,
+            log: None,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// A key whose value breaks a rule, found by [`Config::validate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// The offending key, as written in the config file.
+    pub key: &'static str,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+impl Config {
+    /// Checks the rules that types alone do not express.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let invalid = |key, message: String| Err(Invalid { key, message });
+        if let Some(name) = &self.name {
+            if let Err(why) = check_node_name(name) {
+                return invalid("name", why);
+            }
+        }
+        if let Err(why) = check_cluster_name(&self.cluster) {
+            return invalid("cluster", why);
+        }
+        for (key, port) in [
+            ("gossip_port", self.gossip_port),
+            ("quic_port", self.quic_port),
+        ] {
+            if port == 0 {
+                return invalid(
+                    key,
+                    "port 0 is not allowed: give a port from 1 to 65535".into(),
+                );
+            }
+        }
+        if self.http_addr.port() == 0 {
+            return invalid(
+                "http_addr",
+                "port 0 is not allowed: give a port from 1 to 65535".into(),
+            );
+        }
+        if self.gossip_port == self.quic_port {
+            return invalid(
+                "quic_port",
+                format!(
+                    "gossip and QUIC both use UDP and cannot share port {}",
+                    self.quic_port
+                ),
+            );
+        }
+        if self.bind.is_multicast() {
+            return invalid("bind", format!("{} is a multicast address", self.bind));
+        }
+        if let Some(adv) = self.advertise {
+            if adv.is_unspecified() || adv.is_multicast() {
+                return invalid(
+                    "advertise",
+                    format!("{adv} cannot be reached by other nodes: give a unicast address"),
+                );
+            }
+        }
+        if let Some(data_dir) = &self.data_dir {
+            if data_dir.as_os_str().is_empty() {
+                return invalid("data_dir", "an empty path is not a directory".into());
+            }
+        }
+        if let Some(filter) = &self.log {
+            if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(filter) {
+                return invalid(
+                    "log",
+                    format!("{filter:?} is not a log filter ({e}); try `info` or `quorate=debug`"),
+                );
+            }
+        }
+        if self.dev {
+            let outside = [
+                ("bind", self.bind),
+                ("advertise", self.advertise.unwrap_or(self.bind)),
+                ("http_addr", self.http_addr.ip()),
+            ]
+            .into_iter()
+            .find(|(_, ip)| !ip.is_loopback());
+            if let Some((key, ip)) = outside {
+                return invalid(
+                    key,
+                    format!("dev mode keeps to loopback, and {ip} is not a loopback address"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Node names appear in mDNS instance names (at most 63 bytes) and in listings.
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(format!(
+            "a node name has 1 to 63 bytes, {:?} has {}",
+            name,
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) || name.trim() != name {
+        return Err(format!(
+            "{name:?} has control characters or leading or trailing spaces"
+        ));
+    }
+    Ok(())
+}
+
+/// Cluster names travel in every mDNS advertisement, so they are short and plain.
+pub fn check_cluster_name(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.len() > 32 || !name.chars().all(ok_char) {
+        return Err(format!(
+            "a cluster name has 1 to 32 letters, digits, '-', '_' or '.'; got {name:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Where a setting came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The built-in default.
+    Default,
+    /// The config file at this path.
+    File(PathBuf),
+    /// This environment variable.
+    Env(String),
+    /// This command-line flag.
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("the built-in default"),
+            Origin::File(p) => write!(f, "config file {}", p.display()),
+            Origin::Env(v) => write!(f, "environment variable {v}"),
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// Why the configuration was refused. Each message names the key and where it came from.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The config file could not be read or parsed.
+    #[error("cannot read {origin}: {message}")]
+    Unreadable {
+        /// The file.
+        origin: Origin,
+        /// The reader's or parser's words.
+        message: String,
+    },
+    /// A key that no setting has.
+    #[error("{origin}: unknown key `{key}`{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    UnknownKey {
+        /// Where it was found.
+        origin: Origin,
+        /// The unknown key.
+        key: String,
+        /// The closest known key, if one is close.
+        suggestion: Option<String>,
+    },
+    /// A value of the wrong type or breaking a rule.
+    #[error("{origin}: invalid value for `{key}`: {message}")]
+    InvalidValue {
+        /// The layer that set the value.
+        origin: Origin,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A command-line flag that sets a config key.
+#[derive(Clone, Debug)]
+pub struct FlagValue {
+    /// The flag as typed, e.g. `--gossip-port`.
+    pub flag: &'static str,
+    /// The config key it sets, e.g. `gossip_port`.
+    pub key: &'static str,
+    /// The value, already type-checked by the argument parser.
+    pub value: config::Value,
+}
+
+/// The layers above the defaults, as the caller found them.
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    /// The config file, if one was named.
+    pub file: Option<PathBuf>,
+    /// Environment variables; only those starting with [`ENV_PREFIX`] are read.
+    pub env: BTreeMap<String, String>,
+    /// Flags given on the command line.
+    pub flags: Vec<FlagValue>,
+}
+
+impl Sources {
+    /// Collects the `QUORATE_*` variables out of an environment listing.
+    pub fn env_from(vars: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, String> {
+        vars.into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect()
+    }
+}
+
+/// One layer, parsed on its own, with the keys it sets.
+struct Layer {
+    origin: Origin,
+    config: config::Config,
+    keys: BTreeSet<String>,
+}
+
+/// Builds the configuration from defaults and the given sources, and validates it.
+pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+    let known = known_keys();
+    let mut layers = Vec::new();
+
+    if let Some(path) = &sources.file {
+        let origin = Origin::File(path.clone());
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") | None => config::FileFormat::Toml,
+            Some(other) => {
+                return Err(ConfigError::Unreadable {
+                    origin,
+                    message: format!(
+                        "unsupported file type .{other}: write the config in TOML (.toml)"
+                    ),
+                });
+            }
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(&text, format))
+            .build()
+            .map_err(|e| ConfigError::Unreadable {
+                origin: origin.clone(),
+                message: one_line(&e.to_string()),
+            })?;
+        layers.push(layer(origin, built, &known)?);
+    }
+
+    for (var, value) in &sources.env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let origin = Origin::Env(var.clone());
+        if rest.is_empty() {
+            return Err(ConfigError::UnknownKey {
+                origin,
+                key: String::new(),
+                suggestion: None,
+            });
+        }
+        let one = BTreeMap::from([(var.clone(), value.clone())]);
+        let built = config::Config::builder()
+            .add_source(
+                config::Environment::with_prefix("QUORATE")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .source(Some(one.into_iter().collect())),
+            )
+            .build()
+            .map_err(|e| ConfigError::InvalidValue {
+                origin: origin.clone(),
+                key: env_key(var),
+                message: e.to_string(),
+            })?;
+        layers.push(layer(origin, built, &known)?);
+    }
+
+    for flag in &sources.flags {
+        let built = config::Config::builder()
+            .set_override(flag.key, flag.value.clone())
+            .and_then(|b| b.build())
+            .map_err(|e| ConfigError::InvalidValue {
+                origin: Origin::Flag(flag.flag.to_string()),
+                key: flag.key.to_string(),
+                message: e.to_string(),
+            })?;
+        layers.push(layer(Origin::Flag(flag.flag.to_string()), built, &known)?);
+    }
+
+    let mut merged = config::Config::builder();
+    for l in &layers {
+        merged = merged.add_source(l.config.clone());
+    }
+    let origin_of = |key: &str| {
+        layers
+            .iter()
+            .rev()
+            .find(|l| l.keys.contains(key))
+            .map(|l| l.origin.clone())
+            .unwrap_or(Origin::Default)
+    };
+    let mut cfg: Config = merged
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| ConfigError::InvalidValue {
+            origin: Origin::Default,
+            key: String::new(),
+            message: e.to_string(),
+        })?;
+
+    if cfg.dev {
+        // Dev mode keeps to loopback unless told otherwise (and validate refuses otherwise).
+        if origin_of("bind") == Origin::Default {
+            cfg.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        }
+        if origin_of("advertise") == Origin::Default {
+            cfg.advertise = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+    }
+
+    cfg.validate().map_err(|inv| ConfigError::InvalidValue {
+        origin: origin_of(inv.key),
+        key: inv.key.to_string(),
+        message: inv.message,
+    })?;
+    Ok(cfg)
+}
+
+/// Checks one layer alone: unknown keys first, then the types of the values it sets.
+fn layer(
+    origin: Origin,
+    config: config::Config,
+    known: &BTreeSet<String>,
+) -> Result<Layer, ConfigError> {
+    let map = config.collect().map_err(|e| ConfigError::Unreadable {
+        origin: origin.clone(),
+        message: e.to_string(),
+    })?;
+    let mut keys = BTreeSet::new();
+    flatten_keys("", &map, &mut keys);
+    if let Some(unknown) = keys.iter().find(|k| !known.contains(*k)) {
+        let suggestion = known
+            .iter()
+            .map(|k| (strsim::jaro_winkler(unknown, k), k))
+            .filter(|(score, _)| *score > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, k)| k.clone());
+        return Err(ConfigError::UnknownKey {
+            origin,
+            key: unknown.clone(),
+            suggestion,
+        });
+    }
+    if let Err(e) = config.clone().try_deserialize::<Config>() {
+        let (key, message) = match e {
+            config::ConfigError::Type {
+                key,
+                unexpected,
+                expected,
+                ..
+            } => (
+                key.unwrap_or_default(),
+                format!("expected {expected}, found {unexpected}"),
+            ),
+            other => {
+                // Enum and address parse errors arrive as messages; the layer's single key (for
+                // env and flags) or the first key names the culprit well enough.
+                let key = if keys.len() == 1 {
+                    keys.iter().next().cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                (key, strip_key_suffix(&other.to_string()))
+            }
+        };
+        let key = if key.is_empty() {
+            keys.iter().next().cloned().unwrap_or_default()
+        } else {
+            key
+        };
+        let message = match CHOICES.iter().find(|(k, _)| *k == key) {
+            Some((_, choices)) => match config.get_string(&key) {
+                Ok(found) => format!("expected {choices}, found {found:?}"),
+                Err(_) => format!("expected {choices}"),
+            },
+            None => message,
+        };
+        return Err(ConfigError::InvalidValue {
+            origin,
+            key,
+            message,
+        });
+    }
+    Ok(Layer {
+        origin,
+        config,
+        keys,
+    })
+}
+
+/// Parser errors draw the offending line over several lines; an operator's log wants one.
+fn one_line(message: &str) -> String {
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default();
+    match lines
+        .filter(|l| {
+            !l.starts_with('|')
+                && !l.starts_with('^')
+                && !l.chars().next().is_some_and(|c| c.is_ascii_digit())
+        })
+        .last()
+    {
+        Some(last) => format!("{first}: {last}"),
+        None => first.to_string(),
+    }
+}
+
+/// Keys whose values are one of a few words, for a better message than the deserializer's.
+const CHOICES: &[(&str, &str)] = &[
+    ("role", "`voter` or `storage`"),
+    ("log_format", "`text` or `json`"),
+];
+
+/// The config crate appends " for key `x`" and an origin to some messages; we say those ourselves.
+fn strip_key_suffix(message: &str) -> String {
+    match message.find(" for key `") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn flatten_keys(
+    prefix: &str,
+    map: &config::Map<String, config::Value>,
+    out: &mut BTreeSet<String>,
+) {
+    for (k, v) in map {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match &v.kind {
+            config::ValueKind::Table(inner) if !inner.is_empty() => flatten_keys(&key, inner, out),
+            _ => {
+                out.insert(key);
+            }
+        }
+    }
+}
+
+/// Every key [`Config`] accepts, as dotted paths.
+fn known_keys() -> BTreeSet<String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeSet<String>) {
+        if let serde_json::Value::Object(map) = v {
+            for (k, inner) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match inner {
+                    serde_json::Value::Object(_) => walk(&key, inner, out),
+                    _ => {
+                        out.insert(key);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    // Serializing plain data with derived impls cannot fail.
+    if let Ok(v) = serde_json::to_value(Config::default()) {
+        walk("", &v, &mut out);
+    }
+    out
+}
+
+/// The config key an environment variable sets: `QUORATE_GOSSIP_PORT` -> `gossip_port`.
+fn env_key(var: &str) -> String {
+    var.strip_prefix(ENV_PREFIX)
+        .unwrap_or(var)
+        .to_lowercase()
+        .replace("__", ".")
+}
+
+/// The environment variable that sets a config key: `gossip_port` -> `QUORATE_GOSSIP_PORT`.
+pub fn env_var(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.to_uppercase().replace('.', "__"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(contents: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("temp file");
+        f.write_all(contents.as_bytes()).expect("write temp file");
+        f
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn flag(flag: &'static str, key: &'static str, value: impl Into<config::Value>) -> FlagValue {
+        FlagValue {
+            flag,
+            key,
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn no_sources_gives_the_defaults() {
+        assert_eq!(load(&Sources::default()), Ok(Config::default()));
+    }
+
+    #[test]
+    fn layers_stack_file_then_env_then_flags() {
+        let f = file(
+            "gossip_port = 8001\nquic_port = 8002\ncluster = \"from-file\"\nname = \"file-name\"\n",
+        );
+        let sources = Sources {
+            file: Some(f.path().to_path_buf()),
+            env: env(&[
+                ("QUORATE_QUIC_PORT", "9002"),
+                ("QUORATE_CLUSTER", "from-env"),
+            ]),
+            flags: vec![flag("--cluster", "cluster", "from-flag")],
+        };
+        let cfg = load(&sources).expect("valid layers");
+        assert_eq!(cfg.gossip_port, 8001, "file beats default");
+        assert_eq!(cfg.quic_port, 9002, "env beats file");
+        assert_eq!(cfg.cluster, "from-flag", "flag beats env");
+        assert_eq!(cfg.name.as_deref(), Some("file-name"));
+        assert_eq!(
+            cfg.http_addr, DEFAULT_HTTP_ADDR,
+            "untouched keys keep defaults"
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_file_names_file_key_and_suggestion() {
+        let f = file("gosip_port = 8001\n");
+        let err = load(&Sources {
+            file: Some(f.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        match &err {
+            ConfigError::UnknownKey {
+                origin: Origin::File(p),
+                key,
+                suggestion,
+            } => {
+                assert_eq!(p, f.path());
+                assert_eq!(key, "gosip_port");
+                assert_eq!(suggestion.as_deref(), Some("gossip_port"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            err.to_string().contains("did you mean `gossip_port`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_env_variable_is_named() {
+        let err = load(&Sources {
+            env: env(&[("QUORATE_GOSIP_PORT", "1")]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::UnknownKey {
+                origin: Origin::Env("QUORATE_GOSIP_PORT".into()),
+                key: "gosip_port".into(),
+                suggestion: Some("gossip_port".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_named_with_their_source() {
+        let f = file("gossip_port = \"lots\"\n");
+        let err = load(&Sources {
+            file: Some(f.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidValue { origin: Origin::File(_), key, .. } if key == "gossip_port"),
+            "{err:?}"
+        );
+
+        let err = load(&Sources {
+            env: env(&[("QUORATE_GOSSIP_PORT", "70000")]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidValue { origin: Origin::Env(v), key, .. } if v == "QUORATE_GOSSIP_PORT" && key == "gossip_port"),
+            "{err:?}"
+        );
+
+        let err = load(&Sources {
+            env: env(&[("QUORATE_ROLE", "boss")]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidValue { key, .. } if key == "role"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with("expected `voter` or `storage`, found \"boss\""),
+            "{err}"
+        );
+        assert!(err.to_string().contains("QUORATE_ROLE"), "{err}");
+
+        let err = load(&Sources {
+            env: env(&[("QUORATE_BIND", "not-an-ip")]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidValue { key, .. } if key == "bind"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn broken_toml_is_unreadable_with_the_path() {
+        let f = file("gossip_port = = 3\n");
+        let err = load(&Sources {
+            file: Some(f.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConfigError::Unreadable {
+                    origin: Origin::File(_),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains(&f.path().display().to_string()),
+            "{err}"
+        );
+        assert_eq!(err.to_string().lines().count(), 1, "one line: {err}");
+    }
+
+    #[test]
+    fn missing_file_is_unreadable() {
+        let err = load(&Sources {
+            file: Some("/nonexistent/quorate.toml".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read config file /nonexistent/quorate.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rule_violations_name_the_layer_that_set_the_key() {
+        let f = file("gossip_port = 7000\n");
+        let err = load(&Sources {
+            file: Some(f.path().to_path_buf()),
+            flags: vec![flag("--quic-port", "quic_port", 7000)],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::InvalidValue {
+                origin: Origin::Flag("--quic-port".into()),
+                key: "quic_port".into(),
+                message: "gossip and QUIC both use UDP and cannot share port 7000".into(),
+            }
+        );
+
+        let err = load(&Sources {
+            env: env(&[("QUORATE_GOSSIP_PORT", "0")]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidValue { origin: Origin::Env(_), key, .. } if key == "gossip_port"),
+            "{err:?}"
+        );
+
+        let err = load(&Sources {
+            env: env(&[("QUORATE_CLUSTER", "no spaces")]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidValue { key, .. } if key == "cluster"),
+            "{err:?}"
+        );
+
+        let err = load(&Sources {
+            env: env(&[("QUORATE_LOG", "info,,=[")]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidValue { key, .. } if key == "log"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn dev_mode_moves_to_loopback_and_refuses_other_addresses() {
+        let cfg = load(&Sources {
+            flags: vec![flag("--dev", "dev", true)],
+            ..Default::default()
+        })
+        .expect("dev");
+        assert_eq!(cfg.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(cfg.advertise, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+
+        let err = load(&Sources {
+            flags: vec![
+                flag("--dev", "dev", true),
+                flag("--bind", "bind", "0.0.0.0"),
+            ],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidValue { origin: Origin::Flag(f), key, .. } if f == "--bind" && key == "bind"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn env_var_and_key_names_map_both_ways() {
+        assert_eq!(env_var("gossip_port"), "QUORATE_GOSSIP_PORT");
+        assert_eq!(env_key("QUORATE_GOSSIP_PORT"), "gossip_port");
+        assert_eq!(env_var("a.b_c"), "QUORATE_A__B_C");
+        assert_eq!(env_key("QUORATE_A__B_C"), "a.b_c");
+    }
+
+    #[test]
+    fn the_packaged_example_config_loads_and_lists_every_key() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("packaging/quorate.toml");
+        let text = std::fs::read_to_string(&path).expect("packaging/quorate.toml");
+        load(&Sources {
+            file: Some(path),
+            ..Default::default()
+        })
+        .expect("example config is valid");
+        for key in known_keys() {
+            assert!(
+                text.contains(&format!("{key} =")),
+                "packaging/quorate.toml does not document `{key}`"
+            );
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! quorate: a membership service for clusters on a LAN.
+//!
+//! This crate is the node: it wires the layer crates (`quorate-discovery` for mDNS hints,
+//! `quorate-gossip` for liveness facts, `quorate-consensus` for Raft decisions) into one agent,
+//! and holds the configuration, the data dir and the HTTP API. The layer crates know nothing
+//! of each other; only this crate connects them. It does not decide membership itself: only
+//! Raft does.
+
+pub mod agent;
+pub mod config;
+mod data_dir;
+pub mod logging;
+mod node_id;
+
+pub use agent::{Agent, AgentError};
+pub use config::{Config, ConfigError, LogFormat, Role};
+pub use data_dir::{DataDir, DataDirError};
+pub use node_id::{NodeId, ParseNodeIdError};

@@ -1,0 +1,25 @@
+//! Log set-up for the binary: `tracing` to standard error, as text or JSON lines.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. `filter` is the configured filter (`QUORATE_LOG`, the `log`
+/// key); `rust_log` is the `RUST_LOG` fallback; with neither, `info`.
+pub fn init(format: LogFormat, filter: Option<&str>, rust_log: Option<&str>) {
+    let directives = filter.or(rust_log).unwrap_or("info");
+    // The configured filter was validated at load; a bad RUST_LOG falls back to `info`.
+    let filter = EnvFilter::builder()
+        .parse(directives)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
