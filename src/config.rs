@@ -124,10 +124,10 @@ impl Config {
     /// Checks the rules that types alone do not express.
     pub fn validate(&self) -> Result<(), Invalid> {
         let invalid = |key, message: String| Err(Invalid { key, message });
-        if let Some(name) = &self.name {
-            if let Err(why) = check_node_name(name) {
-                return invalid("name", why);
-            }
+        if let Some(name) = &self.name
+            && let Err(why) = check_node_name(name)
+        {
+            return invalid("name", why);
         }
         if let Err(why) = check_cluster_name(&self.cluster) {
             return invalid("cluster", why);
@@ -161,26 +161,26 @@ impl Config {
         if self.bind.is_multicast() {
             return invalid("bind", format!("{} is a multicast address", self.bind));
         }
-        if let Some(adv) = self.advertise {
-            if adv.is_unspecified() || adv.is_multicast() {
-                return invalid(
-                    "advertise",
-                    format!("{adv} cannot be reached by other nodes: give a unicast address"),
-                );
-            }
+        if let Some(adv) = self.advertise
+            && (adv.is_unspecified() || adv.is_multicast())
+        {
+            return invalid(
+                "advertise",
+                format!("{adv} cannot be reached by other nodes: give a unicast address"),
+            );
         }
-        if let Some(data_dir) = &self.data_dir {
-            if data_dir.as_os_str().is_empty() {
-                return invalid("data_dir", "an empty path is not a directory".into());
-            }
+        if let Some(data_dir) = &self.data_dir
+            && data_dir.as_os_str().is_empty()
+        {
+            return invalid("data_dir", "an empty path is not a directory".into());
         }
-        if let Some(filter) = &self.log {
-            if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(filter) {
-                return invalid(
-                    "log",
-                    format!("{filter:?} is not a log filter ({e}); try `info` or `quorate=debug`"),
-                );
-            }
+        if let Some(filter) = &self.log
+            && let Err(e) = tracing_subscriber::EnvFilter::builder().parse(filter)
+        {
+            return invalid(
+                "log",
+                format!("{filter:?} is not a log filter ({e}); try `info` or `quorate=debug`"),
+            );
         }
         if self.dev {
             let outside = [
@@ -512,14 +512,10 @@ fn layer(
 fn one_line(message: &str) -> String {
     let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or_default();
-    match lines
-        .filter(|l| {
-            !l.starts_with('|')
-                && !l.starts_with('^')
-                && !l.chars().next().is_some_and(|c| c.is_ascii_digit())
-        })
-        .last()
-    {
+    let drawing = |l: &&str| {
+        l.starts_with('|') || l.starts_with('^') || l.starts_with(|c: char| c.is_ascii_digit())
+    };
+    match lines.rfind(|l| !drawing(l)) {
         Some(last) => format!("{first}: {last}"),
         None => first.to_string(),
     }
