@@ -129,7 +129,9 @@ impl Agent {
             gossip = %SocketAddr::new(c.bind, c.gossip_port),
             quic = %SocketAddr::new(c.bind, c.quic_port),
             http = %c.http_addr,
-            "agent running; gossip, QUIC and the HTTP API will listen on these addresses as those layers land"
+            // Gossip, QUIC and the HTTP API open these addresses as those layers land.
+            listening = false,
+            "agent running"
         );
         let signal = shutdown.await;
         info!(signal, "shutting down");

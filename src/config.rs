@@ -116,6 +116,9 @@ impl Default for Config {
 pub struct Invalid {
     /// The offending key, as written in the config file.
     pub key: &'static str,
+    /// Another key the rule involves (two ports that clash): the error names whichever of the
+    /// two was set by the higher layer.
+    pub other: Option<&'static str>,
     /// What is wrong and what would be right.
     pub message: String,
 }
@@ -123,7 +126,13 @@ pub struct Invalid {
 impl Config {
     /// Checks the rules that types alone do not express.
     pub fn validate(&self) -> Result<(), Invalid> {
-        let invalid = |key, message: String| Err(Invalid { key, message });
+        let invalid = |key, message: String| {
+            Err(Invalid {
+                key,
+                other: None,
+                message,
+            })
+        };
         if let Some(name) = &self.name
             && let Err(why) = check_node_name(name)
         {
@@ -150,13 +159,14 @@ impl Config {
             );
         }
         if self.gossip_port == self.quic_port {
-            return invalid(
-                "quic_port",
-                format!(
+            return Err(Invalid {
+                key: "quic_port",
+                other: Some("gossip_port"),
+                message: format!(
                     "gossip and QUIC both use UDP and cannot share port {}",
                     self.quic_port
                 ),
-            );
+            });
         }
         if self.bind.is_multicast() {
             return invalid("bind", format!("{} is a multicast address", self.bind));
@@ -428,10 +438,18 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         }
     }
 
-    cfg.validate().map_err(|inv| ConfigError::InvalidValue {
-        origin: origin_of(inv.key),
-        key: inv.key.to_string(),
-        message: inv.message,
+    cfg.validate().map_err(|inv| {
+        // Blame whichever involved key the highest layer set.
+        let rank = |key: &str| layers.iter().rposition(|l| l.keys.contains(key));
+        let key = match inv.other {
+            Some(other) if rank(other) > rank(inv.key) => other,
+            _ => inv.key,
+        };
+        ConfigError::InvalidValue {
+            origin: origin_of(key),
+            key: key.to_string(),
+            message: inv.message,
+        }
     })?;
     Ok(cfg)
 }

@@ -1,0 +1,243 @@
+//! The `quorate` binary as an operator meets it: help texts, refusals of bad configuration
+//! and bad data dirs, and a clean stop. Everything here stays on loopback (dev mode) or never
+//! gets as far as the network.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn quorate(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quorate"));
+    cmd.args(args).stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("QUORATE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run quorate")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts a refusal: the exit code, exactly one line on stderr, and the words it must hold.
+fn assert_refused(out: &Output, code: i32, words: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "exit status; stderr: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line of error, got: {err}"
+    );
+    for w in words {
+        assert!(err.contains(w), "error should mention {w:?}: {err}");
+    }
+}
+
+/// The top-level help names the agent; the agent's help explains layering and every flag with
+/// its variable and key.
+#[test]
+fn help_explains_commands_and_settings() {
+    let top = quorate(&["--help"], &[]);
+    assert!(top.status.success());
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(text.contains("agent") && text.contains("Raft"), "{text}");
+
+    let agent = quorate(&["agent", "--help"], &[]);
+    assert!(agent.status.success());
+    let text = String::from_utf8_lossy(&agent.stdout);
+    for needle in [
+        "--data-dir",
+        "QUORATE_DATA_DIR",
+        "--gossip-port",
+        "[default: 7946]",
+        "--dev",
+        "SIGTERM",
+        "Exit status",
+    ] {
+        assert!(
+            text.contains(needle),
+            "agent --help lacks {needle:?}:\n{text}"
+        );
+    }
+}
+
+/// An unknown key in the config file stops the agent with exit 2, naming key, file and the
+/// key that was probably meant.
+#[test]
+fn unknown_config_key_is_refused_with_file_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("q.toml");
+    std::fs::write(&file, "gosip_port = 7000\n").expect("write");
+    let out = quorate(
+        &["agent", "--dev", "--config", file.to_str().expect("utf-8")],
+        &[],
+    );
+    assert_refused(
+        &out,
+        2,
+        &[
+            "unknown key `gosip_port`",
+            &file.display().to_string(),
+            "gossip_port",
+        ],
+    );
+}
+
+/// Bad ports are refused, naming where they came from: the environment, a file, a flag.
+#[test]
+fn bad_ports_are_refused_naming_their_source() {
+    let out = quorate(&["agent", "--dev"], &[("QUORATE_GOSSIP_PORT", "70000")]);
+    assert_refused(&out, 2, &["QUORATE_GOSSIP_PORT", "gossip_port"]);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("q.toml");
+    std::fs::write(&file, "quic_port = 0\n").expect("write");
+    let out = quorate(
+        &["agent", "--dev", "--config", file.to_str().expect("utf-8")],
+        &[],
+    );
+    assert_refused(
+        &out,
+        2,
+        &["quic_port", "port 0", &file.display().to_string()],
+    );
+
+    let out = quorate(&["agent", "--dev", "--gossip-port", "7947"], &[]);
+    assert_refused(&out, 2, &["--gossip-port", "cannot share port 7947"]);
+
+    let out = quorate(&["agent", "--dev", "--quic-port", "99999"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--quic-port"), "{}", stderr(&out));
+}
+
+/// A data dir that cannot be created, or that the agent's user cannot write, stops it with
+/// exit 1 and one line naming the directory.
+#[test]
+fn unusable_data_dirs_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").expect("write");
+    let below_file = file.join("data");
+    let out = quorate(
+        &[
+            "agent",
+            "--dev",
+            "--data-dir",
+            below_file.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert_refused(
+        &out,
+        1,
+        &["cannot create data dir", &below_file.display().to_string()],
+    );
+
+    // Root writes anywhere, so run the agent as `nobody` against a root-owned directory.
+    let root_owned = dir.path().join("root-owned");
+    std::fs::create_dir(&root_owned).expect("mkdir");
+    set_mode(dir.path(), 0o755);
+    set_mode(&root_owned, 0o755);
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_quorate"),
+        ])
+        .args([
+            "agent",
+            "--dev",
+            "--data-dir",
+            root_owned.to_str().expect("utf-8"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_refused(
+        &out,
+        1,
+        &["not writable", &root_owned.display().to_string()],
+    );
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A data dir written by a newer format is refused and left as it was.
+#[test]
+fn a_newer_data_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = dir.path().join("node.json");
+    std::fs::write(&meta, r#"{"format": 99, "node_id": "00000000000000aa"}"#).expect("write");
+    let out = quorate(
+        &[
+            "agent",
+            "--dev",
+            "--data-dir",
+            dir.path().to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert_refused(&out, 1, &["format 99", "upgrade quorate"]);
+}
+
+/// Two agents on one data dir: the second is refused while the first runs, naming its pid;
+/// the first stops cleanly on SIGINT.
+#[test]
+fn a_data_dir_in_use_is_refused_and_sigint_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let log = dir.path().join("first.log");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args(["agent", "--dev", "--data-dir", data, "--log-format", "json"])
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    support::wait::until("the first agent to run", Duration::from_secs(10), || {
+        let text = read_log();
+        if text.contains("\"agent running\"") {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    });
+
+    let out = quorate(&["agent", "--dev", "--data-dir", data], &[]);
+    assert_refused(
+        &out,
+        1,
+        &[
+            "in use by another quorate agent",
+            &format!("pid {}", first.id()),
+        ],
+    );
+
+    let sent = Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let status = support::wait::until(
+        "the agent to exit after SIGINT",
+        Duration::from_secs(10),
+        || first.try_wait().expect("wait").ok_or_else(read_log),
+    );
+    assert!(
+        status.success(),
+        "exit after SIGINT: {status}; log: {}",
+        read_log()
+    );
+    assert!(read_log().contains("\"agent stopped\""), "{}", read_log());
+}

@@ -1,0 +1,506 @@
+//! The LAN lab: a private bridge and network namespaces, each a host with its own address,
+//! running real `quorate` processes.
+//!
+//! Every lab takes a machine-wide lock (lab tests run one at a time on 2-core machines), names
+//! everything it makes after the test process's pid and a counter (so two labs never collide),
+//! and removes all of it in `Drop`, also when the test panics; then it prints the logs of the
+//! processes it ran. A lab left behind by a test process that was killed is swept by the next
+//! lab. Nothing in the lab is reachable from the machine's root namespace: the bridge has no
+//! address and no IPv6, so lab traffic never leaves the lab.
+//!
+//! Hosts sit on 10.99.0.0/16 (host `i` has the address 10.99.0.0 + `i + 1`), with an `eth0` that carries
+//! multicast (the bridge does not snoop, so every multicast frame reaches every host).
+
+#![allow(unsafe_code)] // setns(2): entering a host's network namespace from a test thread
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const NS_PREFIX: &str = "qlab-";
+const NFT_TABLE: &str = "quorate_lab";
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// One host of the lab.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Index in the lab.
+    pub index: usize,
+    /// Name of its network namespace.
+    pub netns: String,
+    /// Its address on the lab subnet.
+    pub ip: Ipv4Addr,
+    /// The root-namespace end of its veth pair (its "cable").
+    veth: String,
+}
+
+/// A `quorate` process running in a host.
+#[derive(Debug)]
+pub struct Proc {
+    /// The host it runs in.
+    pub host: usize,
+    args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+    label: String,
+}
+
+/// Handle to a process of the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcId(usize);
+
+/// A lab of hosts on one bridge.
+pub struct Lab {
+    tag: String,
+    bridge: String,
+    hosts: Vec<Host>,
+    procs: Vec<Proc>,
+    dir: tempfile::TempDir,
+    _lock: File,
+}
+
+impl Lab {
+    /// Makes a lab of `n` hosts. Panics, saying why, without root or without `ip` and `nft`.
+    pub fn new(n: usize) -> Lab {
+        assert!((1..=4096).contains(&n), "a lab has 1 to 4096 hosts");
+        preflight();
+        let lock_path = std::env::temp_dir().join("quorate-lab.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .unwrap_or_else(|e| panic!("cannot open the lab lock {}: {e}", lock_path.display()));
+        lock.lock()
+            .unwrap_or_else(|e| panic!("cannot take the lab lock: {e}"));
+        sweep_stale();
+
+        let counter = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xff;
+        let tag = format!("{:06x}{:02x}", std::process::id(), counter);
+        let bridge = format!("qb{tag}");
+        let dir = tempfile::Builder::new()
+            .prefix("quorate-lab-")
+            .tempdir()
+            .expect("lab temp dir");
+        let mut lab = Lab {
+            tag,
+            bridge,
+            hosts: Vec::new(),
+            procs: Vec::new(),
+            dir,
+            _lock: lock,
+        };
+
+        ip(&[
+            "link",
+            "add",
+            &lab.bridge,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+            "stp_state",
+            "0",
+        ]);
+        write_sysctl_root(&format!("net/ipv6/conf/{}/disable_ipv6", lab.bridge), "1");
+        ip(&["link", "set", &lab.bridge, "up"]);
+        for i in 0..n {
+            lab.add_host(i);
+        }
+        lab
+    }
+
+    fn add_host(&mut self, i: usize) {
+        let netns = format!("{NS_PREFIX}{}-{i}", self.tag);
+        let veth = format!("qv{}{i:x}", self.tag);
+        let ipaddr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 99, 0, 0)) + i as u32 + 1);
+        ip(&["netns", "add", &netns]);
+        let host = Host {
+            index: i,
+            netns: netns.clone(),
+            ip: ipaddr,
+            veth: veth.clone(),
+        };
+        // Before eth0 exists, so that it starts with these: no duplicate-address wait for the
+        // IPv6 link-local address that mDNS over IPv6 uses.
+        in_netns(&netns, || {
+            for key in ["all", "default"] {
+                let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{key}/accept_dad"), "0");
+            }
+        });
+        ip(&["-n", &netns, "link", "set", "lo", "up"]);
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ]);
+        write_sysctl_root(&format!("net/ipv6/conf/{veth}/disable_ipv6"), "1");
+        ip(&["link", "set", &veth, "master", &self.bridge, "up"]);
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{ipaddr}/16"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &netns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &netns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+        self.hosts.push(host);
+    }
+
+    /// The lab's hosts.
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// Host `i`.
+    pub fn host(&self, i: usize) -> &Host {
+        &self.hosts[i]
+    }
+
+    /// A directory for host `i`'s files (data dirs, configs), inside the lab's temporary dir.
+    pub fn host_dir(&self, i: usize) -> PathBuf {
+        let d = self.dir.path().join(format!("h{i}"));
+        fs::create_dir_all(&d).expect("host dir");
+        d
+    }
+
+    /// Runs `f` on a thread inside host `i`'s network namespace and returns its result. Sockets
+    /// made inside stay in that namespace when used from other threads afterwards.
+    pub fn in_host<T: Send>(&self, i: usize, f: impl FnOnce() -> T + Send) -> T {
+        in_netns(&self.hosts[i].netns, f)
+    }
+
+    /// Runs a command inside host `i` to completion.
+    pub fn exec(&self, i: usize, program: &str, args: &[&str]) -> Output {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.hosts[i].netns, program])
+            .args(args);
+        scrub_env(&mut cmd);
+        cmd.output()
+            .unwrap_or_else(|e| panic!("cannot run {program} in host {i}: {e}"))
+    }
+
+    /// Runs the built `quorate` binary inside host `i` to completion.
+    pub fn quorate(&self, i: usize, args: &[&str]) -> Output {
+        self.exec(i, env!("CARGO_BIN_EXE_quorate"), args)
+    }
+
+    /// Starts `quorate ARGS` in host `i`; its stdout and stderr go to a log file.
+    pub fn spawn(&mut self, i: usize, label: &str, args: &[&str]) -> ProcId {
+        let log = self.dir.path().join(format!("{label}.log"));
+        let mut proc = Proc {
+            host: i,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            log,
+            label: label.to_string(),
+        };
+        self.start(&mut proc);
+        self.procs.push(proc);
+        ProcId(self.procs.len() - 1)
+    }
+
+    fn start(&self, proc: &mut Proc) {
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&proc.log)
+            .expect("log file");
+        let _ = writeln!(
+            log,
+            "--- start in host {}: quorate {}",
+            proc.host,
+            proc.args.join(" ")
+        );
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.hosts[proc.host].netns,
+            env!("CARGO_BIN_EXE_quorate"),
+        ])
+        .args(&proc.args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log fd"))
+        .stderr(log);
+        scrub_env(&mut cmd);
+        proc.child = Some(cmd.spawn().expect("spawn quorate"));
+    }
+
+    /// The process's pid.
+    pub fn pid(&self, p: ProcId) -> u32 {
+        self.procs[p.0]
+            .child
+            .as_ref()
+            .map(Child::id)
+            .expect("process is running")
+    }
+
+    /// Everything the process has logged, over all its restarts.
+    pub fn log(&self, p: ProcId) -> String {
+        fs::read_to_string(&self.procs[p.0].log).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill9(&mut self, p: ProcId) {
+        if let Some(mut child) = self.procs[p.0].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the process to exit; returns its status.
+    pub fn stop(&mut self, p: ProcId, within: Duration) -> ExitStatus {
+        let mut child = self.procs[p.0].child.take().expect("process is running");
+        // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if start.elapsed() > within {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} did not exit within {within:?} of SIGTERM",
+                    self.procs[p.0].label
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn exited(&mut self, p: ProcId) -> Option<ExitStatus> {
+        match self.procs[p.0].child.as_mut() {
+            Some(child) => child.try_wait().expect("wait"),
+            None => None,
+        }
+    }
+
+    /// Starts a stopped or killed process again with the same arguments (so the same data dir).
+    pub fn restart(&mut self, p: ProcId) {
+        let mut proc = std::mem::replace(
+            &mut self.procs[p.0],
+            Proc {
+                host: 0,
+                args: Vec::new(),
+                child: None,
+                log: PathBuf::new(),
+                label: String::new(),
+            },
+        );
+        assert!(
+            proc.child.is_none(),
+            "{} is still running; kill or stop it first",
+            proc.label
+        );
+        self.start(&mut proc);
+        self.procs[p.0] = proc;
+    }
+
+    /// Pulls host `i`'s cable: its link goes down, its addresses stay.
+    pub fn cut(&self, i: usize) {
+        ip(&["link", "set", &self.hosts[i].veth, "down"]);
+    }
+
+    /// Plugs host `i`'s cable back in.
+    pub fn heal(&self, i: usize) {
+        ip(&["link", "set", &self.hosts[i].veth, "up"]);
+    }
+
+    /// Drops `percent` of the packets host `i` sends and of those it receives on `eth0`, at
+    /// random (nftables `numgen random`); 0 removes the rule.
+    pub fn drop_share(&self, i: usize, percent: u32) {
+        assert!(percent <= 100, "a share is 0 to 100 percent");
+        let mut rules = format!("table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n");
+        if percent > 0 {
+            rules.push_str(&format!(
+                "table inet {NFT_TABLE} {{\n\
+                 chain input {{ type filter hook input priority 0; policy accept; iifname \"eth0\" numgen random mod 100 < {percent} drop; }}\n\
+                 chain output {{ type filter hook output priority 0; policy accept; oifname \"eth0\" numgen random mod 100 < {percent} drop; }}\n\
+                 }}\n"
+            ));
+        }
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.hosts[i].netns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(rules.as_bytes())
+            .expect("write rules");
+        let out = child.wait_with_output().expect("nft");
+        assert!(
+            out.status.success(),
+            "nft failed in host {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The names of the network namespaces this lab made (to check that they are gone).
+    pub fn netns_names(&self) -> Vec<String> {
+        self.hosts.iter().map(|h| h.netns.clone()).collect()
+    }
+
+    fn print_logs(&self) {
+        for proc in &self.procs {
+            let text = fs::read_to_string(&proc.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(200)..];
+            eprintln!(
+                "===== log of {} (host {}, last {} lines) =====",
+                proc.label,
+                proc.host,
+                tail.len()
+            );
+            for l in tail {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for proc in &mut self.procs {
+            if let Some(mut child) = proc.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            self.print_logs();
+        }
+        for host in &self.hosts {
+            remove_netns(&host.netns);
+            let _ = quiet_ip(&["link", "del", &host.veth]);
+        }
+        let _ = quiet_ip(&["link", "del", &self.bridge]);
+    }
+}
+
+/// Lists the network namespaces on the machine.
+pub fn netns_list() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+fn preflight() {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "the LAN lab needs root (network namespaces, veth pairs, nftables); run the tests as root, as CI does"
+    );
+    for (tool, arg, package) in [("ip", "-V", "iproute2"), ("nft", "--version", "nftables")] {
+        let ok = Command::new(tool)
+            .arg(arg)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "the LAN lab needs `{tool}`: apt-get install -y {package}"
+        );
+    }
+}
+
+/// Removes labs left behind by test processes that no longer exist.
+fn sweep_stale() {
+    for ns in netns_list() {
+        let Some(rest) = ns.strip_prefix(NS_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.get(..6).and_then(|h| u32::from_str_radix(h, 16).ok()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        remove_netns(&ns);
+        if let Some(tag) = rest.get(..8) {
+            let _ = quiet_ip(&["link", "del", &format!("qb{tag}")]);
+        }
+    }
+}
+
+fn remove_netns(netns: &str) {
+    // Processes keep a namespace alive after its name is gone: kill them first.
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", netns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<libc::pid_t>() {
+                // SAFETY: kill(2) has no memory effects.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    let _ = quiet_ip(&["netns", "del", netns]);
+}
+
+fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{netns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let fd = File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+            // SAFETY: setns(2) on a valid namespace fd changes only this thread's network
+            // namespace; the thread ends when `f` returns.
+            let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "setns into {netns}: {}",
+                std::io::Error::last_os_error()
+            );
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
+fn write_sysctl_root(key: &str, value: &str) {
+    let path = format!("/proc/sys/{key}");
+    fs::write(&path, value).unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+}
+
+fn ip(args: &[&str]) {
+    let out = quiet_ip(args);
+    assert!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+fn quiet_ip(args: &[&str]) -> Output {
+    Command::new("ip").args(args).output().expect("run ip")
+}
+
+/// Processes in the lab get no `QUORATE_*` variable from the test's environment.
+fn scrub_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("QUORATE_") {
+            cmd.env_remove(k);
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Test support shared by the integration test binaries: the LAN lab and waiting helpers.
+//!
+//! Each area's `main.rs` includes this with `#[path = "../support/mod.rs"] mod support;`, so
+//! every binary compiles only what it uses.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod lab;
+pub mod wait;
