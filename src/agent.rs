@@ -9,9 +9,15 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use quorate_discovery::{
+    Advert, AdvertRole, AdvertState, Advertisement, DiscoveryError, Interfaces, Mdns, MdnsConfig,
+};
 use tracing::{info, warn};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Role};
 use crate::data_dir::{DataDir, DataDirError};
 
 /// Why the agent could not start or run.
@@ -34,6 +40,9 @@ pub enum AgentError {
         "no non-loopback address to advertise was found ({0}); set --advertise, or use --dev on a single machine"
     )]
     NoAdvertise(String),
+    /// mDNS discovery could not start.
+    #[error("discovery: {0}")]
+    Discovery(#[from] DiscoveryError),
     /// Waiting for signals failed.
     #[error("cannot listen for shutdown signals: {0}")]
     Signals(std::io::Error),
@@ -133,11 +142,81 @@ impl Agent {
             listening = false,
             "agent running"
         );
+        let mdns = if c.discovery.enabled {
+            Some(self.start_discovery()?)
+        } else {
+            None
+        };
         let signal = shutdown.await;
         info!(signal, "shutting down");
+        if let Some(mdns) = mdns {
+            match mdns.shutdown(Duration::from_secs(2)).await {
+                Ok(()) => info!("mdns goodbye sent"),
+                Err(e) => warn!(error = %e, "mdns goodbye not confirmed"),
+            }
+        }
         drop(self.data_dir);
         info!("agent stopped");
         Ok(())
+    }
+}
+
+impl Agent {
+    /// Advertises this node on mDNS and logs the peers it hears of.
+    fn start_discovery(&self) -> Result<Mdns, AgentError> {
+        let c = &self.config;
+        let id = self.data_dir.node_id().to_string();
+        let mdns = Mdns::start(MdnsConfig {
+            service_type: c.discovery.service_type.clone(),
+            interfaces: Interfaces {
+                include: c.discovery.interfaces.clone(),
+                exclude: c.discovery.exclude_interfaces.clone(),
+                loopback_only: c.dev,
+            },
+            // Liveness is gossip's job; mDNS entries go on goodbye or TTL expiry.
+            verify_every: None,
+            verify_timeout: Duration::from_secs(3),
+        })?;
+        // Advertise what the node listens on: a fixed address when one is configured (or in
+        // dev mode), else every address of the selected interfaces, kept current by mDNS.
+        let addrs = if c.dev {
+            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+        } else if c.advertise.is_some() {
+            vec![self.resolved.advertise]
+        } else if !c.bind.is_unspecified() {
+            vec![c.bind]
+        } else {
+            Vec::new()
+        };
+        let advert = Advert {
+            id: id.clone(),
+            cluster: c.cluster.clone(),
+            role: match c.role {
+                Role::Voter => AdvertRole::Voter,
+                Role::Storage => AdvertRole::Storage,
+            },
+            gossip_port: c.gossip_port,
+            api_port: c.http_addr.port(),
+            state: AdvertState::Forming,
+            ca: None,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let fullname = mdns.advertise(&Advertisement {
+            instance: self.resolved.name.clone(),
+            host: format!("q-{id}.local."),
+            port: c.quic_port,
+            addrs,
+            advert,
+        })?;
+        info!(instance = %fullname, service_type = %c.discovery.service_type, "advertising on mdns");
+        let mut events = mdns.browse(Some(id))?;
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                let p = ev.peer();
+                info!(event = ev.kind(), peer = %p.id, name = %p.name, cluster = %p.cluster, addrs = ?p.addrs, "mdns peer");
+            }
+        });
+        Ok(mdns)
     }
 }
 

@@ -28,7 +28,30 @@ pub(crate) enum Command {
     /// Run a quorate node (the long-running agent).
     #[command(long_about = AGENT_ABOUT)]
     Agent(AgentArgs),
+    /// Find quorate nodes on the local network with mDNS.
+    #[command(long_about = DISCOVER_ABOUT)]
+    Discover(DiscoverArgs),
 }
+
+const DISCOVER_ABOUT: &str = "Find quorate nodes on the local network with mDNS (DNS-SD).
+
+Sends mDNS queries on every multicast-capable interface (or those named with --interface) and
+lists the nodes that answer, with their addresses and ports. Needs no agent and no
+configuration. Other services of the same type, and records that are not quorate's, are skipped
+and counted.
+
+Output: a table; --json for one JSON array ([] when nothing is found); --quiet for one line of
+comma-separated ip:port (QUIC port) ready for --peers; --format lines for one ip:port per line;
+--watch for JSON lines of found/updated/lost events until interrupted.
+
+Exit status: 0 when peers were found (at least --expect of them when given), 1 when none or
+fewer than --expect were found by the timeout (what was found is still printed), 2 for a usage
+or runtime error.
+
+Examples:
+  quorate discover
+  quorate discover --expect 3 --timeout 5s --json
+  quorate agent --peers \"$(quorate discover --quiet --cluster prod --role voter)\"";
 
 const AGENT_ABOUT: &str = "Run a quorate node (the long-running agent).
 
@@ -56,6 +79,112 @@ pub(crate) enum LogFormatArg {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum FormatArg {
+    /// Aligned columns.
+    Table,
+    /// One JSON array.
+    Json,
+    /// One ip:port per line.
+    Lines,
+    /// One line of comma-separated ip:port.
+    Quiet,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DiscoverArgs {
+    /// How long to wait for answers, e.g. 500ms, 2s [default: 2s]. With --watch: stop after
+    /// this long (default: until interrupted).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Option<std::time::Duration>,
+
+    /// Exit as soon as this many matching peers are found.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) expect: Option<u32>,
+
+    /// Only peers of this cluster.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) cluster: Option<String>,
+
+    /// Only peers of this role.
+    #[arg(long, value_enum, value_name = "ROLE")]
+    pub(crate) role: Option<RoleArg>,
+
+    /// Only peers whose TXT record has KEY=VALUE (repeatable; all must match).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_txt_filter)]
+    pub(crate) txt: Vec<(String, String)>,
+
+    /// Query only on this interface (repeatable) [default: every interface].
+    #[arg(long, value_name = "IFACE")]
+    pub(crate) interface: Vec<String>,
+
+    /// Never query on this interface (repeatable).
+    #[arg(long, value_name = "IFACE")]
+    pub(crate) exclude_interface: Vec<String>,
+
+    /// DNS-SD service type to look for.
+    #[arg(long, value_name = "TYPE", default_value = quorate_discovery::DEFAULT_SERVICE_TYPE)]
+    pub(crate) service_type: String,
+
+    /// Query over IPv4 only.
+    #[arg(long)]
+    pub(crate) no_ipv6: bool,
+
+    /// Print one JSON array (same as --format json).
+    #[arg(long, conflicts_with_all = ["quiet", "format", "watch"])]
+    pub(crate) json: bool,
+
+    /// Print one line of comma-separated ip:port (same as --format quiet).
+    #[arg(long, short, conflicts_with_all = ["format", "watch"])]
+    pub(crate) quiet: bool,
+
+    /// Output format.
+    #[arg(long, value_enum, value_name = "FORMAT", conflicts_with = "watch")]
+    pub(crate) format: Option<FormatArg>,
+
+    /// Print found/updated/lost events as JSON lines until interrupted.
+    #[arg(long)]
+    pub(crate) watch: bool,
+}
+
+fn parse_txt_filter(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+impl DiscoverArgs {
+    pub(crate) fn format(&self) -> quorate::discover::Format {
+        use quorate::discover::Format;
+        match (self.json, self.quiet, self.format) {
+            (true, _, _) | (_, _, Some(FormatArg::Json)) => Format::Json,
+            (_, true, _) | (_, _, Some(FormatArg::Quiet)) => Format::Quiet,
+            (_, _, Some(FormatArg::Lines)) => Format::Lines,
+            _ => Format::Table,
+        }
+    }
+
+    pub(crate) fn filter(&self) -> quorate::discover::Filter {
+        quorate::discover::Filter {
+            cluster: self.cluster.clone(),
+            role: self.role.map(|r| match r {
+                RoleArg::Voter => quorate_discovery::AdvertRole::Voter,
+                RoleArg::Storage => quorate_discovery::AdvertRole::Storage,
+            }),
+            txt: self.txt.clone(),
+        }
+    }
+
+    pub(crate) fn interfaces(&self) -> quorate_discovery::Interfaces {
+        quorate_discovery::Interfaces {
+            include: self.interface.clone(),
+            exclude: self.exclude_interface.clone(),
+            loopback_only: false,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +237,17 @@ pub(crate) struct AgentArgs {
     /// [key: http_addr]
     #[arg(long, value_name = "IP:PORT")]
     pub(crate) http_addr: Option<SocketAddr>,
+
+    /// Advertise and browse mDNS only on this interface (repeatable) [default: every
+    /// interface] [env: QUORATE_DISCOVERY__INTERFACES, comma-separated] [key:
+    /// discovery.interfaces]
+    #[arg(long, value_name = "IFACE")]
+    pub(crate) interface: Vec<String>,
+
+    /// Never use this interface for mDNS (repeatable) [env:
+    /// QUORATE_DISCOVERY__EXCLUDE_INTERFACES] [key: discovery.exclude_interfaces]
+    #[arg(long, value_name = "IFACE")]
+    pub(crate) exclude_interface: Vec<String>,
 
     /// Log format [default: text] [env: QUORATE_LOG_FORMAT] [key: log_format]. The log level
     /// comes from QUORATE_LOG (key: log), else RUST_LOG, else info.
@@ -164,6 +304,13 @@ impl AgentArgs {
             "http_addr",
             self.http_addr.as_ref().map(|v| s(v)),
         );
+        let list = |v: &Vec<String>| (!v.is_empty()).then(|| config::Value::from(v.clone()));
+        push("--interface", "discovery.interfaces", list(&self.interface));
+        push(
+            "--exclude-interface",
+            "discovery.exclude_interfaces",
+            list(&self.exclude_interface),
+        );
         push(
             "--log-format",
             "log_format",
@@ -218,7 +365,9 @@ mod tests {
             "json",
         ])
         .expect("parse");
-        let Command::Agent(args) = cli.command;
+        let Command::Agent(args) = cli.command else {
+            panic!("parsed as agent")
+        };
         let cfg = quorate::config::load(&args.sources(Vec::new())).expect("valid");
         assert!(cfg.dev);
         assert_eq!(cfg.data_dir, Some(PathBuf::from("/tmp/q")));
@@ -233,5 +382,22 @@ mod tests {
         assert_eq!((cfg.gossip_port, cfg.quic_port), (1001, 1002));
         assert_eq!(cfg.http_addr.to_string(), "127.0.0.1:1003");
         assert_eq!(cfg.log_format, quorate::LogFormat::Json);
+    }
+
+    #[test]
+    fn discover_flags_parse_and_conflict() {
+        let cli = Cli::try_parse_from([
+            "quorate", "discover", "--expect", "3", "--txt", "zone=a", "--role", "voter", "--json",
+        ])
+        .expect("parse");
+        let Command::Discover(d) = cli.command else {
+            panic!("parsed as discover")
+        };
+        assert_eq!(d.format(), quorate::discover::Format::Json);
+        assert_eq!(d.filter().txt, vec![("zone".to_string(), "a".to_string())]);
+        assert!(Cli::try_parse_from(["quorate", "discover", "--json", "--quiet"]).is_err());
+        assert!(Cli::try_parse_from(["quorate", "discover", "--txt", "novalue"]).is_err());
+        assert!(Cli::try_parse_from(["quorate", "discover", "--expect", "0"]).is_err());
+        assert!(Cli::try_parse_from(["quorate", "discover", "--timeout", "soon"]).is_err());
     }
 }

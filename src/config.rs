@@ -90,6 +90,33 @@ pub struct Config {
     pub log: Option<String>,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// mDNS discovery.
+    pub discovery: DiscoveryConfig,
+}
+
+/// The `[discovery]` section: how the node advertises itself and finds peers with mDNS.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// Advertise and browse with mDNS. Off: peers come only from flags and tokens.
+    pub enabled: bool,
+    /// DNS-SD service type: `_name._tcp.local.`, name of 1 to 15 letters, digits, hyphens.
+    pub service_type: String,
+    /// Interfaces to use, by name. Empty: every multicast-capable interface.
+    pub interfaces: Vec<String>,
+    /// Interfaces never to use, by name.
+    pub exclude_interfaces: Vec<String>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            enabled: true,
+            service_type: quorate_discovery::DEFAULT_SERVICE_TYPE.to_string(),
+            interfaces: Vec::new(),
+            exclude_interfaces: Vec::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -107,6 +134,7 @@ impl Default for Config {
             dev: false,
             log: None,
             log_format: LogFormat::Text,
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -191,6 +219,23 @@ impl Config {
                 "log",
                 format!("{filter:?} is not a log filter ({e}); try `info` or `quorate=debug`"),
             );
+        }
+        if let Err(why) = quorate_discovery::check_service_type(&self.discovery.service_type) {
+            return invalid("discovery.service_type", why);
+        }
+        for (key, list) in [
+            ("discovery.interfaces", &self.discovery.interfaces),
+            (
+                "discovery.exclude_interfaces",
+                &self.discovery.exclude_interfaces,
+            ),
+        ] {
+            if let Some(bad) = list
+                .iter()
+                .find(|n| n.is_empty() || n.len() > 15 || n.contains(['/', ' ']))
+            {
+                return invalid(key, format!("{bad:?} is not an interface name"));
+            }
         }
         if self.dev {
             let outside = [
@@ -378,18 +423,24 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
                 suggestion: None,
             });
         }
-        let one = BTreeMap::from([(var.clone(), value.clone())]);
+        let key = env_key(var);
+        let value = if LIST_KEYS.contains(&key.as_str()) {
+            let items: Vec<String> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect();
+            config::Value::from(items)
+        } else {
+            config::Value::from(value.as_str())
+        };
         let built = config::Config::builder()
-            .add_source(
-                config::Environment::with_prefix("QUORATE")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .source(Some(one.into_iter().collect())),
-            )
-            .build()
+            .set_override(&key, value)
+            .and_then(|b| b.build())
             .map_err(|e| ConfigError::InvalidValue {
                 origin: origin.clone(),
-                key: env_key(var),
+                key: key.clone(),
                 message: e.to_string(),
             })?;
         layers.push(layer(origin, built, &known)?);
@@ -538,6 +589,9 @@ fn one_line(message: &str) -> String {
         None => first.to_string(),
     }
 }
+
+/// Keys that hold lists; their environment variables are comma-separated.
+const LIST_KEYS: &[&str] = &["discovery.interfaces", "discovery.exclude_interfaces"];
 
 /// Keys whose values are one of a few words, for a better message than the deserializer's.
 const CHOICES: &[(&str, &str)] = &[
@@ -877,6 +931,45 @@ mod tests {
     }
 
     #[test]
+    fn discovery_section_from_file_env_and_checks() {
+        let f = file(
+            "[discovery]\nservice_type = \"_mycluster._tcp.local.\"\nexclude_interfaces = [\"docker0\"]\n",
+        );
+        let cfg = load(&Sources {
+            file: Some(f.path().to_path_buf()),
+            env: env(&[("QUORATE_DISCOVERY__INTERFACES", "eth0,eth1")]),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(cfg.discovery.service_type, "_mycluster._tcp.local.");
+        assert_eq!(cfg.discovery.interfaces, vec!["eth0", "eth1"]);
+        assert_eq!(cfg.discovery.exclude_interfaces, vec!["docker0"]);
+
+        let err = load(&Sources {
+            env: env(&[(
+                "QUORATE_DISCOVERY__SERVICE_TYPE",
+                "_much-too-long-name._tcp.local.",
+            )]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidValue { origin: Origin::Env(_), key, .. } if key == "discovery.service_type"),
+            "{err:?}"
+        );
+        let f = file("[discovery]\nservise_type = \"x\"\n");
+        let err = load(&Sources {
+            file: Some(f.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::UnknownKey { key, .. } if key == "discovery.servise_type"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn env_var_and_key_names_map_both_ways() {
         assert_eq!(env_var("gossip_port"), "QUORATE_GOSSIP_PORT");
         assert_eq!(env_key("QUORATE_GOSSIP_PORT"), "gossip_port");
@@ -894,8 +987,10 @@ mod tests {
         })
         .expect("example config is valid");
         for key in known_keys() {
+            let (section, leaf) = key.rsplit_once('.').unwrap_or(("", &key));
             assert!(
-                text.contains(&format!("{key} =")),
+                text.contains(&format!("{leaf} ="))
+                    && (section.is_empty() || text.contains(&format!("[{section}]"))),
                 "packaging/quorate.toml does not document `{key}`"
             );
         }

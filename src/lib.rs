@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod config;
 mod data_dir;
+pub mod discover;
 pub mod logging;
 mod node_id;
 

@@ -9,6 +9,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
+        cli::Command::Discover(args) => discover(&args),
         cli::Command::Agent(args) => {
             let env = std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
@@ -43,5 +44,97 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `quorate discover`: 0 found, 1 none or too few, 2 error.
+fn discover(args: &cli::DiscoverArgs) -> ExitCode {
+    use std::io::Write;
+    let service_type = match quorate_discovery::check_service_type(&args.service_type) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --service-type: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.watch {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let timeout = args.timeout;
+        let stop = async move {
+            let signal = async {
+                let _ = quorate::agent::shutdown_signal().await;
+            };
+            match timeout {
+                Some(t) => {
+                    let _ = tokio::time::timeout(t, signal).await;
+                }
+                None => signal.await,
+            }
+        };
+        let mut out = std::io::stdout();
+        let run = quorate::discover::watch(
+            service_type,
+            args.interfaces(),
+            args.filter(),
+            &mut out,
+            stop,
+        );
+        return match runtime.block_on(run) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let once = quorate::discover::Once {
+        query: quorate_discovery::QueryOptions {
+            service_type,
+            interfaces: args.interfaces(),
+            timeout: args.timeout.unwrap_or(std::time::Duration::from_secs(2)),
+            ipv6: !args.no_ipv6,
+        },
+        expect: args.expect.map(|n| n as usize),
+        filter: args.filter(),
+    };
+    let started = std::time::Instant::now();
+    let (peers, stats) = match quorate::discover::once(&once) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let format = args.format();
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(quorate::discover::render(&peers, format).as_bytes());
+    let _ = stdout.flush();
+    if format == quorate::discover::Format::Table {
+        let s = stats.snapshot();
+        eprintln!(
+            "{} found in {:.2}s ({} foreign and {} malformed records skipped)",
+            match peers.len() {
+                1 => "1 peer".to_string(),
+                n => format!("{n} peers"),
+            },
+            started.elapsed().as_secs_f64(),
+            s["foreign"],
+            s["malformed"],
+        );
+    }
+    let wanted = args.expect.map_or(1, |n| n as usize);
+    if peers.len() >= wanted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }

@@ -1,0 +1,216 @@
+//! Advertising and browsing over multicast DNS, on `mdns-sd`.
+//!
+//! [`Mdns`] owns one mDNS daemon. It advertises this node (and withdraws it with a goodbye
+//! that is waited for), and browses for peers: a stream of [`PeerEvent`]s built by a
+//! [`PeerTable`]. A peer that says goodbye is lost within about a second (RFC 6762 §10.1); one
+//! that vanishes without a goodbye would stay cached for its record TTL (two minutes), so the
+//! browser re-verifies every known instance on a period (RFC 6762 §10.4) and drops those that
+//! no longer answer.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo, UnregisterStatus};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::peer::{PeerEvent, PeerTable, Resolution, Stats};
+use crate::txt::Advert;
+use crate::{DiscoveryError, Interfaces};
+
+/// How the mDNS daemon runs.
+#[derive(Clone, Debug)]
+pub struct MdnsConfig {
+    /// Service type, canonical (see [`crate::check_service_type`]).
+    pub service_type: String,
+    /// Interfaces to use.
+    pub interfaces: Interfaces,
+    /// How often the browser re-verifies known instances; `None`: never (lost only on goodbye
+    /// or TTL expiry).
+    pub verify_every: Option<Duration>,
+    /// How long a verified instance has to answer.
+    pub verify_timeout: Duration,
+}
+
+/// What this node advertises.
+#[derive(Clone, Debug)]
+pub struct Advertisement {
+    /// Instance name: the node name (mDNS may rename it on a conflict).
+    pub instance: String,
+    /// Host name of the SRV target, unique per node (`q-<id>.local.`).
+    pub host: String,
+    /// SRV port: the QUIC port.
+    pub port: u16,
+    /// Fixed addresses; empty: every address of the selected interfaces, kept up to date.
+    pub addrs: Vec<IpAddr>,
+    /// The TXT contents.
+    pub advert: Advert,
+}
+
+/// A running mDNS daemon.
+pub struct Mdns {
+    daemon: ServiceDaemon,
+    config: MdnsConfig,
+    stats: Arc<Stats>,
+    registered: Mutex<Option<String>>,
+}
+
+impl Mdns {
+    /// Starts the daemon on the configured interfaces.
+    pub fn start(config: MdnsConfig) -> Result<Mdns, DiscoveryError> {
+        let daemon = ServiceDaemon::new().map_err(|e| DiscoveryError::Daemon(e.to_string()))?;
+        let fail = |e: mdns_sd::Error| DiscoveryError::Daemon(e.to_string());
+        let ifs = &config.interfaces;
+        if ifs.loopback_only || !ifs.include.is_empty() {
+            daemon.disable_interface(IfKind::All).map_err(fail)?;
+            if ifs.loopback_only {
+                daemon
+                    .enable_interface(vec![IfKind::LoopbackV4, IfKind::LoopbackV6])
+                    .map_err(fail)?;
+            }
+            for name in &ifs.include {
+                daemon
+                    .enable_interface(IfKind::Name(name.clone()))
+                    .map_err(fail)?;
+            }
+        }
+        for name in &ifs.exclude {
+            daemon
+                .disable_interface(IfKind::Name(name.clone()))
+                .map_err(fail)?;
+        }
+        Ok(Mdns {
+            daemon,
+            config,
+            stats: Arc::new(Stats::default()),
+            registered: Mutex::new(None),
+        })
+    }
+
+    /// The counters of what the browser skipped and saw.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Advertises this node, replacing an earlier advertisement. Returns the full instance name.
+    pub fn advertise(&self, ad: &Advertisement) -> Result<String, DiscoveryError> {
+        let pairs = ad.advert.encode()?;
+        let props: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let addrs: Vec<IpAddr> = ad.addrs.clone();
+        let mut info = ServiceInfo::new(
+            &self.config.service_type,
+            &ad.instance,
+            &ad.host,
+            &addrs[..],
+            ad.port,
+            &props[..],
+        )
+        .map_err(|e| DiscoveryError::Daemon(e.to_string()))?;
+        if ad.addrs.is_empty() {
+            info = info.enable_addr_auto();
+        }
+        let fullname = info.get_fullname().to_string();
+        self.daemon
+            .register(info)
+            .map_err(|e| DiscoveryError::Daemon(e.to_string()))?;
+        if let Ok(mut r) = self.registered.lock() {
+            *r = Some(fullname.clone());
+        }
+        Ok(fullname)
+    }
+
+    /// Withdraws the advertisement: sends the goodbye and waits (up to `within`) until it is out.
+    pub async fn withdraw(&self, within: Duration) -> Result<(), DiscoveryError> {
+        let Some(fullname) = self.registered.lock().ok().and_then(|mut r| r.take()) else {
+            return Ok(());
+        };
+        let rx = self
+            .daemon
+            .unregister(&fullname)
+            .map_err(|e| DiscoveryError::Daemon(e.to_string()))?;
+        match tokio::time::timeout(within, rx.recv_async()).await {
+            Ok(Ok(UnregisterStatus::OK)) => Ok(()),
+            Ok(Ok(UnregisterStatus::NotFound)) => Ok(()),
+            Ok(Err(e)) => Err(DiscoveryError::Daemon(e.to_string())),
+            Err(_) => Err(DiscoveryError::Daemon(format!(
+                "the goodbye for {fullname} was not sent within {within:?}"
+            ))),
+        }
+    }
+
+    /// Browses for peers, leaving out `own_id`. The task ends when the receiver is dropped or
+    /// the daemon stops.
+    pub fn browse(
+        &self,
+        own_id: Option<String>,
+    ) -> Result<mpsc::Receiver<PeerEvent>, DiscoveryError> {
+        let events = self
+            .daemon
+            .browse(&self.config.service_type)
+            .map_err(|e| DiscoveryError::Daemon(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(256);
+        let daemon = self.daemon.clone();
+        let config = self.config.clone();
+        let mut table = PeerTable::new(&config.service_type, own_id, self.stats.clone());
+        tokio::spawn(async move {
+            let period = config.verify_every.unwrap_or(Duration::from_secs(3600));
+            let mut verify = tokio::time::interval(period);
+            verify.tick().await;
+            loop {
+                tokio::select! {
+                    ev = events.recv_async() => {
+                        let Ok(ev) = ev else { break };
+                        let out = match ev {
+                            ServiceEvent::ServiceResolved(r) => {
+                                let txt: BTreeMap<String, Option<String>> = r
+                                    .txt_properties
+                                    .iter()
+                                    .map(|p| (p.key().to_ascii_lowercase(), p.val().map(|v| String::from_utf8_lossy(v).into_owned())))
+                                    .collect();
+                                table.resolved(Resolution {
+                                    fullname: r.fullname.clone(),
+                                    port: r.port,
+                                    addrs: r.addresses.iter().map(|a| a.to_ip_addr()).collect(),
+                                    txt,
+                                })
+                            }
+                            ServiceEvent::ServiceRemoved(_, fullname) => table.removed(&fullname).into_iter().collect(),
+                            other => {
+                                debug!(event = ?other, "mdns browse event");
+                                Vec::new()
+                            }
+                        };
+                        for e in out {
+                            if tx.send(e).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    _ = verify.tick(), if config.verify_every.is_some() => {
+                        for fullname in table.instances() {
+                            if let Err(e) = daemon.verify(fullname.to_string(), config.verify_timeout) {
+                                warn!(instance = %fullname, error = %e, "cannot verify mdns instance");
+                            }
+                        }
+                    }
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Withdraws the advertisement (if any) and stops the daemon.
+    pub async fn shutdown(self, within: Duration) -> Result<(), DiscoveryError> {
+        let withdrawn = self.withdraw(within).await;
+        if let Ok(rx) = self.daemon.shutdown() {
+            let _ = tokio::time::timeout(within, rx.recv_async()).await;
+        }
+        withdrawn
+    }
+}
