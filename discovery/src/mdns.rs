@@ -12,9 +12,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo, UnregisterStatus};
+use mdns_sd::{DaemonEvent, IfKind, ServiceDaemon, ServiceEvent, ServiceInfo, UnregisterStatus};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::peer::{PeerEvent, PeerTable, Resolution, Stats};
 use crate::txt::Advert;
@@ -81,6 +81,23 @@ impl Mdns {
                 .disable_interface(IfKind::Name(name.clone()))
                 .map_err(fail)?;
         }
+        // The daemon reports some failures (an over-long service type, a socket error) and its
+        // announcements only through its monitor channel: log them.
+        let monitor = daemon.monitor().map_err(fail)?;
+        tokio::spawn(async move {
+            while let Ok(ev) = monitor.recv_async().await {
+                match ev {
+                    DaemonEvent::Announce(instance, ifaces) => {
+                        info!(instance = %instance, interfaces = %ifaces, "mdns announced")
+                    }
+                    DaemonEvent::Error(e) => warn!(error = %e, "mdns daemon error"),
+                    DaemonEvent::NameChange(change) => {
+                        warn!(from = %change.original, to = %change.new_name, "mdns name conflict: renamed")
+                    }
+                    other => debug!(event = ?other, "mdns daemon event"),
+                }
+            }
+        });
         Ok(Mdns {
             daemon,
             config,

@@ -17,7 +17,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use simple_dns::rdata::RData;
-use simple_dns::{CLASS, Name, Packet, QCLASS, QTYPE, Question, TYPE};
+use simple_dns::{CLASS, Name, Packet, QCLASS, QTYPE, Question, ResourceRecord, TYPE};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::peer::{Peer, PeerTable, Resolution, Stats};
@@ -89,9 +89,7 @@ impl Assembler {
     /// Takes one response packet; `scope` is the interface index it came in on (for IPv6
     /// link-local addresses). Fails, changing nothing, on a packet that does not parse.
     pub fn add_packet(&mut self, bytes: &[u8]) -> Result<(), DiscoveryError> {
-        let packet = Packet::parse(bytes).map_err(|e| DiscoveryError::Packet(e.to_string()))?;
-        let records = packet.answers.iter().chain(&packet.additional_records);
-        for rr in records {
+        for rr in &parse_lenient(bytes)? {
             let owner = format!("{}.", rr.name);
             match &rr.rdata {
                 RData::PTR(ptr) if owner.eq_ignore_ascii_case(&self.service_type) => {
@@ -356,6 +354,36 @@ pub fn query(
     Ok(found)
 }
 
+/// Parses a response, dropping trailing additional records the parser cannot read.
+///
+/// Responders such as python-zeroconf and Apple's append NSEC records whose next-domain name
+/// is compressed, which the parser refuses; they come last and carry nothing we use, so the
+/// packet is read again without them rather than thrown away.
+fn parse_lenient(bytes: &[u8]) -> Result<Vec<ResourceRecord<'static>>, DiscoveryError> {
+    let records = |p: Packet<'_>| -> Vec<ResourceRecord<'static>> {
+        p.answers
+            .into_iter()
+            .chain(p.additional_records)
+            .map(ResourceRecord::into_owned)
+            .collect()
+    };
+    let first_error = match Packet::parse(bytes) {
+        Ok(p) => return Ok(records(p)),
+        Err(e) => e,
+    };
+    if bytes.len() >= 12 {
+        let additional = u16::from_be_bytes([bytes[10], bytes[11]]);
+        let mut patched = bytes.to_vec();
+        for keep in (0..additional).rev() {
+            patched[10..12].copy_from_slice(&keep.to_be_bytes());
+            if let Ok(p) = Packet::parse(&patched) {
+                return Ok(records(p));
+            }
+        }
+    }
+    Err(DiscoveryError::Packet(first_error.to_string()))
+}
+
 /// When the `k`th query goes out, counted from the start.
 fn send_offset(k: usize) -> Duration {
     let last = SCHEDULE_MS.len() - 1;
@@ -379,7 +407,6 @@ fn rand_id() -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use simple_dns::ResourceRecord;
     use simple_dns::rdata::{A, PTR, SRV, TXT};
 
     const TY: &str = "_cluster._tcp.local.";
@@ -507,6 +534,20 @@ mod tests {
     fn the_schedule_backs_off_to_once_a_second() {
         let ms: Vec<u128> = (0..8).map(|k| send_offset(k).as_millis()).collect();
         assert_eq!(ms, vec![0, 100, 300, 700, 1500, 2500, 3500, 4500]);
+    }
+
+    /// A real response of python-zeroconf: PTR, SRV, A, TXT, and an NSEC with a compressed
+    /// name that the parser alone refuses.
+    #[test]
+    fn a_zeroconf_response_with_nsec_still_resolves() {
+        let bytes = include_bytes!("zeroconf_response.bin");
+        let mut a = Assembler::new(TY);
+        a.add_packet(bytes).expect("lenient parse");
+        let done = a.complete();
+        assert_eq!(done.len(), 1, "{a:?}");
+        assert_eq!(done[0].fullname, "office-printer._cluster._tcp.local.");
+        assert_eq!(done[0].port, 9999);
+        assert_eq!(done[0].txt.get("path"), Some(&Some("/ipp".to_string())));
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub struct Host {
 pub struct Proc {
     /// The host it runs in.
     pub host: usize,
+    program: String,
     args: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
@@ -193,44 +194,23 @@ impl Lab {
 
     /// Starts `quorate ARGS` in host `i`; its stdout and stderr go to a log file.
     pub fn spawn(&mut self, i: usize, label: &str, args: &[&str]) -> ProcId {
+        self.spawn_program(i, label, env!("CARGO_BIN_EXE_quorate"), args)
+    }
+
+    /// Starts any program in host `i`; its stdout and stderr go to a log file.
+    pub fn spawn_program(&mut self, i: usize, label: &str, program: &str, args: &[&str]) -> ProcId {
         let log = self.dir.path().join(format!("{label}.log"));
         let mut proc = Proc {
             host: i,
+            program: program.to_string(),
             args: args.iter().map(|s| s.to_string()).collect(),
             child: None,
             log,
             label: label.to_string(),
         };
-        self.start(&mut proc);
+        start_proc(&self.hosts[i].netns, &mut proc);
         self.procs.push(proc);
         ProcId(self.procs.len() - 1)
-    }
-
-    fn start(&self, proc: &mut Proc) {
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&proc.log)
-            .expect("log file");
-        let _ = writeln!(
-            log,
-            "--- start in host {}: quorate {}",
-            proc.host,
-            proc.args.join(" ")
-        );
-        let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            &self.hosts[proc.host].netns,
-            env!("CARGO_BIN_EXE_quorate"),
-        ])
-        .args(&proc.args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log fd"))
-        .stderr(log);
-        scrub_env(&mut cmd);
-        proc.child = Some(cmd.spawn().expect("spawn quorate"));
     }
 
     /// The process's pid.
@@ -287,23 +267,14 @@ impl Lab {
 
     /// Starts a stopped or killed process again with the same arguments (so the same data dir).
     pub fn restart(&mut self, p: ProcId) {
-        let mut proc = std::mem::replace(
-            &mut self.procs[p.0],
-            Proc {
-                host: 0,
-                args: Vec::new(),
-                child: None,
-                log: PathBuf::new(),
-                label: String::new(),
-            },
-        );
+        let proc = &mut self.procs[p.0];
         assert!(
             proc.child.is_none(),
             "{} is still running; kill or stop it first",
             proc.label
         );
-        self.start(&mut proc);
-        self.procs[p.0] = proc;
+        let netns = self.hosts[proc.host].netns.clone();
+        start_proc(&netns, proc);
     }
 
     /// Pulls host `i`'s cable: its link goes down, its addresses stay.
@@ -390,6 +361,29 @@ impl Drop for Lab {
         }
         let _ = quiet_ip(&["link", "del", &self.bridge]);
     }
+}
+
+fn start_proc(netns: &str, proc: &mut Proc) {
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&proc.log)
+        .expect("log file");
+    let _ = writeln!(
+        log,
+        "--- start in host {}: {} {}",
+        proc.host,
+        proc.program,
+        proc.args.join(" ")
+    );
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns, &proc.program])
+        .args(&proc.args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log fd"))
+        .stderr(log);
+    scrub_env(&mut cmd);
+    proc.child = Some(cmd.spawn().expect("spawn quorate"));
 }
 
 /// Lists the network namespaces on the machine.
