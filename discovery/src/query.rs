@@ -29,7 +29,7 @@ const MDNS_PORT: u16 = 5353;
 /// When queries go out, from the start: quick retries first, then once a second.
 const SCHEDULE_MS: [u64; 5] = [0, 100, 300, 700, 1500];
 /// How long to keep listening once the caller has enough peers.
-const FAMILY_GRACE: Duration = Duration::from_millis(20);
+const FAMILY_GRACE: Duration = Duration::from_millis(10);
 
 /// What to ask for and how long to wait.
 #[derive(Clone, Debug)]
