@@ -166,6 +166,17 @@ impl Agent {
     fn start_discovery(&self) -> Result<Mdns, AgentError> {
         let c = &self.config;
         let id = self.data_dir.node_id().to_string();
+        let present: Vec<String> = if_addrs::get_if_addrs()
+            .map(|v| v.into_iter().map(|i| i.name).collect())
+            .unwrap_or_default();
+        for name in c
+            .discovery
+            .interfaces
+            .iter()
+            .filter(|n| !present.contains(n))
+        {
+            warn!(interface = %name, "configured mdns interface is not present; nothing is advertised on it until it appears");
+        }
         let mdns = Mdns::start(MdnsConfig {
             service_type: c.discovery.service_type.clone(),
             interfaces: Interfaces {

@@ -51,7 +51,8 @@ or runtime error.
 Examples:
   quorate discover
   quorate discover --expect 3 --timeout 5s --json
-  quorate agent --peers \"$(quorate discover --quiet --cluster prod --role voter)\"";
+  quorate discover --quiet --cluster prod --role voter    (one line of ip:port)
+  quorate discover --watch | jq -c 'select(.event == \"lost\")'";
 
 const AGENT_ABOUT: &str = "Run a quorate node (the long-running agent).
 
