@@ -295,21 +295,11 @@ pub fn instance_label(fullname: &str, service_type: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::txt::{AdvertRole, AdvertState};
 
     const TY: &str = "_cluster._tcp.local.";
 
     fn txt(id: &str) -> BTreeMap<String, Option<String>> {
-        let a = Advert {
-            id: id.into(),
-            cluster: "default".into(),
-            role: AdvertRole::Voter,
-            gossip_port: 7946,
-            api_port: 7948,
-            state: AdvertState::Forming,
-            ca: None,
-            version: "0.1.0".into(),
-        };
+        let a = crate::txt::tests::sample(id);
         a.encode()
             .expect("encode")
             .into_iter()

@@ -220,12 +220,17 @@ pub(crate) fn wire_size(pairs: &[(String, String)]) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn advert() -> Advert {
+        sample("00abcdef01234567")
+    }
+
+    /// A plain advertisement for node `id`, for tests elsewhere in the crate.
+    pub(crate) fn sample(id: &str) -> Advert {
         Advert {
-            id: "00abcdef01234567".into(),
+            id: id.into(),
             cluster: "default".into(),
             role: AdvertRole::Voter,
             gossip_port: 7946,

@@ -6,15 +6,6 @@ use std::time::{Duration, Instant};
 use crate::support::lab::{Lab, ProcId};
 use crate::support::wait;
 
-/// The JSON log lines of a process that carry `message`.
-pub(crate) fn events(lab: &Lab, p: ProcId, message: &str) -> Vec<serde_json::Value> {
-    lab.log(p)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["message"] == message)
-        .collect()
-}
-
 /// Starts an agent in host `i` and waits until it advertises; returns it and its node id.
 pub(crate) fn agent(lab: &mut Lab, i: usize, name: &str, extra: &[&str]) -> (ProcId, String) {
     let data = lab.host_dir(i).join(format!("data-{name}"));
@@ -35,12 +26,12 @@ pub(crate) fn agent(lab: &mut Lab, i: usize, name: &str, extra: &[&str]) -> (Pro
         &format!("agent {name} to be announced"),
         Duration::from_secs(10),
         || {
-            events(lab, p, "mdns announced")
+            lab.log_events(p, "mdns announced")
                 .pop()
                 .ok_or_else(|| lab.log(p))
         },
     );
-    let id = events(lab, p, "node identity ready")[0]["node_id"]
+    let id = lab.log_events(p, "node identity ready")[0]["node_id"]
         .as_str()
         .expect("node_id")
         .to_string();

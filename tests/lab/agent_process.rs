@@ -3,17 +3,8 @@
 
 use std::time::Duration;
 
-use crate::support::lab::{Lab, ProcId};
+use crate::support::lab::Lab;
 use crate::support::wait;
-
-/// The JSON log lines of a process that carry `message`.
-fn events(lab: &Lab, p: ProcId, message: &str) -> Vec<serde_json::Value> {
-    lab.log(p)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["message"] == message)
-        .collect()
-}
 
 /// Advertises the host's own lab address by default; after kill -9 and a restart on the same
 /// data dir it keeps its node id; SIGTERM stops it cleanly with status 0.
@@ -37,7 +28,7 @@ fn agent_keeps_its_node_id_across_kill9_and_stops_cleanly_on_sigterm() {
     );
 
     let ready = wait::until("the agent to run", Duration::from_secs(10), || {
-        events(&lab, p, "agent running")
+        lab.log_events(p, "agent running")
             .pop()
             .ok_or_else(|| lab.log(p))
     });
@@ -46,7 +37,7 @@ fn agent_keeps_its_node_id_across_kill9_and_stops_cleanly_on_sigterm() {
         lab.host(0).ip.to_string(),
         "advertises the host's lab address"
     );
-    let first = events(&lab, p, "node identity ready").remove(0);
+    let first = lab.log_events(p, "node identity ready").remove(0);
     assert_eq!(first["first_start"], true);
     let id = first["node_id"].as_str().expect("node_id").to_string();
 
@@ -56,7 +47,7 @@ fn agent_keeps_its_node_id_across_kill9_and_stops_cleanly_on_sigterm() {
         "the restarted agent's identity",
         Duration::from_secs(10),
         || {
-            let seen = events(&lab, p, "node identity ready");
+            let seen = lab.log_events(p, "node identity ready");
             if seen.len() == 2 {
                 Ok(seen[1].clone())
             } else {
@@ -74,12 +65,17 @@ fn agent_keeps_its_node_id_across_kill9_and_stops_cleanly_on_sigterm() {
         "the restarted agent to run",
         Duration::from_secs(10),
         || {
-            let n = events(&lab, p, "agent running").len();
+            let n = lab.log_events(p, "agent running").len();
             if n == 2 { Ok(()) } else { Err(n) }
         },
     );
 
     let status = lab.stop(p, Duration::from_secs(10));
     assert!(status.success(), "exit status after SIGTERM: {status}");
-    assert_eq!(events(&lab, p, "agent stopped").len(), 1, "{}", lab.log(p));
+    assert_eq!(
+        lab.log_events(p, "agent stopped").len(),
+        1,
+        "{}",
+        lab.log(p)
+    );
 }

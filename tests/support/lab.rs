@@ -248,6 +248,15 @@ impl Lab {
         fs::read_to_string(&self.procs[p.0].log).unwrap_or_default()
     }
 
+    /// The JSON log lines (`--log-format json`) of a process whose message is `message`.
+    pub fn log_events(&self, p: ProcId, message: &str) -> Vec<serde_json::Value> {
+        self.log(p)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == message)
+            .collect()
+    }
+
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill9(&mut self, p: ProcId) {
         if let Some(mut child) = self.procs[p.0].child.take() {
