@@ -236,8 +236,9 @@ impl PeerTable {
         if mine.is_empty() {
             return self.peers.remove(id).map(PeerEvent::Lost);
         }
+        // Several instances of one node (a renamed one) are rare; the first by name speaks.
         mine.sort_by(|a, b| a.0.cmp(b.0));
-        let newest = mine[0].1;
+        let primary = mine[0].1;
         let mut addrs: BTreeSet<IpAddr> = mine
             .iter()
             .flat_map(|(_, i)| i.addrs.iter().copied())
@@ -249,20 +250,20 @@ impl PeerTable {
         }
         let mut addrs: Vec<IpAddr> = addrs.into_iter().collect();
         addrs.sort_by_key(|a| (a.is_ipv6(), *a));
-        let a = &newest.advert;
+        let a = &primary.advert;
         let peer = Peer {
             id: id.to_string(),
-            name: newest.name.clone(),
+            name: primary.name.clone(),
             cluster: a.cluster.clone(),
             role: a.role,
             state: a.state,
             addrs,
-            port: newest.port,
+            port: primary.port,
             gossip_port: a.gossip_port,
             api_port: a.api_port,
             version: a.version.clone(),
             ca: a.ca.clone(),
-            txt: newest.txt.clone(),
+            txt: primary.txt.clone(),
         };
         match self.peers.insert(id.to_string(), peer.clone()) {
             None => Some(PeerEvent::Found(peer)),
