@@ -1,0 +1,350 @@
+//! The gossip driver: runs chitchat over the sealed transport, keeps the membership view
+//! current, streams its changes, and feeds seeds that can change at runtime.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chitchat::{
+    ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ProtocolVersion,
+    spawn_chitchat,
+};
+use tokio::sync::{Mutex, broadcast, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::GossipError;
+use crate::keyring::{Key, Keyring};
+use crate::meta::{LEAVING, NodeMeta, STATUS_KEY};
+use crate::transport::{Metrics, SealedTransport};
+use crate::view::{Change, Member, Observed, View};
+
+/// How a node gossips.
+#[derive(Clone, Debug)]
+pub struct GossipConfig {
+    /// This node's id.
+    pub node_id: String,
+    /// Grows on every restart (e.g. the start time in milliseconds).
+    pub generation: u64,
+    /// Cluster name: nodes of other clusters are ignored.
+    pub cluster: String,
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Address peers gossip to.
+    pub advertise: SocketAddr,
+    /// Initial seeds; [`Gossip::set_seeds`] changes them later.
+    pub seeds: Vec<SocketAddr>,
+    /// Gossip round period.
+    pub interval: Duration,
+    /// Failure detector threshold: a node fails after `phi_threshold` mean heartbeat intervals
+    /// of silence.
+    pub phi_threshold: f64,
+    /// How long a failed or left node stays in the view before it is removed.
+    pub reap_after: Duration,
+    /// Cluster keys, primary first. Empty: open mode (not sealed).
+    pub keys: Vec<Key>,
+}
+
+impl GossipConfig {
+    /// LAN timings: a round every 200 ms; a silent node fails after about 1.2 s.
+    pub fn lan(
+        node_id: String,
+        cluster: String,
+        listen: SocketAddr,
+        advertise: SocketAddr,
+    ) -> Self {
+        GossipConfig {
+            node_id,
+            generation: 1,
+            cluster,
+            listen,
+            advertise,
+            seeds: Vec::new(),
+            interval: Duration::from_millis(200),
+            phi_threshold: 6.0,
+            reap_after: Duration::from_secs(3600),
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// A running gossip member.
+pub struct Gossip {
+    handle: Arc<ChitchatHandle>,
+    keyring: Arc<RwLock<Keyring>>,
+    metrics: Arc<Metrics>,
+    members: watch::Receiver<Vec<Member>>,
+    changes: broadcast::Sender<Change>,
+    seeds: watch::Sender<BTreeSet<SocketAddr>>,
+    meta: Mutex<NodeMeta>,
+    interval: Duration,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gossip {
+    /// Binds the gossip socket and starts gossiping `meta`.
+    pub async fn start(config: GossipConfig, meta: NodeMeta) -> Result<Gossip, GossipError> {
+        let keyring = Arc::new(RwLock::new(Keyring::new(config.keys.clone())));
+        let metrics = Arc::new(Metrics::default());
+        if config.keys.is_empty() {
+            warn!(
+                "gossip is open: datagrams are neither encrypted nor authenticated; set a cluster key to seal them"
+            );
+        }
+        let transport = SealedTransport {
+            keyring: keyring.clone(),
+            metrics: metrics.clone(),
+            sender_id: config.node_id.clone(),
+            epoch: config.generation,
+        };
+        let chitchat_config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(
+                config.node_id.clone(),
+                config.generation,
+                config.advertise,
+            ),
+            cluster_id: config.cluster.clone(),
+            gossip_interval: config.interval,
+            listen_addr: config.listen,
+            seed_nodes: config.seeds.iter().map(ToString::to_string).collect(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: config.phi_threshold,
+                sampling_window_size: 1000,
+                max_interval: Duration::from_secs(10),
+                // The prior of the heartbeat interval: the round period, so that a new node's
+                // detector is as quick as a settled one's.
+                initial_interval: config.interval,
+                dead_node_grace_period: config.reap_after,
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: ProtocolVersion::V1,
+        };
+        let handle = Arc::new(
+            spawn_chitchat(chitchat_config, meta.to_pairs(), &transport)
+                .await
+                .map_err(|e| GossipError::Start(format!("{e:#}")))?,
+        );
+
+        let (members_tx, members) = watch::channel(Vec::new());
+        let (changes, _) = broadcast::channel(1024);
+        let (seeds, seeds_rx) =
+            watch::channel(config.seeds.iter().copied().collect::<BTreeSet<_>>());
+        let tasks = vec![
+            tokio::spawn(view_loop(
+                handle.chitchat(),
+                config.interval / 2,
+                members_tx,
+                changes.clone(),
+            )),
+            tokio::spawn(seed_loop(handle.clone(), seeds_rx, config.interval * 5)),
+        ];
+        info!(node = %config.node_id, generation = config.generation, listen = %config.listen, advertise = %config.advertise, sealed = !config.keys.is_empty(), "gossip started");
+        Ok(Gossip {
+            handle,
+            keyring,
+            metrics,
+            members,
+            changes,
+            seeds,
+            meta: Mutex::new(meta),
+            interval: config.interval,
+            tasks,
+        })
+    }
+
+    /// The current view: every member, this node included.
+    pub fn members(&self) -> Vec<Member> {
+        self.members.borrow().clone()
+    }
+
+    /// A stream of changes to the view from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Traffic and drop counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Replaces the seed addresses (from discovery, flags or joins).
+    pub fn set_seeds(&self, seeds: impl IntoIterator<Item = SocketAddr>) {
+        let new: BTreeSet<SocketAddr> = seeds.into_iter().collect();
+        self.seeds.send_if_modified(|cur| {
+            let changed = *cur != new;
+            *cur = new;
+            changed
+        });
+    }
+
+    /// Adds seed addresses to the current ones.
+    pub fn add_seeds(&self, seeds: impl IntoIterator<Item = SocketAddr>) {
+        let extra: Vec<SocketAddr> = seeds.into_iter().collect();
+        self.seeds.send_if_modified(|cur| {
+            let before = cur.len();
+            cur.extend(extra);
+            cur.len() != before
+        });
+    }
+
+    /// Publishes new metadata for this node (its own keys only).
+    pub async fn set_meta(&self, meta: NodeMeta) {
+        let mut current = self.meta.lock().await;
+        let chitchat = self.handle.chitchat();
+        let mut cc = chitchat.lock().await;
+        let state = cc.self_node_state();
+        for key in meta.keys_dropped_since(&current) {
+            state.delete(&key);
+        }
+        for (k, v) in meta.to_pairs() {
+            state.set(k, v);
+        }
+        *current = meta;
+    }
+
+    /// The installed keys' fingerprints, primary first.
+    pub fn key_fingerprints(&self) -> Vec<String> {
+        self.keyring
+            .read()
+            .map(|r| r.keys().iter().map(Key::fingerprint).collect())
+            .unwrap_or_default()
+    }
+
+    /// Installs a key for opening datagrams. Refused in open mode: sealing a running open
+    /// cluster would split it.
+    pub fn install_key(&self, key: Key) -> Result<(), GossipError> {
+        let mut ring = self.keyring.write().map_err(|_| GossipError::Poisoned)?;
+        if !ring.is_sealed() {
+            return Err(GossipError::OpenMode);
+        }
+        ring.install(key);
+        Ok(())
+    }
+
+    /// Makes an installed key the primary.
+    pub fn use_key(&self, fingerprint: &str) -> Result<(), GossipError> {
+        self.keyring
+            .write()
+            .map_err(|_| GossipError::Poisoned)?
+            .use_primary(fingerprint)
+            .map_err(GossipError::Key)
+    }
+
+    /// Removes an installed key that is not the primary.
+    pub fn remove_key(&self, fingerprint: &str) -> Result<(), GossipError> {
+        self.keyring
+            .write()
+            .map_err(|_| GossipError::Poisoned)?
+            .remove(fingerprint)
+            .map_err(GossipError::Key)
+    }
+
+    /// The installed keys, primary first (for persisting the keyring).
+    pub fn keys(&self) -> Vec<Key> {
+        self.keyring
+            .read()
+            .map(|r| r.keys().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Leaves gracefully: marks this node as leaving, gives the mark a few rounds to spread,
+    /// then stops. Peers report it `left`, not `failed`.
+    pub async fn leave(self) {
+        {
+            let chitchat = self.handle.chitchat();
+            let mut cc = chitchat.lock().await;
+            cc.self_node_state().set(STATUS_KEY, LEAVING);
+        }
+        tokio::time::sleep(self.interval * 4).await;
+        self.shutdown().await;
+    }
+
+    /// Stops gossiping at once (peers will report this node `failed`).
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let stopped = self.handle.termination_watcher();
+        if let Err(e) = self.handle.initiate_shutdown() {
+            warn!(error = %e, "gossip did not stop cleanly");
+            return;
+        }
+        if let Err(e) = stopped.await {
+            warn!(error = %e, "gossip did not stop cleanly");
+        }
+    }
+}
+
+type Shared = Arc<Mutex<chitchat::Chitchat>>;
+
+async fn observe(chitchat: &Shared) -> Vec<Observed> {
+    let cc = chitchat.lock().await;
+    let live: HashSet<&ChitchatId> = cc.live_nodes().collect();
+    cc.node_states()
+        .iter()
+        .map(|(id, state)| Observed {
+            id: id.node_id.to_string(),
+            generation: id.generation_id,
+            addr: id.gossip_advertise_addr,
+            pairs: state
+                .key_values()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            live: live.contains(id),
+        })
+        .collect()
+}
+
+async fn view_loop(
+    chitchat: Shared,
+    period: Duration,
+    members: watch::Sender<Vec<Member>>,
+    changes: broadcast::Sender<Change>,
+) {
+    let mut view = View::default();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let observed = observe(&chitchat).await;
+        let diff = view.update(observed);
+        if diff.is_empty() {
+            continue;
+        }
+        for change in diff {
+            let m = change.member();
+            info!(event = change.kind(), member = %m.id, name = %m.meta.name, generation = m.generation, addr = %m.addr, "gossip member");
+            let _ = changes.send(change);
+        }
+        let _ = members.send(view.members().cloned().collect());
+    }
+}
+
+/// Gossips with every seed that is not a live member yet, when the seeds change and on a period.
+async fn seed_loop(
+    handle: Arc<ChitchatHandle>,
+    mut seeds: watch::Receiver<BTreeSet<SocketAddr>>,
+    period: Duration,
+) {
+    let chitchat = handle.chitchat();
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = seeds.changed() => if changed.is_err() { return },
+        }
+        let wanted: Vec<SocketAddr> = seeds.borrow().iter().copied().collect();
+        let live: HashSet<SocketAddr> = {
+            let cc = chitchat.lock().await;
+            cc.live_nodes().map(|id| id.gossip_advertise_addr).collect()
+        };
+        for addr in wanted.into_iter().filter(|a| !live.contains(a)) {
+            if handle.gossip(addr).is_err() {
+                return; // chitchat stopped
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The membership view: what gossip observed, turned into one member per node id and a list
+//! of changes. Pure: the driver feeds it observations; tests feed it by hand.
+//!
+//! Rules: a node enters the view the first time it is seen alive (so a node that has only just
+//! been heard of is never reported failed). Of a node's generations, the newest live one
+//! speaks, else the newest one: a restarted node replaces its old incarnation, with no ghost
+//! entry, and is not reported failed while its new generation is still warming up. A node
+//! whose state carries the leaving marker is `left`, not `failed`. A node that gossip no longer
+//! knows (reaped after its grace period) is `removed`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::meta::{LEAVING, NodeMeta, STATUS_KEY};
+
+/// A member's liveness as gossip sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberStatus {
+    /// Heartbeats arrive.
+    Alive,
+    /// Heartbeats stopped without a goodbye.
+    Failed,
+    /// Left gracefully.
+    Left,
+}
+
+impl std::fmt::Display for MemberStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemberStatus::Alive => "alive",
+            MemberStatus::Failed => "failed",
+            MemberStatus::Left => "left",
+        })
+    }
+}
+
+/// One member of the gossip view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// Node id.
+    pub id: String,
+    /// Incarnation: grows on every restart.
+    pub generation: u64,
+    /// Gossip address.
+    pub addr: SocketAddr,
+    /// Liveness.
+    pub status: MemberStatus,
+    /// What the node says about itself.
+    #[serde(flatten)]
+    pub meta: NodeMeta,
+}
+
+/// One node incarnation as gossip knows it now.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// Node id.
+    pub id: String,
+    /// Generation.
+    pub generation: u64,
+    /// Gossip address.
+    pub addr: SocketAddr,
+    /// Its live keys.
+    pub pairs: Vec<(String, String)>,
+    /// Whether the failure detector holds it alive.
+    pub live: bool,
+}
+
+/// A change in the view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// First seen alive, or alive again after failing.
+    Joined(Member),
+    /// Metadata or generation changed.
+    Updated(Member),
+    /// Stopped without a goodbye.
+    Failed(Member),
+    /// Left gracefully.
+    Left(Member),
+    /// Forgotten after the reap period.
+    Removed(Member),
+}
+
+impl Change {
+    /// The member concerned.
+    pub fn member(&self) -> &Member {
+        match self {
+            Change::Joined(m)
+            | Change::Updated(m)
+            | Change::Failed(m)
+            | Change::Left(m)
+            | Change::Removed(m) => m,
+        }
+    }
+
+    /// `joined`, `updated`, `failed`, `left` or `removed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::Joined(_) => "joined",
+            Change::Updated(_) => "updated",
+            Change::Failed(_) => "failed",
+            Change::Left(_) => "left",
+            Change::Removed(_) => "removed",
+        }
+    }
+}
+
+/// The current members by node id.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    members: BTreeMap<String, Member>,
+}
+
+impl View {
+    /// Members, by id.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// One member.
+    pub fn get(&self, id: &str) -> Option<&Member> {
+        self.members.get(id)
+    }
+
+    /// Takes a full observation and returns what changed.
+    pub fn update(&mut self, observed: Vec<Observed>) -> Vec<Change> {
+        let mut speaking: BTreeMap<String, Observed> = BTreeMap::new();
+        for o in observed {
+            let better = match speaking.get(&o.id) {
+                None => true,
+                Some(cur) => (o.live, o.generation) > (cur.live, cur.generation),
+            };
+            if better {
+                speaking.insert(o.id.clone(), o);
+            }
+        }
+        let mut changes = Vec::new();
+        let gone: Vec<String> = self
+            .members
+            .keys()
+            .filter(|id| !speaking.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(m) = self.members.remove(&id) {
+                changes.push(Change::Removed(m));
+            }
+        }
+        for (id, o) in speaking {
+            let leaving = o.pairs.iter().any(|(k, v)| k == STATUS_KEY && v == LEAVING);
+            let status = if leaving {
+                MemberStatus::Left
+            } else if o.live {
+                MemberStatus::Alive
+            } else {
+                MemberStatus::Failed
+            };
+            let member = Member {
+                id: id.clone(),
+                generation: o.generation,
+                addr: o.addr,
+                status,
+                meta: NodeMeta::from_pairs(o.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            };
+            match self.members.get(&id) {
+                None if status == MemberStatus::Alive => {
+                    changes.push(Change::Joined(member.clone()));
+                    self.members.insert(id, member);
+                }
+                None => {} // never seen alive: not a member of the view yet
+                Some(prev) if prev.status != status => {
+                    changes.push(match status {
+                        MemberStatus::Alive => Change::Joined(member.clone()),
+                        MemberStatus::Failed => Change::Failed(member.clone()),
+                        MemberStatus::Left => Change::Left(member.clone()),
+                    });
+                    self.members.insert(id, member);
+                }
+                Some(prev) if *prev != member => {
+                    changes.push(Change::Updated(member.clone()));
+                    self.members.insert(id, member);
+                }
+                Some(_) => {}
+            }
+        }
+        changes
+    }
+
+    /// How many members have each status: (alive, failed, left).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        self.members
+            .values()
+            .fold((0, 0, 0), |(a, f, l), m| match m.status {
+                MemberStatus::Alive => (a + 1, f, l),
+                MemberStatus::Failed => (a, f + 1, l),
+                MemberStatus::Left => (a, f, l + 1),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(id: &str, generation: u64, live: bool, extra: &[(&str, &str)]) -> Observed {
+        let mut pairs = vec![("name".to_string(), format!("name-{id}"))];
+        pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Observed {
+            id: id.into(),
+            generation,
+            addr: "10.0.0.1:7946".parse().expect("addr"),
+            pairs,
+            live,
+        }
+    }
+
+    fn kinds(c: &[Change]) -> Vec<(&'static str, String, u64)> {
+        c.iter()
+            .map(|c| (c.kind(), c.member().id.clone(), c.member().generation))
+            .collect()
+    }
+
+    #[test]
+    fn joins_updates_failures_and_removal() {
+        let mut v = View::default();
+        assert_eq!(
+            kinds(&v.update(vec![obs("a", 1, true, &[]), obs("b", 1, false, &[])])),
+            vec![("joined", "a".into(), 1)],
+            "b never seen alive"
+        );
+        assert!(
+            v.update(vec![obs("a", 1, true, &[])]).is_empty(),
+            "no change, no event"
+        );
+        assert_eq!(
+            kinds(&v.update(vec![obs("a", 1, true, &[("label:z", "1")])])),
+            vec![("updated", "a".into(), 1)]
+        );
+        assert_eq!(v.get("a").map(|m| m.meta.labels.len()), Some(1));
+        assert_eq!(
+            kinds(&v.update(vec![obs("a", 1, false, &[("label:z", "1")])])),
+            vec![("failed", "a".into(), 1)]
+        );
+        assert_eq!(v.counts(), (0, 1, 0));
+        assert_eq!(kinds(&v.update(vec![])), vec![("removed", "a".into(), 1)]);
+        assert_eq!(v.members().count(), 0);
+    }
+
+    #[test]
+    fn a_restart_replaces_the_old_generation_without_a_ghost_or_a_false_failure() {
+        let mut v = View::default();
+        v.update(vec![obs("a", 1, true, &[])]);
+        // The new generation is heard of before it is held alive: the old one still speaks.
+        assert!(
+            v.update(vec![obs("a", 1, true, &[]), obs("a", 2, false, &[])])
+                .is_empty()
+        );
+        assert_eq!(
+            kinds(&v.update(vec![obs("a", 1, true, &[]), obs("a", 2, true, &[])])),
+            vec![("updated", "a".into(), 2)]
+        );
+        assert_eq!(v.members().count(), 1);
+        // After a kill the old generation fails; the restart comes back as joined.
+        let mut v = View::default();
+        v.update(vec![obs("a", 1, true, &[])]);
+        assert_eq!(
+            kinds(&v.update(vec![obs("a", 1, false, &[])])),
+            vec![("failed", "a".into(), 1)]
+        );
+        assert_eq!(
+            kinds(&v.update(vec![obs("a", 1, false, &[]), obs("a", 2, true, &[])])),
+            vec![("joined", "a".into(), 2)]
+        );
+        assert_eq!(v.members().count(), 1);
+    }
+
+    #[test]
+    fn a_leaving_node_is_left_not_failed() {
+        let mut v = View::default();
+        v.update(vec![obs("a", 1, true, &[])]);
+        assert_eq!(
+            kinds(&v.update(vec![obs("a", 1, true, &[("status", "leaving")])])),
+            vec![("left", "a".into(), 1)]
+        );
+        assert!(
+            v.update(vec![obs("a", 1, false, &[("status", "leaving")])])
+                .is_empty(),
+            "dead after leaving stays left"
+        );
+        assert_eq!(v.counts(), (0, 0, 1));
+    }
+}
