@@ -12,6 +12,11 @@ use std::path::PathBuf;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use quorate_gossip::{Gossip, GossipConfig, Key, NodeMeta};
+
+use crate::api::ApiState;
 use quorate_discovery::{
     Advert, AdvertRole, AdvertState, Advertisement, DiscoveryError, Interfaces, Mdns, MdnsConfig,
 };
@@ -43,6 +48,15 @@ pub enum AgentError {
     /// mDNS discovery could not start.
     #[error("discovery: {0}")]
     Discovery(#[from] DiscoveryError),
+    /// Gossip could not start.
+    #[error(transparent)]
+    Gossip(#[from] quorate_gossip::GossipError),
+    /// The gossip keyring could not be read or kept.
+    #[error("{0}")]
+    Keyring(String),
+    /// The HTTP API could not start.
+    #[error("http api: {0}")]
+    Http(String),
     /// Waiting for signals failed.
     #[error("cannot listen for shutdown signals: {0}")]
     Signals(std::io::Error),
@@ -64,7 +78,7 @@ pub struct Resolved {
 pub struct Agent {
     config: Config,
     resolved: Resolved,
-    data_dir: DataDir,
+    data_dir: Arc<DataDir>,
     // Dropped last: dev mode's throw-away data dir is removed when the agent ends.
     _dev_dir: Option<tempfile::TempDir>,
 }
@@ -104,7 +118,7 @@ impl Agent {
         Ok(Agent {
             config,
             resolved,
-            data_dir,
+            data_dir: Arc::new(data_dir),
             _dev_dir: dev_dir,
         })
     }
@@ -133,20 +147,21 @@ impl Agent {
         if self._dev_dir.is_some() {
             warn!(data_dir = %r.data_dir.display(), "dev mode: state is kept in a temporary directory and removed on exit");
         }
-        info!(
-            advertise = %r.advertise,
-            gossip = %SocketAddr::new(c.bind, c.gossip_port),
-            quic = %SocketAddr::new(c.bind, c.quic_port),
-            http = %c.http_addr,
-            // Gossip, QUIC and the HTTP API open these addresses as those layers land.
-            listening = false,
-            "agent running"
-        );
+        let gossip = Arc::new(self.start_gossip().await?);
         let mdns = if c.discovery.enabled {
-            Some(self.start_discovery()?)
+            Some(self.start_discovery(gossip.clone())?)
         } else {
             None
         };
+        let (http_stop, http_done) = self
+            .start_http(gossip.clone(), mdns.as_ref().map(Mdns::stats))
+            .await?;
+        info!(
+            advertise = %r.advertise,
+            gossip = %SocketAddr::new(c.bind, c.gossip_port),
+            http = %c.http_addr,
+            "agent running"
+        );
         let signal = shutdown.await;
         info!(signal, "shutting down");
         if let Some(mdns) = mdns {
@@ -155,6 +170,10 @@ impl Agent {
                 Err(e) => warn!(error = %e, "mdns goodbye not confirmed"),
             }
         }
+        gossip.leave().await;
+        info!("left gossip");
+        let _ = http_stop.send(());
+        let _ = http_done.await;
         drop(self.data_dir);
         info!("agent stopped");
         Ok(())
@@ -162,8 +181,126 @@ impl Agent {
 }
 
 impl Agent {
-    /// Advertises this node on mDNS and logs the peers it hears of.
-    fn start_discovery(&self) -> Result<Mdns, AgentError> {
+    /// The keys to seal gossip with: the data dir's keyring if it has one, else the configured
+    /// cluster key (which then starts the keyring), else none (open).
+    fn gossip_keys(&self) -> Result<Vec<Key>, AgentError> {
+        let stored = self.data_dir.load_keyring()?;
+        let configured = self.config.cluster_key.as_deref();
+        let keys = match (stored, configured) {
+            (Some(list), configured) => {
+                let keys = list
+                    .iter()
+                    .map(|k| Key::from_base64(k))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        AgentError::Keyring(format!(
+                            "the data dir's gossip keyring is damaged: {e}"
+                        ))
+                    })?;
+                if let Some(c) = configured.and_then(|c| Key::from_base64(c).ok())
+                    && !keys.contains(&c)
+                {
+                    warn!(
+                        "cluster_key is not in this node's keyring and is ignored: the keyring in the data dir wins; rotate keys with `quorate keyring`"
+                    );
+                }
+                keys
+            }
+            (None, Some(c)) => {
+                let key = Key::from_base64(c).map_err(|e| AgentError::Keyring(e.to_string()))?;
+                self.data_dir
+                    .save_keyring(&[key.to_base64()])
+                    .map_err(|e| {
+                        AgentError::Keyring(format!("cannot save the gossip keyring: {e}"))
+                    })?;
+                vec![key]
+            }
+            (None, None) => Vec::new(),
+        };
+        Ok(keys)
+    }
+
+    /// Starts gossip with this node's metadata.
+    async fn start_gossip(&self) -> Result<Gossip, AgentError> {
+        let c = &self.config;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let generation = self.data_dir.next_generation(now_ms).map_err(|e| {
+            AgentError::Keyring(format!("cannot record the gossip generation: {e}"))
+        })?;
+        let listen = SocketAddr::new(c.bind, c.gossip_port);
+        let advertise = SocketAddr::new(self.resolved.advertise, c.gossip_port);
+        let mut config = GossipConfig::lan(
+            self.data_dir.node_id().to_string(),
+            c.cluster.clone(),
+            listen,
+            advertise,
+        );
+        config.generation = generation;
+        config.seeds = c
+            .gossip
+            .seeds
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        config.interval = c.gossip.interval;
+        config.phi_threshold = c.gossip.phi_threshold;
+        config.reap_after = c.gossip.reap_after;
+        config.keys = self.gossip_keys()?;
+        let meta = NodeMeta {
+            name: self.resolved.name.clone(),
+            role: c.role.to_string(),
+            quic_addr: Some(SocketAddr::new(self.resolved.advertise, c.quic_port)),
+            api_addr: Some(c.http_addr),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            cluster_state: "forming".to_string(),
+            raft_leader: None,
+            raft_term: None,
+            labels: c.labels.clone(),
+        };
+        Ok(Gossip::start(config, meta).await?)
+    }
+
+    /// Serves the HTTP API until told to stop.
+    async fn start_http(
+        &self,
+        gossip: Arc<Gossip>,
+        discovery: Option<Arc<quorate_discovery::Stats>>,
+    ) -> Result<
+        (
+            tokio::sync::oneshot::Sender<()>,
+            tokio::task::JoinHandle<()>,
+        ),
+        AgentError,
+    > {
+        let addr = self.config.http_addr;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            AgentError::Http(format!("cannot listen on {addr}: {e}; set --http-addr"))
+        })?;
+        let state = ApiState {
+            node_id: self.data_dir.node_id().to_string(),
+            gossip,
+            data_dir: self.data_dir.clone(),
+            discovery,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = crate::api::router(state);
+        let done = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                warn!(error = %e, "http api stopped with an error");
+            }
+        });
+        Ok((stop, done))
+    }
+
+    /// Advertises this node on mDNS, logs the peers it hears of, and hands the gossip address
+    /// of each peer of this cluster to gossip as a seed.
+    fn start_discovery(&self, gossip: Arc<Gossip>) -> Result<Mdns, AgentError> {
         let c = &self.config;
         let id = self.data_dir.node_id().to_string();
         let present: Vec<String> = if_addrs::get_if_addrs()
@@ -221,10 +358,19 @@ impl Agent {
         })?;
         info!(instance = %fullname, service_type = %c.discovery.service_type, "advertising on mdns");
         let mut events = mdns.browse(Some(id))?;
+        let cluster = c.cluster.clone();
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 let p = ev.peer();
                 info!(event = ev.kind(), peer = %p.id, name = %p.name, cluster = %p.cluster, addrs = ?p.addrs, "mdns peer");
+                if p.cluster == cluster && !matches!(ev, quorate_discovery::PeerEvent::Lost(_)) {
+                    gossip.add_seeds(
+                        p.addrs
+                            .iter()
+                            .filter(|a| a.is_ipv4())
+                            .map(|a| SocketAddr::new(*a, p.gossip_port)),
+                    );
+                }
             }
         });
         Ok(mdns)

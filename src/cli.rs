@@ -31,6 +31,78 @@ pub(crate) enum Command {
     /// Find quorate nodes on the local network with mDNS.
     #[command(long_about = DISCOVER_ABOUT)]
     Discover(DiscoverArgs),
+    /// List the members the local agent knows by gossip, with their liveness.
+    #[command(long_about = MEMBERS_ABOUT)]
+    Members(MembersArgs),
+    /// Show or rotate the gossip keyring of the local agent.
+    #[command(long_about = KEYRING_ABOUT)]
+    Keyring(KeyringArgs),
+    /// Print a new random cluster key (32 bytes, base64).
+    Keygen,
+}
+
+const MEMBERS_ABOUT: &str = "List the members the local agent knows by gossip, with their liveness.
+
+Asks the agent's HTTP API (--api). One row per node: id, name, role, gossip address, status
+(alive, failed: stopped without a goodbye, left: left gracefully), version and labels.
+
+Exit status: 0 listed, 1 the agent could not be reached or refused, 2 usage error.";
+
+const KEYRING_ABOUT: &str = "Show or rotate the gossip keyring of the local agent.
+
+Gossip is sealed with the primary key and opened with any installed key. To rotate a cluster's
+key without splitting it, run each step on every node before the next step:
+  1. quorate keyring install NEWKEY
+  2. quorate keyring use FINGERPRINT-OF-NEWKEY
+  3. quorate keyring remove FINGERPRINT-OF-OLDKEY
+Keys are shown by fingerprint only. Each node keeps its keyring in its data dir.";
+
+#[derive(Debug, Args)]
+pub(crate) struct ApiArg {
+    /// Address of the agent's HTTP API.
+    #[arg(long, env = "QUORATE_API", default_value = quorate::client::DEFAULT_API, value_name = "URL")]
+    pub(crate) api: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MembersArgs {
+    #[command(flatten)]
+    pub(crate) api: ApiArg,
+    /// Print one JSON array.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeyringArgs {
+    #[command(flatten)]
+    pub(crate) api: ApiArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) op: KeyringCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyringCmd {
+    /// List installed keys by fingerprint, primary first.
+    List,
+    /// Install a key (base64) for opening datagrams.
+    Install {
+        /// The key, as printed by `quorate keygen`.
+        key: String,
+    },
+    /// Seal with this installed key from now on.
+    Use {
+        /// Fingerprint of an installed key.
+        fingerprint: String,
+    },
+    /// Remove an installed key that is not the primary.
+    Remove {
+        /// Fingerprint of an installed key.
+        fingerprint: String,
+    },
 }
 
 const DISCOVER_ABOUT: &str = "Find quorate nodes on the local network with mDNS (DNS-SD).
@@ -250,6 +322,20 @@ pub(crate) struct AgentArgs {
     #[arg(long, value_name = "IFACE")]
     pub(crate) exclude_interface: Vec<String>,
 
+    /// Gossip seed addresses, ip:port, comma-separated [env: QUORATE_GOSSIP__SEEDS] [key:
+    /// gossip.seeds]
+    #[arg(long, value_name = "IP:PORT,...", value_delimiter = ',')]
+    pub(crate) gossip_seeds: Vec<std::net::SocketAddr>,
+
+    /// The cluster key, base64 of 32 bytes (`quorate keygen`); seals gossip [env:
+    /// QUORATE_CLUSTER_KEY] [key: cluster_key]
+    #[arg(long, value_name = "KEY")]
+    pub(crate) cluster_key: Option<String>,
+
+    /// A label of this node, KEY=VALUE (repeatable) [key: labels]
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_txt_filter)]
+    pub(crate) label: Vec<(String, String)>,
+
     /// Log format [default: text] [env: QUORATE_LOG_FORMAT] [key: log_format]. The log level
     /// comes from QUORATE_LOG (key: log), else RUST_LOG, else info.
     #[arg(long, value_enum, value_name = "FORMAT")]
@@ -307,6 +393,23 @@ impl AgentArgs {
         );
         let list = |v: &Vec<String>| (!v.is_empty()).then(|| config::Value::from(v.clone()));
         push("--interface", "discovery.interfaces", list(&self.interface));
+        let seeds: Vec<String> = self.gossip_seeds.iter().map(ToString::to_string).collect();
+        push("--gossip-seeds", "gossip.seeds", list(&seeds));
+        push(
+            "--cluster-key",
+            "cluster_key",
+            self.cluster_key.as_ref().map(|v| s(v)),
+        );
+        let labels: std::collections::HashMap<String, config::Value> = self
+            .label
+            .iter()
+            .map(|(k, v)| (k.clone(), config::Value::from(v.as_str())))
+            .collect();
+        push(
+            "--label",
+            "labels",
+            (!labels.is_empty()).then(|| config::Value::from(labels)),
+        );
         push(
             "--exclude-interface",
             "discovery.exclude_interfaces",

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 use std::path::PathBuf;
 
 use config::Source as _;
@@ -92,6 +93,39 @@ pub struct Config {
     pub log_format: LogFormat,
     /// mDNS discovery.
     pub discovery: DiscoveryConfig,
+    /// Gossip.
+    pub gossip: GossipSection,
+    /// The cluster key: 32 bytes in base64 (`quorate keygen`). Seals gossip. Unset: open.
+    pub cluster_key: Option<String>,
+    /// User labels of this node, published in gossip: `{ zone = "a" }`.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The `[gossip]` section: liveness and metadata by gossip.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GossipSection {
+    /// Gossip addresses (`ip:port`) to contact at start, besides peers found by mDNS.
+    pub seeds: Vec<String>,
+    /// Period of a gossip round.
+    #[serde(with = "humantime_serde")]
+    pub interval: std::time::Duration,
+    /// A node is failed after this many mean heartbeat intervals of silence (phi accrual).
+    pub phi_threshold: f64,
+    /// How long a failed or left node stays listed before it is removed.
+    #[serde(with = "humantime_serde")]
+    pub reap_after: std::time::Duration,
+}
+
+impl Default for GossipSection {
+    fn default() -> Self {
+        GossipSection {
+            seeds: Vec::new(),
+            interval: std::time::Duration::from_millis(200),
+            phi_threshold: 6.0,
+            reap_after: std::time::Duration::from_secs(3600),
+        }
+    }
 }
 
 /// The `[discovery]` section: how the node advertises itself and finds peers with mDNS.
@@ -135,6 +169,9 @@ impl Default for Config {
             log: None,
             log_format: LogFormat::Text,
             discovery: DiscoveryConfig::default(),
+            gossip: GossipSection::default(),
+            cluster_key: None,
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -235,6 +272,58 @@ impl Config {
                 .find(|n| n.is_empty() || n.len() > 15 || n.contains(['/', ' ']))
             {
                 return invalid(key, format!("{bad:?} is not an interface name"));
+            }
+        }
+        if let Some(bad) = self
+            .gossip
+            .seeds
+            .iter()
+            .find(|s| s.parse::<SocketAddr>().is_err())
+        {
+            return invalid("gossip.seeds", format!("{bad:?} is not an ip:port address"));
+        }
+        let interval = self.gossip.interval;
+        if interval < std::time::Duration::from_millis(20)
+            || interval > std::time::Duration::from_secs(10)
+        {
+            return invalid(
+                "gossip.interval",
+                format!("{interval:?} is outside 20ms to 10s"),
+            );
+        }
+        if !(self.gossip.phi_threshold.is_finite() && self.gossip.phi_threshold >= 2.0) {
+            return invalid(
+                "gossip.phi_threshold",
+                "give a number of at least 2 (lower flaps on a busy LAN)".into(),
+            );
+        }
+        if self.gossip.reap_after < std::time::Duration::from_secs(1) {
+            return invalid("gossip.reap_after", "give at least 1s".into());
+        }
+        if let Some(key) = &self.cluster_key
+            && let Err(e) = quorate_gossip::Key::from_base64(key)
+        {
+            return invalid(
+                "cluster_key",
+                format!("{e}; make one with `quorate keygen`"),
+            );
+        }
+        for (k, v) in &self.labels {
+            let ok = !k.is_empty()
+                && k.len() <= 63
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+            if !ok {
+                return invalid(
+                    "labels",
+                    format!("label name {k:?}: 1 to 63 letters, digits, '-', '_', '.', '/'"),
+                );
+            }
+            if v.len() > 255 || v.chars().any(char::is_control) {
+                return invalid(
+                    "labels",
+                    format!("label {k:?}: a value has at most 255 bytes and no control characters"),
+                );
             }
         }
         if self.dev {
@@ -591,7 +680,14 @@ fn one_line(message: &str) -> String {
 }
 
 /// Keys that hold lists; their environment variables are comma-separated.
-const LIST_KEYS: &[&str] = &["discovery.interfaces", "discovery.exclude_interfaces"];
+const LIST_KEYS: &[&str] = &[
+    "discovery.interfaces",
+    "discovery.exclude_interfaces",
+    "gossip.seeds",
+];
+
+/// Keys that hold maps: their inner keys are free-form.
+const MAP_KEYS: &[&str] = &["labels"];
 
 /// Keys whose values are one of a few words, for a better message than the deserializer's.
 const CHOICES: &[(&str, &str)] = &[
@@ -619,6 +715,9 @@ fn flatten_keys(
             format!("{prefix}.{k}")
         };
         match &v.kind {
+            _ if MAP_KEYS.contains(&key.as_str()) => {
+                out.insert(key);
+            }
             config::ValueKind::Table(inner) if !inner.is_empty() => flatten_keys(&key, inner, out),
             _ => {
                 out.insert(key);
@@ -638,7 +737,9 @@ fn known_keys() -> BTreeSet<String> {
                     format!("{prefix}.{k}")
                 };
                 match inner {
-                    serde_json::Value::Object(_) => walk(&key, inner, out),
+                    serde_json::Value::Object(_) if !MAP_KEYS.contains(&key.as_str()) => {
+                        walk(&key, inner, out)
+                    }
                     _ => {
                         out.insert(key);
                     }
@@ -970,6 +1071,53 @@ mod tests {
     }
 
     #[test]
+    fn gossip_section_labels_and_cluster_key() {
+        let f = file(
+            "cluster_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n[labels]\nzone = \"a\"\n[gossip]\ninterval = \"100ms\"\nseeds = [\"10.0.0.1:7946\"]\n",
+        );
+        let cfg = load(&Sources {
+            file: Some(f.path().to_path_buf()),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(cfg.gossip.interval, std::time::Duration::from_millis(100));
+        assert_eq!(cfg.gossip.seeds, vec!["10.0.0.1:7946"]);
+        assert_eq!(cfg.labels.get("zone").map(String::as_str), Some("a"));
+        let cfg = load(&Sources {
+            env: env(&[("QUORATE_GOSSIP__SEEDS", "10.0.0.1:7946, 10.0.0.2:7946")]),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(cfg.gossip.seeds.len(), 2);
+        for (var, value, key) in [
+            ("QUORATE_GOSSIP__SEEDS", "10.0.0.1", "gossip.seeds"),
+            ("QUORATE_GOSSIP__INTERVAL", "soon", "gossip.interval"),
+            ("QUORATE_GOSSIP__INTERVAL", "1ms", "gossip.interval"),
+            ("QUORATE_CLUSTER_KEY", "short", "cluster_key"),
+        ] {
+            let err = load(&Sources {
+                env: env(&[(var, value)]),
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::InvalidValue { key: k, .. } if k == key),
+                "{var}={value}: {err:?}"
+            );
+        }
+        let f = file("[labels]\n\"bad key\" = \"x\"\n");
+        let err = load(&Sources {
+            file: Some(f.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidValue { key, .. } if key == "labels"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn env_var_and_key_names_map_both_ways() {
         assert_eq!(env_var("gossip_port"), "QUORATE_GOSSIP_PORT");
         assert_eq!(env_key("QUORATE_GOSSIP_PORT"), "gossip_port");
@@ -988,9 +1136,14 @@ mod tests {
         .expect("example config is valid");
         for key in known_keys() {
             let (section, leaf) = key.rsplit_once('.').unwrap_or(("", &key));
-            assert!(
+            let documented = if MAP_KEYS.contains(&key.as_str()) {
+                text.contains(&format!("[{key}]"))
+            } else {
                 text.contains(&format!("{leaf} ="))
-                    && (section.is_empty() || text.contains(&format!("[{section}]"))),
+                    && (section.is_empty() || text.contains(&format!("[{section}]")))
+            };
+            assert!(
+                documented,
                 "packaging/quorate.toml does not document `{key}`"
             );
         }

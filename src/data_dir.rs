@@ -21,6 +21,10 @@ pub(crate) const FORMAT: u32 = 1;
 pub(crate) const META_FILE: &str = "node.json";
 /// Name of the lock file inside the data dir.
 pub(crate) const LOCK_FILE: &str = "LOCK";
+/// The last gossip generation used.
+const GENERATION_FILE: &str = "gossip-generation";
+/// The gossip keyring: secret, readable by the agent's user only.
+const KEYRING_FILE: &str = "gossip-keyring.json";
 
 /// Why a data dir was refused.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +193,47 @@ impl DataDir {
         self.node_id
     }
 
+    /// The gossip generation for this start: the start time in milliseconds, or one more than
+    /// the last generation used if the clock went back. Persisted before it is returned, so it
+    /// grows on every restart.
+    pub fn next_generation(&self, now_ms: u64) -> io::Result<u64> {
+        let path = self.path.join(GENERATION_FILE);
+        let last = match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<u64>().unwrap_or(0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        let next = now_ms.max(last + 1);
+        write_atomic(&path, next.to_string().as_bytes())?;
+        Ok(next)
+    }
+
+    /// The gossip keyring kept in the data dir (base64 keys, primary first), if there is one.
+    pub fn load_keyring(&self) -> Result<Option<Vec<String>>, DataDirError> {
+        let path = self.path.join(KEYRING_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Vec<String>>(&bytes)
+                .map(Some)
+                .map_err(|e| DataDirError::Damaged {
+                    path: self.path.clone(),
+                    message: format!("{KEYRING_FILE}: {e}"),
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(DataDirError::NotWritable {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Replaces the kept keyring (mode 0600).
+    pub fn save_keyring(&self, keys: &[String]) -> io::Result<()> {
+        write_atomic(
+            &self.path.join(KEYRING_FILE),
+            &serde_json::to_vec_pretty(keys).unwrap_or_default(),
+        )
+    }
+
     /// Whether this open created the node's identity (first start).
     pub fn created(&self) -> bool {
         self.created
@@ -321,6 +366,38 @@ mod tests {
             DataDir::open(tmp.path()).unwrap_err(),
             DataDirError::Damaged { .. }
         ));
+    }
+
+    #[test]
+    fn generations_grow_even_when_the_clock_goes_back() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = DataDir::open(tmp.path()).expect("open");
+        assert_eq!(d.next_generation(1000).expect("gen"), 1000);
+        assert_eq!(d.next_generation(2000).expect("gen"), 2000);
+        assert_eq!(
+            d.next_generation(1500).expect("gen"),
+            2001,
+            "clock went back"
+        );
+    }
+
+    #[test]
+    fn the_keyring_round_trips_and_is_private() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = DataDir::open(tmp.path()).expect("open");
+        assert_eq!(d.load_keyring().expect("load"), None);
+        d.save_keyring(&["a".into(), "b".into()]).expect("save");
+        assert_eq!(
+            d.load_keyring().expect("load"),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        let mode = fs::metadata(tmp.path().join(KEYRING_FILE))
+            .expect("meta")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
     }
 
     #[test]

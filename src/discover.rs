@@ -115,10 +115,10 @@ fn table(peers: &[Peer]) -> String {
     let header = [
         "ID", "NAME", "CLUSTER", "ROLE", "STATE", "ADDRESS", "VERSION",
     ];
-    let rows: Vec<[String; 7]> = peers
+    let rows: Vec<Vec<String>> = peers
         .iter()
         .map(|p| {
-            [
+            vec![
                 p.id.clone(),
                 p.name.clone(),
                 p.cluster.clone(),
@@ -129,8 +129,13 @@ fn table(peers: &[Peer]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for r in &rows {
+    columns(&header, &rows)
+}
+
+/// Aligned columns under a header, two spaces apart, no trailing spaces.
+pub fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
@@ -138,18 +143,14 @@ fn table(peers: &[Peer]) -> String {
     let mut out = String::new();
     let mut line = |cells: Vec<&str>| {
         let mut l = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                let _ = write!(l, "{c:<w$}  ");
-            }
+        for (c, w) in cells.iter().zip(&widths) {
+            let _ = write!(l, "{c:<w$}  ");
         }
         out.push_str(l.trim_end());
         out.push('\n');
     };
     line(header.to_vec());
-    for r in &rows {
+    for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
     out

@@ -7,6 +7,8 @@
 //! Raft does.
 
 pub mod agent;
+pub mod api;
+pub mod client;
 pub mod config;
 mod data_dir;
 pub mod discover;

@@ -10,6 +10,15 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Discover(args) => discover(&args),
+        cli::Command::Members(args) => members(&args),
+        cli::Command::Keyring(args) => keyring(&args),
+        cli::Command::Keygen => {
+            println!(
+                "{}",
+                quorate_gossip::Key::from_bytes(rand::random()).to_base64()
+            );
+            ExitCode::SUCCESS
+        }
         cli::Command::Agent(args) => {
             let env = std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
@@ -137,4 +146,103 @@ fn discover(args: &cli::DiscoverArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Prints a client error and gives exit status 1.
+fn client_failed(e: quorate::client::ClientError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+/// `quorate members`.
+fn members(args: &cli::MembersArgs) -> ExitCode {
+    use quorate::api::MemberRow;
+    let client = quorate::client::Client::new(&args.api.api);
+    let rows: Vec<MemberRow> = match client.get("/v1/members") {
+        Ok(r) => r,
+        Err(e) => return client_failed(e),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into())
+        );
+        return ExitCode::SUCCESS;
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|m| {
+            let labels = m
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            vec![
+                m.id.clone(),
+                m.name.clone(),
+                m.role.clone(),
+                m.addr.to_string(),
+                m.status.clone(),
+                m.version.clone(),
+                labels,
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        quorate::discover::columns(
+            &["ID", "NAME", "ROLE", "ADDR", "STATUS", "VERSION", "LABELS"],
+            &table
+        )
+    );
+    ExitCode::SUCCESS
+}
+
+/// `quorate keyring`.
+fn keyring(args: &cli::KeyringArgs) -> ExitCode {
+    use quorate::api::{KeyringOp, KeyringView};
+    let client = quorate::client::Client::new(&args.api.api);
+    let op = match &args.op {
+        cli::KeyringCmd::List => None,
+        cli::KeyringCmd::Install { key } => {
+            if let Err(e) = quorate_gossip::Key::from_base64(key) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            Some(KeyringOp::Install { key: key.clone() })
+        }
+        cli::KeyringCmd::Use { fingerprint } => Some(KeyringOp::Use {
+            fingerprint: fingerprint.clone(),
+        }),
+        cli::KeyringCmd::Remove { fingerprint } => Some(KeyringOp::Remove {
+            fingerprint: fingerprint.clone(),
+        }),
+    };
+    let answer: Result<KeyringView, _> = match op {
+        None => client.get("/v1/gossip/keys"),
+        Some(op) => client.post("/v1/gossip/keys", &op),
+    };
+    let view = match answer {
+        Ok(v) => v,
+        Err(e) => return client_failed(e),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).unwrap_or_default()
+        );
+    } else if !view.sealed {
+        println!("gossip is open (no keys)");
+    } else {
+        for k in &view.keys {
+            let primary = if view.primary.as_ref() == Some(k) {
+                "  (primary)"
+            } else {
+                ""
+            };
+            println!("{k}{primary}");
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -252,7 +252,7 @@ impl Gossip {
 
     /// Leaves gracefully: marks this node as leaving, gives the mark a few rounds to spread,
     /// then stops. Peers report it `left`, not `failed`.
-    pub async fn leave(self) {
+    pub async fn leave(&self) {
         {
             let chitchat = self.handle.chitchat();
             let mut cc = chitchat.lock().await;
@@ -263,7 +263,7 @@ impl Gossip {
     }
 
     /// Stops gossiping at once (peers will report this node `failed`).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         for t in &self.tasks {
             t.abort();
         }
