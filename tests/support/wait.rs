@@ -21,3 +21,18 @@ pub fn until<T, S: Debug>(
         }
     }
 }
+
+/// Checks that `probe` keeps returning `Ok` for the whole of `window`, polling; panics with
+/// what it saw the first time it does not. For invariants ("stays whole"), not for waiting.
+pub fn holds<S: Debug>(what: &str, window: Duration, mut probe: impl FnMut() -> Result<(), S>) {
+    let start = Instant::now();
+    while start.elapsed() < window {
+        if let Err(seen) = probe() {
+            panic!(
+                "{what} stopped holding after {:?}; seen: {seen:?}",
+                start.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,270 @@
+//! Benchmark: gossip failure detection and accuracy in the LAN lab. Writes
+//! `benches/results/gossip.md`.
+//!
+//! - detect: N agents (N = 5 and 10); kill -9 one; time until every survivor's
+//!   `/v1/members` reports it failed. Repeated, with the victim restarted in between. Also with
+//!   chitchat's own timing defaults (1 s rounds, phi 8) for comparison.
+//! - rest: gossip bytes per second per node at rest.
+//! - accuracy: 5 agents, 5% random packet loss on every host, 10 minutes, no node killed:
+//!   count `failed` reports (from every agent's log, so that no flap is missed).
+//!
+//! Run as root: `cargo bench --bench gossip` (all parts, about 15 minutes), or name parts:
+//! `cargo bench --bench gossip -- detect rest`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use support::lab::{Lab, ProcId};
+use support::wait;
+
+const TRIALS: usize = 12;
+
+fn get(lab: &Lab, i: usize, path: &str) -> Option<serde_json::Value> {
+    let path = path.to_string();
+    lab.in_host(i, move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:7948").ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
+    })
+}
+
+fn status_of(lab: &Lab, i: usize, name: &str) -> Option<String> {
+    let rows = get(lab, i, "/v1/members")?;
+    rows.as_array()?
+        .iter()
+        .find(|r| r["name"] == name)
+        .map(|r| r["status"].as_str().unwrap_or("").to_string())
+}
+
+fn start(lab: &mut Lab, n: usize, config: Option<&str>) -> Vec<ProcId> {
+    let seed = format!("{}:7946", lab.host(0).ip);
+    let mut procs = Vec::new();
+    for i in 0..n {
+        let dir = lab.host_dir(i);
+        let data = dir.join("data").to_str().expect("utf-8").to_string();
+        let name = format!("b{i}");
+        let mut args = vec![
+            "agent".to_string(),
+            "--data-dir".into(),
+            data,
+            "--name".into(),
+            name.clone(),
+        ];
+        args.extend([
+            "--log-format".into(),
+            "json".into(),
+            "--gossip-seeds".into(),
+            seed.clone(),
+        ]);
+        if let Some(toml) = config {
+            let path = dir.join("bench.toml");
+            std::fs::write(&path, toml).expect("write config");
+            args.extend(["--config".into(), path.to_str().expect("utf-8").into()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        procs.push(lab.spawn(i, &name, &refs));
+    }
+    all_alive(lab, n);
+    procs
+}
+
+fn all_alive(lab: &Lab, n: usize) {
+    for i in 0..n {
+        wait::until("all members alive", Duration::from_secs(60), || {
+            let rows = get(lab, i, "/v1/members").ok_or("no answer")?;
+            let rows = rows.as_array().ok_or("not an array")?.clone();
+            if rows.len() == n && rows.iter().all(|r| r["status"] == "alive") {
+                Ok(())
+            } else {
+                Err(format!("{rows:?}"))
+            }
+        });
+    }
+}
+
+struct Stats(Vec<f64>);
+
+impl Stats {
+    fn pct(&self, p: f64) -> f64 {
+        let mut s = self.0.clone();
+        s.sort_by(f64::total_cmp);
+        s[((s.len() as f64 - 1.0) * p).round() as usize]
+    }
+    fn row(&self, label: &str) -> String {
+        format!(
+            "| {label} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            self.0.len(),
+            self.pct(0.5),
+            self.pct(0.99),
+            self.pct(0.0),
+            self.pct(1.0)
+        )
+    }
+}
+
+fn detect(n: usize, config: Option<&str>) -> Stats {
+    let mut lab = Lab::new(n);
+    let procs = start(&mut lab, n, config);
+    let mut samples = Vec::new();
+    for t in 0..TRIALS {
+        let victim = 1 + t % (n - 1);
+        let name = format!("b{victim}");
+        lab.kill9(procs[victim]);
+        let killed = Instant::now();
+        let survivors: Vec<usize> = (0..n).filter(|i| *i != victim).collect();
+        let mut pending = survivors.clone();
+        while !pending.is_empty() {
+            assert!(
+                killed.elapsed() < Duration::from_secs(60),
+                "no failure report within 60 s: {pending:?}"
+            );
+            pending.retain(|i| status_of(&lab, *i, &name).as_deref() != Some("failed"));
+        }
+        samples.push(killed.elapsed().as_secs_f64());
+        lab.restart(procs[victim]);
+        all_alive(&lab, n);
+    }
+    Stats(samples)
+}
+
+fn rest(n: usize) -> (f64, f64) {
+    let mut lab = Lab::new(n);
+    start(&mut lab, n, None);
+    let window = Duration::from_secs(10);
+    let read = |lab: &Lab| -> Vec<(u64, u64)> {
+        (0..n)
+            .map(|i| {
+                let m = get(lab, i, "/v1/metrics").expect("metrics");
+                (
+                    m["gossip"]["bytes_out"].as_u64().unwrap_or(0),
+                    m["gossip"]["bytes_in"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let a = read(&lab);
+    let t = Instant::now();
+    std::thread::sleep(window); // the measurement window itself
+    let b = read(&lab);
+    let secs = t.elapsed().as_secs_f64();
+    let out: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (y.0 - x.0) as f64)
+        .sum::<f64>()
+        / n as f64
+        / secs;
+    let inb: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (y.1 - x.1) as f64)
+        .sum::<f64>()
+        / n as f64
+        / secs;
+    (out, inb)
+}
+
+fn accuracy(minutes: u64) -> (usize, usize) {
+    let n = 5;
+    let mut lab = Lab::new(n);
+    let procs = start(&mut lab, n, None);
+    for i in 0..n {
+        lab.drop_share(i, 5);
+    }
+    let count = |lab: &Lab| -> usize {
+        procs
+            .iter()
+            .map(|p| {
+                lab.log_events(*p, "gossip member")
+                    .iter()
+                    .filter(|e| e["event"] == "failed")
+                    .count()
+            })
+            .sum()
+    };
+    let before = count(&lab);
+    let end = Instant::now() + Duration::from_secs(60 * minutes);
+    let mut polls_with_failed = 0;
+    while Instant::now() < end {
+        for i in 0..n {
+            let rows = get(&lab, i, "/v1/members");
+            if rows.is_some_and(|rows| {
+                rows.as_array()
+                    .is_some_and(|r| r.iter().any(|m| m["status"] != "alive"))
+            }) {
+                polls_with_failed += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500)); // polling period of the observation
+    }
+    (count(&lab) - before, polls_with_failed)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let want = |part: &str| args.is_empty() || args.iter().any(|a| a == part);
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results/gossip.md");
+    let mut report = String::from(
+        "# Gossip: failure detection, accuracy, traffic\n\n`cargo bench --bench gossip`, as root, LAN lab (network namespaces on one bridge), 2-core machine.\n\n",
+    );
+    if want("detect") {
+        report.push_str(&format!(
+            "## Failure detection\n\nkill -9 one agent; seconds until every survivor's `/v1/members` reports it `failed` \
+             ({TRIALS} trials each, the victim restarted between trials).\n\n\
+             | setting | trials | median s | p99 s | min s | max s |\n|---|---|---|---|---|---|\n"
+        ));
+        for n in [5usize, 10] {
+            let s = detect(n, None);
+            println!("{}", s.row(&format!("N={n}")));
+            let _ = writeln!(
+                report,
+                "{}",
+                s.row(&format!("quorate defaults (200 ms rounds, phi 6), N = {n}"))
+            );
+        }
+        let chitchat = "[gossip]\ninterval = \"1s\"\nphi_threshold = 8.0\n";
+        let s = detect(5, Some(chitchat));
+        println!("{}", s.row("chitchat defaults N=5"));
+        let _ = writeln!(
+            report,
+            "{}",
+            s.row("chitchat's defaults (1 s rounds, phi 8), N = 5")
+        );
+        report.push('\n');
+    }
+    if want("rest") {
+        report.push_str("## Traffic at rest\n\nMean gossip bytes per second per node over 10 s, sealed off (open mode), quorate defaults.\n\n| N | out B/s | in B/s |\n|---|---|---|\n");
+        for n in [5usize, 10] {
+            let (o, i) = rest(n);
+            println!("rest N={n}: out {o:.0} B/s, in {i:.0} B/s");
+            let _ = writeln!(report, "| {n} | {o:.0} | {i:.0} |");
+        }
+        report.push('\n');
+    }
+    if want("accuracy") {
+        let minutes = std::env::var("GOSSIP_ACCURACY_MINUTES")
+            .ok()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(10);
+        let (failed, polls) = accuracy(minutes);
+        println!(
+            "accuracy: {failed} failed reports, {polls} polls with a non-alive member, {minutes} min"
+        );
+        let _ = writeln!(
+            report,
+            "## Accuracy under loss\n\n5 agents, 5% random loss on every host (in and out, nftables), {minutes} minutes, no node killed.\n\n\
+             | failed reports (all agents' logs) | polls (every 0.5 s, every host) showing a non-alive member |\n|---|---|\n| {failed} | {polls} |\n"
+        );
+    }
+    std::fs::write(path, &report).expect("write results");
+    println!("wrote {path}");
+}

@@ -1,0 +1,86 @@
+//! Convergence, failure, restart and graceful leave with real agents.
+
+use std::time::Duration;
+
+use crate::support::lab::Lab;
+use crate::util::{agent, members, wait_view};
+
+const NAMES: [&str; 5] = ["g0", "g1", "g2", "g3", "g4"];
+
+/// Five agents converge to the same five-member view; a metadata change on one (a restart with
+/// a new label) reaches all; kill -9 one and all others report it failed; restart it and it is
+/// alive again as one entry with a newer generation; a clean stop is reported left, not failed.
+#[test]
+fn five_agents_converge_fail_restart_and_leave() {
+    let mut lab = Lab::new(5);
+    let procs: Vec<_> = (0..5)
+        .map(|i| agent(&mut lab, i, NAMES[i], &["--label", "zone=a"]))
+        .collect();
+    let alive: Vec<(&str, &str)> = NAMES.iter().map(|n| (*n, "alive")).collect();
+    for i in 0..5 {
+        wait_view(&lab, i, &alive, Duration::from_secs(15));
+    }
+
+    // kill -9 g4: everyone else reports it failed.
+    let before = members(&lab, 0).expect("members");
+    let g4_generation = before
+        .iter()
+        .find(|m| m.0 == "g4")
+        .map(|m| m.2)
+        .expect("g4 listed");
+    lab.kill9(procs[4]);
+    let mut failed = alive.clone();
+    failed[4] = ("g4", "failed");
+    for i in 0..4 {
+        wait_view(&lab, i, &failed, Duration::from_secs(10));
+    }
+
+    // Restart it with a different label: alive again, one entry, newer generation, new label.
+    lab.restart(procs[4]);
+    for i in 0..4 {
+        let seen = wait_view(&lab, i, &alive, Duration::from_secs(15));
+        let g4 = seen.iter().find(|m| m.0 == "g4").expect("g4 listed once");
+        assert!(
+            g4.2 > g4_generation,
+            "generation grew: {} -> {}",
+            g4_generation,
+            g4.2
+        );
+    }
+
+    // A clean stop (SIGTERM) is a graceful leave.
+    let status = lab.stop(procs[3], Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    let mut left = alive.clone();
+    left[3] = ("g3", "left");
+    for i in [0, 1, 2, 4] {
+        wait_view(&lab, i, &left, Duration::from_secs(10));
+    }
+}
+
+/// Labels published by one agent reach the others' `members` output.
+#[test]
+fn labels_reach_every_member() {
+    let mut lab = Lab::new(3);
+    for i in 0..3 {
+        let label = format!("rack=r{i}");
+        agent(&mut lab, i, NAMES[i], &["--label", &label]);
+    }
+    for i in 0..3 {
+        wait_view(
+            &lab,
+            i,
+            &[("g0", "alive"), ("g1", "alive"), ("g2", "alive")],
+            Duration::from_secs(15),
+        );
+        crate::support::wait::until("labels in members --json", Duration::from_secs(10), || {
+            let out = lab.quorate(i, &["members", "--json"]);
+            let rows: Vec<serde_json::Value> =
+                serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            let ok = rows.iter().all(|r| {
+                r["labels"]["rack"] == format!("r{}", &r["name"].as_str().unwrap_or("g?")[1..])
+            });
+            if ok { Ok(()) } else { Err(format!("{rows:?}")) }
+        });
+    }
+}
