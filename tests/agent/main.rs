@@ -200,13 +200,27 @@ fn a_data_dir_in_use_is_refused_and_sigint_stops_cleanly() {
     let log = dir.path().join("first.log");
     // Loopback ports nobody uses, so that the test does not depend on 7946-7948 being free.
     let udp = |s: &std::net::UdpSocket| s.local_addr().map(|a| a.port().to_string()).expect("port");
-    let (a, b) = (std::net::UdpSocket::bind("127.0.0.1:0").expect("udp"), std::net::UdpSocket::bind("127.0.0.1:0").expect("udp"));
+    let (a, b) = (
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("udp"),
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("udp"),
+    );
     let t = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp");
-    let (gossip, quic, http) = (udp(&a), udp(&b), t.local_addr().map(|a| a.to_string()).expect("addr"));
+    let (gossip, quic, http) = (
+        udp(&a),
+        udp(&b),
+        t.local_addr().map(|a| a.to_string()).expect("addr"),
+    );
     drop((a, b, t));
     let mut first = Command::new(env!("CARGO_BIN_EXE_quorate"))
         .args(["agent", "--dev", "--data-dir", data, "--log-format", "json"])
-        .args(["--gossip-port", &gossip, "--quic-port", &quic, "--http-addr", &http])
+        .args([
+            "--gossip-port",
+            &gossip,
+            "--quic-port",
+            &quic,
+            "--http-addr",
+            &http,
+        ])
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
