@@ -62,9 +62,9 @@ fn five_agents_converge_fail_restart_and_leave() {
 #[test]
 fn labels_reach_every_member() {
     let mut lab = Lab::new(3);
-    for i in 0..3 {
+    for (i, name) in NAMES.iter().take(3).enumerate() {
         let label = format!("rack=r{i}");
-        agent(&mut lab, i, NAMES[i], &["--label", &label]);
+        agent(&mut lab, i, name, &["--label", &label]);
     }
     for i in 0..3 {
         wait_view(

@@ -1,0 +1,701 @@
+//! The membership registry: the replicated state machine that Raft decides.
+//!
+//! Pure and deterministic: [`Registry::apply`] reads no clock and no random source; any time a
+//! decision depends on (token expiry) travels inside the [`Request`], stamped by the leader.
+//! Every request is validated; a refused one changes nothing and says why.
+//!
+//! Secrets never enter it: join tokens are kept as the hash of their secret, and the cluster CA
+//! private key is not part of the registry at all (learners replicate the log).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A node's role, decided here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Management plane: may be a voter.
+    Voter,
+    /// Storage plane: a learner for life.
+    Storage,
+}
+
+/// A node's standing in the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// A member.
+    Active,
+    /// Leaving gracefully; removed once it is out of the Raft membership.
+    Leaving,
+}
+
+/// The cluster's identity, set once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// Cluster id: random, 16 hex digits, set at bootstrap.
+    pub id: String,
+    /// Cluster name.
+    pub name: String,
+    /// When it was created (ms since the epoch, the bootstrapping node's clock).
+    pub created_ms: u64,
+}
+
+/// A node as the registry knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Node id.
+    pub id: u64,
+    /// Node name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// QUIC address (Raft RPC).
+    pub raft_addr: String,
+    /// Gossip address.
+    pub gossip_addr: String,
+    /// HTTP API address.
+    pub api_addr: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Standing.
+    pub status: NodeStatus,
+    /// When it was registered (leader's clock, ms).
+    pub joined_ms: u64,
+}
+
+/// A join token as the registry keeps it: never the secret, only its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public token id.
+    pub id: String,
+    /// SHA-256 of the secret, hex.
+    pub secret_hash: String,
+    /// Role the token grants.
+    pub role: Role,
+    /// Expiry (ms since the epoch).
+    pub expires_ms: u64,
+    /// How many joins it allows; `None`: unlimited until expiry.
+    pub max_uses: Option<u32>,
+    /// Joins so far.
+    pub uses: u32,
+    /// Revoked by an operator.
+    pub revoked: bool,
+    /// When it was created (ms).
+    pub created_ms: u64,
+}
+
+/// Cluster-wide settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Target number of voters: 3, 5 or 7 (1 in a single-node cluster).
+    pub voter_target: u8,
+    /// How long gossip must report a node failed before the autopilot removes it (ms).
+    pub failed_grace_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            voter_target: 3,
+            failed_grace_ms: 60_000,
+        }
+    }
+}
+
+/// A change to the registry: the application data of the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Sets the cluster identity. Only once.
+    InitCluster {
+        /// Identity.
+        cluster: ClusterInfo,
+    },
+    /// Adds a node, or replaces its addresses, name and role after a restart or re-join.
+    PutNode {
+        /// The record (its `status` is set to active).
+        node: NodeRecord,
+    },
+    /// Sets one label of a node.
+    SetLabel {
+        /// Node.
+        node: u64,
+        /// Label name.
+        key: String,
+        /// Label value.
+        value: String,
+    },
+    /// Removes one label of a node.
+    RemoveLabel {
+        /// Node.
+        node: u64,
+        /// Label name.
+        key: String,
+    },
+    /// Marks a node as leaving.
+    MarkLeaving {
+        /// Node.
+        node: u64,
+    },
+    /// Deletes a node's record.
+    RemoveNode {
+        /// Node.
+        node: u64,
+    },
+    /// Creates a join token.
+    CreateToken {
+        /// The token record (`uses` 0, not revoked).
+        token: TokenRecord,
+    },
+    /// Consumes one use of a token, if it is valid at `at_ms` for `role`.
+    UseToken {
+        /// Token id.
+        id: String,
+        /// SHA-256 of the presented secret, hex.
+        secret_hash: String,
+        /// The role the joiner asks for.
+        role: Role,
+        /// The leader's clock when the join was checked.
+        at_ms: u64,
+    },
+    /// Revokes a token.
+    RevokeToken {
+        /// Token id.
+        id: String,
+    },
+    /// Replaces the settings.
+    SetSettings {
+        /// New settings.
+        settings: Settings,
+    },
+    /// Changes nothing; a linearizable barrier and the write of the speed benchmark.
+    Noop,
+}
+
+/// Why a request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Refusal {
+    /// The cluster identity is set already.
+    #[error("the cluster is initialized already (id {id})")]
+    AlreadyInitialized {
+        /// Existing id.
+        id: String,
+    },
+    /// A field is invalid.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// Field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// No such node.
+    #[error("no node {id:016x} in the registry")]
+    UnknownNode {
+        /// Node id.
+        id: u64,
+    },
+    /// No such token.
+    #[error("no join token {id}")]
+    UnknownToken {
+        /// Token id.
+        id: String,
+    },
+    /// A token with this id exists.
+    #[error("a join token {id} exists already")]
+    DuplicateToken {
+        /// Token id.
+        id: String,
+    },
+    /// The secret does not match.
+    #[error("the join token's secret is wrong")]
+    WrongSecret,
+    /// The token expired.
+    #[error("the join token expired")]
+    Expired,
+    /// The token was revoked.
+    #[error("the join token was revoked")]
+    Revoked,
+    /// The token has no uses left.
+    #[error("the join token is used up")]
+    UsedUp,
+    /// The token grants another role.
+    #[error("the join token grants role {granted:?}, not {asked:?}")]
+    WrongRole {
+        /// Granted.
+        granted: Role,
+        /// Asked.
+        asked: Role,
+    },
+}
+
+/// The outcome of applying a request.
+pub type Outcome = Result<(), Refusal>;
+
+/// The registry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registry {
+    /// Identity, once initialized.
+    pub cluster: Option<ClusterInfo>,
+    /// Nodes by id.
+    pub nodes: BTreeMap<u64, NodeRecord>,
+    /// Join tokens by id.
+    pub tokens: BTreeMap<String, TokenRecord>,
+    /// Settings.
+    pub settings: Settings,
+}
+
+const NAME_MAX: usize = 63;
+const LABEL_KEY_MAX: usize = 63;
+const LABEL_VALUE_MAX: usize = 255;
+
+fn invalid(field: &str, message: impl Into<String>) -> Refusal {
+    Refusal::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn check_hex(field: &str, value: &str, len: usize) -> Outcome {
+    if value.len() == len
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{len} lowercase hex digits expected"),
+        ))
+    }
+}
+
+fn check_label(key: &str, value: &str) -> Outcome {
+    if key.is_empty()
+        || key.len() > LABEL_KEY_MAX
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    {
+        return Err(invalid(
+            "label",
+            format!("name {key:?}: 1 to 63 letters, digits, '-', '_', '.', '/'"),
+        ));
+    }
+    if value.len() > LABEL_VALUE_MAX || value.chars().any(char::is_control) {
+        return Err(invalid(
+            "label",
+            format!("value of {key:?}: at most 255 bytes, no control characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl Registry {
+    /// Checks a request against the current state without applying it.
+    pub fn check(&self, req: &Request) -> Outcome {
+        match req {
+            Request::InitCluster { cluster } => {
+                if let Some(c) = &self.cluster {
+                    return Err(Refusal::AlreadyInitialized { id: c.id.clone() });
+                }
+                check_hex("cluster id", &cluster.id, 16)?;
+                if cluster.name.is_empty() || cluster.name.len() > 32 {
+                    return Err(invalid("cluster name", "1 to 32 bytes"));
+                }
+                Ok(())
+            }
+            Request::PutNode { node } => {
+                if node.id == 0 {
+                    return Err(invalid("node id", "zero is not a node id"));
+                }
+                if node.name.is_empty() || node.name.len() > NAME_MAX {
+                    return Err(invalid("node name", "1 to 63 bytes"));
+                }
+                for addr in [&node.raft_addr, &node.gossip_addr, &node.api_addr] {
+                    if addr.parse::<std::net::SocketAddr>().is_err() {
+                        return Err(invalid("node address", format!("{addr:?} is not ip:port")));
+                    }
+                }
+                if let Some(old) = self.nodes.get(&node.id) {
+                    if old.role == Role::Storage && node.role == Role::Voter {
+                        return Err(invalid("role", "a storage node stays a storage node"));
+                    }
+                }
+                node.labels.iter().try_for_each(|(k, v)| check_label(k, v))
+            }
+            Request::SetLabel { node, key, value } => {
+                self.node(*node)?;
+                check_label(key, value)
+            }
+            Request::RemoveLabel { node, .. }
+            | Request::MarkLeaving { node }
+            | Request::RemoveNode { node } => self.node(*node).map(|_| ()),
+            Request::CreateToken { token } => {
+                if self.tokens.contains_key(&token.id) {
+                    return Err(Refusal::DuplicateToken {
+                        id: token.id.clone(),
+                    });
+                }
+                check_hex("token id", &token.id, 16)?;
+                check_hex("token secret hash", &token.secret_hash, 64)?;
+                if token.max_uses == Some(0) {
+                    return Err(invalid("token uses", "at least 1"));
+                }
+                Ok(())
+            }
+            Request::UseToken {
+                id,
+                secret_hash,
+                role,
+                at_ms,
+            } => {
+                let t = self
+                    .tokens
+                    .get(id)
+                    .ok_or_else(|| Refusal::UnknownToken { id: id.clone() })?;
+                if t.secret_hash != *secret_hash {
+                    return Err(Refusal::WrongSecret);
+                }
+                if t.revoked {
+                    return Err(Refusal::Revoked);
+                }
+                if *at_ms >= t.expires_ms {
+                    return Err(Refusal::Expired);
+                }
+                if t.max_uses.is_some_and(|m| t.uses >= m) {
+                    return Err(Refusal::UsedUp);
+                }
+                if t.role != *role {
+                    return Err(Refusal::WrongRole {
+                        granted: t.role,
+                        asked: *role,
+                    });
+                }
+                Ok(())
+            }
+            Request::RevokeToken { id } => self
+                .tokens
+                .get(id)
+                .map(|_| ())
+                .ok_or_else(|| Refusal::UnknownToken { id: id.clone() }),
+            Request::SetSettings { settings } => {
+                if ![1, 3, 5, 7].contains(&settings.voter_target) {
+                    return Err(invalid("voter target", "1, 3, 5 or 7"));
+                }
+                Ok(())
+            }
+            Request::Noop => Ok(()),
+        }
+    }
+
+    fn node(&self, id: u64) -> Result<&NodeRecord, Refusal> {
+        self.nodes.get(&id).ok_or(Refusal::UnknownNode { id })
+    }
+
+    /// Applies a request: checks it, and changes the registry only if the check passes.
+    pub fn apply(&mut self, req: &Request) -> Outcome {
+        self.check(req)?;
+        match req {
+            Request::InitCluster { cluster } => self.cluster = Some(cluster.clone()),
+            Request::PutNode { node } => {
+                let mut node = node.clone();
+                node.status = NodeStatus::Active;
+                if let Some(old) = self.nodes.get(&node.id) {
+                    node.joined_ms = old.joined_ms;
+                }
+                self.nodes.insert(node.id, node);
+            }
+            Request::SetLabel { node, key, value } => {
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.labels.insert(key.clone(), value.clone());
+                }
+            }
+            Request::RemoveLabel { node, key } => {
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.labels.remove(key);
+                }
+            }
+            Request::MarkLeaving { node } => {
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.status = NodeStatus::Leaving;
+                }
+            }
+            Request::RemoveNode { node } => {
+                self.nodes.remove(node);
+            }
+            Request::CreateToken { token } => {
+                let mut t = token.clone();
+                t.uses = 0;
+                t.revoked = false;
+                self.tokens.insert(t.id.clone(), t);
+            }
+            Request::UseToken { id, .. } => {
+                if let Some(t) = self.tokens.get_mut(id) {
+                    t.uses += 1;
+                }
+            }
+            Request::RevokeToken { id } => {
+                if let Some(t) = self.tokens.get_mut(id) {
+                    t.revoked = true;
+                }
+            }
+            Request::SetSettings { settings } => self.settings = settings.clone(),
+            Request::Noop => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, role: Role) -> NodeRecord {
+        NodeRecord {
+            id,
+            name: format!("n{id}"),
+            role,
+            raft_addr: "10.0.0.1:7947".into(),
+            gossip_addr: "10.0.0.1:7946".into(),
+            api_addr: "127.0.0.1:7948".into(),
+            labels: BTreeMap::new(),
+            status: NodeStatus::Active,
+            joined_ms: 1000,
+        }
+    }
+
+    fn token(id: &str, role: Role, expires_ms: u64, max_uses: Option<u32>) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            secret_hash: "a".repeat(64),
+            role,
+            expires_ms,
+            max_uses,
+            uses: 0,
+            revoked: false,
+            created_ms: 0,
+        }
+    }
+
+    fn use_token(id: &str, role: Role, at_ms: u64) -> Request {
+        Request::UseToken {
+            id: id.into(),
+            secret_hash: "a".repeat(64),
+            role,
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn the_cluster_is_initialized_once() {
+        let mut r = Registry::default();
+        let info = ClusterInfo {
+            id: "00000000000000ab".into(),
+            name: "c".into(),
+            created_ms: 1,
+        };
+        r.apply(&Request::InitCluster {
+            cluster: info.clone(),
+        })
+        .expect("first");
+        let again = r.apply(&Request::InitCluster {
+            cluster: ClusterInfo {
+                id: "00000000000000cd".into(),
+                ..info
+            },
+        });
+        assert_eq!(
+            again,
+            Err(Refusal::AlreadyInitialized {
+                id: "00000000000000ab".into()
+            })
+        );
+        assert_eq!(
+            r.cluster.as_ref().map(|c| c.id.as_str()),
+            Some("00000000000000ab")
+        );
+    }
+
+    #[test]
+    fn refused_requests_change_nothing() {
+        let mut r = Registry::default();
+        r.apply(&Request::PutNode {
+            node: node(1, Role::Storage),
+        })
+        .expect("put");
+        let before = r.clone();
+        for bad in [
+            Request::PutNode {
+                node: node(1, Role::Voter),
+            },
+            Request::PutNode {
+                node: NodeRecord {
+                    raft_addr: "nowhere".into(),
+                    ..node(2, Role::Voter)
+                },
+            },
+            Request::PutNode {
+                node: node(0, Role::Voter),
+            },
+            Request::SetLabel {
+                node: 1,
+                key: "bad key".into(),
+                value: "v".into(),
+            },
+            Request::SetLabel {
+                node: 9,
+                key: "k".into(),
+                value: "v".into(),
+            },
+            Request::RemoveNode { node: 9 },
+            Request::CreateToken {
+                token: TokenRecord {
+                    secret_hash: "short".into(),
+                    ..token("00000000000000t1", Role::Voter, 10, None)
+                },
+            },
+            Request::SetSettings {
+                settings: Settings {
+                    voter_target: 4,
+                    ..Settings::default()
+                },
+            },
+        ] {
+            assert!(r.apply(&bad).is_err(), "{bad:?} accepted");
+            assert_eq!(r, before, "{bad:?} changed the registry");
+        }
+    }
+
+    #[test]
+    fn tokens_check_secret_expiry_uses_revocation_and_role_by_the_request_time() {
+        let mut r = Registry::default();
+        let id = "0123456789abcdef";
+        r.apply(&Request::CreateToken {
+            token: token(id, Role::Storage, 5_000, Some(2)),
+        })
+        .expect("create");
+        let wrong = Request::UseToken {
+            id: id.into(),
+            secret_hash: "b".repeat(64),
+            role: Role::Storage,
+            at_ms: 1,
+        };
+        assert_eq!(r.apply(&wrong), Err(Refusal::WrongSecret));
+        assert_eq!(
+            r.apply(&use_token(id, Role::Voter, 1)),
+            Err(Refusal::WrongRole {
+                granted: Role::Storage,
+                asked: Role::Voter
+            })
+        );
+        assert_eq!(
+            r.apply(&use_token(id, Role::Storage, 5_000)),
+            Err(Refusal::Expired),
+            "expiry is judged by at_ms"
+        );
+        r.apply(&use_token(id, Role::Storage, 1))
+            .expect("first use");
+        r.apply(&use_token(id, Role::Storage, 2))
+            .expect("second use");
+        assert_eq!(
+            r.apply(&use_token(id, Role::Storage, 3)),
+            Err(Refusal::UsedUp)
+        );
+        assert_eq!(r.tokens[id].uses, 2);
+        let other = "fedcba9876543210";
+        r.apply(&Request::CreateToken {
+            token: token(other, Role::Voter, 9_000, None),
+        })
+        .expect("create");
+        r.apply(&Request::RevokeToken { id: other.into() })
+            .expect("revoke");
+        assert_eq!(
+            r.apply(&use_token(other, Role::Voter, 1)),
+            Err(Refusal::Revoked)
+        );
+        assert_eq!(
+            r.apply(&use_token("0000000000000000", Role::Voter, 1)),
+            Err(Refusal::UnknownToken {
+                id: "0000000000000000".into()
+            })
+        );
+    }
+
+    #[test]
+    fn apply_is_deterministic_and_survives_serialization() {
+        let script = vec![
+            Request::InitCluster {
+                cluster: ClusterInfo {
+                    id: "00000000000000ab".into(),
+                    name: "c".into(),
+                    created_ms: 1,
+                },
+            },
+            Request::PutNode {
+                node: node(1, Role::Voter),
+            },
+            Request::PutNode {
+                node: node(2, Role::Storage),
+            },
+            Request::SetLabel {
+                node: 2,
+                key: "zone".into(),
+                value: "a".into(),
+            },
+            Request::CreateToken {
+                token: token("0123456789abcdef", Role::Storage, 10, Some(1)),
+            },
+            use_token("0123456789abcdef", Role::Storage, 5),
+            Request::MarkLeaving { node: 1 },
+            Request::RemoveLabel {
+                node: 2,
+                key: "zone".into(),
+            },
+            Request::RemoveNode { node: 1 },
+        ];
+        let run = || {
+            let mut r = Registry::default();
+            let outcomes: Vec<Outcome> = script.iter().map(|q| r.apply(q)).collect();
+            (r, outcomes)
+        };
+        let (a, oa) = run();
+        let (b, ob) = run();
+        assert_eq!((a.clone(), oa), (b, ob));
+        let json = serde_json::to_string(&a).expect("serialize");
+        assert_eq!(
+            serde_json::from_str::<Registry>(&json).expect("deserialize"),
+            a
+        );
+        for q in &script {
+            let text = serde_json::to_string(q).expect("serialize request");
+            assert_eq!(
+                &serde_json::from_str::<Request>(&text).expect("deserialize request"),
+                q
+            );
+        }
+    }
+
+    #[test]
+    fn a_re_put_node_keeps_its_join_time_and_becomes_active() {
+        let mut r = Registry::default();
+        r.apply(&Request::PutNode {
+            node: node(1, Role::Voter),
+        })
+        .expect("put");
+        r.apply(&Request::MarkLeaving { node: 1 }).expect("leaving");
+        r.apply(&Request::PutNode {
+            node: NodeRecord {
+                joined_ms: 99_999,
+                ..node(1, Role::Voter)
+            },
+        })
+        .expect("re-put");
+        assert_eq!(r.nodes[&1].joined_ms, 1000);
+        assert_eq!(r.nodes[&1].status, NodeStatus::Active);
+    }
+}

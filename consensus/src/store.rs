@@ -1,0 +1,406 @@
+//! Durable Raft storage on redb: the log, the vote, the committed index, and snapshots of the
+//! registry, in one database file.
+//!
+//! redb commits are durable when they return (fsync, copy-on-write B-trees), so an append is
+//! acknowledged to Raft only once it is on disk, and a kill -9 leaves either the old or the new
+//! state. The state machine lives in memory; what makes it durable is the log plus the latest
+//! snapshot: on start the registry is restored from the snapshot, and openraft re-applies the
+//! committed entries after it (the committed index is saved for that).
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+};
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::TypeConfig;
+use crate::registry::{Outcome, Registry};
+
+type NodeId = u64;
+type Node = openraft::BasicNode;
+
+const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const PURGED: &str = "last_purged";
+const SNAPSHOT: &str = "snapshot";
+
+fn io_err(e: impl std::error::Error + 'static) -> AnyError {
+    AnyError::new(&e)
+}
+
+/// Opens (creating) the database file that holds a node's Raft state.
+pub fn open_db(path: &Path) -> Result<Arc<Database>, redb::DatabaseError> {
+    let db = Database::create(path)?;
+    Ok(Arc::new(db))
+}
+
+fn read_meta<T: for<'de> Deserialize<'de>>(
+    db: &Database,
+    key: &str,
+) -> Result<Option<T>, AnyError> {
+    let txn = db.begin_read().map_err(io_err)?;
+    let table = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    };
+    match table.get(key).map_err(io_err)? {
+        Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(io_err),
+        None => Ok(None),
+    }
+}
+
+fn write_meta<T: Serialize>(db: &Database, key: &str, value: &T) -> Result<(), AnyError> {
+    let bytes = serde_json::to_vec(value).map_err(io_err)?;
+    let txn = db.begin_write().map_err(io_err)?;
+    {
+        let mut table = txn.open_table(META).map_err(io_err)?;
+        table.insert(key, bytes.as_slice()).map_err(io_err)?;
+    }
+    txn.commit().map_err(io_err)
+}
+
+/// The Raft log, vote and committed index.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl LogStore {
+    /// A log store over `db`.
+    pub fn new(db: Arc<Database>) -> Self {
+        LogStore { db }
+    }
+
+    fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, AnyError> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = match txn.open_table(LOGS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(io_err(e)),
+        };
+        match table.last().map_err(io_err)? {
+            Some((_, v)) => serde_json::from_slice(v.value()).map(Some).map_err(io_err),
+            None => Ok(None),
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let read = || -> Result<Vec<Entry<TypeConfig>>, AnyError> {
+            let txn = self.db.begin_read().map_err(io_err)?;
+            let table = match txn.open_table(LOGS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(io_err(e)),
+            };
+            let start = match range.start_bound() {
+                Bound::Included(i) => *i,
+                Bound::Excluded(i) => i.saturating_add(1),
+                Bound::Unbounded => 0,
+            };
+            let mut out = Vec::new();
+            for item in table.range(start..).map_err(io_err)? {
+                let (k, v) = item.map_err(io_err)?;
+                if !range.contains(&k.value()) {
+                    break;
+                }
+                out.push(serde_json::from_slice(v.value()).map_err(io_err)?);
+            }
+            Ok(out)
+        };
+        read().map_err(|e| StorageIOError::read_logs(e).into())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let purged: Option<LogId<NodeId>> =
+            read_meta(&self.db, PURGED).map_err(StorageIOError::read_logs)?;
+        let last = self
+            .last_entry()
+            .map_err(StorageIOError::read_logs)?
+            .map(|e| e.log_id);
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last.or(purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        write_meta(&self.db, VOTE, vote).map_err(|e| StorageIOError::write_vote(e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        read_meta(&self.db, VOTE).map_err(|e| StorageIOError::read_vote(e).into())
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        write_meta(&self.db, COMMITTED, &committed).map_err(|e| StorageIOError::write(e).into())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(read_meta::<Option<LogId<NodeId>>>(&self.db, COMMITTED)
+            .map_err(StorageIOError::read)?
+            .flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let write = || -> Result<(), AnyError> {
+            let txn = self.db.begin_write().map_err(io_err)?;
+            {
+                let mut table = txn.open_table(LOGS).map_err(io_err)?;
+                for entry in entries {
+                    let bytes = serde_json::to_vec(&entry).map_err(io_err)?;
+                    table
+                        .insert(entry.log_id.index, bytes.as_slice())
+                        .map_err(io_err)?;
+                }
+            }
+            // Durable on return: only then is the append acknowledged.
+            txn.commit().map_err(io_err)
+        };
+        match write() {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(StorageIOError::write_logs(e).into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let write = || -> Result<(), AnyError> {
+            let txn = self.db.begin_write().map_err(io_err)?;
+            {
+                let mut table = txn.open_table(LOGS).map_err(io_err)?;
+                table.retain(|k, _| k < log_id.index).map_err(io_err)?;
+            }
+            txn.commit().map_err(io_err)
+        };
+        write().map_err(|e| StorageIOError::write_logs(e).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let write = || -> Result<(), AnyError> {
+            let bytes = serde_json::to_vec(&log_id).map_err(io_err)?;
+            let txn = self.db.begin_write().map_err(io_err)?;
+            {
+                let mut meta = txn.open_table(META).map_err(io_err)?;
+                meta.insert(PURGED, bytes.as_slice()).map_err(io_err)?;
+                let mut table = txn.open_table(LOGS).map_err(io_err)?;
+                table.retain(|k, _| k > log_id.index).map_err(io_err)?;
+            }
+            txn.commit().map_err(io_err)
+        };
+        write().map_err(|e| StorageIOError::write_logs(e).into())
+    }
+}
+
+/// What the state machine holds, and what a snapshot carries.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StateMachineData {
+    /// The last applied entry.
+    pub last_applied: Option<LogId<NodeId>>,
+    /// The last applied membership.
+    pub last_membership: StoredMembership<NodeId, Node>,
+    /// The registry.
+    pub registry: Registry,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, Node>,
+    data: Vec<u8>,
+}
+
+/// The registry state machine and its snapshots.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: Arc<Database>,
+    data: Arc<RwLock<StateMachineData>>,
+    snapshots_built: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl StateMachineStore {
+    /// A state machine over `db`, restored from its latest snapshot if there is one.
+    pub fn open(db: Arc<Database>) -> Result<Self, StorageError<NodeId>> {
+        let data = match read_meta::<StoredSnapshot>(&db, SNAPSHOT)
+            .map_err(|e| StorageIOError::read_snapshot(None, e))?
+        {
+            Some(s) => serde_json::from_slice(&s.data)
+                .map_err(|e| StorageIOError::read_snapshot(None, io_err(e)))?,
+            None => StateMachineData::default(),
+        };
+        Ok(StateMachineStore {
+            db,
+            data: Arc::new(RwLock::new(data)),
+            snapshots_built: Arc::default(),
+        })
+    }
+
+    /// A shared, read-only view of the state machine (for linearizable reads after
+    /// `ensure_linearizable`, and for status).
+    pub fn data(&self) -> Arc<RwLock<StateMachineData>> {
+        self.data.clone()
+    }
+
+    fn save_snapshot(&self, s: &StoredSnapshot) -> Result<(), AnyError> {
+        write_meta(&self.db, SNAPSHOT, s)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let (bytes, last_applied, last_membership) = {
+            let d = self.data.read().map_err(|_| {
+                StorageIOError::read_state_machine(AnyError::error("lock poisoned"))
+            })?;
+            let bytes = serde_json::to_vec(&*d)
+                .map_err(|e| StorageIOError::read_state_machine(io_err(e)))?;
+            (bytes, d.last_applied, d.last_membership.clone())
+        };
+        let n = self
+            .snapshots_built
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-{n}", l.leader_id, l.index),
+            None => format!("none-{n}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes.clone(),
+        };
+        self.save_snapshot(&stored)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>), StorageError<NodeId>> {
+        let d = self
+            .data
+            .read()
+            .map_err(|_| StorageIOError::read_state_machine(AnyError::error("lock poisoned")))?;
+        Ok((d.last_applied, d.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut d = self
+            .data
+            .write()
+            .map_err(|_| StorageIOError::write_state_machine(AnyError::error("lock poisoned")))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            d.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => out.push(Ok(())),
+                EntryPayload::Normal(req) => out.push(d.registry.apply(&req)),
+                EntryPayload::Membership(m) => {
+                    d.last_membership = StoredMembership::new(Some(entry.log_id), m);
+                    out.push(Ok(()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let bytes = snapshot.into_inner();
+        let new: StateMachineData = serde_json::from_slice(&bytes)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), io_err(e)))?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes,
+        };
+        self.save_snapshot(&stored)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        let mut d = self
+            .data
+            .write()
+            .map_err(|_| StorageIOError::write_state_machine(AnyError::error("lock poisoned")))?;
+        *d = StateMachineData {
+            last_applied: meta.last_log_id,
+            last_membership: meta.last_membership.clone(),
+            registry: new.registry,
+        };
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let stored: Option<StoredSnapshot> =
+            read_meta(&self.db, SNAPSHOT).map_err(|e| StorageIOError::read_snapshot(None, e))?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
