@@ -321,10 +321,11 @@ impl Registry {
                         return Err(invalid("node address", format!("{addr:?} is not ip:port")));
                     }
                 }
-                if let Some(old) = self.nodes.get(&node.id) {
-                    if old.role == Role::Storage && node.role == Role::Voter {
-                        return Err(invalid("role", "a storage node stays a storage node"));
-                    }
+                if let Some(old) = self.nodes.get(&node.id)
+                    && old.role == Role::Storage
+                    && node.role == Role::Voter
+                {
+                    return Err(invalid("role", "a storage node stays a storage node"));
                 }
                 node.labels.iter().try_for_each(|(k, v)| check_label(k, v))
             }

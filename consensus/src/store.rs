@@ -259,12 +259,11 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     /// A state machine over `db`, restored from its latest snapshot if there is one.
-    pub fn open(db: Arc<Database>) -> Result<Self, StorageError<NodeId>> {
-        let data = match read_meta::<StoredSnapshot>(&db, SNAPSHOT)
-            .map_err(|e| StorageIOError::read_snapshot(None, e))?
-        {
-            Some(s) => serde_json::from_slice(&s.data)
-                .map_err(|e| StorageIOError::read_snapshot(None, io_err(e)))?,
+    pub fn open(db: Arc<Database>) -> Result<Self, Box<StorageError<NodeId>>> {
+        let snapshot_error =
+            |e: AnyError| Box::new(StorageError::from(StorageIOError::read_snapshot(None, e)));
+        let data = match read_meta::<StoredSnapshot>(&db, SNAPSHOT).map_err(snapshot_error)? {
+            Some(s) => serde_json::from_slice(&s.data).map_err(|e| snapshot_error(io_err(e)))?,
             None => StateMachineData::default(),
         };
         Ok(StateMachineStore {

@@ -12,7 +12,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = open_db(&dir.path().join("raft.redb")).expect("open db");
-        Ok((dir, LogStore::new(db.clone()), StateMachineStore::open(db)?))
+        Ok((
+            dir,
+            LogStore::new(db.clone()),
+            StateMachineStore::open(db).map_err(|e| *e)?,
+        ))
     }
 }
 
