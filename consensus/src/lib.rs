@@ -8,7 +8,14 @@
 //!   depend on.
 //! - [`LogStore`], [`StateMachineStore`]: durable storage on redb (log, vote, committed index,
 //!   snapshots); acknowledged appends are on disk.
+//! - [`raft_config`]: LAN timings. [`mem_network::MemRouter`]: the in-memory twin of the
+//!   network, for in-process clusters.
 
+// openraft's error types (RPCError, StorageError, ConfigError) are large by design, and its
+// traits return them by value; boxing them at our edges would only add conversions.
+#![allow(clippy::result_large_err)]
+
+pub mod mem_network;
 pub mod registry;
 mod store;
 
@@ -28,3 +35,19 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
         SnapshotData = std::io::Cursor<Vec<u8>>,
 );
+
+/// Raft timings for a LAN: heartbeats every 50 ms, elections after 150 to 300 ms of silence,
+/// a snapshot every 1000 entries, snapshots sent in chunks of at most 1 MiB.
+pub fn raft_config(cluster_name: &str) -> Result<openraft::Config, openraft::ConfigError> {
+    openraft::Config {
+        cluster_name: cluster_name.to_string(),
+        heartbeat_interval: 50,
+        election_timeout_min: 150,
+        election_timeout_max: 300,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+        max_in_snapshot_log_to_keep: 100,
+        snapshot_max_chunk_size: 1024 * 1024,
+        ..Default::default()
+    }
+    .validate()
+}

@@ -1,0 +1,246 @@
+//! In-process Raft clusters over the in-memory network: elections, learners, leader loss,
+//! partitions, restarts from disk.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::{BasicNode, Raft, ServerState};
+use quorate_consensus::mem_network::MemRouter;
+use quorate_consensus::{LogStore, Request, StateMachineStore, TypeConfig, open_db, raft_config};
+
+struct Node {
+    raft: Raft<TypeConfig>,
+    sm: StateMachineStore,
+}
+
+async fn start(router: &MemRouter, dir: &std::path::Path, id: u64) -> Node {
+    let db = open_db(&dir.join(format!("n{id}.redb"))).expect("db");
+    let sm = StateMachineStore::open(db.clone()).expect("sm");
+    let config = Arc::new(raft_config("test").expect("config"));
+    let raft = Raft::new(
+        id,
+        config,
+        router.network(id),
+        LogStore::new(db),
+        sm.clone(),
+    )
+    .await
+    .expect("raft");
+    router.add(id, raft.clone());
+    Node { raft, sm }
+}
+
+fn addr(id: u64) -> BasicNode {
+    BasicNode {
+        addr: format!("node-{id}"),
+    }
+}
+
+async fn until(what: &str, within: Duration, mut f: impl FnMut() -> Result<(), String>) {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(()) => return,
+            Err(seen) if start.elapsed() > within => {
+                panic!("timed out after {within:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+fn label_count(n: &Node) -> usize {
+    n.sm.data()
+        .read()
+        .map(|d| d.registry.nodes.values().map(|r| r.labels.len()).sum())
+        .unwrap_or(0)
+}
+
+fn put_node(id: u64) -> Request {
+    Request::PutNode {
+        node: quorate_consensus::NodeRecord {
+            id,
+            name: format!("n{id}"),
+            role: quorate_consensus::Role::Voter,
+            raft_addr: "10.0.0.1:7947".into(),
+            gossip_addr: "10.0.0.1:7946".into(),
+            api_addr: "127.0.0.1:7948".into(),
+            labels: BTreeMap::new(),
+            status: quorate_consensus::NodeStatus::Active,
+            joined_ms: 0,
+        },
+    }
+}
+
+fn set_label(i: usize) -> Request {
+    Request::SetLabel {
+        node: 1,
+        key: format!("k{i}"),
+        value: format!("v{i}"),
+    }
+}
+
+/// Three voters elect one leader; two learners receive every committed entry and never vote
+/// or become candidates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_voters_elect_a_leader_and_learners_replicate_without_voting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = MemRouter::default();
+    let mut nodes = BTreeMap::new();
+    for id in 1..=5 {
+        nodes.insert(id, start(&router, dir.path(), id).await);
+    }
+    let voters: BTreeMap<u64, BasicNode> = (1..=3).map(|id| (id, addr(id))).collect();
+    nodes[&1].raft.initialize(voters).await.expect("initialize");
+    let leader = nodes[&1]
+        .raft
+        .wait(Some(Duration::from_secs(5)))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .expect("leader")
+        .current_leader
+        .expect("leader id");
+    let lead = &nodes[&leader].raft;
+    for id in [4, 5] {
+        lead.add_learner(id, addr(id), false)
+            .await
+            .expect("add learner");
+    }
+    lead.client_write(put_node(1)).await.expect("put node");
+    for i in 0..20 {
+        lead.client_write(set_label(i))
+            .await
+            .expect("write")
+            .data
+            .expect("applied");
+    }
+    for (id, n) in &nodes {
+        until(
+            &format!("node {id} to apply all writes"),
+            Duration::from_secs(5),
+            || {
+                let c = label_count(n);
+                if c == 20 {
+                    Ok(())
+                } else {
+                    Err(format!("{c} labels"))
+                }
+            },
+        )
+        .await;
+    }
+    for id in [4, 5] {
+        let m = nodes[&id].raft.metrics().borrow().clone();
+        assert_eq!(m.state, ServerState::Learner, "node {id} is a learner");
+        let voter_ids: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+        assert_eq!(
+            voter_ids,
+            BTreeSet::from([1, 2, 3]),
+            "learners are not voters"
+        );
+        assert!(
+            m.vote.leader_id().voted_for() != Some(id),
+            "a learner never votes for itself"
+        );
+    }
+    for n in nodes.values() {
+        n.raft.shutdown().await.expect("shutdown");
+    }
+}
+
+/// The leader dies: the others elect a new one and keep committing; a node cut off from the
+/// majority cannot commit; after healing, everyone converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_loss_and_partition() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = MemRouter::default();
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        nodes.insert(id, start(&router, dir.path(), id).await);
+    }
+    nodes[&1]
+        .raft
+        .initialize((1..=3).map(|id| (id, addr(id))).collect::<BTreeMap<_, _>>())
+        .await
+        .expect("init");
+    let wait_leader = |n: &Node, not: Option<u64>| {
+        let w = n.raft.wait(Some(Duration::from_secs(5)));
+        async move {
+            w.metrics(
+                move |m| m.current_leader.is_some() && m.current_leader != not,
+                "a new leader",
+            )
+            .await
+            .expect("leader")
+            .current_leader
+            .expect("id")
+        }
+    };
+    let leader = wait_leader(&nodes[&1], None).await;
+    nodes[&leader]
+        .raft
+        .client_write(put_node(1))
+        .await
+        .expect("write");
+
+    // Kill the leader.
+    router.remove(leader);
+    nodes
+        .remove(&leader)
+        .expect("leader")
+        .raft
+        .shutdown()
+        .await
+        .expect("shutdown");
+    let survivor = *nodes.keys().next().expect("survivor");
+    let new_leader = wait_leader(&nodes[&survivor], Some(leader)).await;
+    assert_ne!(new_leader, leader);
+    nodes[&new_leader]
+        .raft
+        .client_write(set_label(1))
+        .await
+        .expect("write after failover");
+
+    // Cut the follower away from the new leader: the leader alone is a minority of three.
+    let follower = *nodes
+        .keys()
+        .find(|id| **id != new_leader)
+        .expect("follower");
+    router.set_cut(follower, true);
+    let minority = tokio::time::timeout(
+        Duration::from_secs(2),
+        nodes[&new_leader].raft.client_write(set_label(2)),
+    )
+    .await;
+    assert!(
+        !matches!(minority, Ok(Ok(_))),
+        "a minority committed: {minority:?}"
+    );
+    router.set_cut(follower, false);
+
+    // Restart the dead node from its data: it rejoins and catches up.
+    let back = start(&router, dir.path(), leader).await;
+    nodes.insert(leader, back);
+    until(
+        "every node to hold the same registry",
+        Duration::from_secs(10),
+        || {
+            let regs: Vec<_> = nodes
+                .values()
+                .map(|n| n.sm.data().read().map(|d| d.registry.clone()).ok())
+                .collect();
+            let same = regs.windows(2).all(|w| w[0] == w[1]);
+            let c = nodes.values().map(label_count).min().unwrap_or(0);
+            if same && c >= 1 {
+                Ok(())
+            } else {
+                Err(format!("same: {same}, labels: {c}"))
+            }
+        },
+    )
+    .await;
+    for n in nodes.values() {
+        n.raft.shutdown().await.expect("shutdown");
+    }
+}
