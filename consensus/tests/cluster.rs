@@ -102,12 +102,14 @@ async fn three_voters_elect_a_leader_and_learners_replicate_without_voting() {
         .current_leader
         .expect("leader id");
     let lead = &nodes[&leader].raft;
+    // A first write commits the new leader's term (and the initial membership with it);
+    // membership changes are refused while that is in progress.
+    lead.client_write(put_node(1)).await.expect("put node");
     for id in [4, 5] {
         lead.add_learner(id, addr(id), false)
             .await
             .expect("add learner");
     }
-    lead.client_write(put_node(1)).await.expect("put node");
     for i in 0..20 {
         lead.client_write(set_label(i))
             .await
