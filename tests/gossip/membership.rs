@@ -8,7 +8,7 @@ use crate::util::{agent, members, wait_view};
 const NAMES: [&str; 5] = ["g0", "g1", "g2", "g3", "g4"];
 
 /// Five agents converge to the same five-member view; a metadata change on one (a restart with
-/// a new label) reaches all; kill -9 one and all others report it failed; restart it and it is
+/// another label) reaches all; kill -9 one and all others report it failed; restart it and it is
 /// alive again as one entry with a newer generation; a clean stop is reported left, not failed.
 #[test]
 fn five_agents_converge_fail_restart_and_leave() {
@@ -36,7 +36,19 @@ fn five_agents_converge_fail_restart_and_leave() {
     }
 
     // Restart it with a different label: alive again, one entry, newer generation, new label.
-    lab.restart(procs[4]);
+    let args: Vec<String> = lab
+        .args(procs[4])
+        .into_iter()
+        .map(|a| {
+            if a == "zone=a" {
+                "zone=b".to_string()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.restart_with(procs[4], &args);
     for i in 0..4 {
         let seen = wait_view(&lab, i, &alive, Duration::from_secs(15));
         let g4 = seen.iter().find(|m| m.0 == "g4").expect("g4 listed once");
@@ -45,6 +57,21 @@ fn five_agents_converge_fail_restart_and_leave() {
             "generation grew: {} -> {}",
             g4_generation,
             g4.2
+        );
+        crate::support::wait::until(
+            &format!("host {i} to see g4's new label"),
+            Duration::from_secs(10),
+            || {
+                let out = lab.quorate(i, &["members", "--json"]);
+                let rows: Vec<serde_json::Value> =
+                    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+                let g4: Vec<&serde_json::Value> =
+                    rows.iter().filter(|r| r["name"] == "g4").collect();
+                match g4.as_slice() {
+                    [one] if one["labels"]["zone"] == "b" => Ok(()),
+                    _ => Err(format!("{g4:?}")),
+                }
+            },
         );
     }
 

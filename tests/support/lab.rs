@@ -307,6 +307,17 @@ impl Lab {
         start_proc(&netns, proc);
     }
 
+    /// Starts a stopped or killed process again with other arguments.
+    pub fn restart_with(&mut self, p: ProcId, args: &[&str]) {
+        self.procs[p.0].args = args.iter().map(|s| s.to_string()).collect();
+        self.restart(p);
+    }
+
+    /// The arguments a process was (last) started with.
+    pub fn args(&self, p: ProcId) -> Vec<String> {
+        self.procs[p.0].args.clone()
+    }
+
     /// Pulls host `i`'s cable: its link goes down, its addresses stay.
     pub fn cut(&self, i: usize) {
         ip(&["link", "set", &self.hosts[i].veth, "down"]);

@@ -1,0 +1,235 @@
+//! The autopilot's policy, pure: the leader's view of the group in, at most one membership
+//! change out. The leader runs it every round and carries the change out through Raft.
+//!
+//! In order of precedence:
+//! 1. Raft's address book follows the registry (a node that came back on another address).
+//! 2. A voter that must not vote (storage role, or leaving) is demoted, never the last one.
+//! 3. While the voters are fewer than the target, caught-up learners of the voter role are
+//!    promoted, several at once when several are ready (so 1 voter and 2 ready learners become
+//!    3 voters in one change, never an even group in between). Storage-role learners never are,
+//!    nor nodes an operator demoted.
+//! 4. A node that gossip has reported failed for longer than the grace period is removed; a
+//!    voter only when the voters stay at or above the target without it (a surplus voter), so
+//!    that a removal never costs the group its quorum. A voter that cannot be replaced stays,
+//!    failed, and counts against the quorum until it comes back or an operator removes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::registry::Role;
+
+type NodeId = u64;
+
+/// A learner is caught up when it lags the leader's log by at most this many entries.
+pub const MAX_LAG: u64 = 8;
+
+/// What the leader knows when it decides.
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    /// The leader's id.
+    pub leader: NodeId,
+    /// Voters of the effective membership.
+    pub voters: BTreeSet<NodeId>,
+    /// Learners of the effective membership.
+    pub learners: BTreeSet<NodeId>,
+    /// Roles from the registry (nodes it does not list are absent).
+    pub roles: BTreeMap<NodeId, Role>,
+    /// Nodes the registry marks leaving.
+    pub leaving: BTreeSet<NodeId>,
+    /// How many entries each member lags the leader's log (`None`: not known yet).
+    pub lag: BTreeMap<NodeId, Option<u64>>,
+    /// Target number of voters.
+    pub target: usize,
+    /// Nodes an operator demoted: not promoted again by the autopilot.
+    pub held_back: BTreeSet<NodeId>,
+    /// Members whose Raft address differs from the registry's: the registry's address.
+    pub moved: BTreeMap<NodeId, String>,
+    /// How long gossip has reported each node failed.
+    pub failed_for: BTreeMap<NodeId, Duration>,
+    /// How long a node may be failed before it is removed (`None`: never).
+    pub grace: Option<Duration>,
+}
+
+/// One membership change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Set these members' Raft addresses.
+    UpdateAddrs(BTreeMap<NodeId, String>),
+    /// Make these learners voters.
+    Promote(BTreeSet<NodeId>),
+    /// Make this voter a learner.
+    Demote(NodeId),
+    /// Take this node out of the group and the registry.
+    Remove(NodeId),
+}
+
+fn caught_up(f: &Facts, id: NodeId) -> bool {
+    matches!(f.lag.get(&id), Some(Some(l)) if *l <= MAX_LAG)
+}
+
+/// The next change, if any.
+pub fn next_action(f: &Facts) -> Option<Action> {
+    if !f.moved.is_empty() {
+        return Some(Action::UpdateAddrs(f.moved.clone()));
+    }
+    if f.voters.len() > 1
+        && let Some(id) = f.voters.iter().copied().find(|id| {
+            *id != f.leader && (f.roles.get(id) == Some(&Role::Storage) || f.leaving.contains(id))
+        })
+    {
+        return Some(Action::Demote(id));
+    }
+    if f.voters.len() < f.target {
+        let mut ready: Vec<(u64, NodeId)> = f
+            .learners
+            .iter()
+            .copied()
+            .filter(|id| {
+                f.roles.get(id) == Some(&Role::Voter)
+                    && !f.leaving.contains(id)
+                    && !f.held_back.contains(id)
+                    && !f.failed_for.contains_key(id)
+                    && caught_up(f, *id)
+            })
+            .map(|id| (f.lag.get(&id).copied().flatten().unwrap_or(0), id))
+            .collect();
+        ready.sort();
+        let take = f.target - f.voters.len();
+        let chosen: BTreeSet<NodeId> = ready.into_iter().take(take).map(|(_, id)| id).collect();
+        if !chosen.is_empty() {
+            return Some(Action::Promote(chosen));
+        }
+    }
+    if let Some(grace) = f.grace {
+        for (id, failed) in &f.failed_for {
+            if *failed < grace || *id == f.leader {
+                continue;
+            }
+            if f.voters.contains(id) {
+                if f.voters.len() > f.target {
+                    return Some(Action::Remove(*id));
+                }
+            } else if f.learners.contains(id) || f.roles.contains_key(id) {
+                return Some(Action::Remove(*id));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(voters: &[u64], learners: &[(u64, Role, Option<u64>)]) -> Facts {
+        let mut f = Facts {
+            leader: voters[0],
+            voters: voters.iter().copied().collect(),
+            target: 3,
+            grace: Some(Duration::from_secs(60)),
+            ..Facts::default()
+        };
+        for v in voters {
+            f.roles.insert(*v, Role::Voter);
+            f.lag.insert(*v, Some(0));
+        }
+        for (id, role, lag) in learners {
+            f.learners.insert(*id);
+            f.roles.insert(*id, *role);
+            f.lag.insert(*id, *lag);
+        }
+        f
+    }
+
+    #[test]
+    fn caught_up_voter_role_learners_are_promoted_up_to_the_target_together() {
+        let f = facts(
+            &[1],
+            &[
+                (2, Role::Voter, Some(0)),
+                (3, Role::Voter, Some(2)),
+                (4, Role::Voter, Some(1)),
+                (5, Role::Storage, Some(0)),
+            ],
+        );
+        assert_eq!(
+            next_action(&f),
+            Some(Action::Promote(BTreeSet::from([2, 4]))),
+            "the two least behind, never the storage node"
+        );
+    }
+
+    #[test]
+    fn storage_lagging_held_back_and_leaving_learners_are_not_promoted() {
+        let mut f = facts(
+            &[1],
+            &[
+                (2, Role::Storage, Some(0)),
+                (3, Role::Voter, Some(MAX_LAG + 1)),
+                (4, Role::Voter, None),
+                (5, Role::Voter, Some(0)),
+                (6, Role::Voter, Some(0)),
+            ],
+        );
+        f.held_back.insert(5);
+        f.leaving.insert(6);
+        assert_eq!(next_action(&f), None);
+    }
+
+    #[test]
+    fn at_the_target_nobody_is_promoted() {
+        let f = facts(&[1, 2, 3], &[(4, Role::Voter, Some(0))]);
+        assert_eq!(next_action(&f), None);
+    }
+
+    #[test]
+    fn a_storage_or_leaving_voter_is_demoted_but_never_the_leader_or_the_last() {
+        let mut f = facts(&[1, 2, 3], &[]);
+        f.roles.insert(2, Role::Storage);
+        assert_eq!(next_action(&f), Some(Action::Demote(2)));
+        let mut f = facts(&[1, 2, 3], &[]);
+        f.leaving.insert(3);
+        assert_eq!(next_action(&f), Some(Action::Demote(3)));
+        let mut f = facts(&[1], &[]);
+        f.leaving.insert(1);
+        assert_eq!(next_action(&f), None);
+    }
+
+    #[test]
+    fn failed_nodes_are_removed_after_the_grace_but_voters_only_in_surplus() {
+        let mut f = facts(&[1, 2, 3], &[(4, Role::Storage, Some(0))]);
+        f.failed_for.insert(4, Duration::from_secs(30));
+        assert_eq!(next_action(&f), None, "within the grace period");
+        f.failed_for.insert(4, Duration::from_secs(61));
+        assert_eq!(next_action(&f), Some(Action::Remove(4)));
+
+        let mut f = facts(&[1, 2, 3], &[]);
+        f.failed_for.insert(3, Duration::from_secs(600));
+        assert_eq!(next_action(&f), None, "three voters keep their failed one");
+
+        let mut f = facts(&[1, 2, 3, 4], &[]);
+        f.failed_for.insert(4, Duration::from_secs(600));
+        assert_eq!(
+            next_action(&f),
+            Some(Action::Remove(4)),
+            "a surplus voter goes"
+        );
+
+        let mut f = facts(&[1, 2, 3], &[(4, Role::Storage, Some(0))]);
+        f.grace = None;
+        f.failed_for.insert(4, Duration::from_secs(6000));
+        assert_eq!(next_action(&f), None, "no grace: never removed");
+    }
+
+    #[test]
+    fn a_failed_learner_is_not_promoted_and_moved_addresses_come_first() {
+        let mut f = facts(
+            &[1],
+            &[(2, Role::Voter, Some(0)), (3, Role::Voter, Some(0))],
+        );
+        f.failed_for.insert(2, Duration::from_secs(1));
+        assert_eq!(next_action(&f), Some(Action::Promote(BTreeSet::from([3]))));
+        f.moved.insert(3, "10.0.0.3:7947".into());
+        assert!(matches!(next_action(&f), Some(Action::UpdateAddrs(_))));
+    }
+}

@@ -1,0 +1,155 @@
+//! Raft's network over QUIC: openraft's `RaftNetworkFactory` and `RaftNetwork` on [`QuicNet`].
+//!
+//! A peer that cannot be dialed is `Unreachable`, which makes openraft back off (500 ms)
+//! instead of retrying at once; a connection that breaks mid-call is a `Network` error.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+
+use crate::TypeConfig;
+use crate::proto::{Reply, Rpc};
+use crate::quic::{CallError, QuicNet};
+
+type NodeId = u64;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Message(String);
+
+/// The network factory openraft uses.
+#[derive(Clone)]
+pub struct RaftNet {
+    pub(crate) net: QuicNet,
+}
+
+impl RaftNet {
+    /// Raft over this endpoint.
+    pub fn new(net: QuicNet) -> RaftNet {
+        RaftNet { net }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for RaftNet {
+    type Network = RaftPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        RaftPeer {
+            net: self.net.clone(),
+            target,
+            addr: node.addr.parse().map_err(|_| node.addr.clone()),
+        }
+    }
+}
+
+/// Raft RPCs to one peer.
+pub struct RaftPeer {
+    net: QuicNet,
+    target: NodeId,
+    addr: Result<SocketAddr, String>,
+}
+
+fn failed<E: std::error::Error>(e: CallError) -> RPCError<NodeId, BasicNode, E> {
+    match e {
+        CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+        CallError::Network { .. } => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+fn refused<E: std::error::Error>(reason: &str) -> RPCError<NodeId, BasicNode, E> {
+    RPCError::Network(NetworkError::new(&Message(format!(
+        "refused by the peer: {reason}"
+    ))))
+}
+
+impl RaftPeer {
+    async fn call<E: std::error::Error>(
+        &self,
+        rpc: &Rpc,
+        ttl: Duration,
+    ) -> Result<Reply, RPCError<NodeId, BasicNode, E>> {
+        let addr = match &self.addr {
+            Ok(a) => *a,
+            Err(bad) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&Message(format!(
+                    "node {:016x} has no valid address ({bad:?})",
+                    self.target
+                )))));
+            }
+        };
+        let body = serde_json::to_vec(rpc)
+            .map_err(|e| RPCError::Network(NetworkError::new(&Message(e.to_string()))))?;
+        let answer = self
+            .net
+            .call(self.target, addr, &body, ttl)
+            .await
+            .map_err(failed)?;
+        serde_json::from_slice(&answer).map_err(|e| {
+            RPCError::Network(NetworkError::new(&Message(format!(
+                "unreadable answer: {e}"
+            ))))
+        })
+    }
+}
+
+impl RaftNetwork<TypeConfig> for RaftPeer {
+    async fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self
+            .call(&Rpc::AppendEntries { req }, option.hard_ttl())
+            .await?
+        {
+            Reply::AppendEntries { res } => {
+                res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Reply::Refused { reason } => Err(refused(&reason)),
+            _ => Err(refused("an answer to another request")),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        req: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self
+            .call(&Rpc::InstallSnapshot { req }, option.hard_ttl())
+            .await?
+        {
+            Reply::InstallSnapshot { res } => {
+                res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Reply::Refused { reason } => Err(refused(&reason)),
+            _ => Err(refused("an answer to another request")),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        req: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        match self.call(&Rpc::Vote { req }, option.hard_ttl()).await? {
+            Reply::Vote { res } => {
+                res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Reply::Refused { reason } => Err(refused(&reason)),
+            _ => Err(refused("an answer to another request")),
+        }
+    }
+}

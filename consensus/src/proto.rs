@@ -1,0 +1,263 @@
+//! What nodes say to each other over QUIC: Raft's three RPCs, and the node's own requests
+//! (forwarded writes and membership changes, joins, the hand-over of leadership). JSON, one
+//! request and one answer per stream.
+
+use std::collections::BTreeMap;
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::TypeConfig;
+use crate::registry::{Outcome, Request, Role};
+
+type NodeId = u64;
+
+/// A request between nodes.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Rpc {
+    AppendEntries {
+        req: AppendEntriesRequest<TypeConfig>,
+    },
+    Vote {
+        req: VoteRequest<NodeId>,
+    },
+    InstallSnapshot {
+        req: InstallSnapshotRequest<TypeConfig>,
+    },
+    /// A registry write, forwarded to the leader.
+    Write {
+        req: Request,
+    },
+    /// A linearizable read of the registry, forwarded to the leader.
+    Read,
+    /// A membership change, forwarded to the leader.
+    Admin {
+        op: AdminOp,
+    },
+    /// From the leader handing over: campaign now.
+    Elect,
+    /// A node asks to join (the only request a caller without a certificate may make).
+    Join {
+        join: JoinRequest,
+    },
+}
+
+/// An answer between nodes.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Reply {
+    AppendEntries {
+        res: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>,
+    },
+    Vote {
+        res: Result<VoteResponse<NodeId>, RaftError<NodeId>>,
+    },
+    InstallSnapshot {
+        res: Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    },
+    Written {
+        res: Result<Written, ConsensusError>,
+    },
+    Registry {
+        res: Result<crate::Registry, ConsensusError>,
+    },
+    Done {
+        res: Result<String, ConsensusError>,
+    },
+    Joined {
+        res: Result<JoinReply, ConsensusError>,
+    },
+    /// The request was not understood or not allowed for this caller.
+    Refused {
+        reason: String,
+    },
+}
+
+/// A committed write: the registry's outcome and the log index it was committed at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// Applied, or refused by the registry (a refused write changes nothing).
+    pub outcome: Outcome,
+    /// Index of the log entry.
+    pub index: u64,
+}
+
+/// A membership change, decided by the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminOp {
+    /// Make a caught-up learner of the voter role a voter.
+    Promote {
+        /// Node.
+        node: NodeId,
+    },
+    /// Make a voter a learner.
+    Demote {
+        /// Node.
+        node: NodeId,
+    },
+    /// Take a node out of the Raft group and the registry.
+    Remove {
+        /// Node.
+        node: NodeId,
+    },
+    /// Hand leadership to another voter (to `to`, or the most caught-up one).
+    StepDown {
+        /// Preferred successor.
+        to: Option<NodeId>,
+    },
+    /// A node leaves: marked leaving, taken out of the group, removed from the registry. A
+    /// leaving leader hands over first.
+    Leave {
+        /// Node.
+        node: NodeId,
+    },
+}
+
+/// A node asking to join.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The joiner's node id.
+    pub node_id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// The role it asks for.
+    pub role: Role,
+    /// Its QUIC address.
+    pub raft_addr: String,
+    /// Its gossip address.
+    pub gossip_addr: String,
+    /// Its HTTP API address.
+    pub api_addr: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// A certificate signing request (PEM) for its key; the key stays with the joiner.
+    pub csr_pem: String,
+    /// Join token id and secret, if it has one.
+    pub token: Option<TokenProof>,
+    /// The cluster name the joiner expects.
+    pub cluster_name: String,
+}
+
+/// The proof of a join token: its public id and its secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenProof {
+    /// Token id.
+    pub id: String,
+    /// The secret.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for TokenProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenProof {{ id: {:?}, .. }}", self.id) // never print the secret
+    }
+}
+
+/// What a joiner receives.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct JoinReply {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// Cluster name.
+    pub cluster_name: String,
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+    /// The joiner's certificate, PEM.
+    pub cert_pem: String,
+    /// The CA's private key, PEM: voters only (any voter may lead, and the leader signs).
+    pub ca_key_pem: Option<String>,
+    /// Extra secrets the node layer hands over (the gossip key), opaque here.
+    pub secrets: BTreeMap<String, String>,
+    /// The leader that admitted the node.
+    pub leader_id: NodeId,
+}
+
+impl std::fmt::Debug for JoinReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinReply")
+            .field("cluster_id", &self.cluster_id)
+            .field("cluster_name", &self.cluster_name)
+            .field("voter_keys", &self.ca_key_pem.is_some())
+            .field("leader_id", &self.leader_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a consensus operation failed. It travels between nodes, so a forwarded request fails
+/// with the leader's own words.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "error", rename_all = "snake_case")]
+pub enum ConsensusError {
+    /// No leader is known.
+    #[error(
+        "no leader is known: an election may be under way, or this node is cut off from the voters; retry in a moment"
+    )]
+    NoLeader,
+    /// The leader cannot reach a majority of voters.
+    #[error(
+        "no quorum: the leader cannot reach a majority of the voters (this side of a partition is the minority); nothing was written"
+    )]
+    NoQuorum,
+    /// The leader could not be reached.
+    #[error("cannot reach the leader {leader:016x}: {message}")]
+    LeaderUnreachable {
+        /// Leader id.
+        leader: NodeId,
+        /// What failed.
+        message: String,
+    },
+    /// The request was not confirmed in time.
+    #[error(
+        "not confirmed within {ms} ms: the leader lost its majority or is overloaded; the change may still be applied"
+    )]
+    Timeout {
+        /// The deadline.
+        ms: u64,
+    },
+    /// A membership change was refused.
+    #[error("{message}")]
+    Membership {
+        /// What is wrong.
+        message: String,
+    },
+    /// A join was refused.
+    #[error("join refused: {message}")]
+    JoinRefused {
+        /// Why.
+        message: String,
+    },
+    /// This node is not a member of a cluster.
+    #[error("this node is not a member of a cluster yet")]
+    NotMember,
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// Something failed inside this node.
+    #[error("internal error: {message}")]
+    Internal {
+        /// What failed.
+        message: String,
+    },
+}
+
+impl ConsensusError {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> ConsensusError {
+        ConsensusError::Internal {
+            message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn membership(e: impl std::fmt::Display) -> ConsensusError {
+        ConsensusError::Membership {
+            message: e.to_string(),
+        }
+    }
+}

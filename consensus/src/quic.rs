@@ -1,0 +1,457 @@
+//! Requests and answers between nodes over QUIC with TLS 1.3: the transport under Raft, joins,
+//! forwarded writes and leadership hand-over.
+//!
+//! One endpoint per node serves and dials. Each call takes its own bidirectional stream: the
+//! request, then the end of the stream; the answer likewise. Both sides read at most
+//! [`MAX_MESSAGE`] bytes and give up at a deadline. Connections are reused per peer; dialing
+//! runs on its own, so a caller's short deadline (Raft heartbeats wait 50 ms) never cancels a
+//! handshake half way, and one dial at a time runs per peer however many calls wait for it. A
+//! call that fails drops the connection it used, so that a peer that restarted is redialed
+//! at once instead of after the idle timeout. A peer that cannot be reached is logged once when
+//! it goes and once when it comes back, not on every retry.
+//!
+//! What travels is opaque bytes here; [`crate::network`] speaks Raft over it and the node its
+//! own requests. The server tells the handler who called: the node id its certificate names, or
+//! nobody (a joiner without a certificate yet).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::tls::{Identity, JoinVerifier, TlsError, node_id_of_cert, node_name};
+
+type NodeId = u64;
+
+/// The largest request or answer either side reads (snapshots travel in smaller chunks).
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// How long a server waits for a whole request once its stream opened.
+const READ_REQUEST: Duration = Duration::from_secs(10);
+/// How long a dial may take before it is given up.
+const DIAL: Duration = Duration::from_secs(3);
+
+/// Why the QUIC endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    /// TLS configuration.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// QUIC configuration.
+    #[error("quic: {0}")]
+    Config(String),
+    /// Binding the endpoint.
+    #[error("cannot bind QUIC to {addr}/udp: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Why a call failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum CallError {
+    /// No connection could be made (the peer is down, unreachable, or not who it should be).
+    #[error("cannot reach {addr}: {message}")]
+    Unreachable {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// What failed.
+        message: String,
+    },
+    /// The connection was made but the exchange failed or timed out.
+    #[error("no answer from {addr}: {message}")]
+    Network {
+        /// The address called.
+        addr: SocketAddr,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Counters of the endpoint.
+#[derive(Debug, Default)]
+pub struct NetMetrics {
+    /// Inbound connections refused by the TLS handshake (another CA, bad certificate).
+    pub handshakes_refused: AtomicU64,
+    /// Requests served.
+    pub requests_in: AtomicU64,
+    /// Requests that were unreadable (too large, cut off, too slow).
+    pub requests_unreadable: AtomicU64,
+    /// Calls made.
+    pub calls_out: AtomicU64,
+    /// Calls that failed.
+    pub calls_failed: AtomicU64,
+    /// Bytes of requests read.
+    pub bytes_in: AtomicU64,
+    /// Bytes of requests sent.
+    pub bytes_out: AtomicU64,
+}
+
+impl NetMetrics {
+    /// The counters by name.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("quic_handshakes_refused", g(&self.handshakes_refused)),
+            ("quic_requests_in", g(&self.requests_in)),
+            ("quic_requests_unreadable", g(&self.requests_unreadable)),
+            ("quic_calls_out", g(&self.calls_out)),
+            ("quic_calls_failed", g(&self.calls_failed)),
+            ("quic_bytes_in", g(&self.bytes_in)),
+            ("quic_bytes_out", g(&self.bytes_out)),
+        ]
+        .into_iter()
+        .collect()
+    }
+}
+
+/// Serves requests: `peer` is the node id the caller's certificate names, `None` for a caller
+/// without a certificate.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request.
+    fn handle(
+        &self,
+        peer: Option<NodeId>,
+        remote: SocketAddr,
+        request: Vec<u8>,
+    ) -> impl Future<Output = Vec<u8>> + Send;
+}
+
+type DialResult = Option<Result<quinn::Connection, String>>;
+
+enum Slot {
+    Ready(quinn::Connection, SocketAddr),
+    Dialing(watch::Receiver<DialResult>, SocketAddr),
+}
+
+/// A node's QUIC endpoint.
+#[derive(Clone)]
+pub struct QuicNet {
+    endpoint: quinn::Endpoint,
+    conns: Arc<Mutex<HashMap<NodeId, Slot>>>,
+    down: Arc<Mutex<HashMap<NodeId, bool>>>,
+    metrics: Arc<NetMetrics>,
+}
+
+/// Keep-alives every 250 ms and a 2 s idle timeout: a connection to a peer that died or
+/// restarted (its new process does not know the old connection) is given up within 2 s, so
+/// that the next call dials afresh.
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_millis(250)));
+    if let Ok(idle) = Duration::from_secs(2).try_into() {
+        t.max_idle_timeout(Some(idle));
+    }
+    Arc::new(t)
+}
+
+fn client_config(config: rustls::ClientConfig) -> Result<quinn::ClientConfig, QuicError> {
+    let crypto =
+        QuicClientConfig::try_from(config).map_err(|e| QuicError::Config(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(transport());
+    Ok(client)
+}
+
+impl QuicNet {
+    /// Binds a member's endpoint: serves with, and dials as, this node's identity.
+    pub fn bind(addr: SocketAddr, identity: &Identity) -> Result<QuicNet, QuicError> {
+        let server = QuicServerConfig::try_from(identity.server_config()?)
+            .map_err(|e| QuicError::Config(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+        server.transport_config(transport());
+        let mut endpoint = quinn::Endpoint::server(server, addr)
+            .map_err(|source| QuicError::Bind { addr, source })?;
+        endpoint.set_default_client_config(client_config(identity.client_config()?)?);
+        Ok(QuicNet::around(endpoint))
+    }
+
+    /// A dial-only endpoint on an ephemeral port for a node that is not a member yet: it
+    /// presents no certificate and trusts servers as `verifier` says.
+    pub fn joiner(bind: SocketAddr, verifier: &Arc<JoinVerifier>) -> Result<QuicNet, QuicError> {
+        let mut endpoint = quinn::Endpoint::client(bind)
+            .map_err(|source| QuicError::Bind { addr: bind, source })?;
+        endpoint.set_default_client_config(client_config(verifier.client_config()?)?);
+        Ok(QuicNet::around(endpoint))
+    }
+
+    fn around(endpoint: quinn::Endpoint) -> QuicNet {
+        QuicNet {
+            endpoint,
+            conns: Arc::default(),
+            down: Arc::default(),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> Arc<NetMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Serves requests with `handler` until the endpoint closes.
+    pub fn serve<H: Handler>(&self, handler: Arc<H>) -> tokio::task::JoinHandle<()> {
+        let endpoint = self.endpoint.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let handler = handler.clone();
+                let metrics = metrics.clone();
+                tokio::spawn(async move {
+                    let remote = incoming.remote_address();
+                    let conn = match incoming.await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                            debug!(peer = %remote, error = %e, "quic handshake refused");
+                            return;
+                        }
+                    };
+                    let peer = peer_node_id(&conn);
+                    while let Ok((send, recv)) = conn.accept_bi().await {
+                        tokio::spawn(serve_stream(
+                            handler.clone(),
+                            metrics.clone(),
+                            peer,
+                            remote,
+                            send,
+                            recv,
+                        ));
+                    }
+                });
+            }
+        })
+    }
+
+    /// Closes the endpoint: connections end, serving stops.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"shutdown");
+    }
+
+    /// Waits until every connection has closed (at most `within`).
+    pub async fn wait_idle(&self, within: Duration) {
+        let _ = tokio::time::timeout(within, self.endpoint.wait_idle()).await;
+    }
+
+    fn mark(&self, target: NodeId, reachable: bool, addr: SocketAddr, why: &str) {
+        let Ok(mut down) = self.down.lock() else {
+            return;
+        };
+        let was_down = down.get(&target).copied().unwrap_or(false);
+        if reachable && was_down {
+            info!(peer = format!("{target:016x}"), addr = %addr, "peer reachable again");
+        } else if !reachable && !was_down {
+            warn!(peer = format!("{target:016x}"), addr = %addr, error = why, "peer unreachable; retrying with backoff");
+        }
+        down.insert(target, !reachable);
+    }
+
+    /// The connection to `target` at `addr`, reused, or dialed once for all waiting callers.
+    async fn connection(
+        &self,
+        target: NodeId,
+        addr: SocketAddr,
+        server_name: String,
+    ) -> Result<quinn::Connection, String> {
+        let mut rx = {
+            let mut conns = self.conns.lock().map_err(|_| "lock poisoned".to_string())?;
+            match conns.get(&target) {
+                Some(Slot::Ready(c, a)) if *a == addr && c.close_reason().is_none() => {
+                    return Ok(c.clone());
+                }
+                Some(Slot::Dialing(rx, a)) if *a == addr => rx.clone(),
+                _ => {
+                    let (tx, rx) = watch::channel(None);
+                    conns.insert(target, Slot::Dialing(rx.clone(), addr));
+                    let endpoint = self.endpoint.clone();
+                    let slots = self.conns.clone();
+                    tokio::spawn(async move {
+                        let dialed = match endpoint.connect(addr, &server_name) {
+                            Err(e) => Err(e.to_string()),
+                            Ok(connecting) => match tokio::time::timeout(DIAL, connecting).await {
+                                Ok(Ok(c)) => Ok(c),
+                                Ok(Err(e)) => Err(e.to_string()),
+                                Err(_) => Err(format!("no handshake within {DIAL:?}")),
+                            },
+                        };
+                        if let Ok(mut slots) = slots.lock() {
+                            match &dialed {
+                                Ok(c) => {
+                                    slots.insert(target, Slot::Ready(c.clone(), addr));
+                                }
+                                Err(_) => {
+                                    if matches!(slots.get(&target), Some(Slot::Dialing(_, a)) if *a == addr)
+                                    {
+                                        slots.remove(&target);
+                                    }
+                                }
+                            }
+                        }
+                        let _ = tx.send(Some(dialed));
+                    });
+                    rx
+                }
+            }
+        };
+        let done = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| "the dial was abandoned".to_string())?;
+        match &*done {
+            Some(r) => r.clone(),
+            None => Err("the dial was abandoned".to_string()),
+        }
+    }
+
+    fn evict(&self, target: NodeId, conn: &quinn::Connection) {
+        if let Ok(mut conns) = self.conns.lock()
+            && matches!(conns.get(&target), Some(Slot::Ready(c, _)) if c.stable_id() == conn.stable_id())
+        {
+            conns.remove(&target);
+            conn.close(0u32.into(), b"call failed");
+        }
+    }
+
+    /// Calls member `target` at `addr` (its certificate must name it) and returns the answer.
+    pub async fn call(
+        &self,
+        target: NodeId,
+        addr: SocketAddr,
+        request: &[u8],
+        deadline: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        self.call_named(target, addr, node_name(target), request, deadline)
+            .await
+    }
+
+    /// Calls whatever node answers at `addr` (a joiner does not know node ids yet; its verifier
+    /// checks the certificate).
+    pub async fn call_addr(
+        &self,
+        addr: SocketAddr,
+        request: &[u8],
+        deadline: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        // A pseudo id per address (never a member's: members are dialed by name) keeps one
+        // connection per seed.
+        let key = u64::from_be_bytes(sha2_prefix(addr.to_string().as_bytes()));
+        self.call_named(key, addr, "node.quorate".to_string(), request, deadline)
+            .await
+    }
+
+    async fn call_named(
+        &self,
+        target: NodeId,
+        addr: SocketAddr,
+        server_name: String,
+        request: &[u8],
+        deadline: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        self.metrics.calls_out.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .bytes_out
+            .fetch_add(request.len() as u64, Ordering::Relaxed);
+        let result = tokio::time::timeout(deadline, async {
+            let conn = self
+                .connection(target, addr, server_name)
+                .await
+                .map_err(|message| CallError::Unreachable { addr, message })?;
+            let exchange = async {
+                let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+                send.write_all(request).await.map_err(|e| e.to_string())?;
+                send.finish().map_err(|e| e.to_string())?;
+                recv.read_to_end(MAX_MESSAGE)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match exchange.await {
+                Ok(answer) => Ok(answer),
+                Err(message) => {
+                    self.evict(target, &conn);
+                    Err(CallError::Network { addr, message })
+                }
+            }
+        })
+        .await;
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Network {
+                addr,
+                message: format!("no answer within {deadline:?}"),
+            }),
+        };
+        match &result {
+            Ok(_) => self.mark(target, true, addr, ""),
+            Err(e) => {
+                self.metrics.calls_failed.fetch_add(1, Ordering::Relaxed);
+                if let CallError::Unreachable { message, .. } = e {
+                    self.mark(target, false, addr, message);
+                }
+            }
+        }
+        result
+    }
+}
+
+fn sha2_prefix(data: &[u8]) -> [u8; 8] {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(data);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&d[..8]);
+    out
+}
+
+fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    node_id_of_cert(certs.first()?.as_ref())
+}
+
+async fn serve_stream<H: Handler>(
+    handler: Arc<H>,
+    metrics: Arc<NetMetrics>,
+    peer: Option<NodeId>,
+    remote: SocketAddr,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let request = match tokio::time::timeout(READ_REQUEST, recv.read_to_end(MAX_MESSAGE)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            metrics.requests_unreadable.fetch_add(1, Ordering::Relaxed);
+            debug!(peer = %remote, error = %e, "unreadable request");
+            let _ = send.reset(1u32.into());
+            return;
+        }
+        Err(_) => {
+            metrics.requests_unreadable.fetch_add(1, Ordering::Relaxed);
+            debug!(peer = %remote, "request not received in time");
+            let _ = send.reset(1u32.into());
+            return;
+        }
+    };
+    metrics.requests_in.fetch_add(1, Ordering::Relaxed);
+    metrics
+        .bytes_in
+        .fetch_add(request.len() as u64, Ordering::Relaxed);
+    let answer = handler.handle(peer, remote, request).await;
+    let _ = send.write_all(&answer).await;
+    // Dropping a finished stream keeps its data in flight until the peer has it.
+    let _ = send.finish();
+}

@@ -1,0 +1,649 @@
+//! Members over QUIC with mutual TLS, in-process on loopback: bootstrap and joins, forwarded
+//! writes, learners that never vote, leader loss and restart, hand-over, promotion and
+//! demotion under load, restarts from disk, join tokens, and refusal of strangers, impostors
+//! and forged claims.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::VoteRequest;
+use openraft::{BasicNode, ServerState, Vote};
+use quorate_consensus::quic::QuicNet;
+use quorate_consensus::tls::{Identity, JoinVerifier, issue_node_cert, new_ca};
+use quorate_consensus::{
+    AdminOp, Consensus, ConsensusConfig, ConsensusError, JoinPolicy, NodeInfo, RaftNet, Request,
+    Role, Settings, StartError, TokenProof, TokenRecord, Trust, secret_hash,
+};
+
+/// Logs to the test's output when `RUST_LOG` is set.
+fn logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A free UDP port below the kernel's ephemeral range, so that no ephemeral socket (a joiner's,
+/// another test's) takes the port of a node that is down while it restarts.
+fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 400) as u16 * 25;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 10_000;
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
+fn config(dir: &Path, id: u64, port: u16) -> ConsensusConfig {
+    ConsensusConfig::new(id, dir.join(format!("n{id}")), addr(port), addr(port))
+}
+
+fn info(id: u64, role: Role) -> NodeInfo {
+    NodeInfo {
+        name: format!("n{id}"),
+        role,
+        gossip_addr: "127.0.0.1:7946".into(),
+        api_addr: "127.0.0.1:7948".into(),
+        labels: BTreeMap::new(),
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    ports: BTreeMap<u64, u16>,
+    nodes: BTreeMap<u64, Consensus>,
+}
+
+impl Cluster {
+    async fn bootstrap(id: u64) -> Cluster {
+        logs();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let node = Consensus::bootstrap(
+            config(dir.path(), id, port),
+            info(id, Role::Voter),
+            "test",
+            Settings::default(),
+        )
+        .await
+        .expect("bootstrap");
+        Cluster {
+            dir,
+            ports: BTreeMap::from([(id, port)]),
+            nodes: BTreeMap::from([(id, node)]),
+        }
+    }
+
+    fn seed(&self) -> SocketAddr {
+        addr(self.ports[self.nodes.keys().next().expect("a node")])
+    }
+
+    async fn join(&mut self, id: u64, role: Role) {
+        self.join_with(id, role, Trust::FirstUse, None)
+            .await
+            .expect("join");
+    }
+
+    async fn join_with(
+        &mut self,
+        id: u64,
+        role: Role,
+        trust: Trust,
+        token: Option<TokenProof>,
+    ) -> Result<(), StartError> {
+        let port = free_port();
+        let seeds = vec![self.seed()];
+        let (node, _) = Consensus::join(
+            config(self.dir.path(), id, port),
+            info(id, role),
+            "test",
+            &seeds,
+            trust,
+            token,
+        )
+        .await?;
+        self.ports.insert(id, port);
+        self.nodes.insert(id, node);
+        Ok(())
+    }
+
+    async fn kill(&mut self, id: u64) {
+        let n = self.nodes.remove(&id).expect("running");
+        n.shutdown().await;
+    }
+
+    async fn restart(&mut self, id: u64, role: Role) {
+        let n = Consensus::open(config(self.dir.path(), id, self.ports[&id]), info(id, role))
+            .await
+            .expect("reopen");
+        self.nodes.insert(id, n);
+    }
+
+    fn any(&self) -> &Consensus {
+        self.nodes.values().next().expect("a node")
+    }
+
+    async fn until(
+        &self,
+        what: &str,
+        within: Duration,
+        f: impl Fn(&Cluster) -> Result<(), String>,
+    ) {
+        let start = Instant::now();
+        loop {
+            match f(self) {
+                Ok(()) => return,
+                Err(seen) if start.elapsed() > within => {
+                    panic!("timed out after {within:?} waiting for {what}; last seen: {seen}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Waits until every running node sees `voters` as voters and `learners` as learners.
+    async fn wait_membership(&self, voters: &[u64], learners: &[u64]) {
+        let want: (BTreeSet<u64>, BTreeSet<u64>) = (
+            voters.iter().copied().collect(),
+            learners.iter().copied().collect(),
+        );
+        self.until("the membership", Duration::from_secs(20), |c| {
+            for (id, n) in &c.nodes {
+                let m = n.raft().metrics().borrow().clone();
+                let mem = m.membership_config.membership();
+                let seen: (BTreeSet<u64>, BTreeSet<u64>) =
+                    (mem.voter_ids().collect(), mem.learner_ids().collect());
+                if seen != want || mem.get_joint_config().len() != 1 {
+                    return Err(format!("node {id} sees {seen:?}"));
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+
+    async fn shutdown(self) {
+        for n in self.nodes.values() {
+            n.shutdown().await;
+        }
+    }
+}
+
+fn label(node: u64, key: &str) -> Request {
+    Request::SetLabel {
+        node,
+        key: key.into(),
+        value: "v".into(),
+    }
+}
+
+fn labels_of(n: &Consensus, node: u64) -> BTreeSet<String> {
+    n.local_registry()
+        .nodes
+        .get(&node)
+        .map(|r| r.labels.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// A bootstrapped node and three joiners over QUIC: the voter-role joiners are promoted once
+/// caught up, up to three voters; the storage node stays a learner, never votes and never
+/// holds the CA key; a write sent to the learner is forwarded to the leader and reaches all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiners_are_promoted_to_the_target_and_learners_forward_writes() {
+    let mut c = Cluster::bootstrap(1).await;
+    c.join(2, Role::Voter).await;
+    c.join(3, Role::Voter).await;
+    c.join(4, Role::Storage).await;
+    c.wait_membership(&[1, 2, 3], &[4]).await;
+    assert!(c.nodes[&2].holds_ca_key(), "a voter holds the CA key");
+    assert!(!c.nodes[&4].holds_ca_key(), "a storage node never does");
+
+    let w = c.nodes[&4]
+        .write(label(4, "zone"))
+        .await
+        .expect("forwarded write");
+    assert_eq!(w.outcome, Ok(()));
+    c.until("the label everywhere", Duration::from_secs(10), |c| {
+        for (id, n) in &c.nodes {
+            if !labels_of(n, 4).contains("zone") {
+                return Err(format!("node {id} lacks it"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let learner = c.nodes[&4].raft().metrics().borrow().clone();
+    assert_eq!(learner.state, ServerState::Learner);
+    assert_ne!(
+        learner.vote.leader_id().voted_for(),
+        Some(4),
+        "a learner never votes for itself"
+    );
+
+    let status = c.nodes[&4].status();
+    assert_eq!(status.cluster_name, "test");
+    assert_eq!(status.cluster_id, c.nodes[&1].cluster().cluster_id);
+    let suffrage: BTreeMap<u64, String> = status
+        .members
+        .iter()
+        .map(|m| (m.id, m.suffrage.clone()))
+        .collect();
+    assert_eq!(suffrage[&1], "voter");
+    assert_eq!(suffrage[&4], "learner");
+    assert_eq!(
+        status
+            .members
+            .iter()
+            .find(|m| m.id == 4)
+            .and_then(|m| m.role),
+        Some(Role::Storage)
+    );
+    // A storage node is not promoted, even by an operator.
+    let refused = c.any().admin(AdminOp::Promote { node: 4 }).await;
+    assert!(
+        matches!(&refused, Err(ConsensusError::Membership { message }) if message.contains("storage")),
+        "{refused:?}"
+    );
+    c.shutdown().await;
+}
+
+/// kill the leader: the others elect a new one and keep committing; the old one restarts from
+/// its directory and rejoins as a follower with every entry; step-down hands leadership to
+/// another voter; after all nodes restart the registry and the cluster id are intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_loss_restart_hand_over_and_full_restart() {
+    let mut c = Cluster::bootstrap(1).await;
+    c.join(2, Role::Voter).await;
+    c.join(3, Role::Voter).await;
+    c.wait_membership(&[1, 2, 3], &[]).await;
+    for i in 0..5 {
+        c.any()
+            .write(label(1, &format!("a{i}")))
+            .await
+            .expect("write");
+    }
+    let leader = c.any().status().leader_id.expect("a leader");
+    c.kill(leader).await;
+    c.until("a new leader", Duration::from_secs(10), |c| {
+        let l = c.any().status().leader_id;
+        if l.is_some() && l != Some(leader) {
+            Ok(())
+        } else {
+            Err(format!("{l:?}"))
+        }
+    })
+    .await;
+    c.any()
+        .write(label(1, "after-failover"))
+        .await
+        .expect("write after failover");
+
+    c.restart(leader, Role::Voter).await;
+    c.until(
+        "the old leader to catch up as a follower",
+        Duration::from_secs(15),
+        |c| {
+            let n = &c.nodes[&leader];
+            let m = n.raft().metrics().borrow().clone();
+            if m.state == ServerState::Follower && labels_of(n, 1).contains("after-failover") {
+                Ok(())
+            } else {
+                Err(format!("{:?}", m.state))
+            }
+        },
+    )
+    .await;
+
+    let before = c.any().status().leader_id.expect("leader");
+    let said = c.nodes[&before]
+        .admin(AdminOp::StepDown { to: None })
+        .await
+        .expect("step down");
+    let after = c.any().status().leader_id;
+    assert!(
+        after.is_some() && after != Some(before),
+        "{said}; leader {after:?}"
+    );
+    c.any()
+        .write(label(1, "after-step-down"))
+        .await
+        .expect("write after step-down");
+
+    let cluster_id = c.any().cluster().cluster_id.clone();
+    let ids: Vec<u64> = c.nodes.keys().copied().collect();
+    let registry = c.nodes[&ids[0]].read().await.expect("read");
+    for id in &ids {
+        c.kill(*id).await;
+    }
+    for id in &ids {
+        c.restart(*id, Role::Voter).await;
+    }
+    c.until(
+        "the registry after a full restart",
+        Duration::from_secs(20),
+        |c| {
+            for (id, n) in &c.nodes {
+                let r = n.local_registry();
+                if r != registry {
+                    return Err(format!("node {id}: {} labels", labels_of(n, 1).len()));
+                }
+                if n.cluster().cluster_id != cluster_id {
+                    return Err("another cluster id".into());
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    c.any()
+        .write(label(1, "after-restart"))
+        .await
+        .expect("write after restart");
+    c.shutdown().await;
+}
+
+/// Writes flow from four clients while voters are demoted, promoted back and leadership moves:
+/// every write that was acknowledged is in every node's registry at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_and_demote_under_load_lose_no_acknowledged_write() {
+    let mut c = Cluster::bootstrap(1).await;
+    for id in 2..=4 {
+        c.join(id, Role::Voter).await;
+    }
+    c.wait_membership(&[1, 2, 3], &[4]).await;
+    let nodes: Arc<Vec<Consensus>> = Arc::new(std::mem::take(&mut c.nodes).into_values().collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4usize {
+        let nodes = nodes.clone();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("w{w}-{i}");
+                i += 1;
+                if let Ok(done) = nodes[(w + i) % nodes.len()].write(label(1, &key)).await
+                    && done.outcome.is_ok()
+                {
+                    acked.push(key);
+                }
+            }
+            acked
+        }));
+    }
+    let admin = &nodes[0];
+    for round in 0..3 {
+        let status = admin.status();
+        let voters: Vec<u64> = status
+            .members
+            .iter()
+            .filter(|m| m.suffrage == "voter")
+            .map(|m| m.id)
+            .collect();
+        let victim = voters[round % voters.len()];
+        admin
+            .admin(AdminOp::Demote { node: victim })
+            .await
+            .expect("demote");
+        // The autopilot promotes the standby; the operator promotes the demoted one back.
+        let standby_promoted = Instant::now();
+        loop {
+            let v = admin
+                .status()
+                .members
+                .iter()
+                .filter(|m| m.suffrage == "voter")
+                .count();
+            if v == 3 {
+                break;
+            }
+            assert!(
+                standby_promoted.elapsed() < Duration::from_secs(15),
+                "voters stayed at {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        admin
+            .admin(AdminOp::Promote { node: victim })
+            .await
+            .expect("promote");
+        admin
+            .admin(AdminOp::StepDown { to: None })
+            .await
+            .expect("step down");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = BTreeSet::new();
+    for w in writers {
+        acked.extend(w.await.expect("writer"));
+    }
+    assert!(acked.len() > 20, "writes flowed: {}", acked.len());
+    let start = Instant::now();
+    loop {
+        let missing: Vec<(usize, usize)> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i, acked.difference(&labels_of(n, 1)).count()))
+            .filter(|(_, m)| *m > 0)
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "acknowledged writes missing (node index, count): {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in nodes.iter() {
+        n.shutdown().await;
+    }
+}
+
+/// Join tokens: a token-only cluster refuses a joiner without one; a wrong secret, another
+/// role and an expired token are each refused with their own reason and change nothing; a good
+/// token admits the node and counts a use; a pin of another CA gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_are_checked_against_tokens_and_pins() {
+    let mut c = Cluster::bootstrap(1).await;
+    c.any().set_join_policy(JoinPolicy::TokenOnly);
+    let secret = "s3cret-s3cret-s3cret";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    for (id, expires) in [
+        ("00000000000000a1", now + 60_000),
+        ("00000000000000a2", now - 1),
+    ] {
+        let w = c
+            .any()
+            .write(Request::CreateToken {
+                token: TokenRecord {
+                    id: id.into(),
+                    secret_hash: secret_hash(secret),
+                    role: Role::Storage,
+                    expires_ms: expires,
+                    max_uses: Some(2),
+                    uses: 0,
+                    revoked: false,
+                    created_ms: now,
+                },
+            })
+            .await
+            .expect("create token");
+        assert_eq!(w.outcome, Ok(()));
+    }
+    let proof = |id: &str, secret: &str| {
+        Some(TokenProof {
+            id: id.into(),
+            secret: secret.into(),
+        })
+    };
+    let before = c.any().local_registry();
+    let cases = [
+        (None, Role::Storage, "join token only"),
+        (
+            proof("00000000000000a1", "wrong"),
+            Role::Storage,
+            "secret is wrong",
+        ),
+        (
+            proof("00000000000000a1", secret),
+            Role::Voter,
+            "grants role",
+        ),
+        (proof("00000000000000a2", secret), Role::Storage, "expired"),
+        (
+            proof("00000000000000ff", secret),
+            Role::Storage,
+            "no join token",
+        ),
+    ];
+    for (token, role, says) in cases {
+        let e = c
+            .join_with(9, role, Trust::FirstUse, token)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(&e, StartError::JoinRefused(_)) && e.to_string().contains(says),
+            "expected a refusal saying {says:?}, got: {e}"
+        );
+        // A refused joiner leaves nothing behind and may try again.
+        assert_eq!(
+            Consensus::stored(&c.dir.path().join("n9")).expect("dir"),
+            None
+        );
+    }
+    assert_eq!(c.any().local_registry(), before, "refusals changed nothing");
+
+    let fingerprint = quorate_consensus::tls::ca_fingerprint(c.any().ca_pem()).expect("fp");
+    let other = quorate_consensus::tls::ca_fingerprint(&new_ca("00000000000000cd").expect("ca").0)
+        .expect("fp");
+    let e = c
+        .join_with(
+            9,
+            Role::Storage,
+            Trust::Pinned(other),
+            proof("00000000000000a1", secret),
+        )
+        .await
+        .expect_err("another CA pinned");
+    assert!(matches!(e, StartError::JoinFailed { .. }), "{e}");
+
+    c.join_with(
+        9,
+        Role::Storage,
+        Trust::Pinned(fingerprint),
+        proof("00000000000000a1", secret),
+    )
+    .await
+    .expect("a good token and pin");
+    c.wait_membership(&[1], &[9]).await;
+    assert_eq!(c.any().local_registry().tokens["00000000000000a1"].uses, 1);
+    c.shutdown().await;
+}
+
+fn identity(ca: &(String, String), id: u64) -> Identity {
+    let (cert_pem, key_pem) = issue_node_cert(&ca.0, &ca.1, id).expect("issue");
+    Identity {
+        ca_pem: ca.0.clone(),
+        cert_pem,
+        key_pem,
+    }
+}
+
+fn vote_from(id: u64) -> VoteRequest<u64> {
+    VoteRequest {
+        vote: Vote::new(1, id),
+        last_log_id: None,
+    }
+}
+
+/// Mutual TLS refuses what it should: another CA's node, a member answering under another
+/// node's name, a Raft request claiming another node than its certificate, and anything but a
+/// join from a caller without a certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_impostors_and_forged_claims_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let target = Consensus::bootstrap(
+        config(dir.path(), 1, port),
+        info(1, Role::Voter),
+        "test",
+        Settings::default(),
+    )
+    .await
+    .expect("bootstrap");
+    let ca_key = std::fs::read_to_string(dir.path().join("n1/ca.key")).expect("ca key");
+    let ca = (target.ca_pem().to_string(), ca_key);
+    let option = RPCOption::new(Duration::from_secs(2));
+    let node1 = BasicNode {
+        addr: addr(port).to_string(),
+    };
+
+    // A member calling as itself is answered.
+    let friend = QuicNet::bind(addr(0), &identity(&ca, 2)).expect("bind");
+    let mut conn = RaftNet::new(friend.clone()).new_client(1, &node1).await;
+    conn.vote(vote_from(2), option.clone())
+        .await
+        .expect("a genuine vote is answered");
+
+    // The same member claiming to be node 3: refused.
+    let forged = conn.vote(vote_from(3), option.clone()).await;
+    assert!(forged.is_err(), "a forged claim was answered: {forged:?}");
+
+    // A node with a certificate of another CA: the handshake fails.
+    let other_ca = new_ca("00000000000000cd").expect("ca");
+    let stranger = QuicNet::bind(addr(0), &identity(&other_ca, 2)).expect("bind");
+    let mut conn = RaftNet::new(stranger).new_client(1, &node1).await;
+    let r = conn.vote(vote_from(2), option.clone()).await;
+    assert!(r.is_err(), "another CA's node was answered: {r:?}");
+
+    // Dialing node 1's address while expecting node 4: its certificate names another node.
+    let mut conn = RaftNet::new(friend).new_client(4, &node1).await;
+    let r = conn.vote(vote_from(2), option.clone()).await;
+    assert!(
+        r.is_err(),
+        "a peer answering under another node's name was trusted: {r:?}"
+    );
+
+    // Without a certificate, a Raft request is refused (only joins are answered).
+    let anonymous = QuicNet::joiner(addr(0), &JoinVerifier::new(Trust::FirstUse)).expect("bind");
+    let body = serde_json::json!({"vote": {"req": vote_from(2)}}).to_string();
+    let answer = anonymous
+        .call_addr(addr(port), body.as_bytes(), Duration::from_secs(2))
+        .await
+        .expect("answered");
+    let answer: serde_json::Value = serde_json::from_slice(&answer).expect("json");
+    assert!(answer.get("refused").is_some(), "{answer}");
+    // Junk from a caller without a certificate is refused and counted, and the node stays up.
+    let junk = anonymous
+        .call_addr(addr(port), b"\x00\xffnot json", Duration::from_secs(2))
+        .await
+        .expect("answered");
+    assert!(String::from_utf8_lossy(&junk).contains("malformed"));
+
+    let counters = target.counters();
+    assert!(counters["quic_handshakes_refused"] >= 1, "{counters:?}");
+    assert!(counters["requests_refused"] >= 3, "{counters:?}");
+    target
+        .write(label(1, "still-up"))
+        .await
+        .expect("still serving");
+    target.shutdown().await;
+}
