@@ -1,9 +1,11 @@
 //! The agent: the long-running node process behind `quorate agent`.
 //!
-//! Today it settles the node's identity and addresses: it opens and locks the data dir, draws
-//! or reads the node id, resolves the node name and the advertised address, logs what it will
-//! serve, and stops cleanly on SIGINT or SIGTERM. Discovery, gossip and consensus are wired in
-//! here as those layers land; the agent never decides membership itself (Raft does).
+//! It settles the node's identity and addresses (data dir, node id, name, advertised address),
+//! then runs the layers: gossip, mDNS discovery (whose peers become gossip seeds), the HTTP
+//! API, and consensus: it resumes the cluster its data dir holds, or bootstraps one
+//! (`--bootstrap`, `--dev`), or joins one through `--peers`. Once a member it publishes Raft's
+//! view (state, leader, term, registry labels) into gossip and mDNS. It stops cleanly on
+//! SIGINT or SIGTERM. The agent never decides membership itself: Raft does.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -12,8 +14,9 @@ use std::path::PathBuf;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use quorate_consensus::{Consensus, ConsensusConfig, NodeInfo, Settings, StartError, Trust};
 use quorate_gossip::{Gossip, GossipConfig, Key, NodeMeta};
 
 use crate::api::ApiState;
@@ -60,7 +63,13 @@ pub enum AgentError {
     /// Waiting for signals failed.
     #[error("cannot listen for shutdown signals: {0}")]
     Signals(std::io::Error),
+    /// Consensus could not start, or the cluster refused this node.
+    #[error("consensus: {0}")]
+    Consensus(#[from] StartError),
 }
+
+/// Where the running consensus node is, once there is one.
+pub type ConsensusCell = Arc<OnceLock<Arc<Consensus>>>;
 
 /// The settings the agent runs with once every default is resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,21 +158,56 @@ impl Agent {
         }
         let gossip = Arc::new(self.start_gossip().await?);
         let mdns = if c.discovery.enabled {
-            Some(self.start_discovery(gossip.clone())?)
+            Some(Arc::new(self.start_discovery(gossip.clone())?))
         } else {
             None
         };
+        let consensus: ConsensusCell = Arc::default();
         let (http_stop, http_done) = self
-            .start_http(gossip.clone(), mdns.as_ref().map(Mdns::stats))
+            .start_http(
+                gossip.clone(),
+                mdns.as_ref().map(|m| m.stats()),
+                consensus.clone(),
+            )
             .await?;
         info!(
             advertise = %r.advertise,
             gossip = %SocketAddr::new(c.bind, c.gossip_port),
+            quic = %SocketAddr::new(c.bind, c.quic_port),
             http = %c.http_addr,
             "agent running"
         );
-        let signal = shutdown.await;
-        info!(signal, "shutting down");
+        let plan = self.consensus_plan();
+        let starter = {
+            let cell = consensus.clone();
+            let gossip = gossip.clone();
+            let mdns = mdns.clone();
+            let advert = self.advertisement();
+            tokio::spawn(async move {
+                let node = plan.start().await?;
+                let _ = cell.set(node.clone());
+                publish(node, gossip, mdns, advert).await;
+                Ok::<(), AgentError>(())
+            })
+        };
+        let outcome = tokio::select! {
+            signal = shutdown => {
+                info!(signal, "shutting down");
+                Ok(())
+            }
+            started = starter => match started {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Ok(()),
+                Err(e) => Err(AgentError::Http(format!("consensus task ended: {e}"))),
+            },
+        };
+        if let Err(e) = &outcome {
+            warn!(error = %e, "stopping");
+        }
+        if let Some(node) = consensus.get() {
+            node.shutdown().await;
+            info!("consensus stopped");
+        }
         if let Some(mdns) = mdns {
             match mdns.shutdown(Duration::from_secs(2)).await {
                 Ok(()) => info!("mdns goodbye sent"),
@@ -176,11 +220,143 @@ impl Agent {
         let _ = http_done.await;
         drop(self.data_dir);
         info!("agent stopped");
-        Ok(())
+        outcome
+    }
+}
+
+/// How this agent takes part in consensus, decided from its data dir and configuration.
+struct ConsensusPlan {
+    config: ConsensusConfig,
+    info: NodeInfo,
+    cluster: String,
+    bootstrap: bool,
+    voter_target: u8,
+    peers: Vec<SocketAddr>,
+}
+
+impl ConsensusPlan {
+    /// Resumes the stored cluster, or bootstraps, or joins (retrying until a member answers);
+    /// with none of these, waits for one of them to be configured.
+    async fn start(self) -> Result<Arc<Consensus>, AgentError> {
+        if let Some(stored) = Consensus::stored(&self.config.dir)? {
+            if self.bootstrap || !self.peers.is_empty() {
+                info!(cluster = %stored.cluster_name, cluster_id = %stored.cluster_id, "this node belongs to a cluster already; --bootstrap and --peers are ignored");
+            }
+            let node = Consensus::open(self.config, self.info).await?;
+            info!(cluster = %stored.cluster_name, cluster_id = %stored.cluster_id, "resumed cluster membership");
+            return Ok(Arc::new(node));
+        }
+        if self.bootstrap {
+            let settings = Settings {
+                voter_target: self.voter_target,
+                ..Settings::default()
+            };
+            let node =
+                Consensus::bootstrap(self.config, self.info, &self.cluster, settings).await?;
+            warn!(
+                cluster = %self.cluster,
+                "the cluster is open: any node that reaches a member over QUIC may join it; use it only on a trusted network"
+            );
+            return Ok(Arc::new(node));
+        }
+        if self.peers.is_empty() {
+            info!(
+                "not a member of a cluster: start one with --bootstrap, or join one with --peers"
+            );
+            return std::future::pending().await;
+        }
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match Consensus::join(
+                self.config.clone(),
+                self.info.clone(),
+                &self.cluster,
+                &self.peers,
+                Trust::FirstUse,
+                None,
+            )
+            .await
+            {
+                Ok((node, _secrets)) => return Ok(Arc::new(node)),
+                Err(e @ StartError::JoinRefused(_)) => return Err(e.into()),
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?backoff, "join failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+/// Publishes Raft's view into gossip (state, leader, term, this node's registry labels) and
+/// into the mDNS advertisement (state member, CA fingerprint), whenever it changes.
+async fn publish(
+    node: Arc<Consensus>,
+    gossip: Arc<Gossip>,
+    mdns: Option<Arc<Mdns>>,
+    advert: Option<Advertisement>,
+) {
+    if let (Some(mdns), Some(mut ad)) = (mdns.as_ref(), advert) {
+        ad.advert.state = AdvertState::Member;
+        ad.advert.ca = Some(node.cluster().ca_fingerprint[..16].to_string());
+        match mdns.advertise(&ad) {
+            Ok(_) => info!("mdns advertisement says member"),
+            Err(e) => warn!(error = %e, "mdns advertisement not updated"),
+        }
+    }
+    let mut published: Option<NodeMeta> = None;
+    loop {
+        let status = node.status();
+        let mut meta = gossip.meta().await;
+        meta.cluster_state = "member".to_string();
+        meta.raft_leader = status.leader_id.map(|l| format!("{l:016x}"));
+        meta.raft_term = Some(status.term);
+        if let Some(me) = status.members.iter().find(|m| m.id == status.node_id)
+            && me.name.is_some()
+        {
+            meta.labels = me.labels.clone();
+        }
+        if published.as_ref() != Some(&meta) {
+            gossip.set_meta(meta.clone()).await;
+            published = Some(meta);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
 impl Agent {
+    /// What consensus needs from the configuration.
+    fn consensus_plan(&self) -> ConsensusPlan {
+        let c = &self.config;
+        let r = &self.resolved;
+        let id = self.data_dir.node_id().get();
+        let mut config = ConsensusConfig::new(
+            id,
+            self.data_dir.path().join("consensus"),
+            SocketAddr::new(c.bind, c.quic_port),
+            SocketAddr::new(r.advertise, c.quic_port),
+        );
+        config.write_timeout = c.raft.write_timeout;
+        ConsensusPlan {
+            config,
+            info: NodeInfo {
+                name: r.name.clone(),
+                role: match c.role {
+                    Role::Voter => quorate_consensus::Role::Voter,
+                    Role::Storage => quorate_consensus::Role::Storage,
+                },
+                gossip_addr: SocketAddr::new(r.advertise, c.gossip_port).to_string(),
+                api_addr: c.http_addr.to_string(),
+                labels: c.labels.clone(),
+            },
+            cluster: c.cluster.clone(),
+            bootstrap: c.bootstrap || c.dev,
+            voter_target: if c.dev { 1 } else { c.raft.voter_target },
+            peers: c.peer_addrs(),
+        }
+    }
+
     /// The keys to seal gossip with: the data dir's keyring if it has one, else the configured
     /// cluster key (which then starts the keyring), else none (open).
     fn gossip_keys(&self) -> Result<Vec<Key>, AgentError> {
@@ -268,6 +444,7 @@ impl Agent {
         &self,
         gossip: Arc<Gossip>,
         discovery: Option<Arc<quorate_discovery::Stats>>,
+        consensus: ConsensusCell,
     ) -> Result<
         (
             tokio::sync::oneshot::Sender<()>,
@@ -284,6 +461,7 @@ impl Agent {
             gossip,
             data_dir: self.data_dir.clone(),
             discovery,
+            consensus,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = crate::api::router(state);
@@ -300,6 +478,46 @@ impl Agent {
 
     /// Advertises this node on mDNS, logs the peers it hears of, and hands the gossip address
     /// of each peer of this cluster to gossip as a seed.
+    /// This node's mDNS advertisement while it is forming (`None` when discovery is off).
+    fn advertisement(&self) -> Option<Advertisement> {
+        let c = &self.config;
+        if !c.discovery.enabled {
+            return None;
+        }
+        let id = self.data_dir.node_id().to_string();
+        // Advertise what the node listens on: a fixed address when one is configured (or in
+        // dev mode), else every address of the selected interfaces, kept current by mDNS.
+        let addrs = if c.dev {
+            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+        } else if c.advertise.is_some() {
+            vec![self.resolved.advertise]
+        } else if !c.bind.is_unspecified() {
+            vec![c.bind]
+        } else {
+            Vec::new()
+        };
+        let advert = Advert {
+            id: id.clone(),
+            cluster: c.cluster.clone(),
+            role: match c.role {
+                Role::Voter => AdvertRole::Voter,
+                Role::Storage => AdvertRole::Storage,
+            },
+            gossip_port: c.gossip_port,
+            api_port: c.http_addr.port(),
+            state: AdvertState::Forming,
+            ca: None,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        Some(Advertisement {
+            instance: self.resolved.name.clone(),
+            host: format!("q-{id}.local."),
+            port: c.quic_port,
+            addrs,
+            advert,
+        })
+    }
+
     fn start_discovery(&self, gossip: Arc<Gossip>) -> Result<Mdns, AgentError> {
         let c = &self.config;
         let id = self.data_dir.node_id().to_string();
@@ -325,37 +543,10 @@ impl Agent {
             verify_every: None,
             verify_timeout: Duration::from_secs(3),
         })?;
-        // Advertise what the node listens on: a fixed address when one is configured (or in
-        // dev mode), else every address of the selected interfaces, kept current by mDNS.
-        let addrs = if c.dev {
-            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
-        } else if c.advertise.is_some() {
-            vec![self.resolved.advertise]
-        } else if !c.bind.is_unspecified() {
-            vec![c.bind]
-        } else {
-            Vec::new()
-        };
-        let advert = Advert {
-            id: id.clone(),
-            cluster: c.cluster.clone(),
-            role: match c.role {
-                Role::Voter => AdvertRole::Voter,
-                Role::Storage => AdvertRole::Storage,
-            },
-            gossip_port: c.gossip_port,
-            api_port: c.http_addr.port(),
-            state: AdvertState::Forming,
-            ca: None,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        };
-        let fullname = mdns.advertise(&Advertisement {
-            instance: self.resolved.name.clone(),
-            host: format!("q-{id}.local."),
-            port: c.quic_port,
-            addrs,
-            advert,
-        })?;
+        let ad = self
+            .advertisement()
+            .ok_or_else(|| DiscoveryError::Daemon("nothing to advertise".into()))?;
+        let fullname = mdns.advertise(&ad)?;
         info!(instance = %fullname, service_type = %c.discovery.service_type, "advertising on mdns");
         let mut events = mdns.browse(Some(id))?;
         let cluster = c.cluster.clone();

@@ -1,7 +1,12 @@
 //! The agent's HTTP API (JSON), on `http_addr` (loopback by default).
 //!
-//! - `GET /health/live`: the process is up.
+//! - `GET /health/live`: the process is up. `GET /health/ready`: a member of a cluster with a
+//!   known leader (200), else 503; both answer JSON.
 //! - `GET /v1/members`: the gossip view.
+//! - `GET /v1/status`: the Raft group and the registry as this node sees them.
+//! - `POST /v1/labels`: set or remove this node's labels (a Raft write).
+//! - `POST /v1/step-down`: the leader hands leadership to another voter.
+//! - `POST /v1/nodes/{id}/promote`, `.../demote`, `.../remove`: membership changes.
 //! - `GET /v1/gossip/keys`, `POST /v1/gossip/keys`: the gossip keyring (install, use, remove).
 //! - `GET /v1/metrics`: gossip and discovery counters and member gauges.
 
@@ -9,16 +14,18 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use quorate_discovery::Stats;
 use quorate_gossip::{Gossip, Key, Member, MemberStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::DataDir;
+use crate::agent::ConsensusCell;
+use quorate_consensus::{AdminOp, Consensus, ConsensusError, Request};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -31,6 +38,8 @@ pub struct ApiState {
     pub data_dir: Arc<DataDir>,
     /// Discovery counters, when discovery runs.
     pub discovery: Option<Arc<Stats>>,
+    /// The consensus node, once this node is a member.
+    pub consensus: ConsensusCell,
 }
 
 /// One row of `quorate members`.
@@ -114,6 +123,11 @@ pub enum KeyringOp {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/v1/status", get(status))
+        .route("/v1/labels", post(labels))
+        .route("/v1/step-down", post(step_down))
+        .route("/v1/nodes/{id}/{op}", post(node_op))
         .route("/v1/members", get(members))
         .route("/v1/gossip/keys", get(keys).post(change_keys))
         .route("/v1/metrics", get(metrics))
@@ -181,4 +195,229 @@ async fn metrics(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "gossip": gossip,
         "discovery": s.discovery.as_ref().map(|d| d.snapshot()),
     }))
+}
+
+/// One member in `quorate status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatusMember {
+    /// Node id.
+    pub id: String,
+    /// Name, from the registry.
+    pub name: Option<String>,
+    /// `voter` or `storage`: the role it was admitted with.
+    pub role: Option<String>,
+    /// `voter` or `learner` (or `none`: recorded but not in the Raft group).
+    pub suffrage: String,
+    /// QUIC address.
+    pub raft_addr: String,
+    /// Highest log index replicated to it (known on the leader only).
+    pub matched_index: Option<u64>,
+    /// `active` or `leaving`, from the registry.
+    pub status: Option<String>,
+    /// `alive`, `failed` or `left` as gossip reports it here; `unknown` when gossip has not
+    /// heard of it.
+    pub liveness: String,
+    /// Labels, from the registry.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `quorate status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatusView {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// Cluster name.
+    pub cluster_name: String,
+    /// This node's id.
+    pub node_id: String,
+    /// `leader`, `follower`, `learner` or `candidate`.
+    pub state: String,
+    /// The leader this node knows.
+    pub leader_id: Option<String>,
+    /// Current term.
+    pub term: u64,
+    /// Highest log index committed and applied on this node.
+    pub commit_index: Option<u64>,
+    /// Target number of voters.
+    pub voter_target: u8,
+    /// Whether nodes may join without a token.
+    pub open: bool,
+    /// Members.
+    pub members: Vec<StatusMember>,
+}
+
+fn hex_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+fn status_view(node: &Consensus, gossip: &Gossip) -> StatusView {
+    let s = node.status();
+    let liveness: BTreeMap<String, String> = gossip
+        .members()
+        .iter()
+        .map(|m| (m.id.clone(), m.status.to_string()))
+        .collect();
+    StatusView {
+        cluster_id: s.cluster_id,
+        cluster_name: s.cluster_name,
+        node_id: hex_id(s.node_id),
+        state: s.state,
+        leader_id: s.leader_id.map(hex_id),
+        term: s.term,
+        commit_index: s.commit_index,
+        voter_target: s.voter_target,
+        open: s.open,
+        members: s
+            .members
+            .into_iter()
+            .map(|m| StatusMember {
+                id: hex_id(m.id),
+                liveness: liveness
+                    .get(&hex_id(m.id))
+                    .cloned()
+                    .unwrap_or_else(|| "unknown".into()),
+                name: m.name,
+                role: m.role.map(|r| match r {
+                    quorate_consensus::Role::Voter => "voter".to_string(),
+                    quorate_consensus::Role::Storage => "storage".to_string(),
+                }),
+                suffrage: m.suffrage,
+                raft_addr: m.raft_addr,
+                matched_index: m.matched_index,
+                status: m.status.map(|st| match st {
+                    quorate_consensus::NodeStatus::Active => "active".to_string(),
+                    quorate_consensus::NodeStatus::Leaving => "leaving".to_string(),
+                }),
+                labels: m.labels,
+            })
+            .collect(),
+    }
+}
+
+fn not_member() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this node is not a member of a cluster yet",
+    )
+}
+
+fn consensus_error(e: ConsensusError) -> Response {
+    let status = match &e {
+        ConsensusError::Membership { .. } | ConsensusError::JoinRefused { .. } => {
+            StatusCode::CONFLICT
+        }
+        ConsensusError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, e.to_string())
+}
+
+async fn ready(State(s): State<ApiState>) -> Response {
+    let Some(node) = s.consensus.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "not ready", "reason": "not a member of a cluster yet", "node_id": s.node_id})),
+        )
+            .into_response();
+    };
+    let st = node.status();
+    match st.leader_id {
+        Some(l) => Json(serde_json::json!({
+            "status": "ready", "node_id": s.node_id, "cluster_id": st.cluster_id, "leader_id": hex_id(l),
+        }))
+        .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "not ready", "reason": "no leader is known", "node_id": s.node_id})),
+        )
+            .into_response(),
+    }
+}
+
+async fn status(State(s): State<ApiState>) -> Response {
+    match s.consensus.get() {
+        Some(node) => Json(status_view(node, &s.gossip)).into_response(),
+        None => not_member(),
+    }
+}
+
+/// A change of this node's labels.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabelChange {
+    /// Labels to set.
+    pub set: BTreeMap<String, String>,
+    /// Labels to remove.
+    pub remove: Vec<String>,
+}
+
+async fn labels(State(s): State<ApiState>, Json(change): Json<LabelChange>) -> Response {
+    let Some(node) = s.consensus.get() else {
+        return not_member();
+    };
+    let me = node.id();
+    let writes = change
+        .set
+        .into_iter()
+        .map(|(key, value)| Request::SetLabel {
+            node: me,
+            key,
+            value,
+        })
+        .chain(
+            change
+                .remove
+                .into_iter()
+                .map(|key| Request::RemoveLabel { node: me, key }),
+        );
+    for req in writes {
+        match node.write(req).await {
+            Ok(w) => {
+                if let Err(refusal) = w.outcome {
+                    return error(StatusCode::BAD_REQUEST, refusal.to_string());
+                }
+            }
+            Err(e) => return consensus_error(e),
+        }
+    }
+    let labels = node
+        .local_registry()
+        .nodes
+        .get(&me)
+        .map(|r| r.labels.clone())
+        .unwrap_or_default();
+    Json(serde_json::json!({ "labels": labels })).into_response()
+}
+
+async fn admin(s: &ApiState, op: AdminOp) -> Response {
+    let Some(node) = s.consensus.get() else {
+        return not_member();
+    };
+    match node.admin(op).await {
+        Ok(message) => Json(serde_json::json!({ "message": message })).into_response(),
+        Err(e) => consensus_error(e),
+    }
+}
+
+async fn step_down(State(s): State<ApiState>) -> Response {
+    admin(&s, AdminOp::StepDown { to: None }).await
+}
+
+async fn node_op(State(s): State<ApiState>, Path((id, op)): Path<(String, String)>) -> Response {
+    let node = match id.parse::<crate::NodeId>() {
+        Ok(n) => n.get(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let op = match op.as_str() {
+        "promote" => AdminOp::Promote { node },
+        "demote" => AdminOp::Demote { node },
+        "remove" => AdminOp::Remove { node },
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no operation {other:?}: promote, demote or remove"),
+            );
+        }
+    };
+    admin(&s, op).await
 }

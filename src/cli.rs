@@ -39,6 +39,99 @@ pub(crate) enum Command {
     Keyring(KeyringArgs),
     /// Print a new random cluster key (32 bytes, base64).
     Keygen,
+    /// Show the Raft group and the membership registry as the local agent sees them.
+    #[command(long_about = STATUS_ABOUT)]
+    Status(StatusArgs),
+    /// Set or remove labels of the local node in the registry (a Raft write).
+    #[command(long_about = LABEL_ABOUT)]
+    Label(LabelArgs),
+    /// Ask the leader to hand leadership over to another voter.
+    #[command(long_about = STEP_DOWN_ABOUT)]
+    StepDown(AdminArgs),
+    /// Make a caught-up learner of the voter role a voter.
+    Promote(NodeArgs),
+    /// Make a voter a learner (the autopilot will not promote it again by itself).
+    Demote(NodeArgs),
+    /// Take a node out of the cluster: out of the Raft group and the registry.
+    Remove(NodeArgs),
+}
+
+const STATUS_ABOUT: &str =
+    "Show the Raft group and the membership registry as the local agent sees them.
+
+Prints the cluster, this node's state, the leader, the term and the commit index, then one row
+per member: id, name, role (voter: management plane; storage: storage plane), suffrage (voter
+or learner in the Raft group), QUIC address, the log index replicated to it (on the leader),
+its registry status (active or leaving), its liveness by gossip, and its labels.
+
+Exit status: 0 shown, 1 the agent could not be reached or is not a member of a cluster yet,
+2 usage error.";
+
+const LABEL_ABOUT: &str = "Set or remove labels of the local node in the registry.
+
+Labels are kept in the replicated registry (a Raft write, forwarded to the leader from any
+node), published in gossip, and shown by `quorate status` and `quorate members`.
+
+Examples:
+  quorate label set zone=a rack=r12
+  quorate label rm rack
+
+Exit status: 0 done, 1 refused or not committed (the message says why), 2 usage error.";
+
+const STEP_DOWN_ABOUT: &str = "Ask the leader to hand leadership over to another voter.
+
+The leader picks the most caught-up voter, lets it catch up fully, and has it win an election;
+writes wait meanwhile and then go to the new leader. Run it on any node: the request goes to
+the leader. Useful before maintenance of the leader's machine.
+
+Exit status: 0 handed over, 1 refused (no other voter, no quorum) or unreachable.";
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) api: ApiArg,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AdminArgs {
+    #[command(flatten)]
+    pub(crate) api: ApiArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// The node's id (16 hex digits, as `quorate status` shows it).
+    #[arg(value_name = "NODE-ID")]
+    pub(crate) id: String,
+    #[command(flatten)]
+    pub(crate) api: ApiArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LabelArgs {
+    #[command(flatten)]
+    pub(crate) api: ApiArg,
+    #[command(subcommand)]
+    pub(crate) op: LabelCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LabelCmd {
+    /// Set labels: KEY=VALUE ...
+    Set {
+        /// Labels to set.
+        #[arg(value_name = "KEY=VALUE", required = true, value_parser = parse_txt_filter)]
+        labels: Vec<(String, String)>,
+    },
+    /// Remove labels: KEY ...
+    Rm {
+        /// Labels to remove.
+        #[arg(value_name = "KEY", required = true)]
+        keys: Vec<String>,
+    },
 }
 
 const MEMBERS_ABOUT: &str = "List the members the local agent knows by gossip, with their liveness.
@@ -336,8 +429,28 @@ pub(crate) struct AgentArgs {
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_txt_filter)]
     pub(crate) label: Vec<(String, String)>,
 
+    /// Start a new cluster with this node as its first voter (ignored once the data dir holds a
+    /// cluster) [env: QUORATE_BOOTSTRAP] [key: bootstrap]
+    #[arg(long)]
+    pub(crate) bootstrap: bool,
+
+    /// Join the cluster of these members: QUIC addresses ip:port (or ip for port 7947),
+    /// comma-separated [env: QUORATE_PEERS] [key: peers]
+    #[arg(
+        long,
+        value_name = "IP:PORT,...",
+        value_delimiter = ',',
+        conflicts_with = "bootstrap"
+    )]
+    pub(crate) peers: Vec<String>,
+
+    /// Voters a cluster bootstrapped here aims for: 1, 3, 5 or 7 [default: 3] [env:
+    /// QUORATE_RAFT__VOTER_TARGET] [key: raft.voter_target]
+    #[arg(long, value_name = "N")]
+    pub(crate) voter_target: Option<u8>,
+
     /// Log format [default: text] [env: QUORATE_LOG_FORMAT] [key: log_format]. The log level
-    /// comes from QUORATE_LOG (key: log), else RUST_LOG, else info.
+    /// comes from QUORATE_LOG (key: log), else RUST_LOG, else info (openraft at warn).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub(crate) log_format: Option<LogFormatArg>,
 }
@@ -414,6 +527,17 @@ impl AgentArgs {
             "--exclude-interface",
             "discovery.exclude_interfaces",
             list(&self.exclude_interface),
+        );
+        push(
+            "--bootstrap",
+            "bootstrap",
+            self.bootstrap.then(|| true.into()),
+        );
+        push("--peers", "peers", list(&self.peers));
+        push(
+            "--voter-target",
+            "raft.voter_target",
+            self.voter_target.map(|n| i64::from(n).into()),
         );
         push(
             "--log-format",

@@ -99,6 +99,35 @@ pub struct Config {
     pub cluster_key: Option<String>,
     /// User labels of this node, published in gossip: `{ zone = "a" }`.
     pub labels: BTreeMap<String, String>,
+    /// Start a new cluster with this node as its first voter. Ignored once the data dir holds
+    /// a cluster (a node never bootstraps a second one).
+    pub bootstrap: bool,
+    /// QUIC addresses (`ip:port`, or `ip` for port 7947) of members to join through when the
+    /// data dir holds no cluster.
+    pub peers: Vec<String>,
+    /// Raft.
+    pub raft: RaftSection,
+}
+
+/// The `[raft]` section: the management plane's Raft group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftSection {
+    /// How many voters a cluster this node bootstraps aims for: 1, 3, 5 or 7. Voter-role
+    /// learners are promoted while the voters are fewer.
+    pub voter_target: u8,
+    /// How long a registry write may wait to be committed before it fails.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: std::time::Duration,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        RaftSection {
+            voter_target: 3,
+            write_timeout: std::time::Duration::from_secs(5),
+        }
+    }
 }
 
 /// The `[gossip]` section: liveness and metadata by gossip.
@@ -172,6 +201,9 @@ impl Default for Config {
             gossip: GossipSection::default(),
             cluster_key: None,
             labels: BTreeMap::new(),
+            bootstrap: false,
+            peers: Vec::new(),
+            raft: RaftSection::default(),
         }
     }
 }
@@ -326,6 +358,32 @@ impl Config {
                 );
             }
         }
+        if let Some(bad) = self.peers.iter().find(|p| parse_peer(p, 1).is_none()) {
+            return invalid(
+                "peers",
+                format!("{bad:?} is not an ip:port (or ip) address"),
+            );
+        }
+        if self.bootstrap && !self.peers.is_empty() {
+            return Err(Invalid {
+                key: "peers",
+                other: Some("bootstrap"),
+                message: "bootstrap starts a new cluster and peers join an existing one: give one of them".into(),
+            });
+        }
+        if ![1, 3, 5, 7].contains(&self.raft.voter_target) {
+            return invalid(
+                "raft.voter_target",
+                format!("{} voters: give 1, 3, 5 or 7", self.raft.voter_target),
+            );
+        }
+        let wt = self.raft.write_timeout;
+        if wt < std::time::Duration::from_millis(100) || wt > std::time::Duration::from_secs(60) {
+            return invalid(
+                "raft.write_timeout",
+                format!("{wt:?} is outside 100ms to 60s"),
+            );
+        }
         if self.dev {
             let outside = [
                 ("bind", self.bind),
@@ -342,6 +400,28 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// A peer address: `ip:port`, or `ip` with `default_port`.
+pub fn parse_peer(text: &str, default_port: u16) -> Option<SocketAddr> {
+    text.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| {
+            text.parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, default_port))
+        })
+        .filter(|a| a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast())
+}
+
+impl Config {
+    /// The peers to join through, as addresses.
+    pub fn peer_addrs(&self) -> Vec<SocketAddr> {
+        self.peers
+            .iter()
+            .filter_map(|p| parse_peer(p, DEFAULT_QUIC_PORT))
+            .collect()
     }
 }
 
@@ -681,6 +761,7 @@ fn one_line(message: &str) -> String {
 
 /// Keys that hold lists; their environment variables are comma-separated.
 const LIST_KEYS: &[&str] = &[
+    "peers",
     "discovery.interfaces",
     "discovery.exclude_interfaces",
     "gossip.seeds",

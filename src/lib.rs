@@ -16,6 +16,6 @@ pub mod logging;
 mod node_id;
 
 pub use agent::{Agent, AgentError};
-pub use config::{Config, ConfigError, LogFormat, Role};
+pub use config::{Config, ConfigError, LogFormat, RaftSection, Role};
 pub use data_dir::{DataDir, DataDirError};
 pub use node_id::{NodeId, ParseNodeIdError};

@@ -6,14 +6,19 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// The filter when none is configured: quorate's own events at `info`; openraft, which
+/// narrates every election and membership step at `info`, at `warn` (quorate logs the
+/// decisions that matter itself).
+pub const DEFAULT_FILTER: &str = "info,openraft=warn";
+
 /// Installs the global subscriber. `filter` is the configured filter (`QUORATE_LOG`, the `log`
-/// key); `rust_log` is the `RUST_LOG` fallback; with neither, `info`.
+/// key); `rust_log` is the `RUST_LOG` fallback; with neither, [`DEFAULT_FILTER`].
 pub fn init(format: LogFormat, filter: Option<&str>, rust_log: Option<&str>) {
-    let directives = filter.or(rust_log).unwrap_or("info");
+    let directives = filter.or(rust_log).unwrap_or(DEFAULT_FILTER);
     // The configured filter was validated at load; a bad RUST_LOG falls back to `info`.
     let filter = EnvFilter::builder()
         .parse(directives)
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -12,6 +12,12 @@ fn main() -> ExitCode {
         cli::Command::Discover(args) => discover(&args),
         cli::Command::Members(args) => members(&args),
         cli::Command::Keyring(args) => keyring(&args),
+        cli::Command::Status(args) => status(&args),
+        cli::Command::Label(args) => label(&args),
+        cli::Command::StepDown(args) => message(&args.api, "/v1/step-down"),
+        cli::Command::Promote(args) => node_op(&args, "promote"),
+        cli::Command::Demote(args) => node_op(&args, "demote"),
+        cli::Command::Remove(args) => node_op(&args, "remove"),
         cli::Command::Keygen => {
             println!(
                 "{}",
@@ -245,4 +251,142 @@ fn keyring(args: &cli::KeyringArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `quorate status`.
+fn status(args: &cli::StatusArgs) -> ExitCode {
+    use quorate::api::StatusView;
+    let client = quorate::client::Client::new(&args.api.api);
+    let st: StatusView = match client.get("/v1/status") {
+        Ok(r) => r,
+        Err(e) => return client_failed(e),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&st).unwrap_or_else(|_| "{}".into())
+        );
+        return ExitCode::SUCCESS;
+    }
+    let name_of = |id: &str| {
+        st.members
+            .iter()
+            .find(|m| m.id == id)
+            .and_then(|m| m.name.clone())
+            .unwrap_or_else(|| "?".into())
+    };
+    println!("cluster  {} ({})", st.cluster_name, st.cluster_id);
+    println!(
+        "node     {} ({}), {}",
+        name_of(&st.node_id),
+        st.node_id,
+        st.state
+    );
+    match &st.leader_id {
+        Some(l) => println!("leader   {} ({l}), term {}", name_of(l), st.term),
+        None => println!("leader   none known, term {}", st.term),
+    }
+    println!(
+        "commit   {}    voters {}/{}    joins {}",
+        st.commit_index.map_or("-".to_string(), |c| c.to_string()),
+        st.members.iter().filter(|m| m.suffrage == "voter").count(),
+        st.voter_target,
+        if st.open {
+            "open (no token needed)"
+        } else {
+            "by token"
+        },
+    );
+    println!();
+    let table: Vec<Vec<String>> = st
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.name.clone().unwrap_or_else(|| "?".into()),
+                m.role.clone().unwrap_or_else(|| "?".into()),
+                m.suffrage.clone(),
+                m.raft_addr.clone(),
+                m.matched_index.map_or("-".into(), |i| i.to_string()),
+                m.status.clone().unwrap_or_else(|| "-".into()),
+                m.liveness.clone(),
+                m.labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        quorate::discover::columns(
+            &[
+                "ID",
+                "NAME",
+                "ROLE",
+                "SUFFRAGE",
+                "RAFT ADDR",
+                "MATCHED",
+                "STATUS",
+                "LIVENESS",
+                "LABELS"
+            ],
+            &table
+        )
+    );
+    ExitCode::SUCCESS
+}
+
+/// `quorate label set|rm`.
+fn label(args: &cli::LabelArgs) -> ExitCode {
+    let change = match &args.op {
+        cli::LabelCmd::Set { labels } => quorate::api::LabelChange {
+            set: labels.iter().cloned().collect(),
+            remove: Vec::new(),
+        },
+        cli::LabelCmd::Rm { keys } => quorate::api::LabelChange {
+            set: Default::default(),
+            remove: keys.clone(),
+        },
+    };
+    let client = quorate::client::Client::new(&args.api.api);
+    match client.post::<_, serde_json::Value>("/v1/labels", &change) {
+        Ok(v) => {
+            let labels = v["labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            println!("labels: {labels}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => client_failed(e),
+    }
+}
+
+/// A POST whose answer is `{"message": ...}`.
+fn message(api: &cli::ApiArg, path: &str) -> ExitCode {
+    let client = quorate::client::Client::new(&api.api);
+    match client.post::<_, serde_json::Value>(path, &serde_json::json!({})) {
+        Ok(v) => {
+            println!("{}", v["message"].as_str().unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => client_failed(e),
+    }
+}
+
+/// `quorate promote|demote|remove ID`.
+fn node_op(args: &cli::NodeArgs, op: &str) -> ExitCode {
+    if let Err(e) = args.id.parse::<quorate::NodeId>() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    message(&args.api, &format!("/v1/nodes/{}/{op}", args.id))
 }

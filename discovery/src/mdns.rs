@@ -223,7 +223,7 @@ impl Mdns {
     }
 
     /// Withdraws the advertisement (if any) and stops the daemon.
-    pub async fn shutdown(self, within: Duration) -> Result<(), DiscoveryError> {
+    pub async fn shutdown(&self, within: Duration) -> Result<(), DiscoveryError> {
         let withdrawn = self.withdraw(within).await;
         if let Ok(rx) = self.daemon.shutdown() {
             let _ = tokio::time::timeout(within, rx.recv_async()).await;

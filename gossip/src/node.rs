@@ -190,6 +190,11 @@ impl Gossip {
         });
     }
 
+    /// The metadata this node publishes now.
+    pub async fn meta(&self) -> NodeMeta {
+        self.meta.lock().await.clone()
+    }
+
     /// Publishes new metadata for this node (its own keys only).
     pub async fn set_meta(&self, meta: NodeMeta) {
         let mut current = self.meta.lock().await;

@@ -1,0 +1,170 @@
+//! Agents with consensus in lab hosts, and their `quorate status` view.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::lab::{Lab, ProcId};
+use crate::support::wait;
+
+/// The QUIC address of host `i`'s agent.
+pub(crate) fn quic(lab: &Lab, i: usize) -> String {
+    format!("{}:7947", lab.host(i).ip)
+}
+
+/// Starts an agent named `name` in host `i` with `extra` flags and waits until it runs.
+pub(crate) fn agent(lab: &mut Lab, i: usize, name: &str, extra: &[&str]) -> ProcId {
+    let data = lab.host_dir(i).join("data");
+    let data = data.to_str().expect("utf-8 path").to_string();
+    let mut args = vec![
+        "agent",
+        "--data-dir",
+        &data,
+        "--name",
+        name,
+        "--log-format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let p = lab.spawn(i, name, &args);
+    wait::until(&format!("{name} to run"), Duration::from_secs(10), || {
+        lab.log_events(p, "agent running")
+            .pop()
+            .ok_or_else(|| lab.log(p))
+    });
+    p
+}
+
+/// `quorate status --json` in host `i`.
+pub(crate) fn status(lab: &Lab, i: usize) -> Result<Value, String> {
+    let out = lab.quorate(i, &["status", "--json"]);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `(name, suffrage)` of every member in a status, sorted by name.
+pub(crate) fn suffrages(status: &Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = status["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .map(|m| {
+                    (
+                        m["name"].as_str().unwrap_or("?").to_string(),
+                        m["suffrage"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The name of the leader in a status.
+pub(crate) fn leader_name(status: &Value) -> Option<String> {
+    let leader = status["leader_id"].as_str()?;
+    status["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["id"] == leader)
+        .and_then(|m| m["name"].as_str())
+        .map(str::to_string)
+}
+
+/// The labels of the member named `name` in a status.
+pub(crate) fn labels_of(status: &Value, name: &str) -> Value {
+    status["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["name"] == name))
+        .map(|m| m["labels"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// Waits until every host in `hosts` sees exactly `want` as `(name, suffrage)` and the same
+/// leader; returns that leader's name.
+pub(crate) fn wait_group(
+    lab: &Lab,
+    hosts: &[usize],
+    want: &[(&str, &str)],
+    within: Duration,
+) -> String {
+    wait_group_led(lab, hosts, want, None, within)
+}
+
+/// As [`wait_group`], with a leader other than `not`.
+pub(crate) fn wait_group_led(
+    lab: &Lab,
+    hosts: &[usize],
+    want: &[(&str, &str)],
+    not: Option<&str>,
+    within: Duration,
+) -> String {
+    let mut want: Vec<(String, String)> = want
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect();
+    want.sort();
+    wait::until(
+        &format!("hosts {hosts:?} to agree on {want:?} and one leader"),
+        within,
+        || {
+            let mut leaders = Vec::new();
+            for &i in hosts {
+                let st = status(lab, i).map_err(|e| format!("host {i}: {e}"))?;
+                let seen = suffrages(&st);
+                if seen != want {
+                    return Err(format!("host {i} sees {seen:?}"));
+                }
+                leaders.push(leader_name(&st));
+            }
+            match leaders.first() {
+                Some(Some(l))
+                    if Some(l.as_str()) != not
+                        && leaders.iter().all(|x| x.as_deref() == Some(l.as_str())) =>
+                {
+                    Ok(l.clone())
+                }
+                _ => Err(format!("leaders {leaders:?}")),
+            }
+        },
+    )
+}
+
+/// `quorate label set KEY=VALUE` in host `i`: the exit status and what it printed.
+pub(crate) fn set_label(lab: &Lab, i: usize, kv: &str) -> (bool, String) {
+    let out = lab.quorate(i, &["label", "set", kv]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text.trim().to_string())
+}
+
+/// Waits until host `i` shows `name` with label `key` = `value`.
+pub(crate) fn wait_label(
+    lab: &Lab,
+    i: usize,
+    name: &str,
+    key: &str,
+    value: &str,
+    within: Duration,
+) {
+    wait::until(
+        &format!("host {i} to see {name}'s label {key}={value}"),
+        within,
+        || {
+            let st = status(lab, i)?;
+            let labels = labels_of(&st, name);
+            if labels[key] == value {
+                Ok(())
+            } else {
+                Err(format!("{labels}"))
+            }
+        },
+    );
+}
