@@ -450,7 +450,7 @@ pub(crate) struct AgentArgs {
     pub(crate) voter_target: Option<u8>,
 
     /// Log format [default: text] [env: QUORATE_LOG_FORMAT] [key: log_format]. The log level
-    /// comes from QUORATE_LOG (key: log), else RUST_LOG, else info (openraft at warn).
+    /// comes from QUORATE_LOG (key: log), else RUST_LOG, else info (openraft: errors only).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub(crate) log_format: Option<LogFormatArg>,
 }

@@ -7,9 +7,11 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 /// The filter when none is configured: quorate's own events at `info`; openraft, which
-/// narrates every election and membership step at `info`, at `warn` (quorate logs the
-/// decisions that matter itself).
-pub const DEFAULT_FILTER: &str = "info,openraft=warn";
+/// narrates every election and membership step at `info` and every failed heartbeat to a
+/// down peer at `warn` and `error`, only at `error`, and its replication retries not at all
+/// (quorate logs once when a peer goes and once when it comes back, and the decisions that
+/// matter itself).
+pub const DEFAULT_FILTER: &str = "info,openraft=error,openraft::replication=off";
 
 /// Installs the global subscriber. `filter` is the configured filter (`QUORATE_LOG`, the `log`
 /// key); `rust_log` is the `RUST_LOG` fallback; with neither, [`DEFAULT_FILTER`].

@@ -47,6 +47,8 @@ const JOIN_DEADLINE: Duration = Duration::from_secs(15);
 const CHANGE_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a quorum check stays good for writes that follow it.
 const QUORUM_FRESH: Duration = Duration::from_millis(100);
+/// How long a restarted node waits for a leader before it may campaign itself.
+const HOLD_ELECTION: Duration = Duration::from_secs(1);
 /// Most voters a group may have.
 const MAX_VOTERS: usize = 7;
 
@@ -235,6 +237,7 @@ struct Inner {
     lease: Duration,
     handover: tokio::sync::RwLock<()>,
     changing: tokio::sync::Mutex<()>,
+    initializing: tokio::sync::Mutex<()>,
     quorum_ok: Mutex<Option<Instant>>,
     held_back: Mutex<BTreeSet<NodeId>>,
     failed_since: Mutex<BTreeMap<NodeId, Instant>>,
@@ -326,7 +329,7 @@ impl Consensus {
             role: Role::Voter,
             bootstrapped: true,
         })?;
-        let node = Self::open(config.clone(), info).await?;
+        let node = Self::start(config.clone(), info, false).await?;
         let members = BTreeMap::from([(
             config.node_id,
             BasicNode {
@@ -349,7 +352,11 @@ impl Consensus {
                 "this node did not become the leader of its new cluster: {e}"
             )));
         }
-        if let Err(e) = node.inner.ensure_cluster(Some(settings)).await {
+        let recorded = async {
+            node.inner.ensure_cluster().await?;
+            node.inner.write_ok(Request::SetSettings { settings }).await
+        };
+        if let Err(e) = recorded.await {
             node.shutdown().await;
             return Err(StartError::Bootstrap(e.to_string()));
         }
@@ -456,12 +463,26 @@ impl Consensus {
             bootstrapped: false,
         })?;
         info!(cluster_id = %reply.cluster_id, cluster = %reply.cluster_name, leader = format!("{:016x}", reply.leader_id), role = ?info.role, "admitted to the cluster");
-        let node = Self::open(config, info).await?;
+        // A new member has no stale term to disrupt the group with: no hold.
+        let node = Self::start(config, info, false).await?;
         Ok((node, reply.secrets))
     }
 
     /// Resumes a node whose directory holds a cluster.
     pub async fn open(config: ConsensusConfig, info: NodeInfo) -> Result<Consensus, StartError> {
+        Self::start(config, info, true).await
+    }
+
+    /// Starts Raft on the node's files. With `hold`, the node does not campaign for
+    /// [`HOLD_ELECTION`]: a voter that restarts while the cluster has a leader would otherwise
+    /// campaign before the leader's heartbeats reach it, disrupt the group with a higher term,
+    /// be refused for its shorter log, and carry openraft's "seen a greater log" penalty (two
+    /// election timeouts more) into the next failover.
+    async fn start(
+        config: ConsensusConfig,
+        info: NodeInfo,
+        hold: bool,
+    ) -> Result<Consensus, StartError> {
         let files = Files::open(&config.dir)?;
         let Some(cluster) = files.cluster()? else {
             return Err(StartError::Damaged(format!(
@@ -513,6 +534,7 @@ impl Consensus {
             lease,
             handover: tokio::sync::RwLock::new(()),
             changing: tokio::sync::Mutex::new(()),
+            initializing: tokio::sync::Mutex::new(()),
             quorum_ok: Mutex::new(None),
             held_back: Mutex::default(),
             failed_since: Mutex::default(),
@@ -522,11 +544,15 @@ impl Consensus {
             counters: Counters::default(),
         });
         let serve = net.serve(inner.clone());
+        if hold {
+            inner.raft.runtime_config().elect(false);
+        }
         let pilot = tokio::spawn(autopilot_loop(inner.clone(), config.autopilot_every));
+        let gate = tokio::spawn(release_election(inner.clone()));
         let keeper = tokio::spawn(keep_record(inner.clone()));
         Ok(Consensus {
             inner,
-            tasks: vec![serve, pilot, keeper],
+            tasks: vec![serve, pilot, keeper, gate],
         })
     }
 
@@ -585,10 +611,19 @@ impl Consensus {
         }
     }
 
-    /// Writes to the registry through the leader.
+    /// Writes to the registry through the leader. Once it is committed, waits (briefly) until
+    /// this node has applied it too, so that a read here right after sees the write.
     pub async fn write(&self, req: Request) -> Result<Written, ConsensusError> {
         match self.inner.route(Op::Write(req)).await? {
-            Done::Written(w) => Ok(w),
+            Done::Written(w) => {
+                let _ = self
+                    .inner
+                    .raft
+                    .wait(Some(Duration::from_secs(2)))
+                    .applied_index_at_least(Some(w.index), "the write applied here")
+                    .await;
+                Ok(w)
+            }
             _ => Err(ConsensusError::internal("an answer to another request")),
         }
     }
@@ -771,8 +806,27 @@ impl Inner {
                             let left = until.saturating_duration_since(Instant::now());
                             let deadline =
                                 left.max(Duration::from_millis(500)) + Duration::from_secs(1);
-                            match self.net.call(l, addr, &body, deadline).await {
-                                Ok(answer) => {
+                            // If the leadership moves while the request is out (the leader
+                            // died, or was deposed), route again at once rather than waiting
+                            // out the deadline. A request abandoned this way may still have
+                            // been applied: registry requests are idempotent, or refused as
+                            // duplicates, so routing again is safe.
+                            let mut watch = self.raft.metrics();
+                            let moved = async move {
+                                while watch.changed().await.is_ok() {
+                                    if watch.borrow().current_leader != Some(l) {
+                                        return;
+                                    }
+                                }
+                                std::future::pending::<()>().await
+                            };
+                            let called = tokio::select! {
+                                r = self.net.call(l, addr, &body, deadline) => Some(r),
+                                () = moved => None,
+                            };
+                            match called {
+                                None => last = ConsensusError::NoLeader,
+                                Some(Ok(answer)) => {
                                     let reply: Reply = serde_json::from_slice(&answer)
                                         .map_err(ConsensusError::internal)?;
                                     match done_of(reply) {
@@ -782,7 +836,7 @@ impl Inner {
                                         other => return other,
                                     }
                                 }
-                                Err(e) => {
+                                Some(Err(e)) => {
                                     last = ConsensusError::LeaderUnreachable {
                                         leader: l,
                                         message: e.to_string(),
@@ -1276,22 +1330,30 @@ impl Inner {
 
     /// Records the cluster's identity (and settings) when this node bootstrapped it and the
     /// registry lacks it (also after a crash half way through a bootstrap).
-    async fn ensure_cluster(&self, settings: Option<Settings>) -> Result<(), ConsensusError> {
+    async fn ensure_cluster(&self) -> Result<(), ConsensusError> {
         if self.registry().cluster.is_some() || !self.cluster.bootstrapped {
             return Ok(());
         }
-        self.write_ok(Request::InitCluster {
-            cluster: ClusterInfo {
-                id: self.cluster.cluster_id.clone(),
-                name: self.cluster.cluster_name.clone(),
-                created_ms: now_ms(),
-            },
-        })
-        .await?;
-        if let Some(s) = settings {
-            self.write_ok(Request::SetSettings { settings: s }).await?;
+        let _one = self.initializing.lock().await;
+        if self.registry().cluster.is_some() {
+            return Ok(());
         }
-        Ok(())
+        let w = self
+            .write_local(Request::InitCluster {
+                cluster: ClusterInfo {
+                    id: self.cluster.cluster_id.clone(),
+                    name: self.cluster.cluster_name.clone(),
+                    created_ms: now_ms(),
+                },
+            })
+            .await?;
+        match w.outcome {
+            Ok(()) => Ok(()),
+            Err(crate::Refusal::AlreadyInitialized { id }) if id == self.cluster.cluster_id => {
+                Ok(())
+            }
+            Err(r) => Err(ConsensusError::membership(r)),
+        }
     }
 
     /// The registry record this node should have: its current addresses and name, its
@@ -1413,7 +1475,7 @@ impl Inner {
         if m.current_leader != Some(self.id) {
             return Ok(());
         }
-        self.ensure_cluster(None).await?;
+        self.ensure_cluster().await?;
         let registry = self.registry();
         let mem = m.membership_config.membership();
         // A membership change in progress (joint config) is left to finish.
@@ -1480,6 +1542,14 @@ impl Inner {
             }
         }
     }
+}
+
+/// Lets a node that started holding its candidacy campaign after [`HOLD_ELECTION`]: by then
+/// a live leader's heartbeats have reached it (or the whole cluster restarted, and somebody has
+/// to campaign).
+async fn release_election(inner: Arc<Inner>) {
+    tokio::time::sleep(HOLD_ELECTION).await;
+    inner.raft.runtime_config().elect(true);
 }
 
 async fn autopilot_loop(inner: Arc<Inner>, every: Duration) {

@@ -647,3 +647,50 @@ async fn strangers_impostors_and_forged_claims_are_refused() {
         .expect("still serving");
     target.shutdown().await;
 }
+
+/// After more entries than the snapshot policy keeps, the leader's log is compacted, and a
+/// node that joins late receives the registry as a snapshot over QUIC and applies what follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_catches_up_from_a_snapshot_after_compaction() {
+    let mut c = Cluster::bootstrap(1).await;
+    for i in 0..1100 {
+        let w = c.nodes[&1]
+            .write(label(1, &format!("k{i}")))
+            .await
+            .expect("write");
+        assert_eq!(w.outcome, Ok(()));
+    }
+    c.until(
+        "a snapshot and a compacted log",
+        Duration::from_secs(20),
+        |c| {
+            let m = c.nodes[&1].raft().metrics().borrow().clone();
+            match (m.snapshot, m.purged) {
+                (Some(_), Some(_)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    c.join(2, Role::Storage).await;
+    c.until(
+        "the joiner to hold every label",
+        Duration::from_secs(20),
+        |c| {
+            let n = labels_of(&c.nodes[&2], 1).len();
+            if n == 1100 {
+                Ok(())
+            } else {
+                Err(format!("{n} labels"))
+            }
+        },
+    )
+    .await;
+    let m = c.nodes[&2].raft().metrics().borrow().clone();
+    assert!(
+        m.snapshot.is_some(),
+        "the joiner installed a snapshot: {:?}",
+        m.snapshot
+    );
+    c.shutdown().await;
+}
