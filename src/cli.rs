@@ -153,7 +153,7 @@ Keys are shown by fingerprint only. Each node keeps its keyring in its data dir.
 #[derive(Debug, Args)]
 pub(crate) struct ApiArg {
     /// Address of the agent's HTTP API.
-    #[arg(long, env = "QUORATE_API", default_value = quorate::client::DEFAULT_API, value_name = "URL")]
+    #[arg(long, global = true, env = "QUORATE_API", default_value = quorate::client::DEFAULT_API, value_name = "URL")]
     pub(crate) api: String,
 }
 

@@ -371,6 +371,13 @@ impl Config {
                 message: "bootstrap starts a new cluster and peers join an existing one: give one of them".into(),
             });
         }
+        if self.dev && !self.peers.is_empty() {
+            return Err(Invalid {
+                key: "peers",
+                other: Some("dev"),
+                message: "dev mode forms its own single-node cluster on loopback; peers join another: give one of them".into(),
+            });
+        }
         if ![1, 3, 5, 7].contains(&self.raft.voter_target) {
             return invalid(
                 "raft.voter_target",

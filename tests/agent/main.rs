@@ -116,6 +116,62 @@ fn bad_ports_are_refused_naming_their_source() {
     assert!(stderr(&out).contains("--quic-port"), "{}", stderr(&out));
 }
 
+/// Contradictory cluster formation settings are refused, naming the setting and its source:
+/// bootstrapping and joining at once, dev mode with peers, a bad voter target, a bad peer.
+#[test]
+fn contradictory_formation_settings_are_refused() {
+    let out = quorate(&["agent", "--bootstrap", "--peers", "10.0.0.1"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--peers"), "{}", stderr(&out));
+
+    // The flag is the higher layer of the two, so the message names it.
+    let out = quorate(&["agent", "--bootstrap"], &[("QUORATE_PEERS", "10.0.0.1")]);
+    assert_refused(&out, 2, &["--bootstrap", "give one of them"]);
+    let out = quorate(
+        &["agent", "--peers", "10.0.0.1"],
+        &[("QUORATE_BOOTSTRAP", "true")],
+    );
+    assert_refused(&out, 2, &["--peers", "give one of them"]);
+
+    let out = quorate(&["agent", "--dev", "--peers", "10.0.0.1:7947"], &[]);
+    assert_refused(&out, 2, &["--peers", "dev mode"]);
+
+    let out = quorate(&["agent", "--dev"], &[("QUORATE_RAFT__VOTER_TARGET", "4")]);
+    assert_refused(
+        &out,
+        2,
+        &[
+            "QUORATE_RAFT__VOTER_TARGET",
+            "raft.voter_target",
+            "1, 3, 5 or 7",
+        ],
+    );
+
+    let out = quorate(&["agent", "--peers", "nowhere"], &[]);
+    assert_refused(&out, 2, &["--peers", "\"nowhere\" is not an ip:port"]);
+}
+
+/// The CLI's cluster commands say clearly when no agent answers, with exit 1.
+#[test]
+fn cluster_commands_without_an_agent_say_so() {
+    for args in [
+        vec!["status"],
+        vec!["label", "set", "zone=a"],
+        vec!["step-down"],
+        vec!["promote", "00000000000000aa"],
+    ] {
+        let mut all = args.clone();
+        all.extend(["--api", "http://127.0.0.1:9"]);
+        let out = quorate(&all, &[]);
+        assert_refused(&out, 1, &["cannot reach the agent", "--api"]);
+    }
+    let out = quorate(
+        &["promote", "not-an-id", "--api", "http://127.0.0.1:9"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
 /// A data dir that cannot be created, or that the agent's user cannot write, stops it with
 /// exit 1 and one line naming the directory.
 #[test]
