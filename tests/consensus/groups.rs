@@ -127,7 +127,8 @@ fn a_killed_leader_is_replaced_and_rejoins_as_a_follower() {
 
 /// Cut the leader's cable: it refuses writes with a clear error (it cannot reach a majority),
 /// the two others elect a leader and keep committing; after the cable is back everyone holds
-/// the same registry and follows the same leader.
+/// the same registry and follows the same leader. Then a follower is cut away: it refuses
+/// writes too, the others commit, and it catches up after the heal.
 #[test]
 fn the_minority_refuses_writes_and_everyone_converges_after_heal() {
     let names = ["v0", "v1", "v2"];
@@ -181,6 +182,35 @@ fn the_minority_refuses_writes_and_everyone_converges_after_heal() {
             Err(views)
         }
     });
+
+    // Now cut a follower away: it refuses writes too (it cannot reach the leader), while the
+    // leader and the other follower keep committing.
+    let f = majority
+        .iter()
+        .copied()
+        .find(|i| names[*i] != new_leader)
+        .expect("a follower");
+    let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
+    lab.cut(f);
+    let (ok, said) = set_label(&lab, f, "cut-follower=yes");
+    assert!(!ok, "a cut-off follower accepted a write: {said}");
+    assert!(
+        said.contains("no quorum")
+            || said.contains("no leader")
+            || said.contains("cannot reach the leader"),
+        "the refusal says why: {said}"
+    );
+    let (ok, said) = set_label(&lab, others[0], "while-cut=yes");
+    assert!(ok, "the majority commits while a follower is away: {said}");
+    lab.heal(f);
+    wait_label(
+        &lab,
+        f,
+        names[others[0]],
+        "while-cut",
+        "yes",
+        Duration::from_secs(15),
+    );
 }
 
 /// Stop every node and start them again from their data dirs: same cluster id, every label
