@@ -24,13 +24,17 @@ use serde_json::Value;
 use support::lab::{Lab, ProcId};
 use support::wait;
 
-/// One HTTP/1.0 request to the local agent (the caller is in the host's namespace).
-fn http(method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
+/// One HTTP/1.0 request to the local agent (the caller is in the host's namespace), with the
+/// host's admin credential when `admin` is given.
+fn http_as(admin: Option<&str>, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect("127.0.0.1:7948").ok()?;
+    let auth = admin
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
@@ -39,6 +43,18 @@ fn http(method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
     let code = text.split_whitespace().nth(1)?.parse().ok()?;
     let value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).unwrap_or(Value::Null);
     Some((code, value))
+}
+
+fn http(method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
+    http_as(None, method, path, body)
+}
+
+/// The admin credential of host `i`'s agent.
+fn admin(lab: &Lab, i: usize) -> String {
+    std::fs::read_to_string(lab.host_dir(i).join("data/admin-token"))
+        .expect("admin credential")
+        .trim()
+        .to_string()
 }
 
 fn status(lab: &Lab, i: usize) -> Option<Value> {
@@ -155,8 +171,9 @@ fn failover(trials: usize) -> (Stats, usize) {
         lab.kill9(procs[leader]);
         // The write starts right after the kill (entering the host's namespace takes well
         // under a millisecond), and counts from the kill.
+        let token = admin(&lab, writer);
         let (acked, code) = lab.in_host(writer, move || {
-            let r = http("POST", "/v1/labels", &body);
+            let r = http_as(Some(&token), "POST", "/v1/labels", &body);
             (Instant::now(), r.map(|(c, _)| c))
         });
         let ms = acked.duration_since(killed).as_secs_f64() * 1000.0;
@@ -187,12 +204,13 @@ fn failover(trials: usize) -> (Stats, usize) {
 }
 
 fn latency(lab: &Lab, host: usize, n: usize) -> Stats {
+    let token = admin(lab, host);
     let samples = lab.in_host(host, move || {
         (0..n)
             .map(|i| {
                 let body = label_write("latency", &i.to_string());
                 let t = Instant::now();
-                let r = http("POST", "/v1/labels", &body);
+                let r = http_as(Some(&token), "POST", "/v1/labels", &body);
                 assert_eq!(r.map(|(c, _)| c), Some(200), "write {i}");
                 t.elapsed().as_secs_f64() * 1000.0
             })
@@ -202,6 +220,7 @@ fn latency(lab: &Lab, host: usize, n: usize) -> Stats {
 }
 
 fn throughput(lab: &Lab, host: usize, clients: usize, window: Duration) -> (f64, Stats, u64) {
+    let token = admin(lab, host);
     lab.in_host(host, move || {
         let stop = Arc::new(AtomicBool::new(false));
         let errors = Arc::new(AtomicU64::new(0));
@@ -209,6 +228,7 @@ fn throughput(lab: &Lab, host: usize, clients: usize, window: Duration) -> (f64,
             .map(|c| {
                 let stop = stop.clone();
                 let errors = errors.clone();
+                let token = token.clone();
                 std::thread::spawn(move || {
                     let mut lat = Vec::new();
                     let mut i = 0u64;
@@ -216,7 +236,7 @@ fn throughput(lab: &Lab, host: usize, clients: usize, window: Duration) -> (f64,
                         let body = label_write(&format!("c{c}"), &i.to_string());
                         i += 1;
                         let t = Instant::now();
-                        match http("POST", "/v1/labels", &body) {
+                        match http_as(Some(&token), "POST", "/v1/labels", &body) {
                             Some((200, _)) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
                             _ => {
                                 errors.fetch_add(1, Ordering::Relaxed);

@@ -40,6 +40,10 @@ pub struct ApiState {
     pub discovery: Option<Arc<Stats>>,
     /// The consensus node, once this node is a member.
     pub consensus: ConsensusCell,
+    /// The admin credential every mutating request must carry (`Authorization: Bearer`).
+    pub admin_token: Arc<String>,
+    /// Told when this node has left the cluster (the agent then stops).
+    pub leave: Arc<tokio::sync::Notify>,
 }
 
 /// One row of `quorate members`.
@@ -119,19 +123,70 @@ pub enum KeyringOp {
     },
 }
 
-/// The router.
+/// The router: reads are open; every mutating request (and the token list) needs the admin
+/// credential, else 401 and nothing changes.
 pub fn router(state: ApiState) -> Router {
+    let admin = Router::new()
+        .route("/v1/gossip/keys", post(change_keys))
+        .route("/v1/labels", post(labels))
+        .route("/v1/step-down", post(step_down))
+        .route("/v1/leave", post(leave))
+        .route("/v1/nodes/{id}/{op}", post(node_op))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/tokens/{id}/revoke", post(revoke_token))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin,
+        ));
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/v1/status", get(status))
-        .route("/v1/labels", post(labels))
-        .route("/v1/step-down", post(step_down))
-        .route("/v1/nodes/{id}/{op}", post(node_op))
         .route("/v1/members", get(members))
-        .route("/v1/gossip/keys", get(keys).post(change_keys))
+        .route("/v1/status", get(status))
+        .route("/v1/gossip/keys", get(keys))
         .route("/v1/metrics", get(metrics))
+        .merge(admin)
         .with_state(state)
+}
+
+/// Compares in time that does not depend on where the strings differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+async fn require_admin(
+    State(s): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if same(t, &s.admin_token) => next.run(request).await,
+        other => {
+            tracing::warn!(
+                path = %request.uri().path(),
+                credential = if other.is_some() { "wrong" } else { "missing" },
+                "admin request refused"
+            );
+            error(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "{} admin credential: run the command on the agent's machine as its user (the CLI reads {} in the data dir), or give --admin-token / QUORATE_ADMIN_TOKEN",
+                    if other.is_some() { "wrong" } else { "missing" },
+                    crate::ADMIN_TOKEN_FILE
+                ),
+            )
+        }
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -420,4 +475,197 @@ async fn node_op(State(s): State<ApiState>, Path((id, op)): Path<(String, String
         }
     };
     admin(&s, op).await
+}
+
+async fn leave(State(s): State<ApiState>) -> Response {
+    let Some(node) = s.consensus.get() else {
+        return not_member();
+    };
+    match node.admin(AdminOp::Leave { node: node.id() }).await {
+        Ok(message) => {
+            s.leave.notify_one();
+            Json(serde_json::json!({ "message": format!("{message}; the agent stops now") }))
+                .into_response()
+        }
+        Err(e) => consensus_error(e),
+    }
+}
+
+/// `POST /v1/tokens`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// `voter` or `storage`.
+    pub role: String,
+    /// How long it stays valid, e.g. `24h`.
+    pub ttl: String,
+    /// How many joins it allows (none: unlimited until expiry).
+    pub uses: Option<u32>,
+}
+
+/// A token as `quorate token list` and `token create --json` show it (never its secret,
+/// except `token` right after creation).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TokenView {
+    /// Token id.
+    pub id: String,
+    /// The role it grants.
+    pub role: String,
+    /// Expiry, ms since the epoch.
+    pub expires_ms: u64,
+    /// Joins allowed (none: unlimited).
+    pub max_uses: Option<u32>,
+    /// Joins so far.
+    pub uses: u32,
+    /// Revoked by an operator.
+    pub revoked: bool,
+    /// `valid`, `expired`, `revoked` or `used up` (by this node's clock).
+    pub state: String,
+    /// The token itself: only in the answer to its creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn token_view(t: &quorate_consensus::TokenRecord, now: u64) -> TokenView {
+    let state = if t.revoked {
+        "revoked"
+    } else if now >= t.expires_ms {
+        "expired"
+    } else if t.max_uses.is_some_and(|m| t.uses >= m) {
+        "used up"
+    } else {
+        "valid"
+    };
+    TokenView {
+        id: t.id.clone(),
+        role: match t.role {
+            quorate_consensus::Role::Voter => "voter".into(),
+            quorate_consensus::Role::Storage => "storage".into(),
+        },
+        expires_ms: t.expires_ms,
+        max_uses: t.max_uses,
+        uses: t.uses,
+        revoked: t.revoked,
+        state: state.into(),
+        token: None,
+    }
+}
+
+async fn create_token(State(s): State<ApiState>, Json(req): Json<TokenRequest>) -> Response {
+    use crate::token::{JoinToken, TokenRole};
+    let Some(node) = s.consensus.get() else {
+        return not_member();
+    };
+    let (role, token_role) = match req.role.as_str() {
+        "voter" => (quorate_consensus::Role::Voter, TokenRole::Voter),
+        "storage" => (quorate_consensus::Role::Storage, TokenRole::Storage),
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("role {other:?}: `voter` or `storage`"),
+            );
+        }
+    };
+    let ttl = match humantime::parse_duration(&req.ttl) {
+        Ok(t)
+            if t >= std::time::Duration::from_secs(1)
+                && t <= std::time::Duration::from_secs(366 * 86400) =>
+        {
+            t
+        }
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "ttl: give 1s to 366d"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("ttl {:?}: {e}", req.ttl)),
+    };
+    if req.uses == Some(0) {
+        return error(StatusCode::BAD_REQUEST, "uses: at least 1");
+    }
+    let Ok(ca) =
+        <[u8; 32]>::try_from(hex::decode(&node.cluster().ca_fingerprint).unwrap_or_default())
+    else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "this node's CA fingerprint is damaged",
+        );
+    };
+    let now = now_ms();
+    let registry = node.local_registry();
+    let mut addrs: Vec<std::net::SocketAddr> = registry
+        .nodes
+        .values()
+        .filter(|n| n.role == quorate_consensus::Role::Voter)
+        .filter_map(|n| n.raft_addr.parse().ok())
+        .collect();
+    addrs.truncate(crate::token::MAX_ADDRS);
+    let token = JoinToken {
+        ca_fingerprint: ca,
+        id: rand::random::<u64>() | 1,
+        secret: rand::random(),
+        role: token_role,
+        expires_ms: now + ttl.as_millis() as u64,
+        addrs,
+    };
+    let record = quorate_consensus::TokenRecord {
+        id: token.id_hex(),
+        secret_hash: quorate_consensus::secret_hash(&token.secret_hex()),
+        role,
+        expires_ms: token.expires_ms,
+        max_uses: req.uses,
+        uses: 0,
+        revoked: false,
+        created_ms: now,
+    };
+    let view = token_view(&record, now);
+    match node.write(Request::CreateToken { token: record }).await {
+        Ok(w) => match w.outcome {
+            Ok(()) => {
+                tracing::info!(token = %token.id_hex(), role = %token_role, expires_ms = token.expires_ms, uses = ?req.uses, "join token created");
+                Json(TokenView {
+                    token: Some(token.encode()),
+                    ..view
+                })
+                .into_response()
+            }
+            Err(r) => error(StatusCode::CONFLICT, r.to_string()),
+        },
+        Err(e) => consensus_error(e),
+    }
+}
+
+async fn list_tokens(State(s): State<ApiState>) -> Response {
+    let Some(node) = s.consensus.get() else {
+        return not_member();
+    };
+    match node.read().await {
+        Ok(r) => {
+            let now = now_ms();
+            let mut list: Vec<TokenView> = r.tokens.values().map(|t| token_view(t, now)).collect();
+            list.sort_by_key(|t| std::cmp::Reverse(t.expires_ms));
+            Json(list).into_response()
+        }
+        Err(e) => consensus_error(e),
+    }
+}
+
+async fn revoke_token(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let Some(node) = s.consensus.get() else {
+        return not_member();
+    };
+    match node.write(Request::RevokeToken { id: id.clone() }).await {
+        Ok(w) => match w.outcome {
+            Ok(()) => {
+                tracing::info!(token = %id, "join token revoked");
+                Json(serde_json::json!({ "message": format!("token {id} is revoked") }))
+                    .into_response()
+            }
+            Err(r) => error(StatusCode::NOT_FOUND, r.to_string()),
+        },
+        Err(e) => consensus_error(e),
+    }
 }

@@ -27,7 +27,7 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run a quorate node (the long-running agent).
     #[command(long_about = AGENT_ABOUT)]
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Find quorate nodes on the local network with mDNS.
     #[command(long_about = DISCOVER_ABOUT)]
     Discover(DiscoverArgs),
@@ -54,6 +54,69 @@ pub(crate) enum Command {
     Demote(NodeArgs),
     /// Take a node out of the cluster: out of the Raft group and the registry.
     Remove(NodeArgs),
+    /// Create, list or revoke join tokens.
+    #[command(long_about = TOKEN_ABOUT)]
+    Token(TokenArgs),
+    /// Leave the cluster: deregister this node (a leader hands over first), then stop the agent.
+    #[command(long_about = LEAVE_ABOUT)]
+    Leave(AdminArgs),
+}
+
+const TOKEN_ABOUT: &str = "Create, list or revoke join tokens.
+
+A join token lets a new node join this cluster: `quorate agent --join TOKEN`. It carries the
+cluster CA's fingerprint (the joiner trusts nothing else), a secret (the registry keeps only its
+hash), the role it grants, its expiry and the addresses of voters. Creating, using and revoking
+tokens goes through Raft.
+
+  T=$(quorate token create --role storage --ttl 1h --uses 10)
+  quorate token list
+  quorate token revoke 0123456789abcdef
+
+`create` prints only the token (use --json for details). Changes need the admin credential.";
+
+const LEAVE_ABOUT: &str = "Leave the cluster: deregister this node, then stop the agent.
+
+The node is marked leaving, taken out of the Raft group (a leader hands leadership to another
+voter first) and removed from the registry; gossip reports it left. Its cluster state is set
+aside in the data dir, so a restart starts afresh and may join again.";
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenArgs {
+    #[command(flatten)]
+    pub(crate) api: ApiArg,
+    #[command(subcommand)]
+    pub(crate) op: TokenCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCmd {
+    /// Create a token; prints only the token.
+    Create {
+        /// The role it grants.
+        #[arg(long, value_enum, default_value = "voter")]
+        role: RoleArg,
+        /// How long it stays valid, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// How many nodes may join with it [default: unlimited until it expires].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        uses: Option<u32>,
+        /// Print JSON with the token's id, role, expiry and uses.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Print one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        /// The token's id (16 hex digits, as `token list` shows it).
+        id: String,
+    },
 }
 
 const STATUS_ABOUT: &str =
@@ -155,6 +218,34 @@ pub(crate) struct ApiArg {
     /// Address of the agent's HTTP API.
     #[arg(long, global = true, env = "QUORATE_API", default_value = quorate::client::DEFAULT_API, value_name = "URL")]
     pub(crate) api: String,
+    /// The agent's admin credential, for changes [default: read from the agent's data dir]
+    #[arg(
+        long,
+        global = true,
+        env = "QUORATE_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) admin_token: Option<String>,
+    /// The agent's data dir, where its admin credential is [default: ~/.local/share/quorate,
+    /// then /var/lib/quorate]
+    #[arg(
+        long = "data-dir",
+        global = true,
+        env = "QUORATE_DATA_DIR",
+        value_name = "DIR"
+    )]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+impl ApiArg {
+    /// A client of the agent, with the admin credential when one is found.
+    pub(crate) fn client(&self) -> quorate::client::Client {
+        quorate::client::Client::new(&self.api).with_admin(quorate::client::find_admin_token(
+            self.admin_token.as_deref(),
+            self.data_dir.as_deref(),
+        ))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -444,6 +535,22 @@ pub(crate) struct AgentArgs {
     )]
     pub(crate) peers: Vec<String>,
 
+    /// Join the cluster a join token names, in the role it grants [env: QUORATE_JOIN] [key:
+    /// join]
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["bootstrap", "dev"])]
+    pub(crate) join: Option<String>,
+
+    /// With no --bootstrap, --peers or --join: form a cluster once this many voter-eligible
+    /// nodes are seen on mDNS [default: 3] [env: QUORATE_BOOTSTRAP_EXPECT] [key:
+    /// bootstrap_expect]
+    #[arg(long, value_name = "N")]
+    pub(crate) bootstrap_expect: Option<usize>,
+
+    /// Leave the cluster on SIGTERM before stopping [env: QUORATE_LEAVE_ON_TERMINATE] [key:
+    /// leave_on_terminate]
+    #[arg(long)]
+    pub(crate) leave_on_terminate: bool,
+
     /// Voters a cluster bootstrapped here aims for: 1, 3, 5 or 7 [default: 3] [env:
     /// QUORATE_RAFT__VOTER_TARGET] [key: raft.voter_target]
     #[arg(long, value_name = "N")]
@@ -534,6 +641,17 @@ impl AgentArgs {
             self.bootstrap.then(|| true.into()),
         );
         push("--peers", "peers", list(&self.peers));
+        push("--join", "join", self.join.as_ref().map(|v| s(v)));
+        push(
+            "--bootstrap-expect",
+            "bootstrap_expect",
+            self.bootstrap_expect.map(|n| (n as i64).into()),
+        );
+        push(
+            "--leave-on-terminate",
+            "leave_on_terminate",
+            self.leave_on_terminate.then(|| true.into()),
+        );
         push(
             "--voter-target",
             "raft.voter_target",

@@ -31,6 +31,7 @@ pub enum ClientError {
 pub struct Client {
     api: String,
     agent: ureq::Agent,
+    admin: Option<String>,
 }
 
 impl Client {
@@ -43,7 +44,14 @@ impl Client {
         Client {
             api: api.trim_end_matches('/').to_string(),
             agent: config.into(),
+            admin: None,
         }
+    }
+
+    /// Sends this admin credential with every request.
+    pub fn with_admin(mut self, token: Option<String>) -> Self {
+        self.admin = token;
+        self
     }
 
     fn url(&self, path: &str) -> String {
@@ -59,11 +67,11 @@ impl Client {
 
     /// `GET path` as JSON.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let resp = self
-            .agent
-            .get(&self.url(path))
-            .call()
-            .map_err(|e| self.unreachable(e))?;
+        let mut req = self.agent.get(&self.url(path));
+        if let Some(t) = &self.admin {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = req.call().map_err(|e| self.unreachable(e))?;
         Self::decode(resp)
     }
 
@@ -73,11 +81,11 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let resp = self
-            .agent
-            .post(&self.url(path))
-            .send_json(body)
-            .map_err(|e| self.unreachable(e))?;
+        let mut req = self.agent.post(&self.url(path));
+        if let Some(t) = &self.admin {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = req.send_json(body).map_err(|e| self.unreachable(e))?;
         Self::decode(resp)
     }
 
@@ -98,4 +106,26 @@ impl Client {
         }
         serde_json::from_str(&text).map_err(|e| ClientError::Protocol(e.to_string()))
     }
+}
+
+/// The admin credential for the CLI: given (`--admin-token`), else read from the agent's data
+/// dir (given, else the default ones), when this user may read it.
+pub fn find_admin_token(given: Option<&str>, data_dir: Option<&std::path::Path>) -> Option<String> {
+    if let Some(t) = given {
+        return Some(t.trim().to_string());
+    }
+    let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(d) = data_dir {
+        dirs.push(d.to_path_buf());
+    }
+    if let Some(d) = crate::agent::default_data_dir() {
+        dirs.push(d);
+    }
+    dirs.push(std::path::PathBuf::from("/var/lib/quorate"));
+    dirs.iter().find_map(|d| {
+        std::fs::read_to_string(d.join(crate::ADMIN_TOKEN_FILE))
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    })
 }

@@ -105,6 +105,14 @@ pub struct Config {
     /// QUIC addresses (`ip:port`, or `ip` for port 7947) of members to join through when the
     /// data dir holds no cluster.
     pub peers: Vec<String>,
+    /// A join token (`quorate token create`): join the cluster it names, in the role it grants.
+    pub join: Option<String>,
+    /// With no bootstrap, peers or token: form a cluster once this many voter-eligible nodes
+    /// of the same cluster name are seen by mDNS (the lowest node id forms it).
+    pub bootstrap_expect: usize,
+    /// On SIGTERM, leave the cluster (deregister) before stopping. Off: SIGTERM stops the
+    /// agent and it stays a member (a restart resumes). `quorate leave` always deregisters.
+    pub leave_on_terminate: bool,
     /// Raft.
     pub raft: RaftSection,
 }
@@ -119,6 +127,10 @@ pub struct RaftSection {
     /// How long a registry write may wait to be committed before it fails.
     #[serde(with = "humantime_serde")]
     pub write_timeout: std::time::Duration,
+    /// How long gossip must report a node failed (or left without deregistering) before the
+    /// leader removes it. Voters are removed only when that leaves at least the target.
+    #[serde(with = "humantime_serde")]
+    pub failed_grace: std::time::Duration,
 }
 
 impl Default for RaftSection {
@@ -126,6 +138,7 @@ impl Default for RaftSection {
         RaftSection {
             voter_target: 3,
             write_timeout: std::time::Duration::from_secs(5),
+            failed_grace: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -203,6 +216,9 @@ impl Default for Config {
             labels: BTreeMap::new(),
             bootstrap: false,
             peers: Vec::new(),
+            join: None,
+            bootstrap_expect: 3,
+            leave_on_terminate: false,
             raft: RaftSection::default(),
         }
     }
@@ -377,6 +393,31 @@ impl Config {
                 other: Some("dev"),
                 message: "dev mode forms its own single-node cluster on loopback; peers join another: give one of them".into(),
             });
+        }
+        if let Some(token) = &self.join {
+            if let Err(e) = crate::token::JoinToken::decode(token) {
+                return invalid("join", e.to_string());
+            }
+            for (other, set) in [("bootstrap", self.bootstrap), ("dev", self.dev)] {
+                if set {
+                    return Err(Invalid {
+                        key: "join",
+                        other: Some(other),
+                        message: format!(
+                            "a join token joins an existing cluster and {other} forms a new one: give one of them"
+                        ),
+                    });
+                }
+            }
+        }
+        if !(1..=9).contains(&self.bootstrap_expect) {
+            return invalid(
+                "bootstrap_expect",
+                format!("{} nodes: give 1 to 9", self.bootstrap_expect),
+            );
+        }
+        if self.raft.failed_grace < std::time::Duration::from_secs(1) {
+            return invalid("raft.failed_grace", "give at least 1s".into());
         }
         if ![1, 3, 5, 7].contains(&self.raft.voter_target) {
             return invalid(

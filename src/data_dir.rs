@@ -25,6 +25,8 @@ pub(crate) const LOCK_FILE: &str = "LOCK";
 const GENERATION_FILE: &str = "gossip-generation";
 /// The gossip keyring: secret, readable by the agent's user only.
 const KEYRING_FILE: &str = "gossip-keyring.json";
+/// The node's admin credential, read by the CLI on the same machine.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// Why a data dir was refused.
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +234,28 @@ impl DataDir {
             &self.path.join(KEYRING_FILE),
             &serde_json::to_vec_pretty(keys).unwrap_or_default(),
         )
+    }
+
+    /// The admin credential of this node's API: made at the node's first start (32 random
+    /// bytes, hex), kept in `admin-token` readable by the agent's user only.
+    pub fn admin_token(&self) -> io::Result<String> {
+        let path = self.path.join(ADMIN_TOKEN_FILE);
+        match fs::read_to_string(&path) {
+            Ok(t) if t.trim().len() == 64 => Ok(t.trim().to_string()),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} is damaged; remove it and restart the agent to make a new one",
+                    path.display()
+                ),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let token = hex::encode(rand::random::<[u8; 32]>());
+                write_atomic(&path, format!("{token}\n").as_bytes())?;
+                Ok(token)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether this open created the node's identity (first start).

@@ -18,6 +18,8 @@ fn main() -> ExitCode {
         cli::Command::Promote(args) => node_op(&args, "promote"),
         cli::Command::Demote(args) => node_op(&args, "demote"),
         cli::Command::Remove(args) => node_op(&args, "remove"),
+        cli::Command::Token(args) => token(&args),
+        cli::Command::Leave(args) => message(&args.api, "/v1/leave"),
         cli::Command::Keygen => {
             println!(
                 "{}",
@@ -163,7 +165,7 @@ fn client_failed(e: quorate::client::ClientError) -> ExitCode {
 /// `quorate members`.
 fn members(args: &cli::MembersArgs) -> ExitCode {
     use quorate::api::MemberRow;
-    let client = quorate::client::Client::new(&args.api.api);
+    let client = args.api.client();
     let rows: Vec<MemberRow> = match client.get("/v1/members") {
         Ok(r) => r,
         Err(e) => return client_failed(e),
@@ -208,7 +210,7 @@ fn members(args: &cli::MembersArgs) -> ExitCode {
 /// `quorate keyring`.
 fn keyring(args: &cli::KeyringArgs) -> ExitCode {
     use quorate::api::{KeyringOp, KeyringView};
-    let client = quorate::client::Client::new(&args.api.api);
+    let client = args.api.client();
     let op = match &args.op {
         cli::KeyringCmd::List => None,
         cli::KeyringCmd::Install { key } => {
@@ -256,7 +258,7 @@ fn keyring(args: &cli::KeyringArgs) -> ExitCode {
 /// `quorate status`.
 fn status(args: &cli::StatusArgs) -> ExitCode {
     use quorate::api::StatusView;
-    let client = quorate::client::Client::new(&args.api.api);
+    let client = args.api.client();
     let st: StatusView = match client.get("/v1/status") {
         Ok(r) => r,
         Err(e) => return client_failed(e),
@@ -351,7 +353,7 @@ fn label(args: &cli::LabelArgs) -> ExitCode {
             remove: keys.clone(),
         },
     };
-    let client = quorate::client::Client::new(&args.api.api);
+    let client = args.api.client();
     match client.post::<_, serde_json::Value>("/v1/labels", &change) {
         Ok(v) => {
             let labels = v["labels"]
@@ -372,7 +374,7 @@ fn label(args: &cli::LabelArgs) -> ExitCode {
 
 /// A POST whose answer is `{"message": ...}`.
 fn message(api: &cli::ApiArg, path: &str) -> ExitCode {
-    let client = quorate::client::Client::new(&api.api);
+    let client = api.client();
     match client.post::<_, serde_json::Value>(path, &serde_json::json!({})) {
         Ok(v) => {
             println!("{}", v["message"].as_str().unwrap_or_default());
@@ -389,4 +391,75 @@ fn node_op(args: &cli::NodeArgs, op: &str) -> ExitCode {
         return ExitCode::from(2);
     }
     message(&args.api, &format!("/v1/nodes/{}/{op}", args.id))
+}
+
+/// `quorate token create|list|revoke`.
+fn token(args: &cli::TokenArgs) -> ExitCode {
+    use quorate::api::{TokenRequest, TokenView};
+    let client = args.api.client();
+    match &args.op {
+        cli::TokenCmd::Create {
+            role,
+            ttl,
+            uses,
+            json,
+        } => {
+            let req = TokenRequest {
+                role: match role {
+                    cli::RoleArg::Voter => "voter".into(),
+                    cli::RoleArg::Storage => "storage".into(),
+                },
+                ttl: humantime::format_duration(*ttl).to_string(),
+                uses: *uses,
+            };
+            match client.post::<_, TokenView>("/v1/tokens", &req) {
+                Ok(v) if *json => {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(v) => {
+                    println!("{}", v.token.unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => client_failed(e),
+            }
+        }
+        cli::TokenCmd::List { json } => {
+            let list: Vec<TokenView> = match client.get("/v1/tokens") {
+                Ok(l) => l,
+                Err(e) => return client_failed(e),
+            };
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).unwrap_or_default()
+                );
+                return ExitCode::SUCCESS;
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.clone(),
+                        t.role.clone(),
+                        t.state.clone(),
+                        humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.expires_ms),
+                        )
+                        .to_string(),
+                        match t.max_uses {
+                            Some(m) => format!("{}/{m}", t.uses),
+                            None => format!("{}/-", t.uses),
+                        },
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                quorate::discover::columns(&["ID", "ROLE", "STATE", "EXPIRES", "USES"], &rows)
+            );
+            ExitCode::SUCCESS
+        }
+        cli::TokenCmd::Revoke { id } => message(&args.api, &format!("/v1/tokens/{id}/revoke")),
+    }
 }

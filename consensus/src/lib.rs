@@ -33,7 +33,8 @@ pub mod tls;
 pub use files::{ClusterFile, Files, FilesError};
 pub use network::RaftNet;
 pub use node::{
-    Consensus, ConsensusConfig, JoinPolicy, MemberView, NodeInfo, StartError, Status, secret_hash,
+    Consensus, ConsensusConfig, JoinCredentials, JoinPolicy, MemberView, NodeInfo, StartError,
+    Status, key_proof, secret_hash,
 };
 pub use proto::{AdminOp, ConsensusError, JoinReply, JoinRequest, TokenProof, Written};
 pub use tls::Trust;

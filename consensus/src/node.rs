@@ -145,10 +145,25 @@ pub enum StartError {
     JoinFailed {
         /// What each seed said.
         attempts: Vec<String>,
+        /// Whether the only members reached presented another CA than the pinned one (the
+        /// join token belongs to another cluster), the other seeds being unreachable.
+        foreign: bool,
     },
     /// Forming the cluster failed.
     #[error("bootstrap: {0}")]
     Bootstrap(String),
+}
+
+/// How a joiner trusts the cluster and proves itself to it.
+#[derive(Clone, Debug)]
+pub struct JoinCredentials {
+    /// How the cluster's CA is trusted.
+    pub trust: Trust,
+    /// A join token's proof.
+    pub token: Option<TokenProof>,
+    /// The cluster key, when the joiner has one: it proves it holds it and demands the same of
+    /// the member that admits it.
+    pub key: Option<[u8; 32]>,
 }
 
 /// Whether joins without a token are admitted.
@@ -156,8 +171,58 @@ pub enum StartError {
 pub enum JoinPolicy {
     /// Any node that reaches a member may join (an open cluster on a trusted LAN).
     Open,
+    /// Nodes that prove they hold the cluster key, or present a valid join token.
+    KeyOrToken,
     /// Only nodes with a valid join token.
     TokenOnly,
+}
+
+/// HMAC-SHA256 under a 32-byte cluster key, hex: `purpose`, then each part length-prefixed.
+fn hmac_hex(key: &[u8; 32], purpose: &str, parts: &[&[u8]]) -> String {
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut ctx = ring::hmac::Context::with_key(&k);
+    for p in std::iter::once(purpose.as_bytes()).chain(parts.iter().copied()) {
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p);
+    }
+    hex::encode(ctx.sign().as_ref())
+}
+
+/// A joiner's proof that it holds the cluster key: bound to its node id, its certificate
+/// request and the cluster name, so it cannot be replayed for another node or key.
+pub fn key_proof(key: &[u8; 32], node_id: NodeId, csr_pem: &str, cluster_name: &str) -> String {
+    hmac_hex(
+        key,
+        "quorate join/1",
+        &[
+            &node_id.to_be_bytes(),
+            csr_pem.as_bytes(),
+            cluster_name.as_bytes(),
+        ],
+    )
+}
+
+/// The admitting leader's proof that it holds the cluster key: bound to the certificate it
+/// issued and the CA, so a rogue member without the key cannot admit anybody.
+fn admit_proof(key: &[u8; 32], node_id: NodeId, cert_pem: &str, ca_pem: &str) -> String {
+    hmac_hex(
+        key,
+        "quorate admit/1",
+        &[
+            &node_id.to_be_bytes(),
+            cert_pem.as_bytes(),
+            ca_pem.as_bytes(),
+        ],
+    )
+}
+
+/// Compares two proofs in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// A member as `status` shows it: the registry's record and the Raft group's view together.
@@ -219,6 +284,7 @@ struct Counters {
     writes_failed: AtomicU64,
     joins_admitted: AtomicU64,
     joins_refused: AtomicU64,
+    joins_limited: AtomicU64,
     requests_refused: AtomicU64,
     membership_changes: AtomicU64,
 }
@@ -243,8 +309,62 @@ struct Inner {
     failed_since: Mutex<BTreeMap<NodeId, Instant>>,
     grace: Mutex<Option<Duration>>,
     policy: Mutex<JoinPolicy>,
+    join_keys: Mutex<Vec<[u8; 32]>>,
     secrets: Mutex<BTreeMap<String, String>>,
+    join_limit: JoinLimit,
     counters: Counters,
+}
+
+/// Refused join attempts per source address: after [`JoinLimit::BURST`] refusals within
+/// [`JoinLimit::WINDOW`], further attempts from that address are refused unheard until the
+/// window has passed. Bounded: at most [`JoinLimit::SOURCES`] addresses are remembered.
+#[derive(Default)]
+struct JoinLimit {
+    failures: Mutex<BTreeMap<std::net::IpAddr, std::collections::VecDeque<Instant>>>,
+}
+
+impl JoinLimit {
+    const BURST: usize = 5;
+    const WINDOW: Duration = Duration::from_secs(60);
+    const SOURCES: usize = 4096;
+
+    /// How long `ip` must still wait, if it is blocked.
+    fn blocked(&self, ip: std::net::IpAddr, now: Instant) -> Option<Duration> {
+        let mut f = self.failures.lock().ok()?;
+        let q = f.get_mut(&ip)?;
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Self::WINDOW)
+        {
+            q.pop_front();
+        }
+        if q.len() >= Self::BURST {
+            q.front().map(|t| Self::WINDOW - now.duration_since(*t))
+        } else {
+            None
+        }
+    }
+
+    fn failed(&self, ip: std::net::IpAddr, now: Instant) {
+        let Ok(mut f) = self.failures.lock() else {
+            return;
+        };
+        if f.len() >= Self::SOURCES && !f.contains_key(&ip) {
+            // Forget the source whose last failure is oldest.
+            if let Some(oldest) = f
+                .iter()
+                .min_by_key(|(_, q)| q.back().copied())
+                .map(|(ip, _)| *ip)
+            {
+                f.remove(&oldest);
+            }
+        }
+        let q = f.entry(ip).or_default();
+        q.push_back(now);
+        while q.len() > Self::BURST {
+            q.pop_front();
+        }
+    }
 }
 
 /// A running member of the Raft group.
@@ -375,9 +495,9 @@ impl Consensus {
         info: NodeInfo,
         cluster_name: &str,
         seeds: &[SocketAddr],
-        trust: Trust,
-        token: Option<TokenProof>,
+        credentials: JoinCredentials,
     ) -> Result<(Consensus, BTreeMap<String, String>), StartError> {
+        let JoinCredentials { trust, token, key } = credentials;
         let files = Files::open(&config.dir)?;
         Self::refuse_if_member(&files)?;
         let (csr_pem, key_pem) = tls::node_request(config.node_id)?;
@@ -392,6 +512,7 @@ impl Consensus {
                 gossip_addr: info.gossip_addr.clone(),
                 api_addr: info.api_addr.clone(),
                 labels: info.labels.clone(),
+                key_proof: key.map(|k| key_proof(&k, config.node_id, &csr_pem, cluster_name)),
                 csr_pem,
                 token,
                 cluster_name: cluster_name.to_string(),
@@ -399,15 +520,22 @@ impl Consensus {
         };
         let body = serde_json::to_vec(&request).map_err(|e| StartError::Raft(e.to_string()))?;
         let mut attempts = Vec::new();
+        let mut foreign = 0;
+        let mut answered = 0;
         let mut admitted = None;
         for seed in seeds {
             let answer = match net.call_addr(*seed, &body, JOIN_DEADLINE).await {
                 Ok(a) => a,
                 Err(e) => {
-                    attempts.push(e.to_string());
+                    let text = e.to_string();
+                    if text.contains(tls::FOREIGN_CA) {
+                        foreign += 1;
+                    }
+                    attempts.push(text);
                     continue;
                 }
             };
+            answered += 1;
             match serde_json::from_slice::<Reply>(&answer) {
                 Ok(Reply::Joined { res: Ok(reply) }) => {
                     admitted = Some(reply);
@@ -430,7 +558,9 @@ impl Consensus {
             if attempts.is_empty() {
                 attempts.push("no seed addresses".into());
             }
-            return Err(StartError::JoinFailed { attempts });
+            // Only members of other clusters answered (the rest could not be reached).
+            let foreign = foreign > 0 && answered == 0;
+            return Err(StartError::JoinFailed { attempts, foreign });
         };
         // The CA in the answer must be the one the handshake verified the member against.
         let verified = verifier
@@ -443,6 +573,18 @@ impl Consensus {
             }));
         }
         tls::check_node_cert(&reply.cert_pem, &key_pem, config.node_id)?;
+        if let Some(k) = key {
+            let expected = admit_proof(&k, config.node_id, &reply.cert_pem, &reply.ca_pem);
+            if !reply
+                .key_proof
+                .as_deref()
+                .is_some_and(|p| same(p, &expected))
+            {
+                return Err(StartError::JoinRefused(ConsensusError::JoinRefused {
+                    message: "the member that answered does not hold the cluster key: not our cluster, or an impostor".into(),
+                }));
+            }
+        }
         let identity = Identity {
             ca_pem: reply.ca_pem.clone(),
             cert_pem: reply.cert_pem.clone(),
@@ -540,7 +682,9 @@ impl Consensus {
             failed_since: Mutex::default(),
             grace: Mutex::new(None),
             policy: Mutex::new(JoinPolicy::Open),
+            join_keys: Mutex::default(),
             secrets: Mutex::default(),
+            join_limit: JoinLimit::default(),
             counters: Counters::default(),
         });
         let serve = net.serve(inner.clone());
@@ -590,6 +734,14 @@ impl Consensus {
     pub fn set_join_policy(&self, policy: JoinPolicy) {
         if let Ok(mut p) = self.inner.policy.lock() {
             *p = policy;
+        }
+    }
+
+    /// The cluster keys a joiner may prove it holds (and the leader proves back with the
+    /// first), for [`JoinPolicy::KeyOrToken`].
+    pub fn set_join_keys(&self, keys: Vec<[u8; 32]>) {
+        if let Ok(mut k) = self.inner.join_keys.lock() {
+            *k = keys;
         }
     }
 
@@ -659,6 +811,7 @@ impl Consensus {
             ("raft_writes_failed", g(&c.writes_failed)),
             ("joins_admitted", g(&c.joins_admitted)),
             ("joins_refused", g(&c.joins_refused)),
+            ("joins_rate_limited", g(&c.joins_limited)),
             ("requests_refused", g(&c.requests_refused)),
             ("membership_changes", g(&c.membership_changes)),
         ]
@@ -1275,7 +1428,24 @@ impl Inner {
             .lock()
             .map(|p| *p)
             .unwrap_or(JoinPolicy::TokenOnly);
+        let keys = self.join_keys.lock().map(|k| k.clone()).unwrap_or_default();
+        let proven_key = j.key_proof.as_ref().and_then(|proof| {
+            keys.iter()
+                .find(|k| same(&key_proof(k, j.node_id, &j.csr_pem, &j.cluster_name), proof))
+                .copied()
+        });
+        if j.key_proof.is_some() && proven_key.is_none() {
+            return Err(refuse(
+                "the joiner's cluster key is not this cluster's (check --cluster-key on both sides)".into(),
+            ));
+        }
         match (&j.token, policy) {
+            (None, JoinPolicy::KeyOrToken) if proven_key.is_some() => {}
+            (None, JoinPolicy::KeyOrToken) => {
+                return Err(refuse(
+                    "this cluster is sealed with a cluster key: join with the same --cluster-key, or with a join token (quorate token create on a member)".into(),
+                ));
+            }
             (Some(t), _) => {
                 let used = self
                     .write_local(Request::UseToken {
@@ -1316,13 +1486,15 @@ impl Inner {
             }
             None => self.add_learner(j.node_id, j.raft_addr.clone()).await?,
         }
-        info!(node = format!("{:016x}", j.node_id), name = %j.name, role = ?j.role, token = j.token.as_ref().map(|t| t.id.as_str()), "node admitted as a learner");
+        info!(node = format!("{:016x}", j.node_id), name = %j.name, role = ?j.role, token = j.token.as_ref().map(|t| t.id.as_str()), key = proven_key.is_some(), "node admitted as a learner");
+        let key_proof = proven_key.map(|k| admit_proof(&k, j.node_id, &cert_pem, &self.ca_pem));
         Ok(JoinReply {
             cluster_id: cluster.id,
             cluster_name: cluster.name,
             ca_pem: self.ca_pem.clone(),
             cert_pem,
             ca_key_pem: (j.role == Role::Voter).then(|| ca_key.clone()),
+            key_proof,
             secrets: self.secrets.lock().map(|s| s.clone()).unwrap_or_default(),
             leader_id: self.id,
         })
@@ -1615,8 +1787,25 @@ impl Inner {
         let Some(peer) = peer else {
             return match rpc {
                 Rpc::Join { join } => {
+                    let ip = remote.ip();
+                    if let Some(wait) = self.join_limit.blocked(ip, Instant::now()) {
+                        self.counters.joins_limited.fetch_add(1, Ordering::Relaxed);
+                        return Reply::Joined {
+                            res: Err(ConsensusError::JoinRefused {
+                                message: format!(
+                                    "too many refused join attempts from {ip}; try again in {} s",
+                                    wait.as_secs().max(1)
+                                ),
+                            }),
+                        };
+                    }
+                    let node = join.node_id;
                     let op = Op::Join(join);
                     let done = self.route_join(&op).await;
+                    if let Err(ConsensusError::JoinRefused { message }) = &done {
+                        self.join_limit.failed(ip, Instant::now());
+                        warn!(source = %remote, node = format!("{node:016x}"), reason = %message, "join refused");
+                    }
                     reply_of(done, &op)
                 }
                 _ => {
@@ -1706,5 +1895,43 @@ impl Inner {
             return Err(ConsensusError::internal("not a join"));
         };
         self.route(Op::Join(j.clone())).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_is_blocked_after_a_burst_of_refusals_until_the_window_passes() {
+        let l = JoinLimit::default();
+        let ip: std::net::IpAddr = [10, 0, 0, 9].into();
+        let other: std::net::IpAddr = [10, 0, 0, 8].into();
+        let t0 = Instant::now();
+        for i in 0..JoinLimit::BURST {
+            assert_eq!(l.blocked(ip, t0), None, "after {i} refusals");
+            l.failed(ip, t0 + Duration::from_millis(i as u64));
+        }
+        assert!(l.blocked(ip, t0 + Duration::from_secs(1)).is_some());
+        assert_eq!(l.blocked(other, t0), None, "other sources are not affected");
+        assert_eq!(
+            l.blocked(ip, t0 + JoinLimit::WINDOW + Duration::from_secs(1)),
+            None
+        );
+    }
+
+    #[test]
+    fn key_proofs_bind_the_node_the_request_and_the_key() {
+        let k = [1u8; 32];
+        let p = key_proof(&k, 7, "csr", "c");
+        assert!(same(&p, &key_proof(&k, 7, "csr", "c")));
+        assert!(!same(&p, &key_proof(&k, 8, "csr", "c")));
+        assert!(!same(&p, &key_proof(&k, 7, "csr2", "c")));
+        assert!(!same(&p, &key_proof(&[2u8; 32], 7, "csr", "c")));
+        assert_ne!(
+            p,
+            admit_proof(&k, 7, "csr", "c"),
+            "join and admit proofs differ"
+        );
     }
 }

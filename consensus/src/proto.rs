@@ -144,6 +144,9 @@ pub struct JoinRequest {
     pub token: Option<TokenProof>,
     /// The cluster name the joiner expects.
     pub cluster_name: String,
+    /// Proof that the joiner holds the cluster key (see [`crate::key_proof`]), if it has one.
+    #[serde(default)]
+    pub key_proof: Option<String>,
 }
 
 /// The proof of a join token: its public id and its secret.
@@ -178,6 +181,9 @@ pub struct JoinReply {
     pub secrets: BTreeMap<String, String>,
     /// The leader that admitted the node.
     pub leader_id: NodeId,
+    /// Proof that the admitting leader holds the cluster key, when the joiner proved it does.
+    #[serde(default)]
+    pub key_proof: Option<String>,
 }
 
 impl std::fmt::Debug for JoinReply {

@@ -257,6 +257,10 @@ impl Identity {
     }
 }
 
+/// What a joiner's handshake says of a member whose CA is not the pinned one.
+pub const FOREIGN_CA: &str =
+    "the node does not present the pinned CA (another cluster, or a node in the middle)";
+
 /// How a joiner trusts the cluster it dials.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Trust {
@@ -323,9 +327,7 @@ impl ServerCertVerifier for JoinVerifier {
             Trust::Pinned(pin) => intermediates
                 .iter()
                 .find(|c| matches_pin(&der_fingerprint(c.as_ref()), pin))
-                .ok_or_else(|| {
-                    refuse("the node does not present the CA the join token pins (another cluster, or a node in the middle)")
-                })?,
+                .ok_or_else(|| refuse(FOREIGN_CA))?,
             Trust::FirstUse => intermediates
                 .last()
                 .ok_or_else(|| refuse("the node presents no CA certificate"))?,

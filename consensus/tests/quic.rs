@@ -16,8 +16,8 @@ use openraft::{BasicNode, ServerState, Vote};
 use quorate_consensus::quic::QuicNet;
 use quorate_consensus::tls::{Identity, JoinVerifier, issue_node_cert, new_ca};
 use quorate_consensus::{
-    AdminOp, Consensus, ConsensusConfig, ConsensusError, JoinPolicy, NodeInfo, RaftNet, Request,
-    Role, Settings, StartError, TokenProof, TokenRecord, Trust, secret_hash,
+    AdminOp, Consensus, ConsensusConfig, ConsensusError, JoinCredentials, JoinPolicy, NodeInfo,
+    RaftNet, Request, Role, Settings, StartError, TokenProof, TokenRecord, Trust, secret_hash,
 };
 
 /// Logs to the test's output when `RUST_LOG` is set.
@@ -104,6 +104,17 @@ impl Cluster {
         trust: Trust,
         token: Option<TokenProof>,
     ) -> Result<(), StartError> {
+        self.join_keyed(id, role, trust, token, None).await
+    }
+
+    async fn join_keyed(
+        &mut self,
+        id: u64,
+        role: Role,
+        trust: Trust,
+        token: Option<TokenProof>,
+        key: Option<[u8; 32]>,
+    ) -> Result<(), StartError> {
         let port = free_port();
         let seeds = vec![self.seed()];
         let (node, _) = Consensus::join(
@@ -111,8 +122,7 @@ impl Cluster {
             info(id, role),
             "test",
             &seeds,
-            trust,
-            token,
+            JoinCredentials { trust, token, key },
         )
         .await?;
         self.ports.insert(id, port);
@@ -692,5 +702,30 @@ async fn a_late_joiner_catches_up_from_a_snapshot_after_compaction() {
         "the joiner installed a snapshot: {:?}",
         m.snapshot
     );
+    c.shutdown().await;
+}
+
+/// A cluster sealed with a key admits a joiner that proves the same key (and proves it back),
+/// refuses one with another key or none, and says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_cluster_admits_holders_of_its_key_only() {
+    let mut c = Cluster::bootstrap(1).await;
+    let key = [5u8; 32];
+    c.any().set_join_policy(JoinPolicy::KeyOrToken);
+    c.any().set_join_keys(vec![key]);
+    let e = c
+        .join_keyed(7, Role::Storage, Trust::FirstUse, None, Some([6u8; 32]))
+        .await
+        .expect_err("another key");
+    assert!(e.to_string().contains("not this cluster's"), "{e}");
+    let e = c
+        .join_keyed(7, Role::Storage, Trust::FirstUse, None, None)
+        .await
+        .expect_err("no key");
+    assert!(e.to_string().contains("sealed with a cluster key"), "{e}");
+    c.join_keyed(7, Role::Storage, Trust::FirstUse, None, Some(key))
+        .await
+        .expect("the right key");
+    c.wait_membership(&[1], &[7]).await;
     c.shutdown().await;
 }

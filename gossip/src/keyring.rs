@@ -60,6 +60,11 @@ impl Key {
         Ok(Key(arr))
     }
 
+    /// The raw key (to derive other proofs from, never to print).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The key in standard base64.
     pub fn to_base64(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.0)
@@ -98,6 +103,9 @@ pub enum KeyError {
     /// Using a key that is not installed.
     #[error("no key with fingerprint {0} is installed; install it first")]
     NotInstalled(String),
+    /// Adopting keys on a node that is sealed already.
+    #[error("gossip is sealed already; rotate keys with install, use and remove")]
+    AlreadySealed,
 }
 
 /// Why a datagram was dropped.

@@ -229,6 +229,20 @@ impl Gossip {
         Ok(())
     }
 
+    /// Seals an open node with the keys of the cluster it has just joined (primary first).
+    /// Refused once sealed: a sealed node rotates with install, use and remove.
+    pub fn adopt_keys(&self, keys: Vec<Key>) -> Result<(), GossipError> {
+        let mut ring = self.keyring.write().map_err(|_| GossipError::Poisoned)?;
+        if ring.is_sealed() {
+            return Err(GossipError::Key(crate::KeyError::AlreadySealed));
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        *ring = crate::Keyring::new(keys);
+        Ok(())
+    }
+
     /// Makes an installed key the primary.
     pub fn use_key(&self, fingerprint: &str) -> Result<(), GossipError> {
         self.keyring

@@ -136,7 +136,7 @@ pub(crate) fn wait_group_led(
 
 /// `quorate label set KEY=VALUE` in host `i`: the exit status and what it printed.
 pub(crate) fn set_label(lab: &Lab, i: usize, kv: &str) -> (bool, String) {
-    let out = lab.quorate(i, &["label", "set", kv]);
+    let out = lab.quorate_admin(i, &["label", "set", kv]);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

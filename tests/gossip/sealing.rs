@@ -18,7 +18,7 @@ fn keygen(lab: &Lab) -> String {
 fn keyring(lab: &Lab, i: usize, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["keyring", "--json"];
     all.extend_from_slice(args);
-    let out = lab.quorate(i, &all);
+    let out = lab.quorate_admin(i, &all);
     assert!(
         out.status.success(),
         "keyring {args:?}: {}",

@@ -213,6 +213,16 @@ impl Lab {
         self.exec(i, env!("CARGO_BIN_EXE_quorate"), args)
     }
 
+    /// Runs a `quorate` command that needs the admin credential in host `i`, pointing it at
+    /// the data dir the test agents use there (`host_dir(i)/data`), where the agent keeps it.
+    pub fn quorate_admin(&self, i: usize, args: &[&str]) -> Output {
+        let dir = self.host_dir(i).join("data");
+        let mut all: Vec<&str> = args.to_vec();
+        let dir = dir.to_str().expect("utf-8 path").to_string();
+        all.extend(["--data-dir", &dir]);
+        self.quorate(i, &all)
+    }
+
     /// Starts `quorate ARGS` in host `i`; its stdout and stderr go to a log file.
     pub fn spawn(&mut self, i: usize, label: &str, args: &[&str]) -> ProcId {
         self.spawn_program(i, label, env!("CARGO_BIN_EXE_quorate"), args)

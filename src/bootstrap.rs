@@ -1,0 +1,224 @@
+//! The zero-configuration decision, pure: what a node that belongs to no cluster does, given
+//! what mDNS shows of its cluster name.
+//!
+//! - A formed cluster of this name is visible (peers advertising `member`): join it, through
+//!   those peers, pinning the CA they advertise.
+//! - Otherwise a storage node waits: it never forms a cluster (it never votes).
+//! - Otherwise, when at least `expect` voter-eligible nodes are forming (this one included),
+//!   the one with the lowest node id bootstraps, once the set it sees has not changed for a
+//!   settling time; every other node waits for it to turn `member`, then joins it.
+//!
+//! Exactly one node initializes Raft, alone; the others join it with the ordinary join
+//! handshake and the autopilot promotes them, so no node is ever put into a Raft membership
+//! before it holds a certificate of the cluster. With exactly `expect` nodes only the lowest
+//! can see `expect` forming voters with itself the lowest, so two clusters cannot form; with
+//! more, the settling time lets every node hear of the others first (mDNS announcements reach
+//! a LAN in milliseconds).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A peer as the decision needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// Node id.
+    pub id: u64,
+    /// Whether it may vote (voter role).
+    pub voter: bool,
+    /// Whether it is a member of a formed cluster.
+    pub member: bool,
+    /// Its QUIC address.
+    pub quic: Option<SocketAddr>,
+    /// The CA fingerprint prefix it advertises, once a member.
+    pub ca: Option<String>,
+}
+
+/// What to do now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing yet, for this reason.
+    Wait(String),
+    /// Make the cluster.
+    Bootstrap,
+    /// Join the formed cluster whose CA has this fingerprint prefix, through these members.
+    Join {
+        /// CA fingerprint prefix (as advertised).
+        ca: String,
+        /// Members' QUIC addresses.
+        seeds: Vec<SocketAddr>,
+    },
+}
+
+/// Decides for node `me` (`voter`: it may vote) seeing `peers` (of its cluster name, itself
+/// not included), when the set of forming voters has been unchanged for `stable_for`.
+pub fn decide(
+    me: u64,
+    voter: bool,
+    peers: &[Seen],
+    expect: usize,
+    stable_for: Duration,
+    settle: Duration,
+) -> Decision {
+    // Formed clusters, by CA: the one with the most members visible wins (two clusters of one
+    // name is an operator's mistake; joining the larger one is the least surprising).
+    let mut formed: BTreeMap<&str, Vec<SocketAddr>> = BTreeMap::new();
+    for p in peers.iter().filter(|p| p.member) {
+        if let (Some(ca), Some(q)) = (p.ca.as_deref(), p.quic) {
+            formed.entry(ca).or_default().push(q);
+        }
+    }
+    if let Some((ca, seeds)) = formed
+        .iter()
+        .max_by_key(|(ca, seeds)| (seeds.len(), std::cmp::Reverse(*ca)))
+    {
+        return Decision::Join {
+            ca: ca.to_string(),
+            seeds: seeds.clone(),
+        };
+    }
+    if !voter {
+        return Decision::Wait(
+            "a storage node waits for a formed cluster to join (it never forms one)".into(),
+        );
+    }
+    let forming: BTreeSet<u64> = peers
+        .iter()
+        .filter(|p| p.voter && !p.member)
+        .map(|p| p.id)
+        .chain([me])
+        .collect();
+    if forming.len() < expect {
+        return Decision::Wait(format!(
+            "waiting for {expect} voter-eligible nodes to form a cluster; {} seen",
+            forming.len()
+        ));
+    }
+    let lowest = forming.iter().next().copied().unwrap_or(me);
+    if lowest != me {
+        return Decision::Wait(format!(
+            "{} voter-eligible nodes seen; node {lowest:016x} (the lowest id) forms the cluster",
+            forming.len()
+        ));
+    }
+    if stable_for < settle {
+        return Decision::Wait(format!(
+            "{} voter-eligible nodes seen; forming the cluster once the view is settled",
+            forming.len()
+        ));
+    }
+    Decision::Bootstrap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forming(id: u64) -> Seen {
+        Seen {
+            id,
+            voter: true,
+            member: false,
+            quic: Some(SocketAddr::from(([10, 0, 0, id as u8], 7947))),
+            ca: None,
+        }
+    }
+
+    fn member(id: u64, ca: &str) -> Seen {
+        Seen {
+            member: true,
+            ca: Some(ca.into()),
+            ..forming(id)
+        }
+    }
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn the_lowest_of_enough_settled_voters_bootstraps_and_only_it() {
+        let peers = [forming(5), forming(9)];
+        assert_eq!(decide(3, true, &peers, 3, S, S), Decision::Bootstrap);
+        let peers = [forming(3), forming(9)];
+        assert!(
+            matches!(decide(5, true, &peers, 3, S, S), Decision::Wait(w) if w.contains("0000000000000003"))
+        );
+        let peers = [forming(5), forming(9)];
+        assert!(matches!(
+            decide(3, true, &peers, 3, Duration::from_millis(10), S),
+            Decision::Wait(w) if w.contains("settled")
+        ));
+    }
+
+    #[test]
+    fn too_few_voters_or_a_storage_node_wait() {
+        let peers = [forming(5)];
+        assert!(
+            matches!(decide(3, true, &peers, 3, S, S), Decision::Wait(w) if w.contains("2 seen"))
+        );
+        let storage = Seen {
+            voter: false,
+            ..forming(1)
+        };
+        // Storage peers do not count towards the voters.
+        let peers = [forming(5), storage];
+        assert!(matches!(
+            decide(3, true, &peers, 3, S, S),
+            Decision::Wait(_)
+        ));
+        let peers = [forming(5), forming(9)];
+        assert!(
+            matches!(decide(1, false, &peers, 3, S, S), Decision::Wait(w) if w.contains("storage"))
+        );
+    }
+
+    #[test]
+    fn a_formed_cluster_is_joined_instead_even_by_the_lowest() {
+        let peers = [member(7, "aaaaaaaaaaaaaaaa"), forming(5), forming(9)];
+        assert_eq!(
+            decide(1, true, &peers, 3, S, S),
+            Decision::Join {
+                ca: "aaaaaaaaaaaaaaaa".into(),
+                seeds: vec![SocketAddr::from(([10, 0, 0, 7], 7947))],
+            }
+        );
+        // Storage nodes join too.
+        assert!(matches!(
+            decide(1, false, &peers, 3, S, S),
+            Decision::Join { .. }
+        ));
+        // Of two formed clusters, the one with more members.
+        let peers = [
+            member(7, "bbbbbbbbbbbbbbbb"),
+            member(8, "aaaaaaaaaaaaaaaa"),
+            member(9, "aaaaaaaaaaaaaaaa"),
+        ];
+        assert!(
+            matches!(decide(1, true, &peers, 3, S, S), Decision::Join { ca, .. } if ca == "aaaaaaaaaaaaaaaa")
+        );
+    }
+
+    /// With exactly `expect` nodes and any partial views, at most one node bootstraps.
+    #[test]
+    fn with_expect_nodes_no_partial_view_gives_two_bootstraps() {
+        let ids = [11u64, 4, 29];
+        // Every subset of the others each node might see.
+        for mask in 0..(1 << 6) {
+            let mut deciders = 0;
+            for (i, me) in ids.iter().enumerate() {
+                let peers: Vec<Seen> = ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i && mask & (1 << (i * 2 + usize::from(*j > i))) != 0)
+                    .map(|(_, id)| forming(*id))
+                    .collect();
+                if decide(*me, true, &peers, 3, S, S) == Decision::Bootstrap {
+                    deciders += 1;
+                }
+            }
+            assert!(
+                deciders <= 1,
+                "mask {mask:b}: {deciders} nodes bootstrapped"
+            );
+        }
+    }
+}
