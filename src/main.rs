@@ -2,6 +2,27 @@
 
 mod cli;
 
+/// `println!` that ends quietly when stdout is closed (`quorate status | head -1`), instead of
+/// panicking on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// `print!` likewise.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -21,7 +42,7 @@ fn main() -> ExitCode {
         cli::Command::Token(args) => token(&args),
         cli::Command::Leave(args) => message(&args.api, "/v1/leave"),
         cli::Command::Keygen => {
-            println!(
+            say!(
                 "{}",
                 quorate_gossip::Key::from_bytes(rand::random()).to_base64()
             );
@@ -171,7 +192,7 @@ fn members(args: &cli::MembersArgs) -> ExitCode {
         Err(e) => return client_failed(e),
     };
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into())
         );
@@ -197,7 +218,7 @@ fn members(args: &cli::MembersArgs) -> ExitCode {
             ]
         })
         .collect();
-    print!(
+    say_raw!(
         "{}",
         quorate::discover::columns(
             &["ID", "NAME", "ROLE", "ADDR", "STATUS", "VERSION", "LABELS"],
@@ -236,12 +257,12 @@ fn keyring(args: &cli::KeyringArgs) -> ExitCode {
         Err(e) => return client_failed(e),
     };
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&view).unwrap_or_default()
         );
     } else if !view.sealed {
-        println!("gossip is open (no keys)");
+        say!("gossip is open (no keys)");
     } else {
         for k in &view.keys {
             let primary = if view.primary.as_ref() == Some(k) {
@@ -249,7 +270,7 @@ fn keyring(args: &cli::KeyringArgs) -> ExitCode {
             } else {
                 ""
             };
-            println!("{k}{primary}");
+            say!("{k}{primary}");
         }
     }
     ExitCode::SUCCESS
@@ -264,7 +285,7 @@ fn status(args: &cli::StatusArgs) -> ExitCode {
         Err(e) => return client_failed(e),
     };
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&st).unwrap_or_else(|_| "{}".into())
         );
@@ -277,18 +298,18 @@ fn status(args: &cli::StatusArgs) -> ExitCode {
             .and_then(|m| m.name.clone())
             .unwrap_or_else(|| "?".into())
     };
-    println!("cluster  {} ({})", st.cluster_name, st.cluster_id);
-    println!(
+    say!("cluster  {} ({})", st.cluster_name, st.cluster_id);
+    say!(
         "node     {} ({}), {}",
         name_of(&st.node_id),
         st.node_id,
         st.state
     );
     match &st.leader_id {
-        Some(l) => println!("leader   {} ({l}), term {}", name_of(l), st.term),
-        None => println!("leader   none known, term {}", st.term),
+        Some(l) => say!("leader   {} ({l}), term {}", name_of(l), st.term),
+        None => say!("leader   none known, term {}", st.term),
     }
-    println!(
+    say!(
         "commit   {}    voters {}/{}    joins {}",
         st.commit_index.map_or("-".to_string(), |c| c.to_string()),
         st.members.iter().filter(|m| m.suffrage == "voter").count(),
@@ -299,7 +320,7 @@ fn status(args: &cli::StatusArgs) -> ExitCode {
             "by token"
         },
     );
-    println!();
+    say!();
     let table: Vec<Vec<String>> = st
         .members
         .iter()
@@ -321,7 +342,7 @@ fn status(args: &cli::StatusArgs) -> ExitCode {
             ]
         })
         .collect();
-    print!(
+    say_raw!(
         "{}",
         quorate::discover::columns(
             &[
@@ -365,7 +386,7 @@ fn label(args: &cli::LabelArgs) -> ExitCode {
                         .join(",")
                 })
                 .unwrap_or_default();
-            println!("labels: {labels}");
+            say!("labels: {labels}");
             ExitCode::SUCCESS
         }
         Err(e) => client_failed(e),
@@ -377,7 +398,7 @@ fn message(api: &cli::ApiArg, path: &str) -> ExitCode {
     let client = api.client();
     match client.post::<_, serde_json::Value>(path, &serde_json::json!({})) {
         Ok(v) => {
-            println!("{}", v["message"].as_str().unwrap_or_default());
+            say!("{}", v["message"].as_str().unwrap_or_default());
             ExitCode::SUCCESS
         }
         Err(e) => client_failed(e),
@@ -414,11 +435,11 @@ fn token(args: &cli::TokenArgs) -> ExitCode {
             };
             match client.post::<_, TokenView>("/v1/tokens", &req) {
                 Ok(v) if *json => {
-                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                     ExitCode::SUCCESS
                 }
                 Ok(v) => {
-                    println!("{}", v.token.unwrap_or_default());
+                    say!("{}", v.token.unwrap_or_default());
                     ExitCode::SUCCESS
                 }
                 Err(e) => client_failed(e),
@@ -430,7 +451,7 @@ fn token(args: &cli::TokenArgs) -> ExitCode {
                 Err(e) => return client_failed(e),
             };
             if *json {
-                println!(
+                say!(
                     "{}",
                     serde_json::to_string_pretty(&list).unwrap_or_default()
                 );
@@ -454,7 +475,7 @@ fn token(args: &cli::TokenArgs) -> ExitCode {
                     ]
                 })
                 .collect();
-            print!(
+            say_raw!(
                 "{}",
                 quorate::discover::columns(&["ID", "ROLE", "STATE", "EXPIRES", "USES"], &rows)
             );

@@ -1,0 +1,112 @@
+//! Zero-configuration formation: no --bootstrap, no --peers, no token.
+
+use std::time::Duration;
+
+use crate::support::lab::Lab;
+use crate::support::wait;
+use crate::util::{agent, status, wait_group};
+
+/// Three agents with no cluster flags form one cluster (one leader, three voters); two more
+/// with no flags become standby learners (voter role, beyond the target), and one with
+/// `--role storage` a storage learner.
+#[test]
+fn agents_without_flags_form_one_cluster_with_standbys_and_storage() {
+    let mut lab = Lab::new(6);
+    for (i, name) in ["z0", "z1", "z2"].iter().enumerate() {
+        agent(&mut lab, i, name, &[]);
+    }
+    let voters = [("z0", "voter"), ("z1", "voter"), ("z2", "voter")];
+    wait_group(&lab, &[0, 1, 2], &voters, Duration::from_secs(30));
+
+    agent(&mut lab, 3, "z3", &[]);
+    agent(&mut lab, 4, "z4", &[]);
+    agent(&mut lab, 5, "z5", &["--role", "storage"]);
+    let all = [
+        voters[0],
+        voters[1],
+        voters[2],
+        ("z3", "learner"),
+        ("z4", "learner"),
+        ("z5", "learner"),
+    ];
+    wait_group(&lab, &[0, 1, 2, 3, 4, 5], &all, Duration::from_secs(30));
+    let st = status(&lab, 0).expect("status");
+    let role = |name: &str| {
+        st["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == name))
+            .map(|m| m["role"].clone())
+    };
+    assert_eq!(
+        role("z3"),
+        Some("voter".into()),
+        "a standby keeps the voter role"
+    );
+    assert_eq!(role("z5"), Some("storage".into()));
+    assert_eq!(
+        st["open"], true,
+        "a cluster formed with no key is open, and says so"
+    );
+}
+
+/// Three agents started at the same instant, ten times over (fresh data dirs each time): they
+/// always end in one cluster of three voters, never two.
+#[test]
+fn simultaneous_starts_never_form_two_clusters() {
+    let mut lab = Lab::new(3);
+    for round in 0..10 {
+        let procs: Vec<_> = (0..3)
+            .map(|i| {
+                let data = lab.host_dir(i).join(format!("data-{round}"));
+                let data = data.to_str().expect("utf-8").to_string();
+                let name = format!("s{i}");
+                // A cluster name per round: a goodbye missed by the last round cannot matter.
+                let cluster = format!("round{round}");
+                lab.spawn(
+                    i,
+                    &format!("{name}-{round}"),
+                    &[
+                        "agent",
+                        "--data-dir",
+                        &data,
+                        "--name",
+                        &name,
+                        "--cluster",
+                        &cluster,
+                    ],
+                )
+            })
+            .collect();
+        let ids = wait::until(
+            &format!("round {round}: one cluster of three voters"),
+            Duration::from_secs(30),
+            || {
+                let views: Vec<serde_json::Value> = (0..3)
+                    .map(|i| status(&lab, i).map_err(|e| format!("host {i}: {e}")))
+                    .collect::<Result<_, _>>()?;
+                let ids: Vec<String> = views
+                    .iter()
+                    .map(|v| v["cluster_id"].as_str().unwrap_or("").to_string())
+                    .collect();
+                let voters = |v: &serde_json::Value| {
+                    v["members"]
+                        .as_array()
+                        .map_or(0, |m| m.iter().filter(|m| m["suffrage"] == "voter").count())
+                };
+                if views.iter().all(|v| voters(v) == 3) && ids.iter().all(|i| *i == ids[0]) {
+                    Ok(ids)
+                } else {
+                    Err(format!(
+                        "clusters {ids:?}, voters {:?}",
+                        views.iter().map(voters).collect::<Vec<_>>()
+                    ))
+                }
+            },
+        );
+        assert!(ids.iter().all(|i| *i == ids[0]), "round {round}: {ids:?}");
+        for p in procs {
+            let st = lab.stop(p, Duration::from_secs(15));
+            assert!(st.success(), "round {round}: clean stop: {st}");
+        }
+    }
+}

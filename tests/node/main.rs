@@ -1,0 +1,14 @@
+//! The node in the LAN lab: zero-configuration formation, join tokens (and every way a token
+//! can be bad), the autopilot's removal of failed nodes, graceful leave, and the admin
+//! credential.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+#[path = "../consensus/util.rs"]
+#[allow(dead_code)]
+mod util;
+
+mod formation;
+mod lifecycle;
+mod tokens;
