@@ -24,43 +24,14 @@ use serde_json::Value;
 use support::lab::{Lab, ProcId};
 use support::wait;
 
-/// One HTTP/1.0 request to the local agent (the caller is in the host's namespace), with the
-/// host's admin credential when `admin` is given.
+use support::http::{Stats, admin, request};
+
 fn http_as(admin: Option<&str>, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect("127.0.0.1:7948").ok()?;
-    let auth = admin
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).unwrap_or(Value::Null);
-    Some((code, value))
-}
-
-fn http(method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
-    http_as(None, method, path, body)
-}
-
-/// The admin credential of host `i`'s agent.
-fn admin(lab: &Lab, i: usize) -> String {
-    std::fs::read_to_string(lab.host_dir(i).join("data/admin-token"))
-        .expect("admin credential")
-        .trim()
-        .to_string()
+    request(method, path, body, admin)
 }
 
 fn status(lab: &Lab, i: usize) -> Option<Value> {
-    lab.in_host(i, || http("GET", "/v1/status", ""))
-        .filter(|(c, _)| *c == 200)
-        .map(|(_, v)| v)
+    support::http::get(lab, i, "/v1/status")
 }
 
 fn label_write(key: &str, value: &str) -> String {
@@ -136,26 +107,6 @@ fn whole(lab: &Lab) -> usize {
             .position(|v| v["node_id"] == leader)
             .ok_or_else(|| "leader not among hosts".to_string())
     })
-}
-
-struct Stats(Vec<f64>);
-
-impl Stats {
-    fn pct(&self, p: f64) -> f64 {
-        let mut s = self.0.clone();
-        s.sort_by(f64::total_cmp);
-        s[((s.len() as f64 - 1.0) * p).round() as usize]
-    }
-    fn row(&self, label: &str) -> String {
-        format!(
-            "| {label} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
-            self.0.len(),
-            self.pct(0.5),
-            self.pct(0.99),
-            self.pct(0.0),
-            self.pct(1.0)
-        )
-    }
 }
 
 fn failover(trials: usize) -> (Stats, usize) {
@@ -279,13 +230,13 @@ fn main() {
     );
     if want("failover") {
         let (s, failed) = failover(trials);
-        println!("{}", s.row("failover ms"));
+        println!("{}", s.row("failover ms", 1));
         let _ = writeln!(
             report,
             "## Leader failover\n\n3 voters in 3 hosts. kill -9 the leader while a survivor starts a registry write (`POST /v1/labels`, routed to the leader) at the same instant; milliseconds from the kill until the write is acknowledged as committed. The victim restarts and the group is whole again between trials (3 voters caught up, one leader, and the restarted voter past its first second, in which it does not campaign). Writes that failed: {failed}.\n\n\
              | what | trials | median ms | p99 ms | min ms | max ms |\n|---|---|---|---|---|---|\n{}\n\n\
              For comparison, the issue quotes etcd 3.4 with its defaults at 1.14 s on the same lab (not measured here).\n",
-            s.row("quorate, kill -9 leader to committed write")
+            s.row("quorate, kill -9 leader to committed write", 1)
         );
     }
     if want("latency") || want("throughput") {
@@ -296,21 +247,21 @@ fn main() {
         if want("latency") {
             let on_leader = latency(&lab, leader, 300);
             let forwarded = latency(&lab, follower, 300);
-            println!("{}", on_leader.row("latency leader"));
-            println!("{}", forwarded.row("latency follower"));
+            println!("{}", on_leader.row("latency leader", 1));
+            println!("{}", forwarded.row("latency follower", 1));
             let _ = writeln!(
                 report,
                 "## Commit latency\n\nOne write at a time (`POST /v1/labels` to the local agent over HTTP, answered once committed on a majority and applied), 300 writes each.\n\n\
                  | where the write is made | writes | median ms | p99 ms | min ms | max ms |\n|---|---|---|---|---|---|\n{}\n{}\n",
-                on_leader.row("on the leader's host"),
-                forwarded.row("on a follower's host (forwarded over QUIC)")
+                on_leader.row("on the leader's host", 1),
+                forwarded.row("on a follower's host (forwarded over QUIC)", 1)
             );
         }
         if want("throughput") {
             let (rate, lat, errors) = throughput(&lab, leader, 64, Duration::from_secs(10));
             println!(
                 "throughput: {rate:.0} writes/s, errors {errors}; {}",
-                lat.row("latency under load")
+                lat.row("latency under load", 1)
             );
             let _ = writeln!(
                 report,

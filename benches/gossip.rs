@@ -22,17 +22,7 @@ use support::wait;
 
 const TRIALS: usize = 12;
 
-fn get(lab: &Lab, i: usize, path: &str) -> Option<serde_json::Value> {
-    let path = path.to_string();
-    lab.in_host(i, move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect("127.0.0.1:7948").ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
-    })
-}
+use support::http::{Stats, get};
 
 fn status_of(lab: &Lab, i: usize, name: &str) -> Option<String> {
     let rows = get(lab, i, "/v1/members")?;
@@ -85,26 +75,6 @@ fn all_alive(lab: &Lab, n: usize) {
                 Err(format!("{rows:?}"))
             }
         });
-    }
-}
-
-struct Stats(Vec<f64>);
-
-impl Stats {
-    fn pct(&self, p: f64) -> f64 {
-        let mut s = self.0.clone();
-        s.sort_by(f64::total_cmp);
-        s[((s.len() as f64 - 1.0) * p).round() as usize]
-    }
-    fn row(&self, label: &str) -> String {
-        format!(
-            "| {label} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
-            self.0.len(),
-            self.pct(0.5),
-            self.pct(0.99),
-            self.pct(0.0),
-            self.pct(1.0)
-        )
     }
 }
 
@@ -224,20 +194,23 @@ fn main() {
         ));
         for n in [5usize, 10] {
             let s = detect(n, None);
-            println!("{}", s.row(&format!("N={n}")));
+            println!("{}", s.row(&format!("N={n}"), 2));
             let _ = writeln!(
                 report,
                 "{}",
-                s.row(&format!("quorate defaults (200 ms rounds, phi 6), N = {n}"))
+                s.row(
+                    &format!("quorate defaults (200 ms rounds, phi 6), N = {n}"),
+                    2
+                )
             );
         }
         let chitchat = "[gossip]\ninterval = \"1s\"\nphi_threshold = 8.0\n";
         let s = detect(5, Some(chitchat));
-        println!("{}", s.row("chitchat defaults N=5"));
+        println!("{}", s.row("chitchat defaults N=5", 2));
         let _ = writeln!(
             report,
             "{}",
-            s.row("chitchat's defaults (1 s rounds, phi 8), N = 5")
+            s.row("chitchat's defaults (1 s rounds, phi 8), N = 5", 2)
         );
         report.push('\n');
     }

@@ -149,15 +149,6 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Compares in time that does not depend on where the strings differ.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 async fn require_admin(
     State(s): State<ApiState>,
     request: axum::extract::Request,
@@ -170,7 +161,9 @@ async fn require_admin(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match given {
-        Some(t) if same(t, &s.admin_token) => next.run(request).await,
+        Some(t) if quorate_consensus::constant_time_eq(t, &s.admin_token) => {
+            next.run(request).await
+        }
         other => {
             tracing::warn!(
                 path = %request.uri().path(),
@@ -249,6 +242,7 @@ async fn metrics(State(s): State<ApiState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "gossip": gossip,
         "discovery": s.discovery.as_ref().map(|d| d.snapshot()),
+        "consensus": s.consensus.get().map(|n| n.counters()),
     }))
 }
 

@@ -312,13 +312,25 @@ Examples:
 
 const AGENT_ABOUT: &str = "Run a quorate node (the long-running agent).
 
+How the node comes to be a member, first match wins:
+  - its data dir holds a cluster: it resumes it (it never forms or joins another);
+  - --bootstrap (or --dev): it makes a new cluster, with itself as the first voter;
+  - --join TOKEN: it joins the cluster the token names (made by `quorate token create`);
+  - --peers IP[:PORT],...: it joins through those members;
+  - nothing: zero configuration. Nodes of the same --cluster find each other by mDNS; once
+    --bootstrap-expect voter-eligible nodes are seen, the lowest node id forms the cluster and
+    the others join it. A node that sees a formed cluster joins it.
+With the same --cluster-key on every node, gossip is sealed and joins are authenticated;
+without, the cluster is open to any node on the LAN (the log says so).
+
 Settings come from, lowest precedence first: built-in defaults, the config file (--config),
 QUORATE_* environment variables (QUORATE_GOSSIP_PORT sets gossip_port), and these flags.
 Unknown keys and invalid values are refused at start, naming the key and where it came from.
 See packaging/quorate.toml for every key with its default.
 
-Stops cleanly on SIGINT or SIGTERM. Exit status: 0 after a clean stop, 1 when the node cannot
-start or run, 2 for invalid arguments or configuration.
+Stops cleanly on SIGINT or SIGTERM (and stays a member; `quorate leave` deregisters).
+Exit status: 0 after a clean stop, 1 when the node cannot start or run or the cluster refused
+it, 2 for invalid arguments or configuration.
 
 Try it on one machine: quorate agent --dev";
 

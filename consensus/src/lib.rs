@@ -34,7 +34,7 @@ pub use files::{ClusterFile, Files, FilesError};
 pub use network::RaftNet;
 pub use node::{
     Consensus, ConsensusConfig, JoinCredentials, JoinPolicy, MemberView, NodeInfo, StartError,
-    Status, key_proof, secret_hash,
+    Status, key_proof, same as constant_time_eq, secret_hash,
 };
 pub use proto::{AdminOp, ConsensusError, JoinReply, JoinRequest, TokenProof, Written};
 pub use tls::Trust;

@@ -216,8 +216,8 @@ fn admit_proof(key: &[u8; 32], node_id: NodeId, cert_pem: &str, ca_pem: &str) ->
     )
 }
 
-/// Compares two proofs in time that does not depend on where they differ.
-fn same(a: &str, b: &str) -> bool {
+/// Compares two secrets or proofs in time that does not depend on where they differ.
+pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())

@@ -98,9 +98,9 @@ pub struct NetMetrics {
     pub calls_out: AtomicU64,
     /// Calls that failed.
     pub calls_failed: AtomicU64,
-    /// Bytes of requests read.
+    /// Bytes read: requests served and answers to calls.
     pub bytes_in: AtomicU64,
-    /// Bytes of requests sent.
+    /// Bytes sent: requests made and answers served.
     pub bytes_out: AtomicU64,
 }
 
@@ -451,6 +451,9 @@ impl QuicNet {
                 let left = deadline.saturating_sub(started.elapsed());
                 match tokio::time::timeout(left, exchange).await {
                     Ok(Ok(answer)) => {
+                        self.metrics
+                            .bytes_in
+                            .fetch_add(answer.len() as u64, Ordering::Relaxed);
                         answered.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
                         Ok(answer)
                     }
@@ -532,6 +535,9 @@ async fn serve_stream<H: Handler>(
         .bytes_in
         .fetch_add(request.len() as u64, Ordering::Relaxed);
     let answer = handler.handle(peer, remote, request).await;
+    metrics
+        .bytes_out
+        .fetch_add(answer.len() as u64, Ordering::Relaxed);
     let _ = send.write_all(&answer).await;
     // Dropping a finished stream keeps its data in flight until the peer has it.
     let _ = send.finish();

@@ -115,10 +115,25 @@ impl Cluster {
         token: Option<TokenProof>,
         key: Option<[u8; 32]>,
     ) -> Result<(), StartError> {
+        self.join_from([127, 0, 0, 1], id, role, trust, token, key)
+            .await
+    }
+
+    /// Joins from a loopback address of its own (a source of its own for the rate limit).
+    async fn join_from(
+        &mut self,
+        ip: [u8; 4],
+        id: u64,
+        role: Role,
+        trust: Trust,
+        token: Option<TokenProof>,
+        key: Option<[u8; 32]>,
+    ) -> Result<(), StartError> {
         let port = free_port();
         let seeds = vec![self.seed()];
+        let at = SocketAddr::from((ip, port));
         let (node, _) = Consensus::join(
-            config(self.dir.path(), id, port),
+            ConsensusConfig::new(id, self.dir.path().join(format!("n{id}")), at, at),
             info(id, role),
             "test",
             &seeds,
@@ -465,8 +480,9 @@ async fn promote_and_demote_under_load_lose_no_acknowledged_write() {
 }
 
 /// Join tokens: a token-only cluster refuses a joiner without one; a wrong secret, another
-/// role and an expired token are each refused with their own reason and change nothing; a good
-/// token admits the node and counts a use; a pin of another CA gets nothing.
+/// role and an expired token are each refused with their own reason and change nothing; a pin
+/// of another CA gets nothing; after five refusals an address is refused unheard; a good token
+/// admits the node and counts a use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_are_checked_against_tokens_and_pins() {
     let mut c = Cluster::bootstrap(1).await;
@@ -555,14 +571,38 @@ async fn joins_are_checked_against_tokens_and_pins() {
         .expect_err("another CA pinned");
     assert!(matches!(e, StartError::JoinFailed { .. }), "{e}");
 
-    c.join_with(
+    // Five refusals from one address: the next attempt from it is refused unheard, even with
+    // a good token, and changes nothing.
+    let e = c
+        .join_with(
+            9,
+            Role::Storage,
+            Trust::Pinned(fingerprint.clone()),
+            proof("00000000000000a1", secret),
+        )
+        .await
+        .expect_err("rate-limited");
+    assert!(
+        e.to_string().contains("too many refused join attempts"),
+        "{e}"
+    );
+    assert_eq!(
+        c.any().local_registry(),
+        before,
+        "a limited attempt changed nothing"
+    );
+    assert!(c.any().counters()["joins_rate_limited"] >= 1);
+
+    c.join_from(
+        [127, 0, 0, 2],
         9,
         Role::Storage,
         Trust::Pinned(fingerprint),
         proof("00000000000000a1", secret),
+        None,
     )
     .await
-    .expect("a good token and pin");
+    .expect("a good token and pin, from another address");
     c.wait_membership(&[1], &[9]).await;
     assert_eq!(c.any().local_registry().tokens["00000000000000a1"].uses, 1);
     c.shutdown().await;

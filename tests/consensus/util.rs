@@ -14,19 +14,7 @@ pub(crate) fn quic(lab: &Lab, i: usize) -> String {
 
 /// Starts an agent named `name` in host `i` with `extra` flags and waits until it runs.
 pub(crate) fn agent(lab: &mut Lab, i: usize, name: &str, extra: &[&str]) -> ProcId {
-    let data = lab.host_dir(i).join("data");
-    let data = data.to_str().expect("utf-8 path").to_string();
-    let mut args = vec![
-        "agent",
-        "--data-dir",
-        &data,
-        "--name",
-        name,
-        "--log-format",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    let p = lab.spawn(i, name, &args);
+    let p = lab.spawn_agent(i, name, "data", extra);
     wait::until(&format!("{name} to run"), Duration::from_secs(10), || {
         lab.log_events(p, "agent running")
             .pop()

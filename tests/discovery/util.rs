@@ -8,19 +8,7 @@ use crate::support::wait;
 
 /// Starts an agent in host `i` and waits until it advertises; returns it and its node id.
 pub(crate) fn agent(lab: &mut Lab, i: usize, name: &str, extra: &[&str]) -> (ProcId, String) {
-    let data = lab.host_dir(i).join(format!("data-{name}"));
-    let data = data.to_str().expect("utf-8 path").to_string();
-    let mut args = vec![
-        "agent",
-        "--data-dir",
-        &data,
-        "--name",
-        name,
-        "--log-format",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    let p = lab.spawn(i, name, &args);
+    let p = lab.spawn_agent(i, name, &format!("data-{name}"), extra);
     // Announced: probing is over and the records are out, so queries get answers.
     wait::until(
         &format!("agent {name} to be announced"),

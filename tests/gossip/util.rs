@@ -8,22 +8,10 @@ use crate::support::wait;
 /// Starts an agent in host `i` with `extra` flags, seeded with host 0's gossip address (mDNS
 /// would find the peers too; the seed makes the test independent of it).
 pub(crate) fn agent(lab: &mut Lab, i: usize, label: &str, extra: &[&str]) -> ProcId {
-    let data = lab.host_dir(i).join("data");
-    let data = data.to_str().expect("utf-8 path").to_string();
     let seed = format!("{}:7946", lab.host(0).ip);
-    let mut args = vec![
-        "agent",
-        "--data-dir",
-        &data,
-        "--name",
-        label,
-        "--log-format",
-        "json",
-        "--gossip-seeds",
-        &seed,
-    ];
+    let mut args = vec!["--gossip-seeds", &seed];
     args.extend_from_slice(extra);
-    let p = lab.spawn(i, label, &args);
+    let p = lab.spawn_agent(i, label, "data", &args);
     wait::until(&format!("{label} to run"), Duration::from_secs(10), || {
         lab.log_events(p, "agent running")
             .pop()
@@ -83,18 +71,12 @@ pub(crate) fn metrics(lab: &Lab, i: usize) -> serde_json::Value {
         .unwrap_or_default()
 }
 
-/// A GET to the agent's API inside host `i`, through a small TCP client run in the host.
+/// A GET to the agent's API inside host `i`: the body, empty when it does not answer.
 pub(crate) fn http_get(lab: &Lab, i: usize, path: &str) -> String {
     let path = path.to_string();
     lab.in_host(i, move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect("127.0.0.1:7948").expect("connect to the api");
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
-        let mut text = String::new();
-        s.read_to_string(&mut text).expect("response");
-        text.split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or_default()
-            .to_string()
+        crate::support::http::request("GET", &path, "", None)
     })
+    .map(|(_, v)| v.to_string())
+    .unwrap_or_default()
 }

@@ -110,3 +110,57 @@ fn simultaneous_starts_never_form_two_clusters() {
         }
     }
 }
+
+/// With the same cluster key on every node, flagless agents form a sealed cluster (status says
+/// joins need the key or a token), and a node with another key is refused and stays out while
+/// the cluster carries on.
+#[test]
+fn a_cluster_key_seals_formation_and_keeps_other_keys_out() {
+    let mut lab = Lab::new(4);
+    let key = String::from_utf8_lossy(&lab.quorate(0, &["keygen"]).stdout)
+        .trim()
+        .to_string();
+    let other = String::from_utf8_lossy(&lab.quorate(0, &["keygen"]).stdout)
+        .trim()
+        .to_string();
+    for (i, name) in ["k0", "k1", "k2"].iter().enumerate() {
+        agent(&mut lab, i, name, &["--cluster-key", &key]);
+    }
+    let voters = [("k0", "voter"), ("k1", "voter"), ("k2", "voter")];
+    wait_group(&lab, &[0, 1, 2], &voters, Duration::from_secs(30));
+    let st = status(&lab, 0).expect("status");
+    assert_eq!(st["open"], false, "a keyed cluster is not open: {st}");
+
+    let stranger = agent(&mut lab, 3, "k3", &["--cluster-key", &other]);
+    wait::until(
+        "the stranger to be refused",
+        Duration::from_secs(30),
+        || {
+            let refused = lab
+                .log(stranger)
+                .lines()
+                .any(|l| l.contains("refused this node") && l.contains("not this cluster's"));
+            if refused {
+                Ok(())
+            } else {
+                Err(lab.log(stranger))
+            }
+        },
+    );
+    wait::holds("the stranger staying out", Duration::from_secs(3), || {
+        let st = status(&lab, 0)?;
+        let names: Vec<String> = st["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|m| m["name"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names.iter().any(|n| n == "k3") {
+            Err(format!("k3 admitted: {names:?}"))
+        } else {
+            Ok(())
+        }
+    });
+}

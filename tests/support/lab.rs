@@ -223,6 +223,24 @@ impl Lab {
         self.quorate(i, &all)
     }
 
+    /// Starts `quorate agent --data-dir host_dir(i)/DATA --name NAME --log-format json EXTRA`
+    /// in host `i`.
+    pub fn spawn_agent(&mut self, i: usize, name: &str, data: &str, extra: &[&str]) -> ProcId {
+        let dir = self.host_dir(i).join(data);
+        let dir = dir.to_str().expect("utf-8 path").to_string();
+        let mut args = vec![
+            "agent",
+            "--data-dir",
+            &dir,
+            "--name",
+            name,
+            "--log-format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(i, name, &args)
+    }
+
     /// Starts `quorate ARGS` in host `i`; its stdout and stderr go to a log file.
     pub fn spawn(&mut self, i: usize, label: &str, args: &[&str]) -> ProcId {
         self.spawn_program(i, label, env!("CARGO_BIN_EXE_quorate"), args)

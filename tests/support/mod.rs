@@ -4,5 +4,6 @@
 //! every binary compiles only what it uses.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod http;
 pub mod lab;
 pub mod wait;

@@ -1,0 +1,68 @@
+//! HTTP/1.0 to an agent's API inside a lab host, and the figures benchmarks report.
+
+use serde_json::Value;
+
+use crate::support::lab::Lab;
+
+/// One request to the agent on this host's loopback (call it inside a host, see
+/// [`Lab::in_host`]), with `admin` as the bearer credential when given: the status code and
+/// the JSON body (`Null` when the body is not JSON). `None` when no agent answers.
+pub fn request(method: &str, path: &str, body: &str, admin: Option<&str>) -> Option<(u16, Value)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect("127.0.0.1:7948").ok()?;
+    let auth = admin
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).unwrap_or(Value::Null);
+    Some((code, value))
+}
+
+/// `GET path` on host `i`'s agent: the JSON body of a 200 answer.
+pub fn get(lab: &Lab, i: usize, path: &str) -> Option<Value> {
+    let path = path.to_string();
+    lab.in_host(i, move || request("GET", &path, "", None))
+        .filter(|(code, _)| *code == 200)
+        .map(|(_, v)| v)
+}
+
+/// The admin credential of host `i`'s agent (its data dir is `host_dir(i)/data`).
+pub fn admin(lab: &Lab, i: usize) -> String {
+    std::fs::read_to_string(lab.host_dir(i).join("data/admin-token"))
+        .expect("the agent's admin credential")
+        .trim()
+        .to_string()
+}
+
+/// Samples and the percentiles benchmarks report.
+pub struct Stats(pub Vec<f64>);
+
+impl Stats {
+    /// The `p` quantile (0 to 1), nearest rank.
+    pub fn pct(&self, p: f64) -> f64 {
+        let mut s = self.0.clone();
+        s.sort_by(f64::total_cmp);
+        s[((s.len() as f64 - 1.0) * p).round() as usize]
+    }
+
+    /// A markdown row: label, count, median, p99, min, max, with `digits` decimals.
+    pub fn row(&self, label: &str, digits: usize) -> String {
+        format!(
+            "| {label} | {} | {:.d$} | {:.d$} | {:.d$} | {:.d$} |",
+            self.0.len(),
+            self.pct(0.5),
+            self.pct(0.99),
+            self.pct(0.0),
+            self.pct(1.0),
+            d = digits
+        )
+    }
+}
