@@ -8,8 +8,32 @@ use crate::support::lab::Lab;
 /// [`Lab::in_host`]), with `admin` as the bearer credential when given: the status code and
 /// the JSON body (`Null` when the body is not JSON). `None` when no agent answers.
 pub fn request(method: &str, path: &str, body: &str, admin: Option<&str>) -> Option<(u16, Value)> {
+    request_at("127.0.0.1:7948", method, path, body, admin)
+}
+
+/// As [`request`], to any HTTP server at `addr` (another system's, in the same host).
+pub fn request_at(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    admin: Option<&str>,
+) -> Option<(u16, Value)> {
+    request_within(addr, method, path, body, admin, None)
+}
+
+/// As [`request_at`], giving up (`None`) when the answer takes longer than `within`.
+pub fn request_within(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    admin: Option<&str>,
+    within: Option<std::time::Duration>,
+) -> Option<(u16, Value)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect("127.0.0.1:7948").ok()?;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(within).ok()?;
     let auth = admin
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
