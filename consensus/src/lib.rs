@@ -33,10 +33,10 @@ pub mod tls;
 pub use files::{ClusterFile, Files, FilesError};
 pub use network::RaftNet;
 pub use node::{
-    Consensus, ConsensusConfig, JoinCredentials, JoinPolicy, MemberView, NodeInfo, StartError,
-    Status, key_proof, same as constant_time_eq, secret_hash,
+    Consensus, ConsensusConfig, JoinCredentials, JoinPolicy, MemberView, StartError, Status,
+    key_proof, same as constant_time_eq, secret_hash,
 };
-pub use proto::{AdminOp, ConsensusError, JoinReply, JoinRequest, TokenProof, Written};
+pub use proto::{AdminOp, ConsensusError, JoinReply, JoinRequest, NodeInfo, TokenProof, Written};
 pub use tls::Trust;
 
 pub use registry::{

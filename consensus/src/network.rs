@@ -73,11 +73,14 @@ fn refused<E: std::error::Error>(reason: &str) -> RPCError<NodeId, BasicNode, E>
 }
 
 impl RaftPeer {
-    async fn call<E: std::error::Error>(
+    /// Sends `rpc` and takes the answer `pick` expects: the remote's `Result`, whose error
+    /// becomes a `RemoteError`. A refusal or an answer to another request is a network error.
+    async fn call<T, E: std::error::Error>(
         &self,
         rpc: &Rpc,
         ttl: Duration,
-    ) -> Result<Reply, RPCError<NodeId, BasicNode, E>> {
+        pick: impl FnOnce(Reply) -> Option<Result<T, RaftError<NodeId, E>>>,
+    ) -> Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
         let addr = match &self.addr {
             Ok(a) => *a,
             Err(bad) => {
@@ -94,11 +97,18 @@ impl RaftPeer {
             .call(self.target, addr, &body, ttl)
             .await
             .map_err(failed)?;
-        serde_json::from_slice(&answer).map_err(|e| {
+        let reply: Reply = serde_json::from_slice(&answer).map_err(|e| {
             RPCError::Network(NetworkError::new(&Message(format!(
                 "unreadable answer: {e}"
             ))))
-        })
+        })?;
+        if let Reply::Refused { reason } = &reply {
+            return Err(refused(reason));
+        }
+        match pick(reply) {
+            Some(res) => res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            None => Err(refused("an answer to another request")),
+        }
     }
 }
 
@@ -117,16 +127,12 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        match self
-            .call(&Rpc::AppendEntries { req }, option.hard_ttl())
-            .await?
-        {
-            Reply::AppendEntries { res } => {
-                res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
-            Reply::Refused { reason } => Err(refused(&reason)),
-            _ => Err(refused("an answer to another request")),
-        }
+        let rpc = Rpc::AppendEntries { req };
+        self.call(&rpc, option.hard_ttl(), |r| match r {
+            Reply::AppendEntries { res } => Some(res),
+            _ => None,
+        })
+        .await
     }
 
     async fn install_snapshot(
@@ -137,16 +143,12 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        match self
-            .call(&Rpc::InstallSnapshot { req }, option.hard_ttl())
-            .await?
-        {
-            Reply::InstallSnapshot { res } => {
-                res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
-            Reply::Refused { reason } => Err(refused(&reason)),
-            _ => Err(refused("an answer to another request")),
-        }
+        let rpc = Rpc::InstallSnapshot { req };
+        self.call(&rpc, option.hard_ttl(), |r| match r {
+            Reply::InstallSnapshot { res } => Some(res),
+            _ => None,
+        })
+        .await
     }
 
     async fn vote(
@@ -154,12 +156,11 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         req: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        match self.call(&Rpc::Vote { req }, option.hard_ttl()).await? {
-            Reply::Vote { res } => {
-                res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
-            Reply::Refused { reason } => Err(refused(&reason)),
-            _ => Err(refused("an answer to another request")),
-        }
+        let rpc = Rpc::Vote { req };
+        self.call(&rpc, option.hard_ttl(), |r| match r {
+            Reply::Vote { res } => Some(res),
+            _ => None,
+        })
+        .await
     }
 }

@@ -32,7 +32,7 @@ use crate::autopilot::{self, Action, Facts};
 use crate::files::{CLUSTER_FORMAT, ClusterFile, Files, FilesError};
 use crate::network::RaftNet;
 use crate::proto::{
-    AdminOp, ConsensusError, JoinReply, JoinRequest, Reply, Rpc, TokenProof, Written,
+    AdminOp, ConsensusError, JoinReply, JoinRequest, NodeInfo, Reply, Rpc, TokenProof, Written,
 };
 use crate::quic::{Handler, QuicError, QuicNet};
 use crate::registry::{ClusterInfo, NodeRecord, NodeStatus, Registry, Request, Role, Settings};
@@ -89,21 +89,6 @@ impl ConsensusConfig {
             autopilot_every: Duration::from_millis(250),
         }
     }
-}
-
-/// What a node says about itself in the registry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeInfo {
-    /// Name.
-    pub name: String,
-    /// Role.
-    pub role: Role,
-    /// Gossip address.
-    pub gossip_addr: String,
-    /// HTTP API address.
-    pub api_addr: String,
-    /// Labels it starts with (the registry's win once it is recorded).
-    pub labels: BTreeMap<String, String>,
 }
 
 /// Why a node could not take part.
@@ -506,12 +491,8 @@ impl Consensus {
         let request = Rpc::Join {
             join: JoinRequest {
                 node_id: config.node_id,
-                name: info.name.clone(),
-                role: info.role,
                 raft_addr: config.advertise.to_string(),
-                gossip_addr: info.gossip_addr.clone(),
-                api_addr: info.api_addr.clone(),
-                labels: info.labels.clone(),
+                node: info.clone(),
                 key_proof: key.map(|k| key_proof(&k, config.node_id, &csr_pem, cluster_name)),
                 csr_pem,
                 token,
@@ -848,6 +829,7 @@ impl Consensus {
 }
 
 /// What can be routed to the leader.
+#[derive(Clone)]
 enum Op {
     Write(Request),
     Read,
@@ -912,8 +894,9 @@ impl Inner {
         self.raft.metrics().borrow().clone()
     }
 
+    /// Checked on every write: reads the watch without cloning the metrics.
     fn is_leader(&self) -> bool {
-        self.metrics().current_leader == Some(self.id)
+        self.raft.metrics().borrow().current_leader == Some(self.id)
     }
 
     fn registry(&self) -> Registry {
@@ -1410,18 +1393,9 @@ impl Inner {
         let cert_pem = tls::sign_node_request(&self.ca_pem, ca_key, &j.csr_pem, j.node_id)
             .map_err(|e| refuse(e.to_string()))?;
         let now = now_ms();
-        let record = NodeRecord {
-            id: j.node_id,
-            name: j.name.clone(),
-            role: j.role,
-            raft_addr: j.raft_addr.clone(),
-            gossip_addr: j.gossip_addr.clone(),
-            api_addr: j.api_addr.clone(),
-            labels: j.labels.clone(),
-            status: NodeStatus::Active,
-            joined_ms: now,
+        let put = Request::PutNode {
+            node: j.node.record(j.node_id, &j.raft_addr, now),
         };
-        let put = Request::PutNode { node: record };
         registry.check(&put).map_err(|r| refuse(format!("{r}")))?;
         let policy = self
             .policy
@@ -1451,7 +1425,7 @@ impl Inner {
                     .write_local(Request::UseToken {
                         id: t.id.clone(),
                         secret_hash: secret_hash(&t.secret),
-                        role: j.role,
+                        role: j.node.role,
                         at_ms: now,
                     })
                     .await?;
@@ -1486,14 +1460,14 @@ impl Inner {
             }
             None => self.add_learner(j.node_id, j.raft_addr.clone()).await?,
         }
-        info!(node = format!("{:016x}", j.node_id), name = %j.name, role = ?j.role, token = j.token.as_ref().map(|t| t.id.as_str()), key = proven_key.is_some(), "node admitted as a learner");
+        info!(node = format!("{:016x}", j.node_id), name = %j.node.name, role = ?j.node.role, token = j.token.as_ref().map(|t| t.id.as_str()), key = proven_key.is_some(), "node admitted as a learner");
         let key_proof = proven_key.map(|k| admit_proof(&k, j.node_id, &cert_pem, &self.ca_pem));
         Ok(JoinReply {
             cluster_id: cluster.id,
             cluster_name: cluster.name,
             ca_pem: self.ca_pem.clone(),
             cert_pem,
-            ca_key_pem: (j.role == Role::Voter).then(|| ca_key.clone()),
+            ca_key_pem: (j.node.role == Role::Voter).then(|| ca_key.clone()),
             key_proof,
             secrets: self.secrets.lock().map(|s| s.clone()).unwrap_or_default(),
             leader_id: self.id,
@@ -1532,23 +1506,18 @@ impl Inner {
     /// recorded labels (or its starting ones).
     fn wanted_record(&self, registry: &Registry) -> Option<NodeRecord> {
         let old = registry.nodes.get(&self.id);
-        let want = NodeRecord {
-            id: self.id,
-            name: self.info.name.clone(),
-            role: old.map_or(self.info.role, |o| {
-                if o.role == Role::Storage {
-                    Role::Storage
-                } else {
-                    self.info.role
-                }
-            }),
-            raft_addr: self.advertise.to_string(),
-            gossip_addr: self.info.gossip_addr.clone(),
-            api_addr: self.info.api_addr.clone(),
-            labels: old.map_or_else(|| self.info.labels.clone(), |o| o.labels.clone()),
-            status: NodeStatus::Active,
-            joined_ms: old.map_or_else(now_ms, |o| o.joined_ms),
-        };
+        let mut want = self.info.record(
+            self.id,
+            &self.advertise.to_string(),
+            old.map_or_else(now_ms, |o| o.joined_ms),
+        );
+        if let Some(o) = old {
+            // A storage node stays one; the registry's labels win over the starting ones.
+            if o.role == Role::Storage {
+                want.role = Role::Storage;
+            }
+            want.labels = o.labels.clone();
+        }
         match old {
             Some(o) if o == &want => None,
             _ => Some(want),
@@ -1801,7 +1770,7 @@ impl Inner {
                     }
                     let node = join.node_id;
                     let op = Op::Join(join);
-                    let done = self.route_join(&op).await;
+                    let done = self.route(op.clone()).await;
                     if let Err(ConsensusError::JoinRefused { message }) = &done {
                         self.join_limit.failed(ip, Instant::now());
                         warn!(source = %remote, node = format!("{node:016x}"), reason = %message, "join refused");
@@ -1887,14 +1856,6 @@ impl Inner {
             return Err(not_leader());
         }
         self.local(op).await
-    }
-
-    /// A joiner reached this node: admit it here if it leads, else through the leader.
-    async fn route_join(&self, op: &Op) -> Result<Done, ConsensusError> {
-        let Op::Join(j) = op else {
-            return Err(ConsensusError::internal("not a join"));
-        };
-        self.route(Op::Join(j.clone())).await
     }
 }
 

@@ -12,7 +12,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use crate::TypeConfig;
-use crate::registry::{Outcome, Request, Role};
+use crate::registry::{NodeRecord, NodeStatus, Outcome, Request, Role};
 
 type NodeId = u64;
 
@@ -121,23 +121,47 @@ pub enum AdminOp {
     },
 }
 
+/// What a node says about itself in the registry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Gossip address.
+    pub gossip_addr: String,
+    /// HTTP API address.
+    pub api_addr: String,
+    /// Labels it starts with (the registry's win once it is recorded).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl NodeInfo {
+    /// The registry record of node `id` at `raft_addr`, active, joined at `joined_ms`.
+    pub fn record(&self, id: NodeId, raft_addr: &str, joined_ms: u64) -> NodeRecord {
+        NodeRecord {
+            id,
+            name: self.name.clone(),
+            role: self.role,
+            raft_addr: raft_addr.to_string(),
+            gossip_addr: self.gossip_addr.clone(),
+            api_addr: self.api_addr.clone(),
+            labels: self.labels.clone(),
+            status: NodeStatus::Active,
+            joined_ms,
+        }
+    }
+}
+
 /// A node asking to join.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
     /// The joiner's node id.
     pub node_id: NodeId,
-    /// Its name.
-    pub name: String,
-    /// The role it asks for.
-    pub role: Role,
     /// Its QUIC address.
     pub raft_addr: String,
-    /// Its gossip address.
-    pub gossip_addr: String,
-    /// Its HTTP API address.
-    pub api_addr: String,
-    /// Its labels.
-    pub labels: BTreeMap<String, String>,
+    /// What it says about itself (its role is the one it asks for).
+    pub node: NodeInfo,
     /// A certificate signing request (PEM) for its key; the key stays with the joiner.
     pub csr_pem: String,
     /// Join token id and secret, if it has one.

@@ -385,23 +385,6 @@ impl ServerCertVerifier for JoinVerifier {
     }
 }
 
-/// The PEM of a DER certificate.
-pub fn cert_pem(der: &[u8]) -> String {
-    pem_encode("CERTIFICATE", der)
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,7 +408,6 @@ mod tests {
         assert_eq!(fp.len(), 64);
         let (other_ca, _) = new_ca("00000000000000cd").expect("ca");
         assert_ne!(ca_fingerprint(&other_ca).expect("fp"), fp);
-        assert_eq!(cert_pem(certs(&ca).expect("ca")[0].as_ref()), ca);
     }
 
     #[test]
