@@ -24,11 +24,8 @@ use serde_json::Value;
 use support::lab::{Lab, ProcId};
 use support::wait;
 
+use base64::Engine as _;
 use support::http::{Stats, admin, request, request_at, request_within};
-
-fn http_as(admin: Option<&str>, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
-    request(method, path, body, admin)
-}
 
 fn status(lab: &Lab, i: usize) -> Option<Value> {
     support::http::get(lab, i, "/v1/status")
@@ -124,7 +121,7 @@ fn failover(trials: usize) -> (Stats, usize) {
         // under a millisecond), and counts from the kill.
         let token = admin(&lab, writer);
         let (acked, code) = lab.in_host(writer, move || {
-            let r = http_as(Some(&token), "POST", "/v1/labels", &body);
+            let r = request("POST", "/v1/labels", &body, Some(&token));
             (Instant::now(), r.map(|(c, _)| c))
         });
         let ms = acked.duration_since(killed).as_secs_f64() * 1000.0;
@@ -161,7 +158,7 @@ fn latency(lab: &Lab, host: usize, n: usize) -> Stats {
             .map(|i| {
                 let body = label_write("latency", &i.to_string());
                 let t = Instant::now();
-                let r = http_as(Some(&token), "POST", "/v1/labels", &body);
+                let r = request("POST", "/v1/labels", &body, Some(&token));
                 assert_eq!(r.map(|(c, _)| c), Some(200), "write {i}");
                 t.elapsed().as_secs_f64() * 1000.0
             })
@@ -187,7 +184,7 @@ fn throughput(lab: &Lab, host: usize, clients: usize, window: Duration) -> (f64,
                         let body = label_write(&format!("c{c}"), &i.to_string());
                         i += 1;
                         let t = Instant::now();
-                        match http_as(Some(&token), "POST", "/v1/labels", &body) {
+                        match request("POST", "/v1/labels", &body, Some(&token)) {
                             Some((200, _)) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
                             _ => {
                                 errors.fetch_add(1, Ordering::Relaxed);
@@ -287,7 +284,7 @@ fn etcd_failover(trials: usize) -> Option<(Stats, usize)> {
             leader_of(&lab)
         });
         let writer = (leader + 1) % 3;
-        let key = base64_of(&format!("failover{t}"));
+        let key = base64::engine::general_purpose::STANDARD.encode(format!("failover{t}"));
         let body = format!("{{\"key\":\"{key}\",\"value\":\"{key}\"}}");
         let killed = Instant::now();
         lab.kill9(procs[leader]);
@@ -334,26 +331,6 @@ fn etcd_failover(trials: usize) -> Option<(Stats, usize)> {
         }
     }
     Some((Stats(samples), failed))
-}
-
-/// Standard base64, for etcd's JSON gateway.
-fn base64_of(text: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = text.as_bytes();
-    let mut out = String::new();
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for k in 0..4 {
-            if k <= c.len() {
-                out.push(T[((n >> (18 - 6 * k)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 fn main() {

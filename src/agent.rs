@@ -364,7 +364,7 @@ impl ConsensusPlan {
             Mode::Bootstrap => self.bootstrap().await,
             Mode::Peers(peers) => {
                 let peers = peers.clone();
-                self.join_loop("--peers", |_| (peers.clone(), Trust::FirstUse, None))
+                self.join_loop("--peers", || (peers.clone(), Trust::FirstUse, None))
                     .await
             }
             Mode::Token { token, peers } => {
@@ -372,7 +372,7 @@ impl ConsensusPlan {
                 let peers = peers.clone();
                 let view = self.view.clone();
                 let cluster = self.cluster.clone();
-                self.join_loop("the join token", move |_| {
+                self.join_loop("the join token", move || {
                     let ca = token.ca_hex();
                     let mut seeds = peers.clone();
                     seeds.extend(token.addrs.iter().copied());
@@ -418,12 +418,12 @@ impl ConsensusPlan {
     async fn join_loop(
         &self,
         via: &str,
-        seeds_now: impl Fn(usize) -> (Vec<SocketAddr>, Trust, Option<TokenProof>),
+        seeds_now: impl Fn() -> (Vec<SocketAddr>, Trust, Option<TokenProof>),
     ) -> Result<(Arc<Consensus>, BTreeMap<String, String>), AgentError> {
         let mut backoff = Duration::from_millis(250);
         let mut foreign_rounds = 0;
         for attempt in 0.. {
-            let (seeds, trust, token) = seeds_now(attempt);
+            let (seeds, trust, token) = seeds_now();
             if seeds.is_empty() {
                 if attempt == 0 {
                     info!(

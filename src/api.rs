@@ -369,10 +369,11 @@ async fn ready(State(s): State<ApiState>) -> Response {
         )
             .into_response();
     };
-    let st = node.status();
-    match st.leader_id {
+    // Polled by load balancers: the leader from the metrics watch, not a whole status.
+    let leader = node.raft().metrics().borrow().current_leader;
+    match leader {
         Some(l) => Json(serde_json::json!({
-            "status": "ready", "node_id": s.node_id, "cluster_id": st.cluster_id, "leader_id": hex_id(l),
+            "status": "ready", "node_id": s.node_id, "cluster_id": node.cluster().cluster_id, "leader_id": hex_id(l),
         }))
         .into_response(),
         None => (
