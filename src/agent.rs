@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,7 +27,7 @@ use quorate_gossip::{Gossip, GossipConfig, Key, MemberStatus, NodeMeta};
 use crate::bootstrap::{self, Decision};
 use crate::token::JoinToken;
 
-use crate::api::ApiState;
+use crate::api::{ApiState, ConsensusCell};
 use quorate_discovery::{
     Advert, AdvertRole, AdvertState, Advertisement, DiscoveryError, Interfaces, Mdns, MdnsConfig,
 };
@@ -75,9 +75,6 @@ pub enum AgentError {
     #[error("consensus: {0}")]
     Consensus(#[from] StartError),
 }
-
-/// Where the running consensus node is, once there is one.
-pub type ConsensusCell = Arc<OnceLock<Arc<Consensus>>>;
 
 /// The settings the agent runs with once every default is resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]

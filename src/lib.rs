@@ -10,6 +10,7 @@ pub mod agent;
 pub mod api;
 pub mod bootstrap;
 pub mod client;
+mod clock;
 pub mod config;
 mod data_dir;
 pub mod discover;

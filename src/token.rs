@@ -13,9 +13,12 @@
 //! The joiner pins the CA by the fingerprint (a node in the middle, or a rogue node answering
 //! mDNS, cannot present that CA's certificate), proves the secret over TLS, and may dial the
 //! addresses when mDNS does not reach the cluster. The registry keeps only a hash of the
-//! secret. Pure: no IO, no clock.
+//! secret. [`mint`] makes a new token and the record the registry keeps of it. Pure: no IO,
+//! no clock (the caller passes the time and the random source); writing the record through
+//! Raft is the caller's job.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -227,6 +230,71 @@ impl Reader<'_> {
     }
 }
 
+/// What a new token is made of, as the operator asked for it (already checked).
+#[derive(Clone, Debug)]
+pub struct Mint<'a> {
+    /// The cluster CA's fingerprint, lowercase hex, as the cluster's identity records it.
+    pub ca_fingerprint: &'a str,
+    /// The role it grants.
+    pub role: TokenRole,
+    /// How long it stays valid.
+    pub ttl: Duration,
+    /// How many joins it allows (`None`: unlimited until expiry).
+    pub uses: Option<u32>,
+    /// QUIC addresses of the cluster's voters; the first [`MAX_ADDRS`] are carried.
+    pub voters: Vec<SocketAddr>,
+}
+
+/// A token just made: the printable token for the operator, the record for the registry
+/// (which holds a hash of the secret, never the secret).
+#[derive(Clone, Debug)]
+pub struct Minted {
+    /// The token.
+    pub token: JoinToken,
+    /// What the registry keeps of it.
+    pub record: quorate_consensus::TokenRecord,
+}
+
+/// The CA fingerprint a token is minted from is not 32 bytes of hex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("this node's CA fingerprint is damaged")]
+pub struct DamagedFingerprint;
+
+/// Makes a join token and its registry record: a random id (never zero) and secret, expiry
+/// `now_ms + ttl`, created at `now_ms`, no uses yet.
+pub fn mint(
+    m: Mint<'_>,
+    now_ms: u64,
+    rng: &mut impl rand::Rng,
+) -> Result<Minted, DamagedFingerprint> {
+    let ca = <[u8; 32]>::try_from(hex::decode(m.ca_fingerprint).unwrap_or_default())
+        .map_err(|_| DamagedFingerprint)?;
+    let mut addrs = m.voters;
+    addrs.truncate(MAX_ADDRS);
+    let token = JoinToken {
+        ca_fingerprint: ca,
+        id: rng.random::<u64>() | 1,
+        secret: rng.random(),
+        role: m.role,
+        expires_ms: now_ms + m.ttl.as_millis() as u64,
+        addrs,
+    };
+    let record = quorate_consensus::TokenRecord {
+        id: token.id_hex(),
+        secret_hash: quorate_consensus::secret_hash(&token.secret_hex()),
+        role: match m.role {
+            TokenRole::Voter => quorate_consensus::Role::Voter,
+            TokenRole::Storage => quorate_consensus::Role::Storage,
+        },
+        expires_ms: token.expires_ms,
+        max_uses: m.uses,
+        uses: 0,
+        revoked: false,
+        created_ms: now_ms,
+    };
+    Ok(Minted { token, record })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +357,62 @@ mod tests {
         b.extend_from_slice(&check[..CHECK]);
         let text = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(b));
         assert_eq!(JoinToken::decode(&text), Err(TokenError::Version(2)));
+    }
+
+    #[test]
+    fn a_minted_token_matches_its_record() {
+        use rand::SeedableRng as _;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let voters: Vec<SocketAddr> = (1..=9)
+            .map(|i| format!("10.0.0.{i}:7947").parse().expect("addr"))
+            .collect();
+        let ca = hex::encode([7u8; 32]);
+        let m = |uses| Mint {
+            ca_fingerprint: &ca,
+            role: TokenRole::Storage,
+            ttl: Duration::from_secs(3600),
+            uses,
+            voters: voters.clone(),
+        };
+        let Minted { token, record } = mint(m(Some(3)), 1_000, &mut rng).expect("minted");
+        assert_eq!(token.ca_fingerprint, [7; 32]);
+        assert_eq!(token.role, TokenRole::Storage);
+        assert_eq!(token.expires_ms, 1_000 + 3_600_000);
+        assert_eq!(token.addrs, voters[..MAX_ADDRS].to_vec());
+        assert_eq!(token.id & 1, 1, "the id is never zero");
+        assert_eq!(record.id, token.id_hex());
+        assert_eq!(
+            record.secret_hash,
+            quorate_consensus::secret_hash(&token.secret_hex())
+        );
+        assert_ne!(
+            record.secret_hash,
+            token.secret_hex(),
+            "only a hash is kept"
+        );
+        assert_eq!(record.role, quorate_consensus::Role::Storage);
+        assert_eq!(
+            (record.expires_ms, record.created_ms),
+            (token.expires_ms, 1_000)
+        );
+        assert_eq!(
+            (record.max_uses, record.uses, record.revoked),
+            (Some(3), 0, false)
+        );
+        assert_eq!(JoinToken::decode(&token.encode()), Ok(token.clone()));
+        let again = mint(m(None), 1_000, &mut rng).expect("minted");
+        assert_ne!(
+            again.token.secret, token.secret,
+            "every token has its own secret"
+        );
+        assert_eq!(again.record.max_uses, None);
+        let damaged = Mint {
+            ca_fingerprint: "not hex",
+            ..m(None)
+        };
+        assert_eq!(
+            mint(damaged, 1_000, &mut rng).err(),
+            Some(DamagedFingerprint)
+        );
     }
 }

@@ -1,0 +1,163 @@
+//! The wire types of the agent's HTTP API: what the CLI and other clients send and read.
+//!
+//! Plain serde structs and enums, nothing else: no axum, no server state, no layer types (the
+//! handlers convert gossip's and consensus's types into these). A client may depend on this
+//! module alone.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// One row of `quorate members`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MemberRow {
+    /// Node id.
+    pub id: String,
+    /// Node name.
+    pub name: String,
+    /// `voter` or `storage`.
+    pub role: String,
+    /// Gossip address.
+    pub addr: SocketAddr,
+    /// `alive`, `failed` or `left`.
+    pub status: String,
+    /// Software version.
+    pub version: String,
+    /// User labels.
+    pub labels: BTreeMap<String, String>,
+    /// Incarnation.
+    pub generation: u64,
+    /// QUIC address, if published.
+    pub quic_addr: Option<SocketAddr>,
+    /// HTTP API address, if published.
+    pub api_addr: Option<SocketAddr>,
+    /// `forming` or `member`.
+    pub state: String,
+}
+
+/// The keyring as the API shows it: fingerprints only, never keys.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyringView {
+    /// Whether gossip is sealed.
+    pub sealed: bool,
+    /// Fingerprint of the primary key.
+    pub primary: Option<String>,
+    /// Fingerprints of all installed keys, primary first.
+    pub keys: Vec<String>,
+}
+
+/// A keyring change.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum KeyringOp {
+    /// Install a key (base64) for opening datagrams.
+    Install {
+        /// The key, base64.
+        key: String,
+    },
+    /// Make an installed key primary.
+    Use {
+        /// Its fingerprint.
+        fingerprint: String,
+    },
+    /// Remove an installed, non-primary key.
+    Remove {
+        /// Its fingerprint.
+        fingerprint: String,
+    },
+}
+
+/// One member in `quorate status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatusMember {
+    /// Node id.
+    pub id: String,
+    /// Name, from the registry.
+    pub name: Option<String>,
+    /// `voter` or `storage`: the role it was admitted with.
+    pub role: Option<String>,
+    /// `voter` or `learner` (or `none`: recorded but not in the Raft group).
+    pub suffrage: String,
+    /// QUIC address.
+    pub raft_addr: String,
+    /// Highest log index replicated to it (known on the leader only).
+    pub matched_index: Option<u64>,
+    /// `active` or `leaving`, from the registry.
+    pub status: Option<String>,
+    /// `alive`, `failed` or `left` as gossip reports it here; `unknown` when gossip has not
+    /// heard of it.
+    pub liveness: String,
+    /// Labels, from the registry.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `quorate status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatusView {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// Cluster name.
+    pub cluster_name: String,
+    /// This node's id.
+    pub node_id: String,
+    /// `leader`, `follower`, `learner` or `candidate`.
+    pub state: String,
+    /// The leader this node knows.
+    pub leader_id: Option<String>,
+    /// Current term.
+    pub term: u64,
+    /// Highest log index committed and applied on this node.
+    pub commit_index: Option<u64>,
+    /// Target number of voters.
+    pub voter_target: u8,
+    /// Whether nodes may join without a token.
+    pub open: bool,
+    /// Members.
+    pub members: Vec<StatusMember>,
+}
+
+/// A change of this node's labels.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabelChange {
+    /// Labels to set.
+    pub set: BTreeMap<String, String>,
+    /// Labels to remove.
+    pub remove: Vec<String>,
+}
+
+/// `POST /v1/tokens`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// `voter` or `storage`.
+    pub role: String,
+    /// How long it stays valid, e.g. `24h`.
+    pub ttl: String,
+    /// How many joins it allows (none: unlimited until expiry).
+    pub uses: Option<u32>,
+}
+
+/// A token as `quorate token list` and `token create --json` show it (never its secret,
+/// except `token` right after creation).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TokenView {
+    /// Token id.
+    pub id: String,
+    /// The role it grants.
+    pub role: String,
+    /// Expiry, ms since the epoch.
+    pub expires_ms: u64,
+    /// Joins allowed (none: unlimited).
+    pub max_uses: Option<u32>,
+    /// Joins so far.
+    pub uses: u32,
+    /// Revoked by an operator.
+    pub revoked: bool,
+    /// `valid`, `expired`, `revoked` or `used up` (by this node's clock).
+    pub state: String,
+    /// The token itself: only in the answer to its creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
