@@ -118,7 +118,7 @@ pub fn find_admin_token(given: Option<&str>, data_dir: Option<&std::path::Path>)
     if let Some(d) = data_dir {
         dirs.push(d.to_path_buf());
     }
-    if let Some(d) = crate::agent::default_data_dir() {
+    if let Some(d) = crate::DataDir::default_path() {
         dirs.push(d);
     }
     dirs.push(std::path::PathBuf::from("/var/lib/quorate"));

@@ -103,6 +103,12 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// The default data dir of the running user: `~/.local/share/quorate` (or
+    /// `$XDG_DATA_HOME/quorate`); `None` when the user has no home directory.
+    pub fn default_path() -> Option<PathBuf> {
+        directories::ProjectDirs::from("", "", "quorate").map(|d| d.data_dir().to_path_buf())
+    }
+
     /// Opens (creating if needed) and locks the data dir at `path`, drawing and persisting a
     /// node id on first use.
     pub fn open(path: &Path) -> Result<DataDir, DataDirError> {

@@ -1,0 +1,335 @@
+//! How this node becomes a member of a cluster: resume the cluster its data dir holds, else
+//! bootstrap (`--bootstrap`, `--dev`), else join with a token (`--join`, the CA pinned by the
+//! token), else join through `--peers`, else zero-config (the decision in `crate::bootstrap`,
+//! fed by what mDNS shows).
+//!
+//! It ends when the node is a member (or refused): what a member then keeps in step is
+//! `bridge`'s job, and the join handshake itself is consensus's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quorate_consensus::{
+    Consensus, ConsensusConfig, JoinCredentials, NodeInfo, Settings, StartError, TokenProof, Trust,
+};
+use quorate_discovery::{AdvertRole, AdvertState};
+use quorate_gossip::Gossip;
+use tracing::{info, warn};
+
+use super::{Agent, AgentError, MdnsView};
+use crate::bootstrap::{self, Decision};
+use crate::config::Role;
+use crate::token::JoinToken;
+
+/// How this agent comes to be a member.
+enum Mode {
+    /// `--bootstrap` or `--dev`: make the cluster.
+    Bootstrap,
+    /// `--peers`: join through these members (an open cluster, or one sealed with our key).
+    Peers(Vec<SocketAddr>),
+    /// `--join TOKEN`: join the cluster the token names.
+    Token {
+        token: JoinToken,
+        peers: Vec<SocketAddr>,
+    },
+    /// Nothing given: find the cluster (or the nodes to form it with) by mDNS.
+    ZeroConfig { discovery: bool },
+}
+
+/// How this agent takes part in consensus, decided from its data dir and configuration.
+pub(super) struct ConsensusPlan {
+    config: ConsensusConfig,
+    info: NodeInfo,
+    cluster: String,
+    mode: Mode,
+    voter_target: u8,
+    expect: usize,
+    key: Option<[u8; 32]>,
+    view: MdnsView,
+}
+
+impl Agent {
+    /// What consensus needs from the configuration.
+    pub(super) fn consensus_plan(&self, gossip: &Gossip, view: MdnsView) -> ConsensusPlan {
+        let c = &self.config;
+        let r = &self.resolved;
+        let id = self.data_dir.node_id().get();
+        let mut config = ConsensusConfig::new(
+            id,
+            self.data_dir.path().join("consensus"),
+            c.quic_listen(),
+            r.quic_addr(),
+        );
+        config.write_timeout = c.raft.write_timeout;
+        let mode = if c.bootstrap || c.dev {
+            Mode::Bootstrap
+        } else if let Some(token) = r.join_token().cloned() {
+            Mode::Token {
+                token,
+                peers: c.peer_addrs(),
+            }
+        } else if !c.peers.is_empty() {
+            Mode::Peers(c.peer_addrs())
+        } else {
+            Mode::ZeroConfig {
+                discovery: c.discovery.enabled,
+            }
+        };
+        ConsensusPlan {
+            config,
+            info: NodeInfo {
+                name: r.name.clone(),
+                role: match c.role {
+                    Role::Voter => quorate_consensus::Role::Voter,
+                    Role::Storage => quorate_consensus::Role::Storage,
+                },
+                gossip_addr: r.gossip_addr().to_string(),
+                api_addr: c.http_addr.to_string(),
+                labels: c.labels.clone(),
+            },
+            cluster: c.cluster.clone(),
+            mode,
+            voter_target: if c.dev { 1 } else { c.raft.voter_target },
+            expect: c.bootstrap_expect,
+            key: gossip.keys().first().map(|k| *k.as_bytes()),
+            view,
+        }
+    }
+}
+
+/// How long the view of forming nodes must stay unchanged before the lowest bootstraps.
+const SETTLE: Duration = Duration::from_secs(1);
+
+impl ConsensusPlan {
+    fn credentials(&self, trust: Trust, token: Option<TokenProof>) -> JoinCredentials {
+        JoinCredentials {
+            trust,
+            token,
+            key: self.key,
+        }
+    }
+
+    /// Resumes the stored cluster, or bootstraps, or joins, as the configuration says;
+    /// returns the running node and the secrets a join handed over.
+    pub(super) async fn start(
+        self,
+    ) -> Result<(Arc<Consensus>, BTreeMap<String, String>), AgentError> {
+        if let Some(stored) = Consensus::stored(&self.config.dir)? {
+            if !matches!(self.mode, Mode::ZeroConfig { .. }) {
+                info!(cluster = %stored.cluster_name, cluster_id = %stored.cluster_id, "this node belongs to a cluster already; --bootstrap, --peers and --join are ignored");
+            }
+            let node = Consensus::open(self.config, self.info).await?;
+            info!(cluster = %stored.cluster_name, cluster_id = %stored.cluster_id, "resumed cluster membership");
+            return Ok((Arc::new(node), BTreeMap::new()));
+        }
+        match &self.mode {
+            Mode::Bootstrap => self.bootstrap().await,
+            Mode::Peers(peers) => {
+                let peers = peers.clone();
+                self.join_loop("--peers", || (peers.clone(), Trust::FirstUse, None))
+                    .await
+            }
+            Mode::Token { token, peers } => {
+                let token = token.clone();
+                let peers = peers.clone();
+                let view = self.view.clone();
+                let cluster = self.cluster.clone();
+                self.join_loop("the join token", move || {
+                    let ca = token.ca_hex();
+                    let mut seeds = peers.clone();
+                    seeds.extend(token.addrs.iter().copied());
+                    seeds.extend(members_with_ca(&view, &cluster, &ca));
+                    seeds.dedup();
+                    let proof = TokenProof {
+                        id: token.id_hex(),
+                        secret: token.secret_hex(),
+                    };
+                    (seeds, Trust::Pinned(ca), Some(proof))
+                })
+                .await
+            }
+            Mode::ZeroConfig { discovery } => {
+                if !discovery {
+                    info!(
+                        "not a member of a cluster, and mDNS discovery is off: give --bootstrap, --peers or --join"
+                    );
+                    return std::future::pending().await;
+                }
+                self.zero_config().await
+            }
+        }
+    }
+
+    async fn bootstrap(self) -> Result<(Arc<Consensus>, BTreeMap<String, String>), AgentError> {
+        let settings = Settings {
+            voter_target: self.voter_target,
+            ..Settings::default()
+        };
+        let node = Consensus::bootstrap(self.config, self.info, &self.cluster, settings).await?;
+        if self.key.is_none() {
+            warn!(
+                cluster = %self.cluster,
+                "the cluster is open (no cluster key): any node that reaches a member may join it without a token; use it only on a trusted network, or give every node --cluster-key"
+            );
+        }
+        Ok((Arc::new(node), BTreeMap::new()))
+    }
+
+    /// Joins through the seeds `seeds_now` gives at each attempt, retrying with backoff while
+    /// no member answers; a refusal, or a cluster that is not the one the token names, ends it.
+    async fn join_loop(
+        &self,
+        via: &str,
+        seeds_now: impl Fn() -> (Vec<SocketAddr>, Trust, Option<TokenProof>),
+    ) -> Result<(Arc<Consensus>, BTreeMap<String, String>), AgentError> {
+        let mut backoff = Duration::from_millis(250);
+        let mut foreign_rounds = 0;
+        for attempt in 0.. {
+            let (seeds, trust, token) = seeds_now();
+            if seeds.is_empty() {
+                if attempt == 0 {
+                    info!(
+                        via,
+                        "looking for a member of the cluster on mDNS; give --peers if mDNS does not reach it"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            match Consensus::join(
+                self.config.clone(),
+                self.info.clone(),
+                &self.cluster,
+                &seeds,
+                self.credentials(trust, token),
+            )
+            .await
+            {
+                Ok((node, secrets)) => return Ok((Arc::new(node), secrets)),
+                Err(e @ StartError::JoinRefused(_)) => return Err(e.into()),
+                Err(StartError::JoinFailed { attempts, foreign }) => {
+                    foreign_rounds = if foreign { foreign_rounds + 1 } else { 0 };
+                    if foreign_rounds >= 3 {
+                        return Err(AgentError::Consensus(StartError::JoinRefused(
+                            quorate_consensus::ConsensusError::JoinRefused {
+                                message: format!(
+                                    "the join token belongs to another cluster: every member reached presents another CA than the token's ({})",
+                                    attempts.join("; ")
+                                ),
+                            },
+                        )));
+                    }
+                    warn!(via, attempts = ?attempts, retry_in = ?backoff, "join failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the join loop ends only by returning")
+    }
+
+    /// Zero configuration: wait until mDNS shows a formed cluster to join, or enough forming
+    /// voters for the lowest of them to make one.
+    async fn zero_config(self) -> Result<(Arc<Consensus>, BTreeMap<String, String>), AgentError> {
+        let me = self.config.node_id;
+        let voter = self.info.role == quorate_consensus::Role::Voter;
+        let started = std::time::Instant::now();
+        let mut forming_seen: BTreeSet<u64> = BTreeSet::new();
+        let mut since = started;
+        let mut said = String::new();
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let peers = seen_peers(&self.view, &self.cluster, me);
+            let forming: BTreeSet<u64> = peers
+                .iter()
+                .filter(|p| p.voter && !p.member)
+                .map(|p| p.id)
+                .collect();
+            if forming != forming_seen {
+                forming_seen = forming;
+                since = std::time::Instant::now();
+            }
+            let stable = since.elapsed().min(started.elapsed());
+            match bootstrap::decide(me, voter, &peers, self.expect, stable, SETTLE) {
+                Decision::Wait(why) => {
+                    if why != said {
+                        info!(reason = %why, "zero-config: waiting");
+                        said = why;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Decision::Bootstrap => {
+                    info!(
+                        expect = self.expect,
+                        "zero-config: this node has the lowest id of the forming voters and forms the cluster"
+                    );
+                    return self.bootstrap().await;
+                }
+                Decision::Join { ca, seeds } => {
+                    info!(ca = %ca, seeds = ?seeds, "zero-config: joining the formed cluster");
+                    match Consensus::join(
+                        self.config.clone(),
+                        self.info.clone(),
+                        &self.cluster,
+                        &seeds,
+                        self.credentials(Trust::Pinned(ca.clone()), None),
+                    )
+                    .await
+                    {
+                        Ok((node, secrets)) => return Ok((Arc::new(node), secrets)),
+                        // Nobody asked for this cluster by name: a refusal (another cluster
+                        // key, say) is reported and retried slowly, not fatal.
+                        Err(e @ StartError::JoinRefused(_)) => {
+                            warn!(error = %e, ca = %ca, retry_in = "30s", "zero-config: the formed cluster refused this node; is --cluster-key the same on every node?");
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                        }
+                        Err(e @ StartError::JoinFailed { .. }) => {
+                            warn!(error = %e, retry_in = ?backoff, "zero-config: join failed; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The peers of `cluster` that mDNS shows, other than `me`, as the bootstrap decision needs them.
+fn seen_peers(view: &MdnsView, cluster: &str, me: u64) -> Vec<bootstrap::Seen> {
+    let Ok(v) = view.lock() else {
+        return Vec::new();
+    };
+    v.values()
+        .filter(|p| p.cluster == cluster)
+        .filter_map(|p| {
+            let id = u64::from_str_radix(&p.id, 16).ok()?;
+            (id != me).then(|| bootstrap::Seen {
+                id,
+                voter: p.role == AdvertRole::Voter,
+                member: p.state == AdvertState::Member,
+                quic: p.preferred_addr().map(|ip| SocketAddr::new(ip, p.port)),
+                ca: p.ca.clone(),
+            })
+        })
+        .collect()
+}
+
+/// QUIC addresses of members of `cluster` whose advertised CA prefix matches `ca`.
+fn members_with_ca(view: &MdnsView, cluster: &str, ca: &str) -> Vec<SocketAddr> {
+    let Ok(v) = view.lock() else {
+        return Vec::new();
+    };
+    v.values()
+        .filter(|p| p.cluster == cluster && p.state == AdvertState::Member)
+        .filter(|p| {
+            p.ca.as_deref()
+                .is_some_and(|pre| pre.len() >= 16 && ca.starts_with(pre))
+        })
+        .filter_map(|p| p.preferred_addr().map(|ip| SocketAddr::new(ip, p.port)))
+        .collect()
+}
