@@ -1,10 +1,10 @@
-//! `quorate discover`: find quorate peers on the LAN for scripts and operators.
+//! `quorate discover`'s library half: find quorate peers on the LAN for scripts and operators.
 //!
 //! The one-shot mode asks with legacy unicast queries (see `quorate_discovery::query`), so
 //! back-to-back calls answer in one round trip each. The watch mode browses with a multicast
-//! daemon and prints `found`, `updated` and `lost` events as JSON lines until interrupted.
+//! daemon and writes `found`, `updated` and `lost` events as JSON lines until told to stop.
+//! How peers are shown (tables, `--quiet` lines) is the binary's job, not this module's.
 
-use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,19 +34,6 @@ impl Filter {
                 .iter()
                 .all(|(k, v)| p.txt.get(&k.to_ascii_lowercase()) == Some(v))
     }
-}
-
-/// Output formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// Aligned columns for people.
-    Table,
-    /// One JSON array.
-    Json,
-    /// One `ip:port` per line.
-    Lines,
-    /// One line of comma-separated `ip:port`, for `--peers`.
-    Quiet,
 }
 
 /// A one-shot discovery.
@@ -84,76 +71,6 @@ pub fn once(opts: &Once) -> Result<(Vec<Peer>, Arc<Stats>), DiscoveryError> {
 pub fn dial_addr(p: &Peer) -> Option<String> {
     p.preferred_addr()
         .map(|ip| std::net::SocketAddr::new(ip, p.port).to_string())
-}
-
-/// Renders peers in a format. JSON is always one valid array (`[]` when empty).
-pub fn render(peers: &[Peer], format: Format) -> String {
-    match format {
-        Format::Json => serde_json::to_string_pretty(peers).unwrap_or_else(|_| "[]".into()) + "\n",
-        Format::Lines => peers
-            .iter()
-            .filter_map(dial_addr)
-            .map(|a| a + "\n")
-            .collect(),
-        Format::Quiet => {
-            let line = peers
-                .iter()
-                .filter_map(dial_addr)
-                .collect::<Vec<_>>()
-                .join(",");
-            if line.is_empty() {
-                String::new()
-            } else {
-                line + "\n"
-            }
-        }
-        Format::Table => table(peers),
-    }
-}
-
-fn table(peers: &[Peer]) -> String {
-    let header = [
-        "ID", "NAME", "CLUSTER", "ROLE", "STATE", "ADDRESS", "VERSION",
-    ];
-    let rows: Vec<Vec<String>> = peers
-        .iter()
-        .map(|p| {
-            vec![
-                p.id.clone(),
-                p.name.clone(),
-                p.cluster.clone(),
-                p.role.to_string(),
-                p.state.to_string(),
-                dial_addr(p).unwrap_or_default(),
-                p.version.clone(),
-            ]
-        })
-        .collect();
-    columns(&header, &rows)
-}
-
-/// Aligned columns under a header, two spaces apart, no trailing spaces.
-pub fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (c, w) in cells.iter().zip(&widths) {
-            let _ = write!(l, "{c:<w$}  ");
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(header.to_vec());
-    for r in rows {
-        line(r.iter().map(String::as_str).collect());
-    }
-    out
 }
 
 /// Watches the network and writes one JSON line per event for matching peers until `stop`
@@ -265,49 +182,5 @@ mod tests {
             }
             .matches(&p)
         );
-    }
-
-    #[test]
-    fn formats_agree_on_addresses() {
-        let peers = vec![
-            peer(
-                "0000000000000001",
-                "n1",
-                "c",
-                AdvertRole::Voter,
-                &["10.0.0.1", "fe80::1"],
-            ),
-            peer(
-                "0000000000000002",
-                "n2",
-                "c",
-                AdvertRole::Voter,
-                &["fe80::2"],
-            ),
-        ];
-        assert_eq!(
-            render(&peers, Format::Quiet),
-            "10.0.0.1:7947,[fe80::2]:7947\n"
-        );
-        assert_eq!(
-            render(&peers, Format::Lines),
-            "10.0.0.1:7947\n[fe80::2]:7947\n"
-        );
-        let json: serde_json::Value =
-            serde_json::from_str(&render(&peers, Format::Json)).expect("json");
-        assert_eq!(json[0]["addrs"], serde_json::json!(["10.0.0.1", "fe80::1"]));
-        assert_eq!(json[1]["role"], "voter");
-        let table = render(&peers, Format::Table);
-        assert!(
-            table.starts_with("ID") && table.contains("10.0.0.1:7947"),
-            "{table}"
-        );
-    }
-
-    #[test]
-    fn nothing_found_is_an_empty_array_and_empty_lines() {
-        assert_eq!(render(&[], Format::Json).trim(), "[]");
-        assert_eq!(render(&[], Format::Quiet), "");
-        assert_eq!(render(&[], Format::Lines), "");
     }
 }
