@@ -312,7 +312,7 @@ fn seen_peers(view: &MdnsView, cluster: &str, me: u64) -> Vec<bootstrap::Seen> {
                 id,
                 voter: p.role == AdvertRole::Voter,
                 member: p.state == AdvertState::Member,
-                quic: p.preferred_addr().map(|ip| SocketAddr::new(ip, p.port)),
+                quic: quic_addr(p),
                 ca: p.ca.clone(),
             })
         })
@@ -330,6 +330,11 @@ fn members_with_ca(view: &MdnsView, cluster: &str, ca: &str) -> Vec<SocketAddr> 
             p.ca.as_deref()
                 .is_some_and(|pre| pre.len() >= 16 && ca.starts_with(pre))
         })
-        .filter_map(|p| p.preferred_addr().map(|ip| SocketAddr::new(ip, p.port)))
+        .filter_map(quic_addr)
         .collect()
+}
+
+/// The QUIC address a peer advertises on mDNS: its preferred address and its SRV port.
+fn quic_addr(p: &quorate_discovery::Peer) -> Option<SocketAddr> {
+    p.preferred_addr().map(|ip| SocketAddr::new(ip, p.port))
 }
