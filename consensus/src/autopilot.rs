@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::registry::Role;
 
-type NodeId = u64;
+use quorate_base::NodeId;
 
 /// A learner is caught up when it lags the leader's log by at most this many entries.
 pub const MAX_LAG: u64 = 8;
@@ -121,22 +121,26 @@ pub fn next_action(f: &Facts) -> Option<Action> {
 mod tests {
     use super::*;
 
+    fn n(id: u64) -> NodeId {
+        NodeId::new(id)
+    }
+
     fn facts(voters: &[u64], learners: &[(u64, Role, Option<u64>)]) -> Facts {
         let mut f = Facts {
-            leader: voters[0],
-            voters: voters.iter().copied().collect(),
+            leader: n(voters[0]),
+            voters: voters.iter().copied().map(n).collect(),
             target: 3,
             grace: Some(Duration::from_secs(60)),
             ..Facts::default()
         };
         for v in voters {
-            f.roles.insert(*v, Role::Voter);
-            f.lag.insert(*v, Some(0));
+            f.roles.insert(n(*v), Role::Voter);
+            f.lag.insert(n(*v), Some(0));
         }
         for (id, role, lag) in learners {
-            f.learners.insert(*id);
-            f.roles.insert(*id, *role);
-            f.lag.insert(*id, *lag);
+            f.learners.insert(n(*id));
+            f.roles.insert(n(*id), *role);
+            f.lag.insert(n(*id), *lag);
         }
         f
     }
@@ -154,7 +158,7 @@ mod tests {
         );
         assert_eq!(
             next_action(&f),
-            Some(Action::Promote(BTreeSet::from([2, 4]))),
+            Some(Action::Promote(BTreeSet::from([n(2), n(4)]))),
             "the two least behind, never the storage node"
         );
     }
@@ -171,8 +175,8 @@ mod tests {
                 (6, Role::Voter, Some(0)),
             ],
         );
-        f.held_back.insert(5);
-        f.leaving.insert(6);
+        f.held_back.insert(n(5));
+        f.leaving.insert(n(6));
         assert_eq!(next_action(&f), None);
     }
 
@@ -185,39 +189,39 @@ mod tests {
     #[test]
     fn a_storage_or_leaving_voter_is_demoted_but_never_the_leader_or_the_last() {
         let mut f = facts(&[1, 2, 3], &[]);
-        f.roles.insert(2, Role::Storage);
-        assert_eq!(next_action(&f), Some(Action::Demote(2)));
+        f.roles.insert(n(2), Role::Storage);
+        assert_eq!(next_action(&f), Some(Action::Demote(n(2))));
         let mut f = facts(&[1, 2, 3], &[]);
-        f.leaving.insert(3);
-        assert_eq!(next_action(&f), Some(Action::Demote(3)));
+        f.leaving.insert(n(3));
+        assert_eq!(next_action(&f), Some(Action::Demote(n(3))));
         let mut f = facts(&[1], &[]);
-        f.leaving.insert(1);
+        f.leaving.insert(n(1));
         assert_eq!(next_action(&f), None);
     }
 
     #[test]
     fn failed_nodes_are_removed_after_the_grace_but_voters_only_in_surplus() {
         let mut f = facts(&[1, 2, 3], &[(4, Role::Storage, Some(0))]);
-        f.failed_for.insert(4, Duration::from_secs(30));
+        f.failed_for.insert(n(4), Duration::from_secs(30));
         assert_eq!(next_action(&f), None, "within the grace period");
-        f.failed_for.insert(4, Duration::from_secs(61));
-        assert_eq!(next_action(&f), Some(Action::Remove(4)));
+        f.failed_for.insert(n(4), Duration::from_secs(61));
+        assert_eq!(next_action(&f), Some(Action::Remove(n(4))));
 
         let mut f = facts(&[1, 2, 3], &[]);
-        f.failed_for.insert(3, Duration::from_secs(600));
+        f.failed_for.insert(n(3), Duration::from_secs(600));
         assert_eq!(next_action(&f), None, "three voters keep their failed one");
 
         let mut f = facts(&[1, 2, 3, 4], &[]);
-        f.failed_for.insert(4, Duration::from_secs(600));
+        f.failed_for.insert(n(4), Duration::from_secs(600));
         assert_eq!(
             next_action(&f),
-            Some(Action::Remove(4)),
+            Some(Action::Remove(n(4))),
             "a surplus voter goes"
         );
 
         let mut f = facts(&[1, 2, 3], &[(4, Role::Storage, Some(0))]);
         f.grace = None;
-        f.failed_for.insert(4, Duration::from_secs(6000));
+        f.failed_for.insert(n(4), Duration::from_secs(6000));
         assert_eq!(next_action(&f), None, "no grace: never removed");
     }
 
@@ -227,9 +231,12 @@ mod tests {
             &[1],
             &[(2, Role::Voter, Some(0)), (3, Role::Voter, Some(0))],
         );
-        f.failed_for.insert(2, Duration::from_secs(1));
-        assert_eq!(next_action(&f), Some(Action::Promote(BTreeSet::from([3]))));
-        f.moved.insert(3, "10.0.0.3:7947".into());
+        f.failed_for.insert(n(2), Duration::from_secs(1));
+        assert_eq!(
+            next_action(&f),
+            Some(Action::Promote(BTreeSet::from([n(3)])))
+        );
+        f.moved.insert(n(3), "10.0.0.3:7947".into());
         assert!(matches!(next_action(&f), Some(Action::UpdateAddrs(_))));
     }
 }

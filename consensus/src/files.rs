@@ -35,7 +35,7 @@ pub struct ClusterFile {
     /// SHA-256 of the CA certificate, hex.
     pub ca_fingerprint: String,
     /// This node's id.
-    pub node_id: u64,
+    pub node_id: quorate_base::NodeId,
     /// The role this node joined with.
     pub role: Role,
     /// Whether this node bootstrapped the cluster.
@@ -223,7 +223,7 @@ mod tests {
             cluster_id: "00000000000000ab".into(),
             cluster_name: "c".into(),
             ca_fingerprint: "f".repeat(64),
-            node_id: 7,
+            node_id: quorate_base::NodeId::new(7),
             role: Role::Voter,
             bootstrapped: true,
         };

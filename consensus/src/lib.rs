@@ -40,8 +40,8 @@ pub use proto::{AdminOp, ConsensusError, JoinReply, JoinRequest, NodeInfo, Token
 pub use tls::Trust;
 
 pub use registry::{
-    ClusterInfo, NodeRecord, NodeStatus, Outcome, Refusal, Registry, Request, Role, Settings,
-    TokenRecord,
+    ClusterInfo, NodeId, NodeRecord, NodeStatus, Outcome, Refusal, Registry, Request, Role,
+    Settings, TokenRecord,
 };
 pub use store::{LogStore, StateMachineData, StateMachineStore, open_db};
 
@@ -51,7 +51,7 @@ openraft::declare_raft_types!(
     pub TypeConfig:
         D = Request,
         R = Outcome,
-        NodeId = u64,
+        NodeId = quorate_base::NodeId,
         Node = openraft::BasicNode,
         SnapshotData = std::io::Cursor<Vec<u8>>,
 );

@@ -16,7 +16,7 @@ use openraft::{BasicNode, Raft};
 
 use crate::TypeConfig;
 
-type NodeId = u64;
+use quorate_base::NodeId;
 
 #[derive(Default)]
 struct Inner {

@@ -21,7 +21,7 @@ use crate::TypeConfig;
 use crate::proto::{Reply, Rpc};
 use crate::quic::{CallError, QuicNet};
 
-type NodeId = u64;
+use quorate_base::NodeId;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -85,7 +85,7 @@ impl RaftPeer {
             Ok(a) => *a,
             Err(bad) => {
                 return Err(RPCError::Unreachable(Unreachable::new(&Message(format!(
-                    "node {:016x} has no valid address ({bad:?})",
+                    "node {} has no valid address ({bad:?})",
                     self.target
                 )))));
             }

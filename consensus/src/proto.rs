@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::TypeConfig;
 use crate::registry::{NodeRecord, NodeStatus, Outcome, Request, Role};
 
-type NodeId = u64;
+use quorate_base::NodeId;
 
 /// A request between nodes.
 #[derive(Serialize, Deserialize)]
@@ -237,7 +237,7 @@ pub enum ConsensusError {
     )]
     NoQuorum,
     /// The leader could not be reached.
-    #[error("cannot reach the leader {leader:016x}: {message}")]
+    #[error("cannot reach the leader {leader}: {message}")]
     LeaderUnreachable {
         /// Leader id.
         leader: NodeId,

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::tls::{Identity, JoinVerifier, TlsError, node_id_of_cert, node_name};
 
-type NodeId = u64;
+use quorate_base::NodeId;
 
 /// The largest request or answer either side reads (snapshots travel in smaller chunks).
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -301,9 +301,9 @@ impl QuicNet {
         };
         let was_down = down.get(&target).copied().unwrap_or(false);
         if reachable && was_down {
-            info!(peer = format!("{target:016x}"), addr = %addr, "peer reachable again");
+            info!(peer = target.to_string(), addr = %addr, "peer reachable again");
         } else if !reachable && !was_down {
-            warn!(peer = format!("{target:016x}"), addr = %addr, error = why, "peer unreachable; retrying with backoff");
+            warn!(peer = target.to_string(), addr = %addr, error = why, "peer unreachable; retrying with backoff");
         }
         down.insert(target, !reachable);
     }
@@ -408,7 +408,7 @@ impl QuicNet {
     ) -> Result<Vec<u8>, CallError> {
         // A pseudo id per address (never a member's: members are dialed by name) keeps one
         // connection per seed.
-        let key = u64::from_be_bytes(sha2_prefix(addr.to_string().as_bytes()));
+        let key = NodeId::new(u64::from_be_bytes(sha2_prefix(addr.to_string().as_bytes())));
         self.call_named(key, addr, "node.quorate".to_string(), request, deadline)
             .await
     }

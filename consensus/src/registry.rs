@@ -11,15 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// A node's role, decided here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Management plane: may be a voter.
-    Voter,
-    /// Storage plane: a learner for life.
-    Storage,
-}
+pub use quorate_base::{NodeId, Role};
 
 /// A node's standing in the registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +38,7 @@ pub struct ClusterInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     /// Node id.
-    pub id: u64,
+    pub id: NodeId,
     /// Node name.
     pub name: String,
     /// Role.
@@ -121,7 +113,7 @@ pub enum Request {
     /// Sets one label of a node.
     SetLabel {
         /// Node.
-        node: u64,
+        node: NodeId,
         /// Label name.
         key: String,
         /// Label value.
@@ -130,19 +122,19 @@ pub enum Request {
     /// Removes one label of a node.
     RemoveLabel {
         /// Node.
-        node: u64,
+        node: NodeId,
         /// Label name.
         key: String,
     },
     /// Marks a node as leaving.
     MarkLeaving {
         /// Node.
-        node: u64,
+        node: NodeId,
     },
     /// Deletes a node's record.
     RemoveNode {
         /// Node.
-        node: u64,
+        node: NodeId,
     },
     /// Creates a join token.
     CreateToken {
@@ -193,10 +185,10 @@ pub enum Refusal {
         message: String,
     },
     /// No such node.
-    #[error("no node {id:016x} in the registry")]
+    #[error("no node {id} in the registry")]
     UnknownNode {
         /// Node id.
-        id: u64,
+        id: NodeId,
     },
     /// No such token.
     #[error("no join token {id}")]
@@ -241,7 +233,7 @@ pub struct Registry {
     /// Identity, once initialized.
     pub cluster: Option<ClusterInfo>,
     /// Nodes by id.
-    pub nodes: BTreeMap<u64, NodeRecord>,
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
     /// Join tokens by id.
     pub tokens: BTreeMap<String, TokenRecord>,
     /// Settings.
@@ -310,7 +302,7 @@ impl Registry {
                 Ok(())
             }
             Request::PutNode { node } => {
-                if node.id == 0 {
+                if node.id.get() == 0 {
                     return Err(invalid("node id", "zero is not a node id"));
                 }
                 if node.name.is_empty() || node.name.len() > NAME_MAX {
@@ -394,7 +386,7 @@ impl Registry {
         }
     }
 
-    fn node(&self, id: u64) -> Result<&NodeRecord, Refusal> {
+    fn node(&self, id: NodeId) -> Result<&NodeRecord, Refusal> {
         self.nodes.get(&id).ok_or(Refusal::UnknownNode { id })
     }
 
@@ -458,7 +450,7 @@ mod tests {
 
     fn node(id: u64, role: Role) -> NodeRecord {
         NodeRecord {
-            id,
+            id: NodeId::new(id),
             name: format!("n{id}"),
             role,
             raft_addr: "10.0.0.1:7947".into(),
@@ -544,16 +536,18 @@ mod tests {
                 node: node(0, Role::Voter),
             },
             Request::SetLabel {
-                node: 1,
+                node: NodeId::new(1),
                 key: "bad key".into(),
                 value: "v".into(),
             },
             Request::SetLabel {
-                node: 9,
+                node: NodeId::new(9),
                 key: "k".into(),
                 value: "v".into(),
             },
-            Request::RemoveNode { node: 9 },
+            Request::RemoveNode {
+                node: NodeId::new(9),
+            },
             Request::CreateToken {
                 token: TokenRecord {
                     secret_hash: "short".into(),
@@ -644,7 +638,7 @@ mod tests {
                 node: node(2, Role::Storage),
             },
             Request::SetLabel {
-                node: 2,
+                node: NodeId::new(2),
                 key: "zone".into(),
                 value: "a".into(),
             },
@@ -652,12 +646,16 @@ mod tests {
                 token: token("0123456789abcdef", Role::Storage, 10, Some(1)),
             },
             use_token("0123456789abcdef", Role::Storage, 5),
-            Request::MarkLeaving { node: 1 },
+            Request::MarkLeaving {
+                node: NodeId::new(1),
+            },
             Request::RemoveLabel {
-                node: 2,
+                node: NodeId::new(2),
                 key: "zone".into(),
             },
-            Request::RemoveNode { node: 1 },
+            Request::RemoveNode {
+                node: NodeId::new(1),
+            },
         ];
         let run = || {
             let mut r = Registry::default();
@@ -688,7 +686,10 @@ mod tests {
             node: node(1, Role::Voter),
         })
         .expect("put");
-        r.apply(&Request::MarkLeaving { node: 1 }).expect("leaving");
+        r.apply(&Request::MarkLeaving {
+            node: NodeId::new(1),
+        })
+        .expect("leaving");
         r.apply(&Request::PutNode {
             node: NodeRecord {
                 joined_ms: 99_999,
@@ -696,7 +697,7 @@ mod tests {
             },
         })
         .expect("re-put");
-        assert_eq!(r.nodes[&1].joined_ms, 1000);
-        assert_eq!(r.nodes[&1].status, NodeStatus::Active);
+        assert_eq!(r.nodes[&NodeId::new(1)].joined_ms, 1000);
+        assert_eq!(r.nodes[&NodeId::new(1)].status, NodeStatus::Active);
     }
 }

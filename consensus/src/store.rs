@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::TypeConfig;
 use crate::registry::{Outcome, Registry};
 
-type NodeId = u64;
+use quorate_base::NodeId;
 type Node = openraft::BasicNode;
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");

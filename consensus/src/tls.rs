@@ -16,6 +16,7 @@
 //!
 //! The crypto provider is passed explicitly (ring), never installed process-wide.
 
+use quorate_base::NodeId;
 use std::sync::{Arc, Mutex};
 
 use rcgen::{
@@ -51,16 +52,18 @@ pub enum TlsError {
 }
 
 /// The DNS name a node's certificate carries.
-pub fn node_name(id: u64) -> String {
-    format!("n{id:016x}.node.quorate")
+pub fn node_name(id: NodeId) -> String {
+    format!("n{id}.node.quorate")
 }
 
 /// The node id in a node name, if it is one.
-pub fn node_id_from_name(name: &str) -> Option<u64> {
+pub fn node_id_from_name(name: &str) -> Option<NodeId> {
     let hex = name.strip_prefix('n')?.strip_suffix(".node.quorate")?;
-    (hex.len() == 16)
-        .then(|| u64::from_str_radix(hex, 16).ok())
-        .flatten()
+    // Lowercase only: the name is what `node_name` wrote.
+    if hex.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    hex.parse().ok()
 }
 
 fn validity(params: &mut CertificateParams) {
@@ -90,7 +93,7 @@ pub fn new_ca(cluster_id: &str) -> Result<(String, String), TlsError> {
 }
 
 /// The certificate fields of node `id`; whatever a request asked for, these are what is signed.
-fn node_params(id: u64) -> Result<CertificateParams, TlsError> {
+fn node_params(id: NodeId) -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::new(vec![node_name(id)])?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, node_name(id));
@@ -109,7 +112,7 @@ fn node_params(id: u64) -> Result<CertificateParams, TlsError> {
 pub fn issue_node_cert(
     ca_cert_pem: &str,
     ca_key_pem: &str,
-    id: u64,
+    id: NodeId,
 ) -> Result<(String, String), TlsError> {
     let ca_key = KeyPair::from_pem(ca_key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, ca_key)?;
@@ -119,7 +122,7 @@ pub fn issue_node_cert(
 }
 
 /// A new key and a signing request for node `id`: `(request PEM, private key PEM)`.
-pub fn node_request(id: u64) -> Result<(String, String), TlsError> {
+pub fn node_request(id: NodeId) -> Result<(String, String), TlsError> {
     let key = KeyPair::generate()?;
     let csr = node_params(id)?.serialize_request(&key)?;
     Ok((csr.pem()?, key.serialize_pem()))
@@ -131,7 +134,7 @@ pub fn sign_node_request(
     ca_cert_pem: &str,
     ca_key_pem: &str,
     request_pem: &str,
-    id: u64,
+    id: NodeId,
 ) -> Result<String, TlsError> {
     let mut request = CertificateSigningRequestParams::from_pem(request_pem)
         .map_err(|e| TlsError::Request(format!("unreadable ({e})")))?;
@@ -162,19 +165,19 @@ pub fn ca_fingerprint(ca_cert_pem: &str) -> Result<String, TlsError> {
 }
 
 /// Checks that a key PEM parses, and that a certificate PEM parses and names node `id`.
-pub fn check_node_cert(cert_pem: &str, key_pem: &str, id: u64) -> Result<(), TlsError> {
+pub fn check_node_cert(cert_pem: &str, key_pem: &str, id: NodeId) -> Result<(), TlsError> {
     PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| TlsError::Pem(e.to_string()))?;
     match node_id_of_cert(certs(cert_pem)?[0].as_ref()) {
         Some(named) if named == id => Ok(()),
         Some(named) => Err(TlsError::Request(format!(
-            "the certificate names node {named:016x}, not {id:016x}"
+            "the certificate names node {named}, not {id}"
         ))),
         None => Err(TlsError::Request("the certificate names no node".into())),
     }
 }
 
 /// The node id named by a DER certificate, if it names exactly one node.
-pub fn node_id_of_cert(der: &[u8]) -> Option<u64> {
+pub fn node_id_of_cert(der: &[u8]) -> Option<NodeId> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let san = cert.subject_alternative_name().ok()??;
     let mut ids = san.value.general_names.iter().filter_map(|n| match n {
@@ -392,11 +395,11 @@ mod tests {
     #[test]
     fn node_certificates_name_their_node_and_chain_to_the_ca() {
         let (ca, ca_key) = new_ca("00000000000000ab").expect("ca");
-        let (cert, key) = issue_node_cert(&ca, &ca_key, 0x1234).expect("issue");
+        let (cert, key) = issue_node_cert(&ca, &ca_key, NodeId::new(0x1234)).expect("issue");
         let der = certs(&cert).expect("pem").remove(0);
-        assert_eq!(node_id_of_cert(&der), Some(0x1234));
-        check_node_cert(&cert, &key, 0x1234).expect("names its node");
-        assert!(check_node_cert(&cert, &key, 0x9).is_err());
+        assert_eq!(node_id_of_cert(&der), Some(NodeId::new(0x1234)));
+        check_node_cert(&cert, &key, NodeId::new(0x1234)).expect("names its node");
+        assert!(check_node_cert(&cert, &key, NodeId::new(0x9)).is_err());
         let id = Identity {
             ca_pem: ca.clone(),
             cert_pem: cert,
@@ -414,15 +417,18 @@ mod tests {
     fn a_signed_request_gets_quorates_fields_not_the_requesters() {
         let (ca, ca_key) = new_ca("00000000000000ab").expect("ca");
         // A request asking for node 7's name (and whatever else) is signed for node 8 only.
-        let (request, key) = node_request(7).expect("request");
-        let cert = sign_node_request(&ca, &ca_key, &request, 8).expect("sign");
-        check_node_cert(&cert, &key, 8).expect("names node 8");
-        assert!(sign_node_request(&ca, &ca_key, "not a request", 8).is_err());
+        let (request, key) = node_request(NodeId::new(7)).expect("request");
+        let cert = sign_node_request(&ca, &ca_key, &request, NodeId::new(8)).expect("sign");
+        check_node_cert(&cert, &key, NodeId::new(8)).expect("names node 8");
+        assert!(sign_node_request(&ca, &ca_key, "not a request", NodeId::new(8)).is_err());
     }
 
     #[test]
     fn node_names_round_trip() {
-        assert_eq!(node_id_from_name(&node_name(42)), Some(42));
+        assert_eq!(
+            node_id_from_name(&node_name(NodeId::new(42))),
+            Some(NodeId::new(42))
+        );
         assert_eq!(node_id_from_name("n0000.node.quorate"), None);
         assert_eq!(node_id_from_name("example.com"), None);
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, Raft, ServerState};
+use quorate_consensus::NodeId;
 use quorate_consensus::mem_network::MemRouter;
 use quorate_consensus::{LogStore, Request, StateMachineStore, TypeConfig, open_db, raft_config};
 
@@ -14,7 +15,7 @@ struct Node {
     sm: StateMachineStore,
 }
 
-async fn start(router: &MemRouter, dir: &std::path::Path, id: u64) -> Node {
+async fn start(router: &MemRouter, dir: &std::path::Path, id: NodeId) -> Node {
     let db = open_db(&dir.join(format!("n{id}.redb"))).expect("db");
     let sm = StateMachineStore::open(db.clone()).expect("sm");
     let config = Arc::new(raft_config("test").expect("config"));
@@ -31,7 +32,7 @@ async fn start(router: &MemRouter, dir: &std::path::Path, id: u64) -> Node {
     Node { raft, sm }
 }
 
-fn addr(id: u64) -> BasicNode {
+fn addr(id: NodeId) -> BasicNode {
     BasicNode {
         addr: format!("node-{id}"),
     }
@@ -57,7 +58,7 @@ fn label_count(n: &Node) -> usize {
         .unwrap_or(0)
 }
 
-fn put_node(id: u64) -> Request {
+fn put_node(id: NodeId) -> Request {
     Request::PutNode {
         node: quorate_consensus::NodeRecord {
             id,
@@ -75,7 +76,7 @@ fn put_node(id: u64) -> Request {
 
 fn set_label(i: usize) -> Request {
     Request::SetLabel {
-        node: 1,
+        node: NodeId::new(1),
         key: format!("k{i}"),
         value: format!("v{i}"),
     }
@@ -89,11 +90,20 @@ async fn three_voters_elect_a_leader_and_learners_replicate_without_voting() {
     let router = MemRouter::default();
     let mut nodes = BTreeMap::new();
     for id in 1..=5 {
-        nodes.insert(id, start(&router, dir.path(), id).await);
+        nodes.insert(
+            NodeId::new(id),
+            start(&router, dir.path(), NodeId::new(id)).await,
+        );
     }
-    let voters: BTreeMap<u64, BasicNode> = (1..=3).map(|id| (id, addr(id))).collect();
-    nodes[&1].raft.initialize(voters).await.expect("initialize");
-    let leader = nodes[&1]
+    let voters: BTreeMap<NodeId, BasicNode> = (1..=3)
+        .map(|id| (NodeId::new(id), addr(NodeId::new(id))))
+        .collect();
+    nodes[&NodeId::new(1)]
+        .raft
+        .initialize(voters)
+        .await
+        .expect("initialize");
+    let leader = nodes[&NodeId::new(1)]
         .raft
         .wait(Some(Duration::from_secs(5)))
         .metrics(|m| m.current_leader.is_some(), "a leader")
@@ -104,9 +114,11 @@ async fn three_voters_elect_a_leader_and_learners_replicate_without_voting() {
     let lead = &nodes[&leader].raft;
     // A first write commits the new leader's term (and the initial membership with it);
     // membership changes are refused while that is in progress.
-    lead.client_write(put_node(1)).await.expect("put node");
+    lead.client_write(put_node(NodeId::new(1)))
+        .await
+        .expect("put node");
     for id in [4, 5] {
-        lead.add_learner(id, addr(id), false)
+        lead.add_learner(NodeId::new(id), addr(NodeId::new(id)), false)
             .await
             .expect("add learner");
     }
@@ -132,13 +144,13 @@ async fn three_voters_elect_a_leader_and_learners_replicate_without_voting() {
         )
         .await;
     }
-    for id in [4, 5] {
+    for id in [4, 5].map(NodeId::new) {
         let m = nodes[&id].raft.metrics().borrow().clone();
         assert_eq!(m.state, ServerState::Learner, "node {id} is a learner");
-        let voter_ids: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+        let voter_ids: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
         assert_eq!(
             voter_ids,
-            BTreeSet::from([1, 2, 3]),
+            BTreeSet::from([1, 2, 3].map(NodeId::new)),
             "learners are not voters"
         );
         assert!(
@@ -159,14 +171,21 @@ async fn leader_loss_and_partition() {
     let router = MemRouter::default();
     let mut nodes = BTreeMap::new();
     for id in 1..=3 {
-        nodes.insert(id, start(&router, dir.path(), id).await);
+        nodes.insert(
+            NodeId::new(id),
+            start(&router, dir.path(), NodeId::new(id)).await,
+        );
     }
-    nodes[&1]
+    nodes[&NodeId::new(1)]
         .raft
-        .initialize((1..=3).map(|id| (id, addr(id))).collect::<BTreeMap<_, _>>())
+        .initialize(
+            (1..=3)
+                .map(|id| (NodeId::new(id), addr(NodeId::new(id))))
+                .collect::<BTreeMap<_, _>>(),
+        )
         .await
         .expect("init");
-    let wait_leader = |n: &Node, not: Option<u64>| {
+    let wait_leader = |n: &Node, not: Option<NodeId>| {
         let w = n.raft.wait(Some(Duration::from_secs(5)));
         async move {
             w.metrics(
@@ -179,10 +198,10 @@ async fn leader_loss_and_partition() {
             .expect("id")
         }
     };
-    let leader = wait_leader(&nodes[&1], None).await;
+    let leader = wait_leader(&nodes[&NodeId::new(1)], None).await;
     nodes[&leader]
         .raft
-        .client_write(put_node(1))
+        .client_write(put_node(NodeId::new(1)))
         .await
         .expect("write");
 

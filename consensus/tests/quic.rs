@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::VoteRequest;
 use openraft::{BasicNode, ServerState, Vote};
+use quorate_consensus::NodeId;
 use quorate_consensus::quic::QuicNet;
 use quorate_consensus::tls::{Identity, JoinVerifier, issue_node_cert, new_ca};
 use quorate_consensus::{
@@ -47,13 +48,18 @@ fn addr(port: u16) -> SocketAddr {
     ([127, 0, 0, 1], port).into()
 }
 
-fn config(dir: &Path, id: u64, port: u16) -> ConsensusConfig {
-    ConsensusConfig::new(id, dir.join(format!("n{id}")), addr(port), addr(port))
+fn config(dir: &Path, id: NodeId, port: u16) -> ConsensusConfig {
+    ConsensusConfig::new(
+        id,
+        dir.join(format!("n{}", id.get())),
+        addr(port),
+        addr(port),
+    )
 }
 
-fn info(id: u64, role: Role) -> NodeInfo {
+fn info(id: NodeId, role: Role) -> NodeInfo {
     NodeInfo {
-        name: format!("n{id}"),
+        name: format!("n{}", id.get()),
         role,
         gossip_addr: "127.0.0.1:7946".into(),
         api_addr: "127.0.0.1:7948".into(),
@@ -63,12 +69,12 @@ fn info(id: u64, role: Role) -> NodeInfo {
 
 struct Cluster {
     dir: tempfile::TempDir,
-    ports: BTreeMap<u64, u16>,
-    nodes: BTreeMap<u64, Consensus>,
+    ports: BTreeMap<NodeId, u16>,
+    nodes: BTreeMap<NodeId, Consensus>,
 }
 
 impl Cluster {
-    async fn bootstrap(id: u64) -> Cluster {
+    async fn bootstrap(id: NodeId) -> Cluster {
         logs();
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -91,7 +97,7 @@ impl Cluster {
         addr(self.ports[self.nodes.keys().next().expect("a node")])
     }
 
-    async fn join(&mut self, id: u64, role: Role) {
+    async fn join(&mut self, id: NodeId, role: Role) {
         self.join_with(id, role, Trust::FirstUse, None)
             .await
             .expect("join");
@@ -99,7 +105,7 @@ impl Cluster {
 
     async fn join_with(
         &mut self,
-        id: u64,
+        id: NodeId,
         role: Role,
         trust: Trust,
         token: Option<TokenProof>,
@@ -109,7 +115,7 @@ impl Cluster {
 
     async fn join_keyed(
         &mut self,
-        id: u64,
+        id: NodeId,
         role: Role,
         trust: Trust,
         token: Option<TokenProof>,
@@ -123,7 +129,7 @@ impl Cluster {
     async fn join_from(
         &mut self,
         ip: [u8; 4],
-        id: u64,
+        id: NodeId,
         role: Role,
         trust: Trust,
         token: Option<TokenProof>,
@@ -133,7 +139,7 @@ impl Cluster {
         let seeds = vec![self.seed()];
         let at = SocketAddr::from((ip, port));
         let (node, _) = Consensus::join(
-            ConsensusConfig::new(id, self.dir.path().join(format!("n{id}")), at, at),
+            ConsensusConfig::new(id, self.dir.path().join(format!("n{}", id.get())), at, at),
             info(id, role),
             "test",
             &seeds,
@@ -145,12 +151,12 @@ impl Cluster {
         Ok(())
     }
 
-    async fn kill(&mut self, id: u64) {
+    async fn kill(&mut self, id: NodeId) {
         let n = self.nodes.remove(&id).expect("running");
         n.shutdown().await;
     }
 
-    async fn restart(&mut self, id: u64, role: Role) {
+    async fn restart(&mut self, id: NodeId, role: Role) {
         let n = Consensus::open(config(self.dir.path(), id, self.ports[&id]), info(id, role))
             .await
             .expect("reopen");
@@ -180,8 +186,8 @@ impl Cluster {
     }
 
     /// Waits until every running node sees `voters` as voters and `learners` as learners.
-    async fn wait_membership(&self, voters: &[u64], learners: &[u64]) {
-        let want: (BTreeSet<u64>, BTreeSet<u64>) = (
+    async fn wait_membership(&self, voters: &[NodeId], learners: &[NodeId]) {
+        let want: (BTreeSet<NodeId>, BTreeSet<NodeId>) = (
             voters.iter().copied().collect(),
             learners.iter().copied().collect(),
         );
@@ -189,7 +195,7 @@ impl Cluster {
             for (id, n) in &c.nodes {
                 let m = n.raft().metrics().borrow().clone();
                 let mem = m.membership_config.membership();
-                let seen: (BTreeSet<u64>, BTreeSet<u64>) =
+                let seen: (BTreeSet<NodeId>, BTreeSet<NodeId>) =
                     (mem.voter_ids().collect(), mem.learner_ids().collect());
                 if seen != want || mem.get_joint_config().len() != 1 {
                     return Err(format!("node {id} sees {seen:?}"));
@@ -207,7 +213,7 @@ impl Cluster {
     }
 }
 
-fn label(node: u64, key: &str) -> Request {
+fn label(node: NodeId, key: &str) -> Request {
     Request::SetLabel {
         node,
         key: key.into(),
@@ -215,7 +221,7 @@ fn label(node: u64, key: &str) -> Request {
     }
 }
 
-fn labels_of(n: &Consensus, node: u64) -> BTreeSet<String> {
+fn labels_of(n: &Consensus, node: NodeId) -> BTreeSet<String> {
     n.local_registry()
         .nodes
         .get(&node)
@@ -228,56 +234,71 @@ fn labels_of(n: &Consensus, node: u64) -> BTreeSet<String> {
 /// holds the CA key; a write sent to the learner is forwarded to the leader and reaches all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joiners_are_promoted_to_the_target_and_learners_forward_writes() {
-    let mut c = Cluster::bootstrap(1).await;
-    c.join(2, Role::Voter).await;
-    c.join(3, Role::Voter).await;
-    c.join(4, Role::Storage).await;
-    c.wait_membership(&[1, 2, 3], &[4]).await;
-    assert!(c.nodes[&2].holds_ca_key(), "a voter holds the CA key");
-    assert!(!c.nodes[&4].holds_ca_key(), "a storage node never does");
+    let mut c = Cluster::bootstrap(NodeId::new(1)).await;
+    c.join(NodeId::new(2), Role::Voter).await;
+    c.join(NodeId::new(3), Role::Voter).await;
+    c.join(NodeId::new(4), Role::Storage).await;
+    c.wait_membership(&[1, 2, 3].map(NodeId::new), &[NodeId::new(4)])
+        .await;
+    assert!(
+        c.nodes[&NodeId::new(2)].holds_ca_key(),
+        "a voter holds the CA key"
+    );
+    assert!(
+        !c.nodes[&NodeId::new(4)].holds_ca_key(),
+        "a storage node never does"
+    );
 
-    let w = c.nodes[&4]
-        .write(label(4, "zone"))
+    let w = c.nodes[&NodeId::new(4)]
+        .write(label(NodeId::new(4), "zone"))
         .await
         .expect("forwarded write");
     assert_eq!(w.outcome, Ok(()));
     c.until("the label everywhere", Duration::from_secs(10), |c| {
         for (id, n) in &c.nodes {
-            if !labels_of(n, 4).contains("zone") {
+            if !labels_of(n, NodeId::new(4)).contains("zone") {
                 return Err(format!("node {id} lacks it"));
             }
         }
         Ok(())
     })
     .await;
-    let learner = c.nodes[&4].raft().metrics().borrow().clone();
+    let learner = c.nodes[&NodeId::new(4)].raft().metrics().borrow().clone();
     assert_eq!(learner.state, ServerState::Learner);
     assert_ne!(
         learner.vote.leader_id().voted_for(),
-        Some(4),
+        Some(NodeId::new(4)),
         "a learner never votes for itself"
     );
 
-    let status = c.nodes[&4].status();
+    let status = c.nodes[&NodeId::new(4)].status();
     assert_eq!(status.cluster_name, "test");
-    assert_eq!(status.cluster_id, c.nodes[&1].cluster().cluster_id);
-    let suffrage: BTreeMap<u64, String> = status
+    assert_eq!(
+        status.cluster_id,
+        c.nodes[&NodeId::new(1)].cluster().cluster_id
+    );
+    let suffrage: BTreeMap<NodeId, String> = status
         .members
         .iter()
         .map(|m| (m.id, m.suffrage.clone()))
         .collect();
-    assert_eq!(suffrage[&1], "voter");
-    assert_eq!(suffrage[&4], "learner");
+    assert_eq!(suffrage[&NodeId::new(1)], "voter");
+    assert_eq!(suffrage[&NodeId::new(4)], "learner");
     assert_eq!(
         status
             .members
             .iter()
-            .find(|m| m.id == 4)
+            .find(|m| m.id == NodeId::new(4))
             .and_then(|m| m.role),
         Some(Role::Storage)
     );
     // A storage node is not promoted, even by an operator.
-    let refused = c.any().admin(AdminOp::Promote { node: 4 }).await;
+    let refused = c
+        .any()
+        .admin(AdminOp::Promote {
+            node: NodeId::new(4),
+        })
+        .await;
     assert!(
         matches!(&refused, Err(ConsensusError::Membership { message }) if message.contains("storage")),
         "{refused:?}"
@@ -290,13 +311,13 @@ async fn joiners_are_promoted_to_the_target_and_learners_forward_writes() {
 /// another voter; after all nodes restart the registry and the cluster id are intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_loss_restart_hand_over_and_full_restart() {
-    let mut c = Cluster::bootstrap(1).await;
-    c.join(2, Role::Voter).await;
-    c.join(3, Role::Voter).await;
-    c.wait_membership(&[1, 2, 3], &[]).await;
+    let mut c = Cluster::bootstrap(NodeId::new(1)).await;
+    c.join(NodeId::new(2), Role::Voter).await;
+    c.join(NodeId::new(3), Role::Voter).await;
+    c.wait_membership(&[1, 2, 3].map(NodeId::new), &[]).await;
     for i in 0..5 {
         c.any()
-            .write(label(1, &format!("a{i}")))
+            .write(label(NodeId::new(1), &format!("a{i}")))
             .await
             .expect("write");
     }
@@ -312,7 +333,7 @@ async fn leader_loss_restart_hand_over_and_full_restart() {
     })
     .await;
     c.any()
-        .write(label(1, "after-failover"))
+        .write(label(NodeId::new(1), "after-failover"))
         .await
         .expect("write after failover");
 
@@ -323,7 +344,9 @@ async fn leader_loss_restart_hand_over_and_full_restart() {
         |c| {
             let n = &c.nodes[&leader];
             let m = n.raft().metrics().borrow().clone();
-            if m.state == ServerState::Follower && labels_of(n, 1).contains("after-failover") {
+            if m.state == ServerState::Follower
+                && labels_of(n, NodeId::new(1)).contains("after-failover")
+            {
                 Ok(())
             } else {
                 Err(format!("{:?}", m.state))
@@ -343,12 +366,12 @@ async fn leader_loss_restart_hand_over_and_full_restart() {
         "{said}; leader {after:?}"
     );
     c.any()
-        .write(label(1, "after-step-down"))
+        .write(label(NodeId::new(1), "after-step-down"))
         .await
         .expect("write after step-down");
 
     let cluster_id = c.any().cluster().cluster_id.clone();
-    let ids: Vec<u64> = c.nodes.keys().copied().collect();
+    let ids: Vec<NodeId> = c.nodes.keys().copied().collect();
     let registry = c.nodes[&ids[0]].read().await.expect("read");
     for id in &ids {
         c.kill(*id).await;
@@ -363,7 +386,10 @@ async fn leader_loss_restart_hand_over_and_full_restart() {
             for (id, n) in &c.nodes {
                 let r = n.local_registry();
                 if r != registry {
-                    return Err(format!("node {id}: {} labels", labels_of(n, 1).len()));
+                    return Err(format!(
+                        "node {id}: {} labels",
+                        labels_of(n, NodeId::new(1)).len()
+                    ));
                 }
                 if n.cluster().cluster_id != cluster_id {
                     return Err("another cluster id".into());
@@ -374,7 +400,7 @@ async fn leader_loss_restart_hand_over_and_full_restart() {
     )
     .await;
     c.any()
-        .write(label(1, "after-restart"))
+        .write(label(NodeId::new(1), "after-restart"))
         .await
         .expect("write after restart");
     c.shutdown().await;
@@ -384,11 +410,12 @@ async fn leader_loss_restart_hand_over_and_full_restart() {
 /// every write that was acknowledged is in every node's registry at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_and_demote_under_load_lose_no_acknowledged_write() {
-    let mut c = Cluster::bootstrap(1).await;
+    let mut c = Cluster::bootstrap(NodeId::new(1)).await;
     for id in 2..=4 {
-        c.join(id, Role::Voter).await;
+        c.join(NodeId::new(id), Role::Voter).await;
     }
-    c.wait_membership(&[1, 2, 3], &[4]).await;
+    c.wait_membership(&[1, 2, 3].map(NodeId::new), &[NodeId::new(4)])
+        .await;
     let nodes: Arc<Vec<Consensus>> = Arc::new(std::mem::take(&mut c.nodes).into_values().collect());
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
@@ -401,7 +428,9 @@ async fn promote_and_demote_under_load_lose_no_acknowledged_write() {
             while !stop.load(Ordering::Relaxed) {
                 let key = format!("w{w}-{i}");
                 i += 1;
-                if let Ok(done) = nodes[(w + i) % nodes.len()].write(label(1, &key)).await
+                if let Ok(done) = nodes[(w + i) % nodes.len()]
+                    .write(label(NodeId::new(1), &key))
+                    .await
                     && done.outcome.is_ok()
                 {
                     acked.push(key);
@@ -413,7 +442,7 @@ async fn promote_and_demote_under_load_lose_no_acknowledged_write() {
     let admin = &nodes[0];
     for round in 0..3 {
         let status = admin.status();
-        let voters: Vec<u64> = status
+        let voters: Vec<NodeId> = status
             .members
             .iter()
             .filter(|m| m.suffrage == "voter")
@@ -462,7 +491,7 @@ async fn promote_and_demote_under_load_lose_no_acknowledged_write() {
         let missing: Vec<(usize, usize)> = nodes
             .iter()
             .enumerate()
-            .map(|(i, n)| (i, acked.difference(&labels_of(n, 1)).count()))
+            .map(|(i, n)| (i, acked.difference(&labels_of(n, NodeId::new(1))).count()))
             .filter(|(_, m)| *m > 0)
             .collect();
         if missing.is_empty() {
@@ -485,7 +514,7 @@ async fn promote_and_demote_under_load_lose_no_acknowledged_write() {
 /// admits the node and counts a use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_are_checked_against_tokens_and_pins() {
-    let mut c = Cluster::bootstrap(1).await;
+    let mut c = Cluster::bootstrap(NodeId::new(1)).await;
     c.any().set_join_policy(JoinPolicy::TokenOnly);
     let secret = "s3cret-s3cret-s3cret";
     let now = std::time::SystemTime::now()
@@ -542,7 +571,7 @@ async fn joins_are_checked_against_tokens_and_pins() {
     ];
     for (token, role, says) in cases {
         let e = c
-            .join_with(9, role, Trust::FirstUse, token)
+            .join_with(NodeId::new(9), role, Trust::FirstUse, token)
             .await
             .expect_err("refused");
         assert!(
@@ -562,7 +591,7 @@ async fn joins_are_checked_against_tokens_and_pins() {
         .expect("fp");
     let e = c
         .join_with(
-            9,
+            NodeId::new(9),
             Role::Storage,
             Trust::Pinned(other),
             proof("00000000000000a1", secret),
@@ -575,7 +604,7 @@ async fn joins_are_checked_against_tokens_and_pins() {
     // a good token, and changes nothing.
     let e = c
         .join_with(
-            9,
+            NodeId::new(9),
             Role::Storage,
             Trust::Pinned(fingerprint.clone()),
             proof("00000000000000a1", secret),
@@ -595,7 +624,7 @@ async fn joins_are_checked_against_tokens_and_pins() {
 
     c.join_from(
         [127, 0, 0, 2],
-        9,
+        NodeId::new(9),
         Role::Storage,
         Trust::Pinned(fingerprint),
         proof("00000000000000a1", secret),
@@ -603,12 +632,13 @@ async fn joins_are_checked_against_tokens_and_pins() {
     )
     .await
     .expect("a good token and pin, from another address");
-    c.wait_membership(&[1], &[9]).await;
+    c.wait_membership(&[NodeId::new(1)], &[NodeId::new(9)])
+        .await;
     assert_eq!(c.any().local_registry().tokens["00000000000000a1"].uses, 1);
     c.shutdown().await;
 }
 
-fn identity(ca: &(String, String), id: u64) -> Identity {
+fn identity(ca: &(String, String), id: NodeId) -> Identity {
     let (cert_pem, key_pem) = issue_node_cert(&ca.0, &ca.1, id).expect("issue");
     Identity {
         ca_pem: ca.0.clone(),
@@ -617,7 +647,7 @@ fn identity(ca: &(String, String), id: u64) -> Identity {
     }
 }
 
-fn vote_from(id: u64) -> VoteRequest<u64> {
+fn vote_from(id: NodeId) -> VoteRequest<NodeId> {
     VoteRequest {
         vote: Vote::new(1, id),
         last_log_id: None,
@@ -632,8 +662,8 @@ async fn strangers_impostors_and_forged_claims_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let target = Consensus::bootstrap(
-        config(dir.path(), 1, port),
-        info(1, Role::Voter),
+        config(dir.path(), NodeId::new(1), port),
+        info(NodeId::new(1), Role::Voter),
         "test",
         Settings::default(),
     )
@@ -647,26 +677,32 @@ async fn strangers_impostors_and_forged_claims_are_refused() {
     };
 
     // A member calling as itself is answered.
-    let friend = QuicNet::bind(addr(0), &identity(&ca, 2)).expect("bind");
-    let mut conn = RaftNet::new(friend.clone()).new_client(1, &node1).await;
-    conn.vote(vote_from(2), option.clone())
+    let friend = QuicNet::bind(addr(0), &identity(&ca, NodeId::new(2))).expect("bind");
+    let mut conn = RaftNet::new(friend.clone())
+        .new_client(NodeId::new(1), &node1)
+        .await;
+    conn.vote(vote_from(NodeId::new(2)), option.clone())
         .await
         .expect("a genuine vote is answered");
 
     // The same member claiming to be node 3: refused.
-    let forged = conn.vote(vote_from(3), option.clone()).await;
+    let forged = conn.vote(vote_from(NodeId::new(3)), option.clone()).await;
     assert!(forged.is_err(), "a forged claim was answered: {forged:?}");
 
     // A node with a certificate of another CA: the handshake fails.
     let other_ca = new_ca("00000000000000cd").expect("ca");
-    let stranger = QuicNet::bind(addr(0), &identity(&other_ca, 2)).expect("bind");
-    let mut conn = RaftNet::new(stranger).new_client(1, &node1).await;
-    let r = conn.vote(vote_from(2), option.clone()).await;
+    let stranger = QuicNet::bind(addr(0), &identity(&other_ca, NodeId::new(2))).expect("bind");
+    let mut conn = RaftNet::new(stranger)
+        .new_client(NodeId::new(1), &node1)
+        .await;
+    let r = conn.vote(vote_from(NodeId::new(2)), option.clone()).await;
     assert!(r.is_err(), "another CA's node was answered: {r:?}");
 
     // Dialing node 1's address while expecting node 4: its certificate names another node.
-    let mut conn = RaftNet::new(friend).new_client(4, &node1).await;
-    let r = conn.vote(vote_from(2), option.clone()).await;
+    let mut conn = RaftNet::new(friend)
+        .new_client(NodeId::new(4), &node1)
+        .await;
+    let r = conn.vote(vote_from(NodeId::new(2)), option.clone()).await;
     assert!(
         r.is_err(),
         "a peer answering under another node's name was trusted: {r:?}"
@@ -674,7 +710,7 @@ async fn strangers_impostors_and_forged_claims_are_refused() {
 
     // Without a certificate, a Raft request is refused (only joins are answered).
     let anonymous = QuicNet::joiner(addr(0), &JoinVerifier::new(Trust::FirstUse)).expect("bind");
-    let body = serde_json::json!({"vote": {"req": vote_from(2)}}).to_string();
+    let body = serde_json::json!({"vote": {"req": vote_from(NodeId::new(2))}}).to_string();
     let answer = anonymous
         .call_addr(addr(port), body.as_bytes(), Duration::from_secs(2))
         .await
@@ -692,7 +728,7 @@ async fn strangers_impostors_and_forged_claims_are_refused() {
     assert!(counters["quic_handshakes_refused"] >= 1, "{counters:?}");
     assert!(counters["requests_refused"] >= 3, "{counters:?}");
     target
-        .write(label(1, "still-up"))
+        .write(label(NodeId::new(1), "still-up"))
         .await
         .expect("still serving");
     target.shutdown().await;
@@ -702,10 +738,10 @@ async fn strangers_impostors_and_forged_claims_are_refused() {
 /// node that joins late receives the registry as a snapshot over QUIC and applies what follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_catches_up_from_a_snapshot_after_compaction() {
-    let mut c = Cluster::bootstrap(1).await;
+    let mut c = Cluster::bootstrap(NodeId::new(1)).await;
     for i in 0..1100 {
-        let w = c.nodes[&1]
-            .write(label(1, &format!("k{i}")))
+        let w = c.nodes[&NodeId::new(1)]
+            .write(label(NodeId::new(1), &format!("k{i}")))
             .await
             .expect("write");
         assert_eq!(w.outcome, Ok(()));
@@ -714,7 +750,7 @@ async fn a_late_joiner_catches_up_from_a_snapshot_after_compaction() {
         "a snapshot and a compacted log",
         Duration::from_secs(20),
         |c| {
-            let m = c.nodes[&1].raft().metrics().borrow().clone();
+            let m = c.nodes[&NodeId::new(1)].raft().metrics().borrow().clone();
             match (m.snapshot, m.purged) {
                 (Some(_), Some(_)) => Ok(()),
                 other => Err(format!("{other:?}")),
@@ -722,12 +758,12 @@ async fn a_late_joiner_catches_up_from_a_snapshot_after_compaction() {
         },
     )
     .await;
-    c.join(2, Role::Storage).await;
+    c.join(NodeId::new(2), Role::Storage).await;
     c.until(
         "the joiner to hold every label",
         Duration::from_secs(20),
         |c| {
-            let n = labels_of(&c.nodes[&2], 1).len();
+            let n = labels_of(&c.nodes[&NodeId::new(2)], NodeId::new(1)).len();
             if n == 1100 {
                 Ok(())
             } else {
@@ -736,7 +772,7 @@ async fn a_late_joiner_catches_up_from_a_snapshot_after_compaction() {
         },
     )
     .await;
-    let m = c.nodes[&2].raft().metrics().borrow().clone();
+    let m = c.nodes[&NodeId::new(2)].raft().metrics().borrow().clone();
     assert!(
         m.snapshot.is_some(),
         "the joiner installed a snapshot: {:?}",
@@ -749,23 +785,36 @@ async fn a_late_joiner_catches_up_from_a_snapshot_after_compaction() {
 /// refuses one with another key or none, and says which.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sealed_cluster_admits_holders_of_its_key_only() {
-    let mut c = Cluster::bootstrap(1).await;
+    let mut c = Cluster::bootstrap(NodeId::new(1)).await;
     let key = [5u8; 32];
     c.any().set_join_policy(JoinPolicy::KeyOrToken);
     c.any().set_join_keys(vec![key]);
     let e = c
-        .join_keyed(7, Role::Storage, Trust::FirstUse, None, Some([6u8; 32]))
+        .join_keyed(
+            NodeId::new(7),
+            Role::Storage,
+            Trust::FirstUse,
+            None,
+            Some([6u8; 32]),
+        )
         .await
         .expect_err("another key");
     assert!(e.to_string().contains("not this cluster's"), "{e}");
     let e = c
-        .join_keyed(7, Role::Storage, Trust::FirstUse, None, None)
+        .join_keyed(NodeId::new(7), Role::Storage, Trust::FirstUse, None, None)
         .await
         .expect_err("no key");
     assert!(e.to_string().contains("sealed with a cluster key"), "{e}");
-    c.join_keyed(7, Role::Storage, Trust::FirstUse, None, Some(key))
-        .await
-        .expect("the right key");
-    c.wait_membership(&[1], &[7]).await;
+    c.join_keyed(
+        NodeId::new(7),
+        Role::Storage,
+        Trust::FirstUse,
+        None,
+        Some(key),
+    )
+    .await
+    .expect("the right key");
+    c.wait_membership(&[NodeId::new(1)], &[NodeId::new(7)])
+        .await;
     c.shutdown().await;
 }

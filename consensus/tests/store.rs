@@ -9,7 +9,10 @@ struct RedbBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RedbBuilder {
     async fn build(
         &self,
-    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<u64>> {
+    ) -> Result<
+        (tempfile::TempDir, LogStore, StateMachineStore),
+        StorageError<quorate_consensus::NodeId>,
+    > {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = open_db(&dir.path().join("raft.redb")).expect("open db");
         Ok((

@@ -19,8 +19,9 @@ mod txt;
 pub use mdns::{Advertisement, Mdns, MdnsConfig};
 pub use peer::{Peer, PeerEvent, PeerTable, Resolution, Stats, instance_label};
 pub use query::{QueryOptions, query};
+pub use quorate_base::{NodeId, Role};
 pub use service_type::{DEFAULT_SERVICE_TYPE, check_service_type};
-pub use txt::{Advert, AdvertRole, AdvertState, TXT_MAX_BYTES, TXT_VERSION, TxtError};
+pub use txt::{Advert, AdvertState, TXT_MAX_BYTES, TXT_VERSION, TxtError};
 
 /// Which interfaces discovery uses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

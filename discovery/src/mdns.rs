@@ -7,6 +7,7 @@
 //! browser re-verifies every known instance on a period (RFC 6762 §10.4) and drops those that
 //! no longer answer.
 
+use quorate_base::NodeId;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -164,7 +165,7 @@ impl Mdns {
     /// the daemon stops.
     pub fn browse(
         &self,
-        own_id: Option<String>,
+        own_id: Option<NodeId>,
     ) -> Result<mpsc::Receiver<PeerEvent>, DiscoveryError> {
         let events = self
             .daemon

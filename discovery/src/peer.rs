@@ -13,19 +13,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::txt::{Advert, AdvertRole, AdvertState, TxtError};
+use quorate_base::{NodeId, Role, hex_id};
+
+use crate::txt::{Advert, AdvertState, TxtError};
 
 /// A quorate node found on the network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Peer {
-    /// Node id (16 hex digits).
-    pub id: String,
+    /// Node id (16 hex digits in JSON).
+    #[serde(with = "hex_id")]
+    pub id: NodeId,
     /// Node name: the mDNS instance name.
     pub name: String,
     /// Cluster name.
     pub cluster: String,
     /// Claimed role.
-    pub role: AdvertRole,
+    pub role: Role,
     /// Life stage.
     pub state: AdvertState,
     /// Every address it was seen at, IPv4 first.
@@ -120,7 +123,7 @@ impl Stats {
 
 #[derive(Clone, Debug)]
 struct Instance {
-    id: String,
+    id: NodeId,
     name: String,
     port: u16,
     addrs: BTreeSet<IpAddr>,
@@ -131,16 +134,16 @@ struct Instance {
 /// Peers by node id, built from resolutions and removals.
 #[derive(Debug)]
 pub struct PeerTable {
-    own_id: Option<String>,
+    own_id: Option<NodeId>,
     service_type: String,
     instances: HashMap<String, Instance>,
-    peers: BTreeMap<String, Peer>,
+    peers: BTreeMap<NodeId, Peer>,
     stats: Arc<Stats>,
 }
 
 impl PeerTable {
     /// A table that leaves out `own_id` (this node's own advertisement).
-    pub fn new(service_type: &str, own_id: Option<String>, stats: Arc<Stats>) -> Self {
+    pub fn new(service_type: &str, own_id: Option<NodeId>, stats: Arc<Stats>) -> Self {
         PeerTable {
             own_id,
             service_type: service_type.to_string(),
@@ -179,7 +182,7 @@ impl PeerTable {
             return Vec::new();
         }
         self.stats.resolved.fetch_add(1, Ordering::Relaxed);
-        if self.own_id.as_deref() == Some(advert.id.as_str()) {
+        if self.own_id == Some(advert.id) {
             return Vec::new();
         }
         let mut events = Vec::new();
@@ -201,17 +204,17 @@ impl PeerTable {
             );
             if old.id != advert.id {
                 // The instance name moved to another node: the old one loses it.
-                let previous = old.id.clone();
+                let previous = old.id;
                 addrs = r.addrs.clone();
                 self.instances.remove(&r.fullname);
-                events.extend(self.rebuild(&previous));
+                events.extend(self.rebuild(previous));
             }
         }
-        let id = advert.id.clone();
+        let id = advert.id;
         self.instances.insert(
             r.fullname.clone(),
             Instance {
-                id: id.clone(),
+                id,
                 name,
                 port: r.port,
                 addrs,
@@ -219,22 +222,22 @@ impl PeerTable {
                 txt,
             },
         );
-        events.extend(self.rebuild(&id));
+        events.extend(self.rebuild(id));
         events
     }
 
     /// Takes the removal of an instance (goodbye, or a failed verification).
     pub fn removed(&mut self, fullname: &str) -> Option<PeerEvent> {
         let inst = self.instances.remove(fullname)?;
-        self.rebuild(&inst.id)
+        self.rebuild(inst.id)
     }
 
     /// Recomputes peer `id` from its instances and says what changed.
-    fn rebuild(&mut self, id: &str) -> Option<PeerEvent> {
+    fn rebuild(&mut self, id: NodeId) -> Option<PeerEvent> {
         let mut mine: Vec<(&String, &Instance)> =
             self.instances.iter().filter(|(_, i)| i.id == id).collect();
         if mine.is_empty() {
-            return self.peers.remove(id).map(PeerEvent::Lost);
+            return self.peers.remove(&id).map(PeerEvent::Lost);
         }
         // Several instances of one node (a renamed one) are rare; the first by name speaks.
         mine.sort_by(|a, b| a.0.cmp(b.0));
@@ -252,7 +255,7 @@ impl PeerTable {
         addrs.sort_by_key(|a| (a.is_ipv6(), *a));
         let a = &primary.advert;
         let peer = Peer {
-            id: id.to_string(),
+            id,
             name: primary.name.clone(),
             cluster: a.cluster.clone(),
             role: a.role,
@@ -265,7 +268,7 @@ impl PeerTable {
             ca: a.ca.clone(),
             txt: primary.txt.clone(),
         };
-        match self.peers.insert(id.to_string(), peer.clone()) {
+        match self.peers.insert(id, peer.clone()) {
             None => Some(PeerEvent::Found(peer)),
             Some(old) if old == peer => None,
             Some(_) => Some(PeerEvent::Updated(peer)),
@@ -320,7 +323,7 @@ mod tests {
     fn table() -> (PeerTable, Arc<Stats>) {
         let stats = Arc::new(Stats::default());
         (
-            PeerTable::new(TY, Some("00000000000000ff".into()), stats.clone()),
+            PeerTable::new(TY, Some(NodeId::new(0xff)), stats.clone()),
             stats,
         )
     }
@@ -470,11 +473,14 @@ mod tests {
         ));
         let kinds: Vec<_> = ev
             .iter()
-            .map(|e| (e.kind(), e.peer().id.as_str()))
+            .map(|e| (e.kind(), e.peer().id.to_string()))
             .collect();
         assert_eq!(
             kinds,
-            vec![("lost", "0000000000000001"), ("found", "0000000000000002")]
+            vec![
+                ("lost", "0000000000000001".to_string()),
+                ("found", "0000000000000002".to_string())
+            ]
         );
         assert_eq!(
             ev[1].peer().addrs,

@@ -14,20 +14,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use quorate_base::{NodeId, Role};
+
 /// The TXT schema version this build writes.
 pub const TXT_VERSION: u32 = 1;
 /// The largest TXT record (on the wire) an advertisement may have.
 pub const TXT_MAX_BYTES: usize = 200;
-
-/// The role a node claims in its advertisement.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AdvertRole {
-    /// Management plane: may vote.
-    Voter,
-    /// Storage plane: a learner for life.
-    Storage,
-}
 
 /// Where a node is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -54,18 +46,17 @@ macro_rules! word_enum {
         }
     };
 }
-word_enum!(AdvertRole { Voter = "voter", Storage = "storage" });
 word_enum!(AdvertState { Forming = "forming", Member = "member" });
 
 /// What a node says about itself in its TXT record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Advert {
-    /// Node id: 16 lowercase hex digits.
-    pub id: String,
+    /// Node id: 16 lowercase hex digits in the record.
+    pub id: NodeId,
     /// Cluster name.
     pub cluster: String,
     /// Claimed role.
-    pub role: AdvertRole,
+    pub role: Role,
     /// Gossip UDP port.
     pub gossip_port: u16,
     /// HTTP API TCP port.
@@ -102,7 +93,7 @@ impl Advert {
     pub fn encode(&self) -> Result<Vec<(String, String)>, TxtError> {
         let mut pairs = vec![
             ("v".to_string(), TXT_VERSION.to_string()),
-            ("id".to_string(), self.id.clone()),
+            ("id".to_string(), self.id.to_string()),
             ("cl".to_string(), self.cluster.clone()),
             ("role".to_string(), self.role.to_string()),
             ("g".to_string(), self.gossip_port.to_string()),
@@ -144,13 +135,10 @@ impl Advert {
         let Some(id) = get("id") else {
             return bad("no `id`".into());
         };
-        if id.len() != 16
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            return bad(format!("`id` is {id:?}, not 16 lowercase hex digits"));
-        }
+        let id = match id.parse::<NodeId>() {
+            Ok(n) if !id.bytes().any(|b| b.is_ascii_uppercase()) => n,
+            _ => return bad(format!("`id` is {id:?}, not 16 lowercase hex digits")),
+        };
         let Some(cluster) = get("cl") else {
             return bad("no `cl`".into());
         };
@@ -202,7 +190,7 @@ impl Advert {
             ));
         }
         Ok(Advert {
-            id: id.to_string(),
+            id,
             cluster: cluster.to_string(),
             role,
             gossip_port,
@@ -230,9 +218,9 @@ pub(crate) mod tests {
     /// A plain advertisement for node `id`, for tests elsewhere in the crate.
     pub(crate) fn sample(id: &str) -> Advert {
         Advert {
-            id: id.into(),
+            id: id.parse().expect("a node id"),
             cluster: "default".into(),
-            role: AdvertRole::Voter,
+            role: Role::Voter,
             gossip_port: 7946,
             api_port: 7948,
             state: AdvertState::Forming,
@@ -257,16 +245,16 @@ pub(crate) mod tests {
         );
         a.ca = Some("0123456789abcdef".into());
         a.state = AdvertState::Member;
-        a.role = AdvertRole::Storage;
+        a.role = Role::Storage;
         assert_eq!(Advert::decode(&map(&a.encode().expect("encode"))), Ok(a));
     }
 
     #[test]
     fn the_largest_advert_stays_under_the_limit() {
         let a = Advert {
-            id: "ffffffffffffffff".into(),
+            id: "ffffffffffffffff".parse().expect("id"),
             cluster: "c".repeat(CLUSTER_MAX),
-            role: AdvertRole::Storage,
+            role: Role::Storage,
             gossip_port: 65535,
             api_port: 65535,
             state: AdvertState::Forming,
@@ -341,7 +329,7 @@ pub(crate) mod tests {
         m.insert("v".into(), Some("2".into()));
         assert_eq!(
             Advert::decode(&m).map(|a| a.id),
-            Ok("00abcdef01234567".to_string())
+            Ok(NodeId::new(0x00ab_cdef_0123_4567))
         );
     }
 }

@@ -23,6 +23,7 @@ pub use meta::{
     ROLE_KEY, STATE_KEY, STATUS_KEY, VERSION_KEY,
 };
 pub use node::{Gossip, GossipConfig};
+pub use quorate_base::{NodeId, Role};
 pub use transport::Metrics;
 pub use view::{Change, Member, MemberStatus, Observed, View};
 

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use quorate_base::{NodeId, Role};
 use serde::Serialize;
 
 /// Node name.
@@ -37,8 +38,8 @@ pub const LABEL_PREFIX: &str = "label:";
 pub struct NodeMeta {
     /// Node name.
     pub name: String,
-    /// `voter` or `storage`.
-    pub role: String,
+    /// `voter` or `storage` (absent if unreadable).
+    pub role: Option<Role>,
     /// QUIC address.
     pub quic_addr: Option<SocketAddr>,
     /// HTTP API address.
@@ -48,7 +49,7 @@ pub struct NodeMeta {
     /// `forming` or `member`.
     pub cluster_state: String,
     /// The Raft leader as this node sees it.
-    pub raft_leader: Option<String>,
+    pub raft_leader: Option<NodeId>,
     /// The Raft term as this node sees it.
     pub raft_term: Option<u64>,
     /// User labels.
@@ -60,10 +61,12 @@ impl NodeMeta {
     pub fn to_pairs(&self) -> Vec<(String, String)> {
         let mut out = vec![
             (NAME_KEY.to_string(), self.name.clone()),
-            (ROLE_KEY.to_string(), self.role.clone()),
             (VERSION_KEY.to_string(), self.version.clone()),
             (STATE_KEY.to_string(), self.cluster_state.clone()),
         ];
+        if let Some(r) = self.role {
+            out.push((ROLE_KEY.to_string(), r.to_string()));
+        }
         if let Some(a) = self.quic_addr {
             out.push((QUIC_KEY.to_string(), a.to_string()));
         }
@@ -71,7 +74,7 @@ impl NodeMeta {
             out.push((API_KEY.to_string(), a.to_string()));
         }
         if let Some(l) = &self.raft_leader {
-            out.push((RAFT_LEADER_KEY.to_string(), l.clone()));
+            out.push((RAFT_LEADER_KEY.to_string(), l.to_string()));
         }
         if let Some(t) = self.raft_term {
             out.push((RAFT_TERM_KEY.to_string(), t.to_string()));
@@ -88,12 +91,12 @@ impl NodeMeta {
         for (k, v) in pairs {
             match k {
                 NAME_KEY => m.name = v.to_string(),
-                ROLE_KEY => m.role = v.to_string(),
+                ROLE_KEY => m.role = v.parse().ok(),
                 QUIC_KEY => m.quic_addr = v.parse().ok(),
                 API_KEY => m.api_addr = v.parse().ok(),
                 VERSION_KEY => m.version = v.to_string(),
                 STATE_KEY => m.cluster_state = v.to_string(),
-                RAFT_LEADER_KEY => m.raft_leader = Some(v.to_string()),
+                RAFT_LEADER_KEY => m.raft_leader = v.parse().ok(),
                 RAFT_TERM_KEY => m.raft_term = v.parse().ok(),
                 _ => {
                     if let Some(label) = k.strip_prefix(LABEL_PREFIX) {
@@ -125,12 +128,12 @@ mod tests {
     fn meta_round_trips_through_pairs() {
         let m = NodeMeta {
             name: "n1".into(),
-            role: "voter".into(),
+            role: Some(Role::Voter),
             quic_addr: Some("10.0.0.1:7947".parse().expect("addr")),
             api_addr: Some("127.0.0.1:7948".parse().expect("addr")),
             version: "0.1.0".into(),
             cluster_state: "forming".into(),
-            raft_leader: Some("00000000000000aa".into()),
+            raft_leader: Some(NodeId::new(0xaa)),
             raft_term: Some(7),
             labels: [("zone".to_string(), "a".to_string())].into(),
         };
@@ -144,10 +147,14 @@ mod tests {
         let m = NodeMeta::from_pairs([
             ("quic", "not-an-addr"),
             ("raft_term", "x"),
+            ("role", "chief"),
+            ("raft_leader", "not-an-id"),
             ("future", "1"),
             ("name", "n"),
         ]);
         assert_eq!(m.quic_addr, None);
+        assert_eq!(m.role, None);
+        assert_eq!(m.raft_leader, None);
         assert_eq!(m.raft_term, None);
         assert_eq!(m.name, "n");
     }
@@ -156,7 +163,7 @@ mod tests {
     fn dropped_keys_are_listed_for_deletion() {
         let old = NodeMeta {
             labels: [("a".to_string(), "1".to_string())].into(),
-            raft_leader: Some("x".into()),
+            raft_leader: Some(NodeId::new(1)),
             ..Default::default()
         };
         let new = NodeMeta::default();

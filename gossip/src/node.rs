@@ -10,6 +10,7 @@ use chitchat::{
     ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ProtocolVersion,
     spawn_chitchat,
 };
+use quorate_base::NodeId;
 use tokio::sync::{Mutex, broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -24,7 +25,7 @@ use crate::view::{Change, Member, Observed, View};
 #[derive(Clone, Debug)]
 pub struct GossipConfig {
     /// This node's id.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// Grows on every restart (e.g. the start time in milliseconds).
     pub generation: u64,
     /// Cluster name: nodes of other clusters are ignored.
@@ -49,7 +50,7 @@ pub struct GossipConfig {
 impl GossipConfig {
     /// LAN timings: a round every 200 ms; a silent node fails after about 1.2 s.
     pub fn lan(
-        node_id: String,
+        node_id: NodeId,
         cluster: String,
         listen: SocketAddr,
         advertise: SocketAddr,
@@ -95,12 +96,12 @@ impl Gossip {
         let transport = SealedTransport {
             keyring: keyring.clone(),
             metrics: metrics.clone(),
-            sender_id: config.node_id.clone(),
+            sender_id: config.node_id.to_string(),
             epoch: config.generation,
         };
         let chitchat_config = ChitchatConfig {
             chitchat_id: ChitchatId::new(
-                config.node_id.clone(),
+                config.node_id.to_string(),
                 config.generation,
                 config.advertise,
             ),
@@ -304,8 +305,11 @@ async fn observe(chitchat: &Shared) -> Vec<Observed> {
     let live: HashSet<&ChitchatId> = cc.live_nodes().collect();
     cc.node_states()
         .iter()
-        .map(|(id, state)| Observed {
-            id: id.node_id.to_string(),
+        // Every quorate node gossips under its node id; a state under any other name is not a
+        // node of ours and is left out.
+        .filter_map(|(id, state)| Some((id, state, id.node_id.parse::<NodeId>().ok()?)))
+        .map(|(id, state, node)| Observed {
+            id: node,
             generation: id.generation_id,
             addr: id.gossip_advertise_addr,
             pairs: state

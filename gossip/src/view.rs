@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use quorate_base::NodeId;
 use serde::Serialize;
 
 use crate::meta::{LEAVING, NodeMeta, STATUS_KEY};
@@ -41,7 +42,7 @@ impl std::fmt::Display for MemberStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Member {
     /// Node id.
-    pub id: String,
+    pub id: NodeId,
     /// Incarnation: grows on every restart.
     pub generation: u64,
     /// Gossip address.
@@ -57,7 +58,7 @@ pub struct Member {
 #[derive(Clone, Debug)]
 pub struct Observed {
     /// Node id.
-    pub id: String,
+    pub id: NodeId,
     /// Generation.
     pub generation: u64,
     /// Gossip address.
@@ -110,7 +111,7 @@ impl Change {
 /// The current members by node id.
 #[derive(Clone, Debug, Default)]
 pub struct View {
-    members: BTreeMap<String, Member>,
+    members: BTreeMap<NodeId, Member>,
 }
 
 impl View {
@@ -120,24 +121,24 @@ impl View {
     }
 
     /// One member.
-    pub fn get(&self, id: &str) -> Option<&Member> {
-        self.members.get(id)
+    pub fn get(&self, id: NodeId) -> Option<&Member> {
+        self.members.get(&id)
     }
 
     /// Takes a full observation and returns what changed.
     pub fn update(&mut self, observed: Vec<Observed>) -> Vec<Change> {
-        let mut speaking: BTreeMap<String, Observed> = BTreeMap::new();
+        let mut speaking: BTreeMap<NodeId, Observed> = BTreeMap::new();
         for o in observed {
             let better = match speaking.get(&o.id) {
                 None => true,
                 Some(cur) => (o.live, o.generation) > (cur.live, cur.generation),
             };
             if better {
-                speaking.insert(o.id.clone(), o);
+                speaking.insert(o.id, o);
             }
         }
         let mut changes = Vec::new();
-        let gone: Vec<String> = self
+        let gone: Vec<NodeId> = self
             .members
             .keys()
             .filter(|id| !speaking.contains_key(*id))
@@ -158,7 +159,7 @@ impl View {
                 MemberStatus::Failed
             };
             let member = Member {
-                id: id.clone(),
+                id,
                 generation: o.generation,
                 addr: o.addr,
                 status,
@@ -204,11 +205,17 @@ impl View {
 mod tests {
     use super::*;
 
-    fn obs(id: &str, generation: u64, live: bool, extra: &[(&str, &str)]) -> Observed {
+    /// Test nodes are named by one letter; their id is that letter's code.
+    fn id(name: &str) -> NodeId {
+        NodeId::new(u64::from(name.as_bytes()[0]))
+    }
+
+    fn obs(name: &str, generation: u64, live: bool, extra: &[(&str, &str)]) -> Observed {
+        let id = id(name);
         let mut pairs = vec![("name".to_string(), format!("name-{id}"))];
         pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Observed {
-            id: id.into(),
+            id,
             generation,
             addr: "10.0.0.1:7946".parse().expect("addr"),
             pairs,
@@ -218,7 +225,10 @@ mod tests {
 
     fn kinds(c: &[Change]) -> Vec<(&'static str, String, u64)> {
         c.iter()
-            .map(|c| (c.kind(), c.member().id.clone(), c.member().generation))
+            .map(|c| {
+                let name = char::from(c.member().id.get() as u8).to_string();
+                (c.kind(), name, c.member().generation)
+            })
             .collect()
     }
 
@@ -238,7 +248,7 @@ mod tests {
             kinds(&v.update(vec![obs("a", 1, true, &[("label:z", "1")])])),
             vec![("updated", "a".into(), 1)]
         );
-        assert_eq!(v.get("a").map(|m| m.meta.labels.len()), Some(1));
+        assert_eq!(v.get(id("a")).map(|m| m.meta.labels.len()), Some(1));
         assert_eq!(
             kinds(&v.update(vec![obs("a", 1, false, &[("label:z", "1")])])),
             vec![("failed", "a".into(), 1)]

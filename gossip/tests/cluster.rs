@@ -16,7 +16,7 @@ fn free_port() -> u16 {
 fn meta(name: &str) -> NodeMeta {
     NodeMeta {
         name: name.into(),
-        role: "voter".into(),
+        role: Some(quorate_gossip::Role::Voter),
         version: "test".into(),
         cluster_state: "forming".into(),
         ..Default::default()
@@ -31,7 +31,12 @@ async fn node(
     keys: Vec<Key>,
 ) -> Gossip {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut cfg = GossipConfig::lan(format!("{i:016x}"), "test".into(), addr, addr);
+    let mut cfg = GossipConfig::lan(
+        quorate_gossip::NodeId::new(i as u64 + 1),
+        "test".into(),
+        addr,
+        addr,
+    );
     cfg.generation = generation;
     cfg.seeds = seeds.to_vec();
     cfg.keys = keys;

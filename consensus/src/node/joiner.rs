@@ -1,0 +1,141 @@
+//! The joiner's half of the join handshake: send a certificate request (the key never leaves
+//! this node) with a token or key proof to each seed in turn, check that the answer comes from
+//! the CA the handshake verified (and, with a cluster key, that the admitting leader holds it),
+//! then save the identity and start as a member. The leader's half is [`super::admit`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tracing::info;
+
+use super::join::{JoinCredentials, admit_proof, key_proof, same};
+use super::{Consensus, ConsensusConfig, StartError};
+use crate::files::{CLUSTER_FORMAT, ClusterFile, Files};
+use crate::proto::{ConsensusError, JoinRequest, NodeInfo, Reply, Rpc};
+use crate::quic::QuicNet;
+use crate::registry::Role;
+use crate::tls::{self, Identity, JoinVerifier};
+
+/// How long a joiner waits for one seed's answer.
+const JOIN_DEADLINE: Duration = Duration::from_secs(15);
+
+impl Consensus {
+    /// Asks the members at `seeds`, in turn, to admit this node. Returns the running node and
+    /// the secrets the cluster handed over.
+    pub async fn join(
+        config: ConsensusConfig,
+        info: NodeInfo,
+        cluster_name: &str,
+        seeds: &[SocketAddr],
+        credentials: JoinCredentials,
+    ) -> Result<(Consensus, BTreeMap<String, String>), StartError> {
+        let JoinCredentials { trust, token, key } = credentials;
+        let files = Files::open(&config.dir)?;
+        Self::refuse_if_member(&files)?;
+        let (csr_pem, key_pem) = tls::node_request(config.node_id)?;
+        let verifier = JoinVerifier::new(trust);
+        let net = QuicNet::joiner(SocketAddr::new(config.listen.ip(), 0), &verifier)?;
+        let request = Rpc::Join {
+            join: JoinRequest {
+                node_id: config.node_id,
+                raft_addr: config.advertise.to_string(),
+                node: info.clone(),
+                key_proof: key.map(|k| key_proof(&k, config.node_id, &csr_pem, cluster_name)),
+                csr_pem,
+                token,
+                cluster_name: cluster_name.to_string(),
+            },
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| StartError::Raft(e.to_string()))?;
+        let mut attempts = Vec::new();
+        let mut foreign = 0;
+        let mut answered = 0;
+        let mut admitted = None;
+        for seed in seeds {
+            let answer = match net.call_addr(*seed, &body, JOIN_DEADLINE).await {
+                Ok(a) => a,
+                Err(e) => {
+                    let text = e.to_string();
+                    if text.contains(tls::FOREIGN_CA) {
+                        foreign += 1;
+                    }
+                    attempts.push(text);
+                    continue;
+                }
+            };
+            answered += 1;
+            match serde_json::from_slice::<Reply>(&answer) {
+                Ok(Reply::Joined { res: Ok(reply) }) => {
+                    admitted = Some(reply);
+                    break;
+                }
+                Ok(Reply::Joined {
+                    res: Err(e @ ConsensusError::JoinRefused { .. }),
+                }) => {
+                    net.close();
+                    return Err(StartError::JoinRefused(e));
+                }
+                Ok(Reply::Joined { res: Err(e) }) => attempts.push(format!("{seed}: {e}")),
+                Ok(Reply::Refused { reason }) => attempts.push(format!("{seed}: {reason}")),
+                Ok(_) => attempts.push(format!("{seed}: an answer to another request")),
+                Err(e) => attempts.push(format!("{seed}: unreadable answer ({e})")),
+            }
+        }
+        net.close();
+        let Some(reply) = admitted else {
+            if attempts.is_empty() {
+                attempts.push("no seed addresses".into());
+            }
+            // Only members of other clusters answered (the rest could not be reached).
+            let foreign = foreign > 0 && answered == 0;
+            return Err(StartError::JoinFailed { attempts, foreign });
+        };
+        // The CA in the answer must be the one the handshake verified the member against.
+        let verified = verifier
+            .accepted_ca()
+            .map(|der| tls::der_fingerprint(der.as_ref()));
+        let answered = tls::ca_fingerprint(&reply.ca_pem)?;
+        if verified.as_deref() != Some(answered.as_str()) {
+            return Err(StartError::JoinRefused(ConsensusError::JoinRefused {
+                message: "the member answered with another CA than the one it presented".into(),
+            }));
+        }
+        tls::check_node_cert(&reply.cert_pem, &key_pem, config.node_id)?;
+        if let Some(k) = key {
+            let expected = admit_proof(&k, config.node_id, &reply.cert_pem, &reply.ca_pem);
+            if !reply
+                .key_proof
+                .as_deref()
+                .is_some_and(|p| same(p, &expected))
+            {
+                return Err(StartError::JoinRefused(ConsensusError::JoinRefused {
+                    message: "the member that answered does not hold the cluster key: not our cluster, or an impostor".into(),
+                }));
+            }
+        }
+        let identity = Identity {
+            ca_pem: reply.ca_pem.clone(),
+            cert_pem: reply.cert_pem.clone(),
+            key_pem,
+        };
+        let ca_key = match info.role {
+            Role::Voter => reply.ca_key_pem.as_deref(),
+            Role::Storage => None,
+        };
+        files.save_identity(&identity, ca_key)?;
+        files.save_cluster(&ClusterFile {
+            format: CLUSTER_FORMAT,
+            cluster_id: reply.cluster_id.clone(),
+            cluster_name: reply.cluster_name.clone(),
+            ca_fingerprint: answered,
+            node_id: config.node_id,
+            role: info.role,
+            bootstrapped: false,
+        })?;
+        info!(cluster_id = %reply.cluster_id, cluster = %reply.cluster_name, leader = reply.leader_id.to_string(), role = ?info.role, "admitted to the cluster");
+        // A new member has no stale term to disrupt the group with: no hold.
+        let node = Self::start(config, info, false).await?;
+        Ok((node, reply.secrets))
+    }
+}

@@ -1,0 +1,159 @@
+//! The leader's primitives: confirm a quorum, write locally, change the Raft membership, and
+//! record the cluster's identity. Everything that changes state on the leader goes through
+//! these; they never route anywhere (see [`super::route`]).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
+
+use super::state::{Inner, not_leader, now_ms};
+use crate::proto::{ConsensusError, Written};
+use crate::registry::{ClusterInfo, Request};
+
+use quorate_base::NodeId;
+
+/// How long a membership change may take.
+const CHANGE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a quorum check stays good for writes that follow it.
+const QUORUM_FRESH: Duration = Duration::from_millis(100);
+
+impl Inner {
+    /// Confirms that this node leads with a majority behind it, at most every
+    /// [`QUORUM_FRESH`] (always when `fresh`). A check that fails is tried again for up to a
+    /// second (a fresh leader may still be dialing its followers) before the answer is no.
+    pub(super) async fn check_quorum(&self, fresh: bool) -> Result<(), ConsensusError> {
+        if !fresh
+            && let Ok(q) = self.quorum_ok.lock()
+            && q.is_some_and(|t| t.elapsed() < QUORUM_FRESH)
+        {
+            return Ok(());
+        }
+        let until = Instant::now() + Duration::from_secs(1);
+        loop {
+            let r =
+                tokio::time::timeout(Duration::from_secs(1), self.raft.ensure_linearizable()).await;
+            match r {
+                Ok(Ok(_)) => {
+                    if let Ok(mut q) = self.quorum_ok.lock() {
+                        *q = Some(Instant::now());
+                    }
+                    return Ok(());
+                }
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                    return Err(not_leader());
+                }
+                Ok(Err(RaftError::Fatal(_))) => return Err(ConsensusError::ShuttingDown),
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) | Err(_) => {
+                    if Instant::now() >= until {
+                        return Err(ConsensusError::NoQuorum);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    pub(super) async fn write_local(&self, req: Request) -> Result<Written, ConsensusError> {
+        let _g = self.locks.handover.read().await;
+        if !self.is_leader() {
+            return Err(not_leader());
+        }
+        self.check_quorum(false).await?;
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(self.write_timeout, self.raft.client_write(req)).await {
+            Ok(Ok(resp)) => Ok(Written {
+                outcome: resp.data,
+                index: resp.log_id.index,
+            }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(not_leader()),
+            Ok(Err(RaftError::APIError(e))) => Err(ConsensusError::membership(e)),
+            Ok(Err(RaftError::Fatal(_))) => Err(ConsensusError::ShuttingDown),
+            Err(_) => Err(ConsensusError::Timeout {
+                ms: self.write_timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    pub(super) async fn change(
+        &self,
+        changes: ChangeMembers<NodeId, BasicNode>,
+        retain: bool,
+    ) -> Result<(), ConsensusError> {
+        // One change at a time from this node; one already under way (the autopilot's, an
+        // operator's) is waited for, not failed on.
+        let _one = self.locks.changing.lock().await;
+        let until = Instant::now() + CHANGE_DEADLINE;
+        loop {
+            self.counters
+                .membership_changes
+                .fetch_add(1, Ordering::Relaxed);
+            let left = until.saturating_duration_since(Instant::now());
+            let r =
+                tokio::time::timeout(left, self.raft.change_membership(changes.clone(), retain))
+                    .await;
+            match r {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                )))) if Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                    return Err(not_leader());
+                }
+                Ok(Err(RaftError::APIError(e))) => return Err(ConsensusError::membership(e)),
+                Ok(Err(RaftError::Fatal(_))) => return Err(ConsensusError::ShuttingDown),
+                Err(_) => {
+                    return Err(ConsensusError::Timeout {
+                        ms: CHANGE_DEADLINE.as_millis() as u64,
+                    });
+                }
+            }
+        }
+    }
+
+    pub(super) async fn add_learner(&self, id: NodeId, addr: String) -> Result<(), ConsensusError> {
+        self.change(
+            ChangeMembers::AddNodes(BTreeMap::from([(id, BasicNode { addr })])),
+            true,
+        )
+        .await
+    }
+
+    /// Writes on the leader and insists the registry accepted.
+    pub(super) async fn write_ok(&self, req: Request) -> Result<(), ConsensusError> {
+        let w = self.write_local(req).await?;
+        w.outcome.map_err(ConsensusError::membership)
+    }
+
+    /// Records the cluster's identity (and settings) when this node bootstrapped it and the
+    /// registry lacks it (also after a crash half way through a bootstrap).
+    pub(super) async fn ensure_cluster(&self) -> Result<(), ConsensusError> {
+        if self.registry().cluster.is_some() || !self.me.cluster.bootstrapped {
+            return Ok(());
+        }
+        let _one = self.locks.initializing.lock().await;
+        if self.registry().cluster.is_some() {
+            return Ok(());
+        }
+        let w = self
+            .write_local(Request::InitCluster {
+                cluster: ClusterInfo {
+                    id: self.me.cluster.cluster_id.clone(),
+                    name: self.me.cluster.cluster_name.clone(),
+                    created_ms: now_ms(),
+                },
+            })
+            .await?;
+        match w.outcome {
+            Ok(()) => Ok(()),
+            Err(crate::Refusal::AlreadyInitialized { id }) if id == self.me.cluster.cluster_id => {
+                Ok(())
+            }
+            Err(r) => Err(ConsensusError::membership(r)),
+        }
+    }
+}

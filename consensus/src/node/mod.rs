@@ -1,0 +1,293 @@
+//! [`Consensus`]: one node of the Raft group, as the agent runs it.
+//!
+//! It starts in one of three ways ([`start`]): [`Consensus::bootstrap`] makes a new cluster,
+//! [`Consensus::join`] asks a member to be admitted ([`joiner`], answered by [`admit`] under
+//! the rules of [`join`]), and [`Consensus::open`] resumes a node whose directory holds a
+//! cluster. Once running, any node takes writes, reads and membership changes and routes them
+//! to the leader over QUIC ([`route`]); the leader refuses them at once when it cannot reach a
+//! majority ([`leader`]). The leader also runs the autopilot and the operator's membership
+//! changes, including the leadership hand-over ([`membership`]). Requests from other nodes are
+//! checked and dispatched by [`serve`]; a member keeps its own record current ([`upkeep`]);
+//! [`status`] is what it shows of the group. [`state`] holds what they share.
+//!
+//! Module order, bottom up (each uses only those before it): `join`, `state`, `leader`,
+//! `membership`, `admit`, `route`, `serve`, `upkeep`, `status`; then the handle declared here
+//! ([`Consensus`], [`ConsensusConfig`], [`StartError`]), which `start` and `joiner` build.
+
+mod admit;
+mod join;
+mod joiner;
+mod leader;
+mod membership;
+mod route;
+mod serve;
+mod start;
+mod state;
+mod status;
+mod upkeep;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use openraft::Raft;
+use tracing::warn;
+
+pub use join::{JoinCredentials, JoinPolicy, key_proof, same, secret_hash};
+pub use status::{MemberView, Status};
+
+use route::{Done, Op};
+use state::Inner;
+
+use crate::TypeConfig;
+use crate::files::{ClusterFile, FilesError};
+use crate::proto::{AdminOp, ConsensusError, Written};
+use crate::quic::QuicError;
+use crate::registry::{Registry, Request};
+use crate::tls::TlsError;
+
+use quorate_base::NodeId;
+
+/// How a node runs its part of the Raft group.
+#[derive(Clone, Debug)]
+pub struct ConsensusConfig {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Its consensus directory (certificates, `cluster.json`, `raft.redb`).
+    pub dir: PathBuf,
+    /// Where QUIC listens.
+    pub listen: SocketAddr,
+    /// The QUIC address other nodes dial.
+    pub advertise: SocketAddr,
+    /// Raft timings; `None`: [`crate::raft_config`] (LAN).
+    pub raft: Option<openraft::Config>,
+    /// How long a write may wait to be committed.
+    pub write_timeout: Duration,
+    /// How often the leader's autopilot looks at the group.
+    pub autopilot_every: Duration,
+}
+
+impl ConsensusConfig {
+    /// A configuration with LAN defaults.
+    pub fn new(
+        node_id: NodeId,
+        dir: PathBuf,
+        listen: SocketAddr,
+        advertise: SocketAddr,
+    ) -> ConsensusConfig {
+        ConsensusConfig {
+            node_id,
+            dir,
+            listen,
+            advertise,
+            raft: None,
+            write_timeout: Duration::from_secs(5),
+            autopilot_every: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Why a node could not take part.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Its files.
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    /// Certificates.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// QUIC.
+    #[error(transparent)]
+    Quic(#[from] QuicError),
+    /// Raft storage.
+    #[error("raft storage: {0}")]
+    Storage(String),
+    /// Raft itself.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The directory holds a cluster already.
+    #[error(
+        "this node belongs to cluster {cluster_name} ({cluster_id}) already; it never bootstraps or joins another (remove its consensus directory to start afresh)"
+    )]
+    AlreadyMember {
+        /// Cluster id.
+        cluster_id: String,
+        /// Cluster name.
+        cluster_name: String,
+    },
+    /// The directory holds Raft state but no cluster file.
+    #[error("{0}")]
+    Damaged(String),
+    /// A member answered the join with a refusal.
+    #[error("{0}")]
+    JoinRefused(ConsensusError),
+    /// No seed admitted the node.
+    #[error("no member could admit this node: {}", attempts.join("; "))]
+    JoinFailed {
+        /// What each seed said.
+        attempts: Vec<String>,
+        /// Whether the only members reached presented another CA than the pinned one (the
+        /// join token belongs to another cluster), the other seeds being unreachable.
+        foreign: bool,
+    },
+    /// Forming the cluster failed.
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
+}
+
+/// A running member of the Raft group.
+pub struct Consensus {
+    inner: Arc<Inner>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Consensus {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The cluster this node belongs to.
+    pub fn cluster(&self) -> &ClusterFile {
+        &self.inner.me.cluster
+    }
+
+    /// The CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.inner.me.ca_pem
+    }
+
+    /// Whether this node holds the CA key (voters do).
+    pub fn holds_ca_key(&self) -> bool {
+        self.inner.me.ca_key.is_some()
+    }
+
+    /// The openraft handle (metrics, waiting).
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.inner.raft
+    }
+
+    /// The registry as applied on this node (not linearizable; see [`Consensus::read`]).
+    pub fn local_registry(&self) -> Registry {
+        self.inner.registry()
+    }
+
+    /// Sets whether joins without a token are admitted (the leader's setting counts).
+    pub fn set_join_policy(&self, policy: JoinPolicy) {
+        if let Ok(mut p) = self.inner.admission.policy.lock() {
+            *p = policy;
+        }
+    }
+
+    /// The cluster keys a joiner may prove it holds (and the leader proves back with the
+    /// first), for [`JoinPolicy::KeyOrToken`].
+    pub fn set_join_keys(&self, keys: Vec<[u8; 32]>) {
+        if let Ok(mut k) = self.inner.admission.keys.lock() {
+            *k = keys;
+        }
+    }
+
+    /// Secrets handed to every joiner (the gossip key); never to the log.
+    pub fn set_join_secrets(&self, secrets: BTreeMap<String, String>) {
+        if let Ok(mut s) = self.inner.admission.secrets.lock() {
+            *s = secrets;
+        }
+    }
+
+    /// Tells the autopilot which nodes gossip reports failed, and since when; the others are
+    /// alive. `grace`: how long before a failed node is removed (`None`: never).
+    pub fn set_failed(&self, failed: BTreeMap<NodeId, Instant>, grace: Option<Duration>) {
+        if let Ok(mut f) = self.inner.pilot.failed_since.lock() {
+            *f = failed;
+        }
+        if let Ok(mut g) = self.inner.pilot.grace.lock() {
+            *g = grace;
+        }
+    }
+
+    /// Writes to the registry through the leader. Once it is committed, waits (briefly) until
+    /// this node has applied it too, so that a read here right after sees the write.
+    pub async fn write(&self, req: Request) -> Result<Written, ConsensusError> {
+        match self.inner.route(Op::Write(req)).await? {
+            Done::Written(w) => {
+                let _ = self
+                    .inner
+                    .raft
+                    .wait(Some(Duration::from_secs(2)))
+                    .applied_index_at_least(Some(w.index), "the write applied here")
+                    .await;
+                Ok(w)
+            }
+            _ => Err(ConsensusError::internal("an answer to another request")),
+        }
+    }
+
+    /// Reads the registry linearizably (through the leader).
+    pub async fn read(&self) -> Result<Registry, ConsensusError> {
+        match self.inner.route(Op::Read).await? {
+            Done::Registry(r) => Ok(r),
+            _ => Err(ConsensusError::internal("an answer to another request")),
+        }
+    }
+
+    /// A membership change, through the leader.
+    pub async fn admin(&self, op: AdminOp) -> Result<String, ConsensusError> {
+        match self.inner.route(Op::Admin(op)).await? {
+            Done::Message(m) => Ok(m),
+            _ => Err(ConsensusError::internal("an answer to another request")),
+        }
+    }
+
+    /// This node's view of the group.
+    pub fn status(&self) -> Status {
+        self.inner.status()
+    }
+
+    /// Counters of this node's consensus and QUIC traffic.
+    pub fn counters(&self) -> BTreeMap<&'static str, u64> {
+        let c = &self.inner.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out: BTreeMap<&'static str, u64> = [
+            ("raft_writes", g(&c.writes)),
+            ("raft_writes_forwarded", g(&c.writes_forwarded)),
+            ("raft_writes_failed", g(&c.writes_failed)),
+            ("joins_admitted", g(&c.joins_admitted)),
+            ("joins_refused", g(&c.joins_refused)),
+            ("joins_rate_limited", g(&c.joins_limited)),
+            ("requests_refused", g(&c.requests_refused)),
+            ("membership_changes", g(&c.membership_changes)),
+        ]
+        .into_iter()
+        .collect();
+        out.extend(self.inner.net.metrics().snapshot());
+        let m = self.inner.raft.metrics().borrow().clone();
+        out.insert("raft_term", m.current_term);
+        out.insert("raft_last_log_index", m.last_log_index.unwrap_or(0));
+        out.insert(
+            "raft_applied_index",
+            m.last_applied.map(|l| l.index).unwrap_or(0),
+        );
+        out.insert("raft_is_leader", u64::from(m.current_leader == Some(m.id)));
+        out
+    }
+
+    /// Stops Raft and QUIC; the QUIC port is free when this returns.
+    pub async fn shutdown(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Err(e) = self.inner.raft.shutdown().await {
+            warn!(error = %e, "raft did not stop cleanly");
+        }
+        self.inner.net.close();
+        for t in &self.tasks {
+            while !t.is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        self.inner.net.wait_idle(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,179 @@
+//! Routing: every write, read, admin operation and join runs on the leader. A node that
+//! leads runs it here ([`Inner::local`]); any other forwards it over QUIC and routes again
+//! when the leadership moves, until the write deadline.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::state::{Inner, not_leader};
+use crate::proto::{AdminOp, ConsensusError, JoinReply, JoinRequest, Reply, Rpc, Written};
+use crate::registry::{Registry, Request};
+
+/// What can be routed to the leader.
+#[derive(Clone)]
+pub(super) enum Op {
+    Write(Request),
+    Read,
+    Admin(AdminOp),
+    Join(JoinRequest),
+}
+
+pub(super) enum Done {
+    Written(Written),
+    Registry(Registry),
+    Message(String),
+    Joined(JoinReply),
+}
+
+impl Op {
+    pub(super) fn rpc(&self) -> Rpc {
+        match self {
+            Op::Write(req) => Rpc::Write { req: req.clone() },
+            Op::Read => Rpc::Read,
+            Op::Admin(op) => Rpc::Admin { op: op.clone() },
+            Op::Join(join) => Rpc::Join { join: join.clone() },
+        }
+    }
+}
+
+pub(super) fn done_of(reply: Reply) -> Result<Done, ConsensusError> {
+    match reply {
+        Reply::Written { res } => res.map(Done::Written),
+        Reply::Registry { res } => res.map(Done::Registry),
+        Reply::Done { res } => res.map(Done::Message),
+        Reply::Joined { res } => res.map(Done::Joined),
+        Reply::Refused { reason } => Err(ConsensusError::internal(format!(
+            "the leader refused the request: {reason}"
+        ))),
+        _ => Err(ConsensusError::internal("an answer to another request")),
+    }
+}
+
+pub(super) fn reply_of(done: Result<Done, ConsensusError>, op: &Op) -> Reply {
+    match (op, done) {
+        (Op::Write(_), Ok(Done::Written(w))) => Reply::Written { res: Ok(w) },
+        (Op::Write(_), Err(e)) => Reply::Written { res: Err(e) },
+        (Op::Read, Ok(Done::Registry(r))) => Reply::Registry { res: Ok(r) },
+        (Op::Read, Err(e)) => Reply::Registry { res: Err(e) },
+        (Op::Admin(_), Ok(Done::Message(m))) => Reply::Done { res: Ok(m) },
+        (Op::Admin(_), Err(e)) => Reply::Done { res: Err(e) },
+        (Op::Join(_), Ok(Done::Joined(j))) => Reply::Joined { res: Ok(j) },
+        (Op::Join(_), Err(e)) => Reply::Joined { res: Err(e) },
+        _ => Reply::Refused {
+            reason: "internal: mismatched answer".into(),
+        },
+    }
+}
+
+impl Inner {
+    /// Sends `op` to the leader (or runs it here when this node leads), retrying while the
+    /// leadership moves, until the write deadline.
+    pub(super) async fn route(&self, op: Op) -> Result<Done, ConsensusError> {
+        let until = Instant::now() + self.write_timeout;
+        let mut metrics = self.raft.metrics();
+        let mut last: ConsensusError;
+        loop {
+            let m = metrics.borrow_and_update().clone();
+            if m.running_state.is_err() {
+                return Err(ConsensusError::ShuttingDown);
+            }
+            match m.current_leader {
+                Some(l) if l == self.id => match self.local(&op).await {
+                    Err(ConsensusError::NoLeader) => last = ConsensusError::NoLeader,
+                    other => return other,
+                },
+                Some(l) => {
+                    let addr = m
+                        .membership_config
+                        .membership()
+                        .get_node(&l)
+                        .and_then(|n| n.addr.parse::<SocketAddr>().ok());
+                    match addr {
+                        None => last = ConsensusError::NoLeader,
+                        Some(addr) => {
+                            if matches!(op, Op::Write(_)) {
+                                self.counters
+                                    .writes_forwarded
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                            let body =
+                                serde_json::to_vec(&op.rpc()).map_err(ConsensusError::internal)?;
+                            let left = until.saturating_duration_since(Instant::now());
+                            let deadline =
+                                left.max(Duration::from_millis(500)) + Duration::from_secs(1);
+                            // If the leadership moves while the request is out (the leader
+                            // died, or was deposed), route again at once rather than waiting
+                            // out the deadline. A request abandoned this way may still have
+                            // been applied: registry requests are idempotent, or refused as
+                            // duplicates, so routing again is safe.
+                            let mut watch = self.raft.metrics();
+                            let moved = async move {
+                                while watch.changed().await.is_ok() {
+                                    if watch.borrow().current_leader != Some(l) {
+                                        return;
+                                    }
+                                }
+                                std::future::pending::<()>().await
+                            };
+                            let called = tokio::select! {
+                                r = self.net.call(l, addr, &body, deadline) => Some(r),
+                                () = moved => None,
+                            };
+                            match called {
+                                None => last = ConsensusError::NoLeader,
+                                Some(Ok(answer)) => {
+                                    let reply: Reply = serde_json::from_slice(&answer)
+                                        .map_err(ConsensusError::internal)?;
+                                    match done_of(reply) {
+                                        Err(ConsensusError::NoLeader) => {
+                                            last = ConsensusError::NoLeader
+                                        }
+                                        other => return other,
+                                    }
+                                }
+                                Some(Err(e)) => {
+                                    last = ConsensusError::LeaderUnreachable {
+                                        leader: l,
+                                        message: e.to_string(),
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                None => last = ConsensusError::NoLeader,
+            }
+            if Instant::now() >= until {
+                if matches!(op, Op::Write(_)) {
+                    self.counters.writes_failed.fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(last);
+            }
+            // Wait for news of the leadership, or retry shortly.
+            let _ = tokio::time::timeout(Duration::from_millis(50), metrics.changed()).await;
+        }
+    }
+
+    /// Runs `op` on this node, which believes it leads. `NoLeader` means "route again".
+    pub(super) async fn local(&self, op: &Op) -> Result<Done, ConsensusError> {
+        match op {
+            Op::Write(req) => self.write_local(req.clone()).await.map(Done::Written),
+            Op::Read => {
+                let _g = self.locks.handover.read().await;
+                self.check_quorum(true).await?;
+                Ok(Done::Registry(self.registry()))
+            }
+            Op::Admin(a) => self.admin_local(a.clone()).await.map(Done::Message),
+            Op::Join(j) => self.join_local(j.clone()).await.map(Done::Joined),
+        }
+    }
+
+    /// Runs `op` here if this node leads; a forwarded request must not be forwarded again.
+    pub(super) async fn local_if_leader(&self, op: &Op) -> Result<Done, ConsensusError> {
+        if !self.is_leader() {
+            return Err(not_leader());
+        }
+        self.local(op).await
+    }
+}

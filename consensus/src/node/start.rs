@@ -1,0 +1,204 @@
+//! How a member starts: [`Consensus::bootstrap`] makes a new cluster (its CA, its identity,
+//! a Raft group of this one voter), [`Consensus::open`] resumes a node whose directory holds a
+//! cluster; both end in `start`, which opens storage, binds QUIC and spawns the member's tasks.
+//! Joining is [`super::joiner`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::{BasicNode, Raft};
+use tracing::info;
+
+use super::join::Admission;
+use super::membership::autopilot_loop;
+use super::state::{Counters, Inner, Locks, Me, PilotInput};
+use super::upkeep::{keep_record, release_election};
+use super::{Consensus, ConsensusConfig, StartError};
+use crate::files::{CLUSTER_FORMAT, ClusterFile, Files};
+use crate::network::RaftNet;
+use crate::proto::NodeInfo;
+use crate::quic::QuicNet;
+use crate::registry::{Request, Role, Settings};
+use crate::tls::{self, Identity};
+use crate::{LogStore, StateMachineStore, open_db};
+
+impl Consensus {
+    /// The cluster a directory belongs to, if any.
+    pub fn stored(dir: &std::path::Path) -> Result<Option<ClusterFile>, StartError> {
+        Ok(Files::open(dir)?.cluster()?)
+    }
+
+    pub(super) fn refuse_if_member(files: &Files) -> Result<(), StartError> {
+        if let Some(c) = files.cluster()? {
+            return Err(StartError::AlreadyMember {
+                cluster_id: c.cluster_id,
+                cluster_name: c.cluster_name,
+            });
+        }
+        if files.raft_db().exists() {
+            return Err(StartError::Damaged(format!(
+                "{} holds Raft state but no cluster.json (a bootstrap or join that did not finish); remove the directory to start afresh",
+                files.dir().display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes a new cluster named `cluster_name` with this node as its one voter, and records
+    /// the cluster, the settings and the node in the registry.
+    pub async fn bootstrap(
+        config: ConsensusConfig,
+        info: NodeInfo,
+        cluster_name: &str,
+        settings: Settings,
+    ) -> Result<Consensus, StartError> {
+        let files = Files::open(&config.dir)?;
+        Self::refuse_if_member(&files)?;
+        if info.role != Role::Voter {
+            return Err(StartError::Bootstrap(
+                "a storage node cannot bootstrap a cluster: it never votes".into(),
+            ));
+        }
+        let cluster_id = format!("{:016x}", rand::random::<u64>() | 1);
+        let (ca_pem, ca_key) = tls::new_ca(&cluster_id)?;
+        let (cert_pem, key_pem) = tls::issue_node_cert(&ca_pem, &ca_key, config.node_id)?;
+        let identity = Identity {
+            ca_pem: ca_pem.clone(),
+            cert_pem,
+            key_pem,
+        };
+        files.save_identity(&identity, Some(&ca_key))?;
+        files.save_cluster(&ClusterFile {
+            format: CLUSTER_FORMAT,
+            cluster_id: cluster_id.clone(),
+            cluster_name: cluster_name.to_string(),
+            ca_fingerprint: tls::ca_fingerprint(&ca_pem)?,
+            node_id: config.node_id,
+            role: Role::Voter,
+            bootstrapped: true,
+        })?;
+        let node = Self::start(config.clone(), info, false).await?;
+        let members = BTreeMap::from([(
+            config.node_id,
+            BasicNode {
+                addr: config.advertise.to_string(),
+            },
+        )]);
+        if let Err(e) = node.inner.raft.initialize(members).await {
+            node.shutdown().await;
+            return Err(StartError::Bootstrap(e.to_string()));
+        }
+        let leader = node
+            .inner
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.current_leader == Some(m.id), "leadership")
+            .await;
+        if let Err(e) = leader {
+            node.shutdown().await;
+            return Err(StartError::Bootstrap(format!(
+                "this node did not become the leader of its new cluster: {e}"
+            )));
+        }
+        let recorded = async {
+            node.inner.ensure_cluster().await?;
+            node.inner.write_ok(Request::SetSettings { settings }).await
+        };
+        if let Err(e) = recorded.await {
+            node.shutdown().await;
+            return Err(StartError::Bootstrap(e.to_string()));
+        }
+        if let Err(e) = node.inner.ensure_self_record().await {
+            node.shutdown().await;
+            return Err(StartError::Bootstrap(e.to_string()));
+        }
+        info!(cluster_id = %cluster_id, cluster = cluster_name, "cluster bootstrapped");
+        Ok(node)
+    }
+
+    /// Resumes a node whose directory holds a cluster.
+    pub async fn open(config: ConsensusConfig, info: NodeInfo) -> Result<Consensus, StartError> {
+        Self::start(config, info, true).await
+    }
+
+    /// Starts Raft on the node's files. With `hold`, the node does not campaign for
+    /// [`HOLD_ELECTION`]: a voter that restarts while the cluster has a leader would otherwise
+    /// campaign before the leader's heartbeats reach it, disrupt the group with a higher term,
+    /// be refused for its shorter log, and carry openraft's "seen a greater log" penalty (two
+    /// election timeouts more) into the next failover.
+    pub(super) async fn start(
+        config: ConsensusConfig,
+        info: NodeInfo,
+        hold: bool,
+    ) -> Result<Consensus, StartError> {
+        let files = Files::open(&config.dir)?;
+        let Some(cluster) = files.cluster()? else {
+            return Err(StartError::Damaged(format!(
+                "{} holds no cluster; bootstrap or join one",
+                files.dir().display()
+            )));
+        };
+        if cluster.node_id != config.node_id {
+            return Err(StartError::Damaged(format!(
+                "{} belongs to node {}, not {}",
+                files.dir().display(),
+                cluster.node_id,
+                config.node_id
+            )));
+        }
+        let identity = files.identity()?;
+        tls::check_node_cert(&identity.cert_pem, &identity.key_pem, config.node_id)?;
+        let ca_key = files.ca_key()?;
+        let raft_config = match &config.raft {
+            Some(c) => c.clone(),
+            None => crate::raft_config(&cluster.cluster_name)
+                .map_err(|e| StartError::Raft(e.to_string()))?,
+        };
+        let lease = Duration::from_millis(raft_config.election_timeout_max);
+        let net = QuicNet::bind(config.listen, &identity)?;
+        let db = open_db(&files.raft_db()).map_err(|e| StartError::Storage(e.to_string()))?;
+        let sm =
+            StateMachineStore::open(db.clone()).map_err(|e| StartError::Storage(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            RaftNet::new(net.clone()),
+            LogStore::new(db),
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let inner = Arc::new(Inner {
+            id: config.node_id,
+            raft,
+            sm,
+            net: net.clone(),
+            me: Me {
+                ca_pem: identity.ca_pem.clone(),
+                cluster,
+                ca_key,
+                info,
+                advertise: config.advertise,
+            },
+            write_timeout: config.write_timeout,
+            lease,
+            locks: Locks::default(),
+            quorum_ok: Mutex::new(None),
+            pilot: PilotInput::default(),
+            admission: Admission::default(),
+            counters: Counters::default(),
+        });
+        let serve = net.serve(inner.clone());
+        if hold {
+            inner.raft.runtime_config().elect(false);
+        }
+        let pilot = tokio::spawn(autopilot_loop(inner.clone(), config.autopilot_every));
+        let gate = tokio::spawn(release_election(inner.clone()));
+        let keeper = tokio::spawn(keep_record(inner.clone()));
+        Ok(Consensus {
+            inner,
+            tasks: vec![serve, pilot, keeper, gate],
+        })
+    }
+}

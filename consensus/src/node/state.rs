@@ -1,0 +1,131 @@
+//! The shared state of a running member ([`Inner`]), grouped by concern, and the few reads
+//! every other module needs (metrics, leadership, the applied registry, replication lag).
+//!
+//! It holds no logic of its own: the leader's primitives are in [`super::leader`], the
+//! admission rules in [`super::join`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::{BasicNode, Raft, RaftMetrics};
+
+use super::join::Admission;
+use crate::files::ClusterFile;
+use crate::proto::{ConsensusError, NodeInfo};
+use crate::quic::QuicNet;
+use crate::registry::Registry;
+use crate::{StateMachineStore, TypeConfig};
+
+use quorate_base::NodeId;
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) writes: AtomicU64,
+    pub(super) writes_forwarded: AtomicU64,
+    pub(super) writes_failed: AtomicU64,
+    pub(super) joins_admitted: AtomicU64,
+    pub(super) joins_refused: AtomicU64,
+    pub(super) joins_limited: AtomicU64,
+    pub(super) requests_refused: AtomicU64,
+    pub(super) membership_changes: AtomicU64,
+}
+
+/// Who this node is: its cluster, its certificates' CA, what it says about itself.
+pub(super) struct Me {
+    pub(super) cluster: ClusterFile,
+    pub(super) ca_pem: String,
+    /// The CA private key: voters hold it, storage nodes never do.
+    pub(super) ca_key: Option<String>,
+    pub(super) info: NodeInfo,
+    pub(super) advertise: SocketAddr,
+}
+
+/// What serialises the leader's work.
+#[derive(Default)]
+pub(super) struct Locks {
+    /// Taken for writing by a leadership hand-over, for reading by everything that writes.
+    pub(super) handover: tokio::sync::RwLock<()>,
+    /// One membership change at a time from this node.
+    pub(super) changing: tokio::sync::Mutex<()>,
+    /// One recording of the cluster's identity at a time.
+    pub(super) initializing: tokio::sync::Mutex<()>,
+}
+
+/// What the autopilot is told from outside Raft.
+#[derive(Default)]
+pub(super) struct PilotInput {
+    /// Voters an operator demoted: not promoted again until promoted by hand.
+    pub(super) held_back: Mutex<BTreeSet<NodeId>>,
+    /// Nodes gossip reports failed, and since when.
+    pub(super) failed_since: Mutex<BTreeMap<NodeId, Instant>>,
+    /// How long a failed node may stay (`None`: forever).
+    pub(super) grace: Mutex<Option<Duration>>,
+}
+
+/// A running member's state, shared by its tasks and the request handler.
+pub(super) struct Inner {
+    pub(super) id: NodeId,
+    pub(super) raft: Raft<TypeConfig>,
+    pub(super) sm: StateMachineStore,
+    pub(super) net: QuicNet,
+    pub(super) me: Me,
+    /// How long a write may wait to be committed.
+    pub(super) write_timeout: Duration,
+    /// The followers' leader lease (`election_timeout_max`).
+    pub(super) lease: Duration,
+    pub(super) locks: Locks,
+    /// When a quorum was last confirmed.
+    pub(super) quorum_ok: Mutex<Option<Instant>>,
+    pub(super) pilot: PilotInput,
+    pub(super) admission: Admission,
+    pub(super) counters: Counters,
+}
+
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(super) fn lag_of(m: &RaftMetrics<NodeId, BasicNode>, id: NodeId) -> Option<u64> {
+    let last = m.last_log_index.unwrap_or(0);
+    if id == m.id {
+        return Some(0);
+    }
+    let matched = m.replication.as_ref()?.get(&id)?.as_ref().map(|l| l.index);
+    Some(last.saturating_sub(matched.unwrap_or(0)))
+}
+
+/// Marker error: "not the leader (any more); route again".
+pub(super) fn not_leader() -> ConsensusError {
+    ConsensusError::NoLeader
+}
+
+impl Inner {
+    pub(super) fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Checked on every write: reads the watch without cloning the metrics.
+    pub(super) fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    pub(super) fn registry(&self) -> Registry {
+        self.sm
+            .data()
+            .read()
+            .map(|d| d.registry.clone())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn voters_learners(&self) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+        let m = self.metrics();
+        let mem = m.membership_config.membership();
+        (mem.voter_ids().collect(), mem.learner_ids().collect())
+    }
+}
