@@ -19,11 +19,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use quorate_base::NodeId;
+
 /// A peer as the decision needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Seen {
     /// Node id.
-    pub id: u64,
+    pub id: NodeId,
     /// Whether it may vote (voter role).
     pub voter: bool,
     /// Whether it is a member of a formed cluster.
@@ -53,7 +55,7 @@ pub enum Decision {
 /// Decides for node `me` (`voter`: it may vote) seeing `peers` (of its cluster name, itself
 /// not included), when the set of forming voters has been unchanged for `stable_for`.
 pub fn decide(
-    me: u64,
+    me: NodeId,
     voter: bool,
     peers: &[Seen],
     expect: usize,
@@ -82,7 +84,7 @@ pub fn decide(
             "a storage node waits for a formed cluster to join (it never forms one)".into(),
         );
     }
-    let forming: BTreeSet<u64> = peers
+    let forming: BTreeSet<NodeId> = peers
         .iter()
         .filter(|p| p.voter && !p.member)
         .map(|p| p.id)
@@ -97,7 +99,7 @@ pub fn decide(
     let lowest = forming.iter().next().copied().unwrap_or(me);
     if lowest != me {
         return Decision::Wait(format!(
-            "{} voter-eligible nodes seen; node {lowest:016x} (the lowest id) forms the cluster",
+            "{} voter-eligible nodes seen; node {lowest} (the lowest id) forms the cluster",
             forming.len()
         ));
     }
@@ -116,7 +118,7 @@ mod tests {
 
     fn forming(id: u64) -> Seen {
         Seen {
-            id,
+            id: NodeId::new(id),
             voter: true,
             member: false,
             quic: Some(SocketAddr::from(([10, 0, 0, id as u8], 7947))),
@@ -137,14 +139,17 @@ mod tests {
     #[test]
     fn the_lowest_of_enough_settled_voters_bootstraps_and_only_it() {
         let peers = [forming(5), forming(9)];
-        assert_eq!(decide(3, true, &peers, 3, S, S), Decision::Bootstrap);
+        assert_eq!(
+            decide(NodeId::new(3), true, &peers, 3, S, S),
+            Decision::Bootstrap
+        );
         let peers = [forming(3), forming(9)];
         assert!(
-            matches!(decide(5, true, &peers, 3, S, S), Decision::Wait(w) if w.contains("0000000000000003"))
+            matches!(decide(NodeId::new(5), true, &peers, 3, S, S), Decision::Wait(w) if w.contains("0000000000000003"))
         );
         let peers = [forming(5), forming(9)];
         assert!(matches!(
-            decide(3, true, &peers, 3, Duration::from_millis(10), S),
+            decide(NodeId::new(3), true, &peers, 3, Duration::from_millis(10), S),
             Decision::Wait(w) if w.contains("settled")
         ));
     }
@@ -153,7 +158,7 @@ mod tests {
     fn too_few_voters_or_a_storage_node_wait() {
         let peers = [forming(5)];
         assert!(
-            matches!(decide(3, true, &peers, 3, S, S), Decision::Wait(w) if w.contains("2 seen"))
+            matches!(decide(NodeId::new(3), true, &peers, 3, S, S), Decision::Wait(w) if w.contains("2 seen"))
         );
         let storage = Seen {
             voter: false,
@@ -162,12 +167,12 @@ mod tests {
         // Storage peers do not count towards the voters.
         let peers = [forming(5), storage];
         assert!(matches!(
-            decide(3, true, &peers, 3, S, S),
+            decide(NodeId::new(3), true, &peers, 3, S, S),
             Decision::Wait(_)
         ));
         let peers = [forming(5), forming(9)];
         assert!(
-            matches!(decide(1, false, &peers, 3, S, S), Decision::Wait(w) if w.contains("storage"))
+            matches!(decide(NodeId::new(1), false, &peers, 3, S, S), Decision::Wait(w) if w.contains("storage"))
         );
     }
 
@@ -175,7 +180,7 @@ mod tests {
     fn a_formed_cluster_is_joined_instead_even_by_the_lowest() {
         let peers = [member(7, "aaaaaaaaaaaaaaaa"), forming(5), forming(9)];
         assert_eq!(
-            decide(1, true, &peers, 3, S, S),
+            decide(NodeId::new(1), true, &peers, 3, S, S),
             Decision::Join {
                 ca: "aaaaaaaaaaaaaaaa".into(),
                 seeds: vec![SocketAddr::from(([10, 0, 0, 7], 7947))],
@@ -183,7 +188,7 @@ mod tests {
         );
         // Storage nodes join too.
         assert!(matches!(
-            decide(1, false, &peers, 3, S, S),
+            decide(NodeId::new(1), false, &peers, 3, S, S),
             Decision::Join { .. }
         ));
         // Of two formed clusters, the one with more members.
@@ -193,7 +198,7 @@ mod tests {
             member(9, "aaaaaaaaaaaaaaaa"),
         ];
         assert!(
-            matches!(decide(1, true, &peers, 3, S, S), Decision::Join { ca, .. } if ca == "aaaaaaaaaaaaaaaa")
+            matches!(decide(NodeId::new(1), true, &peers, 3, S, S), Decision::Join { ca, .. } if ca == "aaaaaaaaaaaaaaaa")
         );
     }
 
@@ -211,7 +216,7 @@ mod tests {
                     .filter(|(j, _)| *j != i && mask & (1 << (i * 2 + usize::from(*j > i))) != 0)
                     .map(|(_, id)| forming(*id))
                     .collect();
-                if decide(*me, true, &peers, 3, S, S) == Decision::Bootstrap {
+                if decide(NodeId::new(*me), true, &peers, 3, S, S) == Decision::Bootstrap {
                     deciders += 1;
                 }
             }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::node_id::NodeId;
+use crate::NodeId;
 
 /// The data dir format this build writes and reads.
 pub(crate) const FORMAT: u32 = 1;
@@ -297,7 +297,7 @@ fn read_meta(dir: &Path, meta_path: &Path) -> Result<NodeId, DataDirError> {
     let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
     meta.node_id
         .parse()
-        .map_err(|e: crate::node_id::ParseNodeIdError| damaged(e.to_string()))
+        .map_err(|e: crate::ParseNodeIdError| damaged(e.to_string()))
 }
 
 /// A fresh data dir may hold nothing but our own lock file and a file system's `lost+found`.

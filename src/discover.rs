@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quorate_discovery::{
-    AdvertRole, DiscoveryError, Interfaces, Mdns, MdnsConfig, Peer, PeerEvent, QueryOptions, Stats,
+    DiscoveryError, Interfaces, Mdns, MdnsConfig, Peer, PeerEvent, QueryOptions, Role, Stats,
 };
 
 /// Which peers count.
@@ -19,7 +19,7 @@ pub struct Filter {
     /// Only this cluster.
     pub cluster: Option<String>,
     /// Only this role.
-    pub role: Option<AdvertRole>,
+    pub role: Option<Role>,
     /// Only peers whose TXT has each of these key/value pairs.
     pub txt: Vec<(String, String)>,
 }
@@ -120,9 +120,9 @@ mod tests {
     use super::*;
     use quorate_discovery::AdvertState;
 
-    fn peer(id: &str, name: &str, cluster: &str, role: AdvertRole, addrs: &[&str]) -> Peer {
+    fn peer(id: &str, name: &str, cluster: &str, role: Role, addrs: &[&str]) -> Peer {
         Peer {
-            id: id.into(),
+            id: id.parse().expect("a node id"),
             name: name.into(),
             cluster: cluster.into(),
             role,
@@ -143,7 +143,7 @@ mod tests {
             "0000000000000001",
             "n1",
             "prod",
-            AdvertRole::Storage,
+            Role::Storage,
             &["10.0.0.1"],
         );
         assert!(Filter::default().matches(&p));
@@ -163,7 +163,7 @@ mod tests {
         );
         assert!(
             !Filter {
-                role: Some(AdvertRole::Voter),
+                role: Some(Role::Voter),
                 ..Default::default()
             }
             .matches(&p)

@@ -10,15 +10,13 @@ pub mod agent;
 pub mod api;
 pub mod bootstrap;
 pub mod client;
-mod clock;
 pub mod config;
 mod data_dir;
 pub mod discover;
 pub mod logging;
-mod node_id;
 pub mod token;
 
 pub use agent::{Agent, AgentError};
 pub use config::{Config, ConfigError, LogFormat, RaftSection, Role};
 pub use data_dir::{ADMIN_TOKEN_FILE, DataDir, DataDirError};
-pub use node_id::{NodeId, ParseNodeIdError};
+pub use quorate_base::{NodeId, ParseNodeIdError, now_ms};

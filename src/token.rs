@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use quorate_base::Role;
 use sha2::{Digest, Sha256};
 
 /// What every token starts with.
@@ -30,24 +31,6 @@ const VERSION: u8 = 1;
 const CHECK: usize = 4;
 /// Most addresses a token carries.
 pub const MAX_ADDRS: usize = 7;
-
-/// The role a token grants.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TokenRole {
-    /// Management plane.
-    Voter,
-    /// Storage plane.
-    Storage,
-}
-
-impl std::fmt::Display for TokenRole {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            TokenRole::Voter => "voter",
-            TokenRole::Storage => "storage",
-        })
-    }
-}
 
 /// A decoded join token.
 #[derive(Clone, PartialEq, Eq)]
@@ -59,7 +42,7 @@ pub struct JoinToken {
     /// The secret.
     pub secret: [u8; 20],
     /// The role it grants.
-    pub role: TokenRole,
+    pub role: Role,
     /// Expiry, ms since the epoch.
     pub expires_ms: u64,
     /// Members' QUIC addresses to try.
@@ -122,8 +105,8 @@ impl JoinToken {
         let mut b = Vec::with_capacity(96);
         b.push(VERSION);
         b.push(match self.role {
-            TokenRole::Voter => 0,
-            TokenRole::Storage => 1,
+            Role::Voter => 0,
+            Role::Storage => 1,
         });
         b.extend_from_slice(&self.ca_fingerprint);
         b.extend_from_slice(&self.id.to_be_bytes());
@@ -167,8 +150,8 @@ impl JoinToken {
         }
         let mut r = Reader { data, at: 1 };
         let role = match r.take(1)?[0] {
-            0 => TokenRole::Voter,
-            1 => TokenRole::Storage,
+            0 => Role::Voter,
+            1 => Role::Storage,
             other => return Err(TokenError::Shape(format!("unknown role {other}"))),
         };
         let mut ca_fingerprint = [0u8; 32];
@@ -236,7 +219,7 @@ pub struct Mint<'a> {
     /// The cluster CA's fingerprint, lowercase hex, as the cluster's identity records it.
     pub ca_fingerprint: &'a str,
     /// The role it grants.
-    pub role: TokenRole,
+    pub role: Role,
     /// How long it stays valid.
     pub ttl: Duration,
     /// How many joins it allows (`None`: unlimited until expiry).
@@ -282,10 +265,7 @@ pub fn mint(
     let record = quorate_consensus::TokenRecord {
         id: token.id_hex(),
         secret_hash: quorate_consensus::secret_hash(&token.secret_hex()),
-        role: match m.role {
-            TokenRole::Voter => quorate_consensus::Role::Voter,
-            TokenRole::Storage => quorate_consensus::Role::Storage,
-        },
+        role: m.role,
         expires_ms: token.expires_ms,
         max_uses: m.uses,
         uses: 0,
@@ -304,7 +284,7 @@ mod tests {
             ca_fingerprint: [7; 32],
             id: 0x0123_4567_89ab_cdef,
             secret: [9; 20],
-            role: TokenRole::Storage,
+            role: Role::Storage,
             expires_ms: 1_800_000_000_000,
             addrs: vec![
                 "10.0.0.11:7947".parse().expect("addr"),
@@ -369,14 +349,14 @@ mod tests {
         let ca = hex::encode([7u8; 32]);
         let m = |uses| Mint {
             ca_fingerprint: &ca,
-            role: TokenRole::Storage,
+            role: Role::Storage,
             ttl: Duration::from_secs(3600),
             uses,
             voters: voters.clone(),
         };
         let Minted { token, record } = mint(m(Some(3)), 1_000, &mut rng).expect("minted");
         assert_eq!(token.ca_fingerprint, [7; 32]);
-        assert_eq!(token.role, TokenRole::Storage);
+        assert_eq!(token.role, Role::Storage);
         assert_eq!(token.expires_ms, 1_000 + 3_600_000);
         assert_eq!(token.addrs, voters[..MAX_ADDRS].to_vec());
         assert_eq!(token.id & 1, 1, "the id is never zero");

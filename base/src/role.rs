@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Management plane: eligible to vote in the Raft group.
+    /// Management plane: may vote in the Raft group.
     #[default]
     Voter,
-    /// Storage plane: a Raft learner for life, never a voter.
+    /// Storage plane: a non-voting learner for life.
     Storage,
 }
 

@@ -23,6 +23,15 @@ pub enum NodeStatus {
     Leaving,
 }
 
+impl std::fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeStatus::Active => "active",
+            NodeStatus::Leaving => "leaving",
+        })
+    }
+}
+
 /// The cluster's identity, set once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterInfo {

@@ -20,6 +20,7 @@ use quorate_discovery::{AdvertState, Advertisement, Mdns};
 use quorate_gossip::{Gossip, Key, MemberStatus, NodeMeta};
 use tracing::{info, warn};
 
+use crate::NodeId;
 use crate::data_dir::DataDir;
 
 /// How often the bridge brings the layers in step.
@@ -38,7 +39,7 @@ pub(super) async fn run(
         advertise_member(&node, mdns, ad);
     }
     let mut published: Option<NodeMeta> = None;
-    let mut failed_since: BTreeMap<u64, Instant> = BTreeMap::new();
+    let mut failed_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
     let mut seeded: BTreeSet<SocketAddr> = BTreeSet::new();
     loop {
         sync_join_keys(&node, &gossip);
@@ -84,7 +85,7 @@ async fn publish_raft_view(node: &Consensus, gossip: &Gossip, published: &mut Op
     let status = node.status();
     let mut meta = gossip.meta().await;
     meta.cluster_state = "member".to_string();
-    meta.raft_leader = status.leader_id.map(|l| format!("{l:016x}"));
+    meta.raft_leader = status.leader_id;
     meta.raft_term = Some(status.term);
     if let Some(me) = status.members.iter().find(|m| m.id == status.node_id)
         && me.name.is_some()
@@ -102,16 +103,14 @@ async fn publish_raft_view(node: &Consensus, gossip: &Gossip, published: &mut Op
 fn report_failures(
     node: &Consensus,
     gossip: &Gossip,
-    failed_since: &mut BTreeMap<u64, Instant>,
+    failed_since: &mut BTreeMap<NodeId, Instant>,
     grace: Duration,
 ) {
     let now = Instant::now();
     let mut down = BTreeSet::new();
     for m in gossip.members() {
-        if matches!(m.status, MemberStatus::Failed | MemberStatus::Left)
-            && let Ok(id) = u64::from_str_radix(&m.id, 16)
-        {
-            down.insert(id);
+        if matches!(m.status, MemberStatus::Failed | MemberStatus::Left) {
+            down.insert(m.id);
         }
     }
     failed_since.retain(|id, _| down.contains(id));

@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quorate_discovery::{
-    Advert, AdvertRole, AdvertState, Advertisement, DiscoveryError, Interfaces, Mdns, MdnsConfig,
+    Advert, AdvertState, Advertisement, DiscoveryError, Interfaces, Mdns, MdnsConfig,
 };
 use quorate_gossip::{Gossip, GossipConfig, Key, NodeMeta};
 use tracing::{info, warn};
 
 use super::{Agent, AgentError, MdnsView};
 use crate::api::{ApiState, ConsensusCell};
-use crate::config::Role;
 
 /// What the HTTP API shares with the agent.
 pub(super) struct HttpParts {
@@ -74,12 +73,12 @@ impl Agent {
         let c = &self.config;
         let generation = self
             .data_dir
-            .next_generation(crate::clock::now_ms())
+            .next_generation(quorate_base::now_ms())
             .map_err(AgentError::Generation)?;
         let listen = c.gossip_listen();
         let advertise = self.resolved.gossip_addr();
         let mut config = GossipConfig::lan(
-            self.data_dir.node_id().to_string(),
+            self.data_dir.node_id(),
             c.cluster.clone(),
             listen,
             advertise,
@@ -97,7 +96,7 @@ impl Agent {
         config.keys = self.gossip_keys()?;
         let meta = NodeMeta {
             name: self.resolved.name.clone(),
-            role: c.role.to_string(),
+            role: Some(c.role),
             quic_addr: Some(self.resolved.quic_addr()),
             api_addr: Some(c.http_addr),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -125,7 +124,7 @@ impl Agent {
             AgentError::Http(format!("cannot listen on {addr}: {e}; set --http-addr"))
         })?;
         let state = ApiState {
-            node_id: self.data_dir.node_id().to_string(),
+            node_id: self.data_dir.node_id(),
             gossip: parts.gossip,
             data_dir: self.data_dir.clone(),
             discovery: parts.discovery,
@@ -152,7 +151,7 @@ impl Agent {
         if !c.discovery.enabled {
             return None;
         }
-        let id = self.data_dir.node_id().to_string();
+        let id = self.data_dir.node_id();
         // Advertise what the node listens on: a fixed address when one is configured (or in
         // dev mode), else every address of the selected interfaces, kept current by mDNS.
         let addrs = if c.dev {
@@ -165,12 +164,9 @@ impl Agent {
             Vec::new()
         };
         let advert = Advert {
-            id: id.clone(),
+            id,
             cluster: c.cluster.clone(),
-            role: match c.role {
-                Role::Voter => AdvertRole::Voter,
-                Role::Storage => AdvertRole::Storage,
-            },
+            role: c.role,
             gossip_port: c.gossip_port,
             api_port: c.http_addr.port(),
             state: AdvertState::Forming,
@@ -194,7 +190,7 @@ impl Agent {
         view: MdnsView,
     ) -> Result<Mdns, AgentError> {
         let c = &self.config;
-        let id = self.data_dir.node_id().to_string();
+        let id = self.data_dir.node_id();
         let present: Vec<String> = if_addrs::get_if_addrs()
             .map(|v| v.into_iter().map(|i| i.name).collect())
             .unwrap_or_default();
@@ -234,7 +230,7 @@ impl Agent {
                             v.remove(&p.id);
                         }
                         _ => {
-                            v.insert(p.id.clone(), p.clone());
+                            v.insert(p.id, p.clone());
                         }
                     }
                 }

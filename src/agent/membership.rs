@@ -14,11 +14,12 @@ use std::time::Duration;
 use quorate_consensus::{
     Consensus, ConsensusConfig, JoinCredentials, NodeInfo, Settings, StartError, TokenProof, Trust,
 };
-use quorate_discovery::{AdvertRole, AdvertState};
+use quorate_discovery::AdvertState;
 use quorate_gossip::Gossip;
 use tracing::{info, warn};
 
 use super::{Agent, AgentError, MdnsView};
+use crate::NodeId;
 use crate::bootstrap::{self, Decision};
 use crate::config::Role;
 use crate::token::JoinToken;
@@ -55,7 +56,7 @@ impl Agent {
     pub(super) fn consensus_plan(&self, gossip: &Gossip, view: MdnsView) -> ConsensusPlan {
         let c = &self.config;
         let r = &self.resolved;
-        let id = self.data_dir.node_id().get();
+        let id = self.data_dir.node_id();
         let mut config = ConsensusConfig::new(
             id,
             self.data_dir.path().join("consensus"),
@@ -235,15 +236,15 @@ impl ConsensusPlan {
     /// voters for the lowest of them to make one.
     async fn zero_config(self) -> Result<(Arc<Consensus>, BTreeMap<String, String>), AgentError> {
         let me = self.config.node_id;
-        let voter = self.info.role == quorate_consensus::Role::Voter;
+        let voter = self.info.role == Role::Voter;
         let started = std::time::Instant::now();
-        let mut forming_seen: BTreeSet<u64> = BTreeSet::new();
+        let mut forming_seen: BTreeSet<NodeId> = BTreeSet::new();
         let mut since = started;
         let mut said = String::new();
         let mut backoff = Duration::from_millis(250);
         loop {
             let peers = seen_peers(&self.view, &self.cluster, me);
-            let forming: BTreeSet<u64> = peers
+            let forming: BTreeSet<NodeId> = peers
                 .iter()
                 .filter(|p| p.voter && !p.member)
                 .map(|p| p.id)
@@ -300,21 +301,19 @@ impl ConsensusPlan {
 }
 
 /// The peers of `cluster` that mDNS shows, other than `me`, as the bootstrap decision needs them.
-fn seen_peers(view: &MdnsView, cluster: &str, me: u64) -> Vec<bootstrap::Seen> {
+fn seen_peers(view: &MdnsView, cluster: &str, me: NodeId) -> Vec<bootstrap::Seen> {
     let Ok(v) = view.lock() else {
         return Vec::new();
     };
     v.values()
         .filter(|p| p.cluster == cluster)
-        .filter_map(|p| {
-            let id = u64::from_str_radix(&p.id, 16).ok()?;
-            (id != me).then(|| bootstrap::Seen {
-                id,
-                voter: p.role == AdvertRole::Voter,
-                member: p.state == AdvertState::Member,
-                quic: quic_addr(p),
-                ca: p.ca.clone(),
-            })
+        .filter(|p| p.id != me)
+        .map(|p| bootstrap::Seen {
+            id: p.id,
+            voter: p.role == Role::Voter,
+            member: p.state == AdvertState::Member,
+            quic: quic_addr(p),
+            ca: p.ca.clone(),
         })
         .collect()
 }

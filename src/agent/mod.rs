@@ -83,7 +83,7 @@ pub enum AgentError {
 }
 
 /// What mDNS shows, by node id (peers of every cluster; the agent filters).
-pub type MdnsView = Arc<std::sync::Mutex<BTreeMap<String, quorate_discovery::Peer>>>;
+pub type MdnsView = Arc<std::sync::Mutex<BTreeMap<crate::NodeId, quorate_discovery::Peer>>>;
 
 /// The settings the agent runs with once every default is resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -293,7 +293,7 @@ impl Agent {
             let kept = self
                 .data_dir
                 .path()
-                .join(format!("consensus.left-{}", crate::clock::now_ms() / 1000));
+                .join(format!("consensus.left-{}", quorate_base::now_ms() / 1000));
             match std::fs::rename(&dir, &kept) {
                 Ok(()) => {
                     info!(kept = %kept.display(), "the cluster state of this node was set aside; a restart starts afresh")

@@ -74,7 +74,7 @@ pub(super) async fn node_op(
     Path((id, op)): Path<(String, String)>,
 ) -> Response {
     let node = match id.parse::<crate::NodeId>() {
-        Ok(n) => n.get(),
+        Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let op = match op.as_str() {

@@ -12,11 +12,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quorate_gossip::MemberStatus;
 
-use super::{ApiState, hex_id};
+use super::ApiState;
 
 /// `GET /health/live`: the process is up.
 pub(super) async fn live(State(s): State<ApiState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "alive", "node_id": s.node_id }))
+    Json(serde_json::json!({ "status": "alive", "node_id": s.node_id.to_string() }))
 }
 
 /// `GET /health/ready`: a member with a known leader (200), else 503.
@@ -24,7 +24,7 @@ pub(super) async fn ready(State(s): State<ApiState>) -> Response {
     let Some(node) = s.consensus.get() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "not ready", "reason": "not a member of a cluster yet", "node_id": s.node_id})),
+            Json(serde_json::json!({"status": "not ready", "reason": "not a member of a cluster yet", "node_id": s.node_id.to_string()})),
         )
             .into_response();
     };
@@ -32,12 +32,12 @@ pub(super) async fn ready(State(s): State<ApiState>) -> Response {
     let leader = node.raft().metrics().borrow().current_leader;
     match leader {
         Some(l) => Json(serde_json::json!({
-            "status": "ready", "node_id": s.node_id, "cluster_id": node.cluster().cluster_id, "leader_id": hex_id(l),
+            "status": "ready", "node_id": s.node_id.to_string(), "cluster_id": node.cluster().cluster_id, "leader_id": l.to_string(),
         }))
         .into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "not ready", "reason": "no leader is known", "node_id": s.node_id})),
+            Json(serde_json::json!({"status": "not ready", "reason": "no leader is known", "node_id": s.node_id.to_string()})),
         )
             .into_response(),
     }

@@ -12,14 +12,15 @@ use quorate_consensus::Consensus;
 use quorate_gossip::{Gossip, Member};
 
 use super::wire::{MemberRow, StatusMember, StatusView};
-use super::{ApiState, hex_id, not_member};
+use super::{ApiState, not_member};
+use crate::NodeId;
 
 impl From<&Member> for MemberRow {
     fn from(m: &Member) -> Self {
         MemberRow {
-            id: m.id.clone(),
+            id: m.id,
             name: m.meta.name.clone(),
-            role: m.meta.role.clone(),
+            role: m.meta.role,
             addr: m.addr,
             status: m.status.to_string(),
             version: m.meta.version.clone(),
@@ -49,17 +50,17 @@ pub(super) async fn status(State(s): State<ApiState>) -> Response {
 
 fn status_view(node: &Consensus, gossip: &Gossip) -> StatusView {
     let s = node.status();
-    let liveness: BTreeMap<String, String> = gossip
+    let liveness: BTreeMap<NodeId, String> = gossip
         .members()
         .iter()
-        .map(|m| (m.id.clone(), m.status.to_string()))
+        .map(|m| (m.id, m.status.to_string()))
         .collect();
     StatusView {
         cluster_id: s.cluster_id,
         cluster_name: s.cluster_name,
-        node_id: hex_id(s.node_id),
+        node_id: s.node_id,
         state: s.state,
-        leader_id: s.leader_id.map(hex_id),
+        leader_id: s.leader_id,
         term: s.term,
         commit_index: s.commit_index,
         voter_target: s.voter_target,
@@ -67,25 +68,12 @@ fn status_view(node: &Consensus, gossip: &Gossip) -> StatusView {
         members: s
             .members
             .into_iter()
-            .map(|m| StatusMember {
-                id: hex_id(m.id),
+            .map(|member| StatusMember {
                 liveness: liveness
-                    .get(&hex_id(m.id))
+                    .get(&member.id)
                     .cloned()
                     .unwrap_or_else(|| "unknown".into()),
-                name: m.name,
-                role: m.role.map(|r| match r {
-                    quorate_consensus::Role::Voter => "voter".to_string(),
-                    quorate_consensus::Role::Storage => "storage".to_string(),
-                }),
-                suffrage: m.suffrage,
-                raft_addr: m.raft_addr,
-                matched_index: m.matched_index,
-                status: m.status.map(|st| match st {
-                    quorate_consensus::NodeStatus::Active => "active".to_string(),
-                    quorate_consensus::NodeStatus::Leaving => "leaving".to_string(),
-                }),
-                labels: m.labels,
+                member,
             })
             .collect(),
     }

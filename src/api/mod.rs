@@ -51,7 +51,7 @@ pub type ConsensusCell = Arc<OnceLock<Arc<Consensus>>>;
 #[derive(Clone)]
 pub struct ApiState {
     /// This node's id.
-    pub node_id: String,
+    pub node_id: crate::NodeId,
     /// The gossip member.
     pub gossip: Arc<Gossip>,
     /// The data dir, where the keyring is kept.
@@ -115,9 +115,4 @@ fn consensus_error(e: ConsensusError) -> Response {
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e.to_string())
-}
-
-/// A node id as the API writes it: 16 lowercase hex digits.
-fn hex_id(id: u64) -> String {
-    format!("{id:016x}")
 }

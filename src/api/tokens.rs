@@ -13,8 +13,8 @@ use quorate_consensus::Request;
 
 use super::wire::{TokenRequest, TokenView};
 use super::{ApiState, consensus_error, error, not_member};
-use crate::clock::now_ms;
-use crate::token::{Mint, Minted, TokenRole};
+use crate::token::{Mint, Minted};
+use quorate_base::{Role, now_ms};
 
 /// A registry record as the API shows it, with its state by this node's clock at `now`.
 fn token_view(t: &quorate_consensus::TokenRecord, now: u64) -> TokenView {
@@ -47,15 +47,9 @@ pub(super) async fn create(State(s): State<ApiState>, Json(req): Json<TokenReque
     let Some(node) = s.consensus.get() else {
         return not_member();
     };
-    let role = match req.role.as_str() {
-        "voter" => TokenRole::Voter,
-        "storage" => TokenRole::Storage,
-        other => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("role {other:?}: `voter` or `storage`"),
-            );
-        }
+    let role = match req.role.parse::<Role>() {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let ttl = match humantime::parse_duration(&req.ttl) {
         Ok(t)

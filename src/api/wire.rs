@@ -1,23 +1,27 @@
 //! The wire types of the agent's HTTP API: what the CLI and other clients send and read.
 //!
-//! Plain serde structs and enums, nothing else: no axum, no server state, no layer types (the
-//! handlers convert gossip's and consensus's types into these). A client may depend on this
+//! Plain serde structs and enums, nothing else: no axum, no server state. Node ids and roles
+//! are the workspace's own types (ids as 16 hex digits); a member in `status` is consensus's
+//! [`MemberView`] as it is, with gossip's liveness beside it. A client may depend on this
 //! module alone.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use quorate_base::{NodeId, Role, hex_id};
+pub use quorate_consensus::{MemberView, NodeStatus};
 use serde::{Deserialize, Serialize};
 
 /// One row of `quorate members`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct MemberRow {
     /// Node id.
-    pub id: String,
+    #[serde(with = "hex_id")]
+    pub id: NodeId,
     /// Node name.
     pub name: String,
-    /// `voter` or `storage`.
-    pub role: String,
+    /// `voter` or `storage` (absent if the node published none that this node can read).
+    pub role: Option<Role>,
     /// Gossip address.
     pub addr: SocketAddr,
     /// `alive`, `failed` or `left`.
@@ -68,28 +72,16 @@ pub enum KeyringOp {
     },
 }
 
-/// One member in `quorate status`.
+/// One member in `quorate status`: the registry's and the Raft group's view of it, and its
+/// liveness as gossip reports it here.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct StatusMember {
-    /// Node id.
-    pub id: String,
-    /// Name, from the registry.
-    pub name: Option<String>,
-    /// `voter` or `storage`: the role it was admitted with.
-    pub role: Option<String>,
-    /// `voter` or `learner` (or `none`: recorded but not in the Raft group).
-    pub suffrage: String,
-    /// QUIC address.
-    pub raft_addr: String,
-    /// Highest log index replicated to it (known on the leader only).
-    pub matched_index: Option<u64>,
-    /// `active` or `leaving`, from the registry.
-    pub status: Option<String>,
+    /// What consensus knows of it.
+    #[serde(flatten)]
+    pub member: MemberView,
     /// `alive`, `failed` or `left` as gossip reports it here; `unknown` when gossip has not
     /// heard of it.
     pub liveness: String,
-    /// Labels, from the registry.
-    pub labels: BTreeMap<String, String>,
 }
 
 /// `quorate status`.
@@ -100,11 +92,13 @@ pub struct StatusView {
     /// Cluster name.
     pub cluster_name: String,
     /// This node's id.
-    pub node_id: String,
+    #[serde(with = "hex_id")]
+    pub node_id: NodeId,
     /// `leader`, `follower`, `learner` or `candidate`.
     pub state: String,
     /// The leader this node knows.
-    pub leader_id: Option<String>,
+    #[serde(with = "hex_id::option")]
+    pub leader_id: Option<NodeId>,
     /// Current term.
     pub term: u64,
     /// Highest log index committed and applied on this node.

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use quorate::config::{FlagValue, Sources};
 
-use super::args::{RoleArg, parse_txt_filter};
+use super::args::parse_txt_filter;
+use quorate::Role;
 
 pub(crate) const ABOUT: &str = "Run a quorate node (the long-running agent).
 
@@ -67,7 +68,7 @@ pub(crate) struct AgentArgs {
 
     /// Role in the cluster [default: voter] [env: QUORATE_ROLE] [key: role]
     #[arg(long, value_enum, value_name = "ROLE")]
-    pub(crate) role: Option<RoleArg>,
+    pub(crate) role: Option<Role>,
 
     /// Cluster to form or join [default: default] [env: QUORATE_CLUSTER] [key: cluster]
     #[arg(long, value_name = "NAME")]
@@ -183,14 +184,7 @@ impl AgentArgs {
                 .map(|p| p.display().to_string().into()),
         );
         push("--name", "name", self.name.as_ref().map(|v| s(v)));
-        push(
-            "--role",
-            "role",
-            self.role.map(|r| match r {
-                RoleArg::Voter => "voter".into(),
-                RoleArg::Storage => "storage".into(),
-            }),
-        );
+        push("--role", "role", self.role.map(|r| r.as_str().into()));
         push("--cluster", "cluster", self.cluster.as_ref().map(|v| s(v)));
         push("--bind", "bind", self.bind.as_ref().map(|v| s(v)));
         push(

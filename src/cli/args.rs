@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 #[derive(Debug, Args)]
 pub(crate) struct ApiArg {
@@ -57,14 +57,6 @@ pub(crate) struct NodeArgs {
     pub(crate) id: String,
     #[command(flatten)]
     pub(crate) api: ApiArg,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum RoleArg {
-    /// Management plane: may vote in the Raft group.
-    Voter,
-    /// Storage plane: a non-voting learner for life.
-    Storage,
 }
 
 /// `KEY=VALUE`, as labels and TXT filters are written.

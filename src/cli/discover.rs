@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use super::args::{RoleArg, parse_txt_filter};
+use super::args::parse_txt_filter;
 use super::table::{self, Format};
+use quorate::Role;
 
 pub(crate) const ABOUT: &str = "Find quorate nodes on the local network with mDNS (DNS-SD).
 
@@ -60,7 +61,7 @@ pub(crate) struct DiscoverArgs {
 
     /// Only peers of this role.
     #[arg(long, value_enum, value_name = "ROLE")]
-    pub(crate) role: Option<RoleArg>,
+    pub(crate) role: Option<Role>,
 
     /// Only peers whose TXT record has KEY=VALUE (repeatable; all must match).
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_txt_filter)]
@@ -112,10 +113,7 @@ impl DiscoverArgs {
     pub(crate) fn filter(&self) -> quorate::discover::Filter {
         quorate::discover::Filter {
             cluster: self.cluster.clone(),
-            role: self.role.map(|r| match r {
-                RoleArg::Voter => quorate_discovery::AdvertRole::Voter,
-                RoleArg::Storage => quorate_discovery::AdvertRole::Storage,
-            }),
+            role: self.role,
             txt: self.txt.clone(),
         }
     }

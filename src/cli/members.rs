@@ -51,9 +51,9 @@ pub(crate) fn run(args: &MembersArgs) -> ExitCode {
                 .collect::<Vec<_>>()
                 .join(",");
             vec![
-                m.id.clone(),
+                m.id.to_string(),
                 m.name.clone(),
-                m.role.clone(),
+                m.role.map_or("?".into(), |r| r.to_string()),
                 m.addr.to_string(),
                 m.status.clone(),
                 m.version.clone(),

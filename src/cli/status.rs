@@ -44,11 +44,11 @@ pub(crate) fn run(args: &StatusArgs) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let name_of = |id: &str| {
+    let name_of = |id: &quorate::NodeId| {
         st.members
             .iter()
-            .find(|m| m.id == id)
-            .and_then(|m| m.name.clone())
+            .find(|m| m.member.id == *id)
+            .and_then(|m| m.member.name.clone())
             .unwrap_or_else(|| "?".into())
     };
     say!("cluster  {} ({})", st.cluster_name, st.cluster_id);
@@ -65,7 +65,10 @@ pub(crate) fn run(args: &StatusArgs) -> ExitCode {
     say!(
         "commit   {}    voters {}/{}    joins {}",
         st.commit_index.map_or("-".to_string(), |c| c.to_string()),
-        st.members.iter().filter(|m| m.suffrage == "voter").count(),
+        st.members
+            .iter()
+            .filter(|m| m.member.suffrage == "voter")
+            .count(),
         st.voter_target,
         if st.open {
             "open (no token needed)"
@@ -77,16 +80,17 @@ pub(crate) fn run(args: &StatusArgs) -> ExitCode {
     let table: Vec<Vec<String>> = st
         .members
         .iter()
-        .map(|m| {
+        .map(|row| {
+            let m = &row.member;
             vec![
-                m.id.clone(),
+                m.id.to_string(),
                 m.name.clone().unwrap_or_else(|| "?".into()),
-                m.role.clone().unwrap_or_else(|| "?".into()),
+                m.role.map_or("?".into(), |r| r.to_string()),
                 m.suffrage.clone(),
                 m.raft_addr.clone(),
                 m.matched_index.map_or("-".into(), |i| i.to_string()),
-                m.status.clone().unwrap_or_else(|| "-".into()),
-                m.liveness.clone(),
+                m.status.map_or("-".into(), |s| s.to_string()),
+                row.liveness.clone(),
                 m.labels
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))

@@ -54,7 +54,7 @@ fn table(peers: &[Peer]) -> String {
         .iter()
         .map(|p| {
             vec![
-                p.id.clone(),
+                p.id.to_string(),
                 p.name.clone(),
                 p.cluster.clone(),
                 p.role.to_string(),
@@ -94,11 +94,11 @@ pub(crate) fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quorate_discovery::{AdvertRole, AdvertState};
+    use quorate_discovery::{AdvertState, Role};
 
-    fn peer(id: &str, name: &str, cluster: &str, role: AdvertRole, addrs: &[&str]) -> Peer {
+    fn peer(id: &str, name: &str, cluster: &str, role: Role, addrs: &[&str]) -> Peer {
         Peer {
-            id: id.into(),
+            id: id.parse().expect("a node id"),
             name: name.into(),
             cluster: cluster.into(),
             role,
@@ -120,16 +120,10 @@ mod tests {
                 "0000000000000001",
                 "n1",
                 "c",
-                AdvertRole::Voter,
+                Role::Voter,
                 &["10.0.0.1", "fe80::1"],
             ),
-            peer(
-                "0000000000000002",
-                "n2",
-                "c",
-                AdvertRole::Voter,
-                &["fe80::2"],
-            ),
+            peer("0000000000000002", "n2", "c", Role::Voter, &["fe80::2"]),
         ];
         assert_eq!(
             render(&peers, Format::Quiet),

@@ -9,8 +9,9 @@ use clap::{Args, Subcommand};
 use quorate::api::wire::{TokenRequest, TokenView};
 
 use super::admin::message;
-use super::args::{ApiArg, RoleArg, client_failed};
+use super::args::{ApiArg, client_failed};
 use super::table::columns;
+use quorate::Role;
 
 pub(crate) const ABOUT: &str = "Create, list or revoke join tokens.
 
@@ -39,7 +40,7 @@ pub(crate) enum TokenCmd {
     Create {
         /// The role it grants.
         #[arg(long, value_enum, default_value = "voter")]
-        role: RoleArg,
+        role: Role,
         /// How long it stays valid, e.g. 30m, 24h, 7d.
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
@@ -74,10 +75,7 @@ pub(crate) fn run(args: &TokenArgs) -> ExitCode {
             json,
         } => {
             let req = TokenRequest {
-                role: match role {
-                    RoleArg::Voter => "voter".into(),
-                    RoleArg::Storage => "storage".into(),
-                },
+                role: role.to_string(),
                 ttl: humantime::format_duration(*ttl).to_string(),
                 uses: *uses,
             };

@@ -12,7 +12,6 @@
 //! touching the process environment.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use std::path::PathBuf;
@@ -34,25 +33,7 @@ pub const DEFAULT_QUIC_PORT: u16 = 7947;
 /// Default TCP address of the HTTP API (health, metrics, admin).
 pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7948);
 
-/// The part a node plays in the cluster.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Management plane: eligible to vote in the Raft group.
-    #[default]
-    Voter,
-    /// Storage plane: a Raft learner for life, never a voter.
-    Storage,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Voter => "voter",
-            Role::Storage => "storage",
-        })
-    }
-}
+pub use quorate_base::Role;
 
 /// How log lines are written to standard error.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,8 @@ use quorate_base::NodeId;
 /// A member as `status` shows it: the registry's record and the Raft group's view together.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberView {
-    /// Node id.
+    /// Node id (16 hex digits in JSON).
+    #[serde(with = "quorate_base::hex_id")]
     pub id: NodeId,
     /// Name (registry).
     pub name: Option<String>,
@@ -45,10 +46,12 @@ pub struct Status {
     /// Cluster name.
     pub cluster_name: String,
     /// This node.
+    #[serde(with = "quorate_base::hex_id")]
     pub node_id: NodeId,
     /// `leader`, `follower`, `learner`, `candidate` or `shutdown`.
     pub state: String,
     /// The leader this node knows.
+    #[serde(with = "quorate_base::hex_id::option")]
     pub leader_id: Option<NodeId>,
     /// Current term.
     pub term: u64,
