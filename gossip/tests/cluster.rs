@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use quorate_gossip::{Gossip, GossipConfig, Key, MemberStatus, NodeMeta};
+use quorate_gossip::{Gossip, GossipConfig, Key, MemberStatus, NodeId, NodeMeta, Role};
 
 fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
@@ -16,7 +16,7 @@ fn free_port() -> u16 {
 fn meta(name: &str) -> NodeMeta {
     NodeMeta {
         name: name.into(),
-        role: Some(quorate_gossip::Role::Voter),
+        role: Some(Role::Voter),
         version: "test".into(),
         cluster_state: "forming".into(),
         ..Default::default()
@@ -202,10 +202,11 @@ async fn keys_separate_clusters_rotation_keeps_one_and_junk_is_counted() {
         let bytes: Vec<u8> = (0..len).map(|i| (i * 37 % 251) as u8).collect();
         junk.send_to(&bytes, dst).expect("send junk");
     }
-    // Authentic but replayed: node 1's first datagram (epoch = generation 1, sequence 1).
+    // Authentic but replayed: b's first datagram (epoch = generation 1, sequence 1); node
+    // index i gossips as node id i + 1.
     let ring = quorate_gossip::Keyring::new(vec![old.clone()]);
     let replay = ring
-        .seal([9; 24], &format!("{:016x}", 1), 1, 1, b"whatever")
+        .seal([9; 24], &NodeId::new(2).to_string(), 1, 1, b"whatever")
         .expect("seal");
     junk.send_to(&replay, dst).expect("send replay");
     // Authentic and fresh, but not a chitchat message.

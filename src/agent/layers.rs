@@ -16,7 +16,7 @@ use quorate_discovery::{
 use quorate_gossip::{Gossip, GossipConfig, Key, NodeMeta};
 use tracing::{info, warn};
 
-use super::{Agent, AgentError, MdnsView};
+use super::setup::{Agent, AgentError, MdnsView};
 use crate::api::{ApiState, ConsensusCell};
 
 /// What the HTTP API shares with the agent.

@@ -18,7 +18,7 @@ use quorate_discovery::AdvertState;
 use quorate_gossip::Gossip;
 use tracing::{info, warn};
 
-use super::{Agent, AgentError, MdnsView};
+use super::setup::{Agent, AgentError, MdnsView};
 use crate::NodeId;
 use crate::bootstrap::{self, Decision};
 use crate::config::Role;

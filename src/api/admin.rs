@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quorate_consensus::{AdminOp, Request};
 
+use super::state::{ApiState, consensus_error, error, not_member};
 use super::wire::LabelChange;
-use super::{ApiState, consensus_error, error, not_member};
 
 /// `POST /v1/labels`: set and remove this node's labels, one Raft write each.
 pub(super) async fn labels(State(s): State<ApiState>, Json(change): Json<LabelChange>) -> Response {

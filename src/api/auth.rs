@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::{ApiState, error};
+use super::state::{ApiState, error};
 
 /// Lets the request through when it carries the admin credential, else answers 401.
 pub(super) async fn require_admin(

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quorate_gossip::MemberStatus;
 
-use super::ApiState;
+use super::state::ApiState;
 
 /// `GET /health/live`: the process is up.
 pub(super) async fn live(State(s): State<ApiState>) -> Json<serde_json::Value> {

@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quorate_gossip::{Gossip, Key};
 
+use super::state::{ApiState, error};
 use super::wire::{KeyringOp, KeyringView};
-use super::{ApiState, error};
 
 fn keyring_view(g: &Gossip) -> KeyringView {
     let keys = g.key_fingerprints();

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use quorate_consensus::Consensus;
 use quorate_gossip::{Gossip, Member};
 
+use super::state::{ApiState, not_member};
 use super::wire::{MemberRow, StatusMember, StatusView};
-use super::{ApiState, not_member};
 use crate::NodeId;
 
 impl From<&Member> for MemberRow {

@@ -12,59 +12,29 @@
 //! - `GET /v1/gossip/keys`, `POST /v1/gossip/keys`: the gossip keyring (install, use, remove).
 //! - `GET /v1/metrics`: gossip and discovery counters and member gauges.
 //!
-//! This module holds the router, the state the handlers share and the error answers; the
-//! admin credential check is in `auth`, the handlers are grouped by concern (`health`,
+//! This module holds the router; the state the handlers share and the error answers are in
+//! `state`, the admin credential check is in `auth`, the handlers are grouped by concern (`health`,
 //! `members`, `admin`, `tokens`, `keyring`), and what crosses the wire is in [`wire`], which
 //! clients use without this server. It does not start the layers or decide anything itself:
 //! it reads the running layers and hands changes to consensus.
 
-use std::sync::{Arc, OnceLock};
-
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::Router;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use quorate_consensus::{Consensus, ConsensusError};
-use quorate_discovery::Stats;
-use quorate_gossip::Gossip;
-
-use crate::DataDir;
 
 mod admin;
 mod auth;
 mod health;
 mod keyring;
 mod members;
+mod state;
 mod tokens;
 pub mod wire;
 
+pub use state::{ApiState, ConsensusCell};
 pub use wire::{
     KeyringOp, KeyringView, LabelChange, MemberRow, StatusMember, StatusView, TokenRequest,
     TokenView,
 };
-
-/// Where the running consensus node is, once there is one: set by the agent when this node
-/// becomes a member, read by the handlers.
-pub type ConsensusCell = Arc<OnceLock<Arc<Consensus>>>;
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct ApiState {
-    /// This node's id.
-    pub node_id: crate::NodeId,
-    /// The gossip member.
-    pub gossip: Arc<Gossip>,
-    /// The data dir, where the keyring is kept.
-    pub data_dir: Arc<DataDir>,
-    /// Discovery counters, when discovery runs.
-    pub discovery: Option<Arc<Stats>>,
-    /// The consensus node, once this node is a member.
-    pub consensus: ConsensusCell,
-    /// The admin credential every mutating request must carry (`Authorization: Bearer`).
-    pub admin_token: Arc<String>,
-    /// Told when this node has left the cluster (the agent then stops).
-    pub leave: Arc<tokio::sync::Notify>,
-}
 
 /// The router: reads are open; every mutating request (and the token list) needs the admin
 /// credential, else 401 and nothing changes.
@@ -90,29 +60,4 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/metrics", get(health::metrics))
         .merge(admin)
         .with_state(state)
-}
-
-/// An error answer: `{"error": message}` with `status`.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
-}
-
-/// The answer of a request that needs a member, on a node that is not one yet.
-fn not_member() -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "this node is not a member of a cluster yet",
-    )
-}
-
-/// A consensus error as an answer: conflicts 409, internal errors 500, else 503.
-fn consensus_error(e: ConsensusError) -> Response {
-    let status = match &e {
-        ConsensusError::Membership { .. } | ConsensusError::JoinRefused { .. } => {
-            StatusCode::CONFLICT
-        }
-        ConsensusError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    error(status, e.to_string())
 }

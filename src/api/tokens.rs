@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quorate_consensus::Request;
 
+use super::state::{ApiState, consensus_error, error, not_member};
 use super::wire::{TokenRequest, TokenView};
-use super::{ApiState, consensus_error, error, not_member};
 use crate::token::{Mint, Minted};
 use quorate_base::{Role, now_ms};
 

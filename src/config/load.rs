@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use config::Source as _;
 
-use super::Config;
+use super::settings::Config;
 
 /// Prefix of the environment variables that set config keys (`QUORATE_GOSSIP_PORT`).
 pub const ENV_PREFIX: &str = "QUORATE_";

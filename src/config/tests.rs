@@ -2,7 +2,10 @@
 
 use super::load::{MAP_KEYS, env_key, known_keys};
 use super::*;
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 
 fn file(contents: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::Builder::new()
