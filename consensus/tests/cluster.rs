@@ -1,14 +1,19 @@
-//! In-process Raft clusters over the in-memory network: elections, learners, leader loss,
-//! partitions, restarts from disk.
+//! In-process Raft clusters over the in-memory network: elections, learners, leader loss and a
+//! restart from disk, partitions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::{BasicNode, Raft, ServerState};
 use quorate_consensus::NodeId;
 use quorate_consensus::mem_network::MemRouter;
 use quorate_consensus::{LogStore, Request, StateMachineStore, TypeConfig, open_db, raft_config};
+
+#[path = "../../tests/support/wait.rs"]
+mod wait;
+
+use wait::until_async as until;
 
 struct Node {
     raft: Raft<TypeConfig>,
@@ -35,19 +40,6 @@ async fn start(router: &MemRouter, dir: &std::path::Path, id: NodeId) -> Node {
 fn addr(id: NodeId) -> BasicNode {
     BasicNode {
         addr: format!("node-{id}"),
-    }
-}
-
-async fn until(what: &str, within: Duration, mut f: impl FnMut() -> Result<(), String>) {
-    let start = Instant::now();
-    loop {
-        match f() {
-            Ok(()) => return,
-            Err(seen) if start.elapsed() > within => {
-                panic!("timed out after {within:?} waiting for {what}; last seen: {seen}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
     }
 }
 
@@ -163,18 +155,15 @@ async fn three_voters_elect_a_leader_and_learners_replicate_without_voting() {
     }
 }
 
-/// The leader dies: the others elect a new one and keep committing; a node cut off from the
-/// majority cannot commit; after healing, everyone converges.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_loss_and_partition() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let router = MemRouter::default();
+/// Three started nodes, initialized as one group of three voters, with a leader that has
+/// committed a first write: the shared setup of the failure tests.
+async fn three_voters(
+    router: &MemRouter,
+    dir: &std::path::Path,
+) -> (BTreeMap<NodeId, Node>, NodeId) {
     let mut nodes = BTreeMap::new();
     for id in 1..=3 {
-        nodes.insert(
-            NodeId::new(id),
-            start(&router, dir.path(), NodeId::new(id)).await,
-        );
+        nodes.insert(NodeId::new(id), start(router, dir, NodeId::new(id)).await);
     }
     nodes[&NodeId::new(1)]
         .raft
@@ -185,27 +174,59 @@ async fn leader_loss_and_partition() {
         )
         .await
         .expect("init");
-    let wait_leader = |n: &Node, not: Option<NodeId>| {
-        let w = n.raft.wait(Some(Duration::from_secs(5)));
-        async move {
-            w.metrics(
-                move |m| m.current_leader.is_some() && m.current_leader != not,
-                "a new leader",
-            )
-            .await
-            .expect("leader")
-            .current_leader
-            .expect("id")
-        }
-    };
     let leader = wait_leader(&nodes[&NodeId::new(1)], None).await;
     nodes[&leader]
         .raft
         .client_write(put_node(NodeId::new(1)))
         .await
         .expect("write");
+    (nodes, leader)
+}
 
-    // Kill the leader.
+/// Waits until `n` knows a leader other than `not`.
+async fn wait_leader(n: &Node, not: Option<NodeId>) -> NodeId {
+    n.raft
+        .wait(Some(Duration::from_secs(5)))
+        .metrics(
+            move |m| m.current_leader.is_some() && m.current_leader != not,
+            "a new leader",
+        )
+        .await
+        .expect("leader")
+        .current_leader
+        .expect("id")
+}
+
+/// Waits until every node holds the same registry with at least `labels` labels.
+async fn converged(nodes: &BTreeMap<NodeId, Node>, labels: usize) {
+    until(
+        "every node to hold the same registry",
+        Duration::from_secs(10),
+        || {
+            let regs: Vec<_> = nodes
+                .values()
+                .map(|n| n.sm.data().read().map(|d| d.registry.clone()).ok())
+                .collect();
+            let same = regs.windows(2).all(|w| w[0] == w[1]);
+            let c = nodes.values().map(label_count).min().unwrap_or(0);
+            if same && c >= labels {
+                Ok(())
+            } else {
+                Err(format!("same: {same}, labels: {c}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// The leader dies: the other two elect a new one and keep committing; restarted from its
+/// data, the dead node rejoins and everyone converges on the same registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_leader_is_replaced_and_catches_up_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = MemRouter::default();
+    let (mut nodes, leader) = three_voters(&router, dir.path()).await;
+
     router.remove(leader);
     nodes
         .remove(&leader)
@@ -223,44 +244,44 @@ async fn leader_loss_and_partition() {
         .await
         .expect("write after failover");
 
-    // Cut the follower away from the new leader: the leader alone is a minority of three.
-    let follower = *nodes
-        .keys()
-        .find(|id| **id != new_leader)
-        .expect("follower");
-    router.set_cut(follower, true);
+    let back = start(&router, dir.path(), leader).await;
+    nodes.insert(leader, back);
+    converged(&nodes, 1).await;
+    for n in nodes.values() {
+        n.raft.shutdown().await.expect("shutdown");
+    }
+}
+
+/// A leader cut off from the majority cannot commit (here both followers are cut away, so the
+/// leader alone is a minority of three); after healing, everyone converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_majority_cannot_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = MemRouter::default();
+    let (nodes, leader) = three_voters(&router, dir.path()).await;
+    nodes[&leader]
+        .raft
+        .client_write(set_label(1))
+        .await
+        .expect("write with a majority");
+
+    let followers: Vec<NodeId> = nodes.keys().copied().filter(|id| *id != leader).collect();
+    for f in &followers {
+        router.set_cut(*f, true);
+    }
     let minority = tokio::time::timeout(
         Duration::from_secs(2),
-        nodes[&new_leader].raft.client_write(set_label(2)),
+        nodes[&leader].raft.client_write(set_label(2)),
     )
     .await;
     assert!(
         !matches!(minority, Ok(Ok(_))),
         "a minority committed: {minority:?}"
     );
-    router.set_cut(follower, false);
-
-    // Restart the dead node from its data: it rejoins and catches up.
-    let back = start(&router, dir.path(), leader).await;
-    nodes.insert(leader, back);
-    until(
-        "every node to hold the same registry",
-        Duration::from_secs(10),
-        || {
-            let regs: Vec<_> = nodes
-                .values()
-                .map(|n| n.sm.data().read().map(|d| d.registry.clone()).ok())
-                .collect();
-            let same = regs.windows(2).all(|w| w[0] == w[1]);
-            let c = nodes.values().map(label_count).min().unwrap_or(0);
-            if same && c >= 1 {
-                Ok(())
-            } else {
-                Err(format!("same: {same}, labels: {c}"))
-            }
-        },
-    )
-    .await;
+    for f in &followers {
+        router.set_cut(*f, false);
+    }
+    converged(&nodes, 1).await;
     for n in nodes.values() {
         n.raft.shutdown().await.expect("shutdown");
     }

@@ -2,11 +2,13 @@
 //! of changes. Pure: the driver feeds it observations; tests feed it by hand.
 //!
 //! Rules: a node enters the view the first time it is seen alive (so a node that has only just
-//! been heard of is never reported failed). Of a node's generations, the newest live one
-//! speaks, else the newest one: a restarted node replaces its old incarnation, with no ghost
-//! entry, and is not reported failed while its new generation is still warming up. A node
-//! whose state carries the leaving marker is `left`, not `failed`. A node that gossip no longer
-//! knows (reaped after its grace period) is `removed`.
+//! been heard of is never reported failed), or the first time it is seen leaving. Of a node's
+//! generations, the newest live one speaks, else the newest one: a restarted node replaces its
+//! old incarnation, with no ghost entry, and is not reported failed while its new generation is
+//! still warming up. A node whose state carries the leaving marker is `left`, not `failed`: the
+//! marker is the node's own word, so it needs no liveness to be believed, and every peer lists
+//! a leaver as `left` until it is reaped, also a peer that first heard of it after (or while)
+//! it left. A node that gossip no longer knows (reaped after its grace period) is `removed`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -170,6 +172,11 @@ impl View {
                     changes.push(Change::Joined(member.clone()));
                     self.members.insert(id, member);
                 }
+                // First heard of while leaving or after it left: its own marker says so.
+                None if status == MemberStatus::Left => {
+                    changes.push(Change::Left(member.clone()));
+                    self.members.insert(id, member);
+                }
                 None => {} // never seen alive: not a member of the view yet
                 Some(prev) if prev.status != status => {
                     changes.push(match status {
@@ -300,5 +307,38 @@ mod tests {
             "dead after leaving stays left"
         );
         assert_eq!(v.counts(), (0, 0, 1));
+    }
+
+    /// A peer that starts after a node began leaving (a restarted peer, a late joiner) first
+    /// observes it with the marker already set, alive for its last rounds or already dead: it
+    /// lists it `left` like every other peer, instead of never listing it at all.
+    #[test]
+    fn a_node_first_seen_leaving_is_left() {
+        let mut v = View::default();
+        assert_eq!(
+            kinds(&v.update(vec![obs("a", 1, true, &[("status", "leaving")])])),
+            vec![("left", "a".into(), 1)],
+            "still heartbeating its last rounds"
+        );
+        assert_eq!(v.counts(), (0, 0, 1));
+        let mut v = View::default();
+        assert_eq!(
+            kinds(&v.update(vec![obs("a", 1, false, &[("status", "leaving")])])),
+            vec![("left", "a".into(), 1)],
+            "already gone"
+        );
+        assert!(
+            v.update(vec![obs("a", 1, false, &[("status", "leaving")])])
+                .is_empty()
+        );
+        // A node never seen alive and without the marker is still not listed (never failed).
+        assert!(
+            v.update(vec![
+                obs("a", 1, false, &[("status", "leaving")]),
+                obs("b", 1, false, &[])
+            ])
+            .is_empty()
+        );
+        assert_eq!(v.members().count(), 1);
     }
 }

@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use crate::support::agents::{
+    agent, labels_of, leader_name, quic, status, wait_group, wait_group_led,
+};
 use crate::support::lab::{Lab, ProcId};
 use crate::support::wait;
-use crate::util::{
-    agent, labels_of, leader_name, quic, set_label, status, wait_group, wait_group_led, wait_label,
-};
+use crate::util::{set_label, wait_label};
 
 const VOTERS: [(&str, &str); 3] = [("v0", "voter"), ("v1", "voter"), ("v2", "voter")];
 

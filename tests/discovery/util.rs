@@ -3,21 +3,19 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use crate::support::agents;
 use crate::support::lab::{Lab, ProcId};
-use crate::support::wait;
 
 /// Starts an agent in host `i` and waits until it advertises; returns it and its node id.
 pub(crate) fn agent(lab: &mut Lab, i: usize, name: &str, extra: &[&str]) -> (ProcId, String) {
-    let p = lab.spawn_agent(i, name, &format!("data-{name}"), extra);
     // Announced: probing is over and the records are out, so queries get answers.
-    wait::until(
-        &format!("agent {name} to be announced"),
-        Duration::from_secs(10),
-        || {
-            lab.log_events(p, "mdns announced")
-                .pop()
-                .ok_or_else(|| lab.log(p))
-        },
+    let p = agents::start_until(
+        lab,
+        i,
+        name,
+        &format!("data-{name}"),
+        extra,
+        "mdns announced",
     );
     let id = lab.log_events(p, "node identity ready")[0]["node_id"]
         .as_str()

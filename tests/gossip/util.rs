@@ -3,21 +3,16 @@
 use std::time::Duration;
 
 use crate::support::lab::{Lab, ProcId};
-use crate::support::wait;
+use crate::support::{agents, http, wait};
 
 /// Starts an agent in host `i` with `extra` flags, seeded with host 0's gossip address (mDNS
-/// would find the peers too; the seed makes the test independent of it).
+/// would find the peers too; the seed makes the test independent of it), and waits until it
+/// runs.
 pub(crate) fn agent(lab: &mut Lab, i: usize, label: &str, extra: &[&str]) -> ProcId {
     let seed = format!("{}:7946", lab.host(0).ip);
     let mut args = vec!["--gossip-seeds", &seed];
     args.extend_from_slice(extra);
-    let p = lab.spawn_agent(i, label, "data", &args);
-    wait::until(&format!("{label} to run"), Duration::from_secs(10), || {
-        lab.log_events(p, "agent running")
-            .pop()
-            .ok_or_else(|| lab.log(p))
-    });
-    p
+    agents::agent(lab, i, label, &args)
 }
 
 /// `quorate members --json` in host `i`: `(name, status, generation)` sorted by name.
@@ -63,20 +58,9 @@ pub(crate) fn wait_view(
     })
 }
 
-/// `/v1/metrics` of the agent in host `i`, gossip section.
+/// `/v1/metrics` of the agent in host `i`, gossip section (`Null` when it does not answer).
 pub(crate) fn metrics(lab: &Lab, i: usize) -> serde_json::Value {
-    let body = http_get(lab, i, "/v1/metrics");
-    serde_json::from_str::<serde_json::Value>(&body)
+    http::get(lab, i, "/v1/metrics")
         .map(|v| v["gossip"].clone())
         .unwrap_or_default()
-}
-
-/// A GET to the agent's API inside host `i`: the body, empty when it does not answer.
-pub(crate) fn http_get(lab: &Lab, i: usize, path: &str) -> String {
-    let path = path.to_string();
-    lab.in_host(i, move || {
-        crate::support::http::request("GET", &path, "", None)
-    })
-    .map(|(_, v)| v.to_string())
-    .unwrap_or_default()
 }

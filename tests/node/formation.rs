@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use crate::support::agents::{agent, status, wait_group};
 use crate::support::lab::Lab;
 use crate::support::wait;
-use crate::util::{agent, status, wait_group};
 
 /// Three agents with no cluster flags form one cluster (one leader, three voters); two more
 /// with no flags become standby learners (voter role, beyond the target), and one with

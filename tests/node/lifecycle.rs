@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::agents::{agent, leader_name, quic, status, wait_group, wait_group_led};
 use crate::support::lab::Lab;
 use crate::support::wait;
-use crate::util::{agent, leader_name, quic, status, wait_group, wait_group_led};
 
 fn names(st: &Value) -> Vec<String> {
     let mut v: Vec<String> = st["members"]

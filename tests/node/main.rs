@@ -5,10 +5,6 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-#[path = "../consensus/util.rs"]
-#[allow(dead_code)]
-mod util;
-
 mod formation;
 mod lifecycle;
 mod tokens;

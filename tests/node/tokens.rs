@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::agents::{agent, quic, status, wait_group};
 use crate::support::lab::Lab;
 use crate::support::wait;
-use crate::util::{agent, quic, status, wait_group};
 
 /// `quorate token create ARGS` on host `i`: the token.
 fn create(lab: &Lab, i: usize, args: &[&str]) -> String {

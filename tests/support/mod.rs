@@ -1,9 +1,11 @@
-//! Test support shared by the integration test binaries: the LAN lab and waiting helpers.
+//! Test support shared by the integration test binaries: the LAN lab, agents in it, HTTP to
+//! them, and waiting helpers.
 //!
 //! Each area's `main.rs` includes this with `#[path = "../support/mod.rs"] mod support;`, so
 //! every binary compiles only what it uses.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod agents;
 pub mod http;
 pub mod lab;
 pub mod wait;

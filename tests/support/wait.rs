@@ -1,10 +1,29 @@
 //! Waiting on conditions with a deadline, never on the clock alone.
+//!
+//! One contract, in a blocking and an async form: poll a probe until it says yes, and when the
+//! deadline passes, panic naming what was awaited and what the last probe saw. Beside it, the
+//! two deliberate checks over a window: [`holds`] (an invariant stays true) and [`never`] (an
+//! event does not happen). Those are the only places a test watches the clock for a while on
+//! purpose; everything else waits for a condition.
+//!
+//! Independent of the lab: the crate tests include this file with
+//! `#[path = "../../tests/support/wait.rs"] mod wait;`. It needs only std, and tokio for the
+//! async forms.
+#![allow(dead_code, unreachable_pub)]
 
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
+/// How often a probe is polled.
+const POLL: Duration = Duration::from_millis(20);
+
+fn timed_out(what: &str, within: Duration, seen: &dyn Debug) -> ! {
+    panic!("timed out after {within:?} waiting for {what}; last seen: {seen:?}")
+}
+
 /// Polls `probe` until it returns `Ok`, or panics once `within` has passed, printing what the
-/// last probe saw. `probe` returns `Err(seen)` to keep waiting.
+/// last probe saw. `probe` returns `Err(seen)` to keep waiting. Blocks the thread: use
+/// [`until_async`] inside a tokio runtime.
 pub fn until<T, S: Debug>(
     what: &str,
     within: Duration,
@@ -14,10 +33,24 @@ pub fn until<T, S: Debug>(
     loop {
         match probe() {
             Ok(v) => return v,
-            Err(seen) if start.elapsed() >= within => {
-                panic!("timed out after {within:?} waiting for {what}; last seen: {seen:?}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(25)),
+            Err(seen) if start.elapsed() >= within => timed_out(what, within, &seen),
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
+/// [`until`] for async tests: the same contract, yielding to the runtime between probes.
+pub async fn until_async<T, S: Debug>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> Result<T, S>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(seen) if start.elapsed() >= within => timed_out(what, within, &seen),
+            Err(_) => tokio::time::sleep(POLL).await,
         }
     }
 }
@@ -33,6 +66,35 @@ pub fn holds<S: Debug>(what: &str, window: Duration, mut probe: impl FnMut() -> 
                 start.elapsed()
             );
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Checks that something never happens during `window`, polling: `probe` returns `Some(seen)`
+/// when it happened, and the check panics with it. An absence can only be shown over a window;
+/// choose one longer than the thing would take to happen if it could (for gossip, a few
+/// failure-detection periods).
+pub fn never<S: Debug>(what: &str, window: Duration, mut probe: impl FnMut() -> Option<S>) {
+    let start = Instant::now();
+    while start.elapsed() < window {
+        if let Some(seen) = probe() {
+            panic!("{what} happened after {:?}: {seen:?}", start.elapsed());
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// [`never`] for async tests.
+pub async fn never_async<S: Debug>(
+    what: &str,
+    window: Duration,
+    mut probe: impl FnMut() -> Option<S>,
+) {
+    let start = Instant::now();
+    while start.elapsed() < window {
+        if let Some(seen) = probe() {
+            panic!("{what} happened after {:?}: {seen:?}", start.elapsed());
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
