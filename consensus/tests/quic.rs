@@ -163,7 +163,7 @@ impl Cluster {
         // `Consensus::shutdown` returns before openraft's tasks have dropped the last handle
         // on the node's redb file, and redb refuses a second open in one process: wait until
         // the file can be opened (a new process, as in production, never meets this).
-        let db = self.dir.path().join(format!("n{id}/raft.redb"));
+        let db = self.dir.path().join(format!("n{}/raft.redb", id.get()));
         wait::until_async(
             &format!("node {id}'s database to be free"),
             Duration::from_secs(5),
