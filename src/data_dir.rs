@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::NodeId;
+use crate::keys::{KeyKind, StoredKeys};
 
 /// The data dir format this build writes and reads.
 pub(crate) const FORMAT: u32 = 1;
@@ -216,16 +217,35 @@ impl DataDir {
         Ok(next)
     }
 
-    /// The gossip keyring kept in the data dir (base64 keys, primary first), if there is one.
-    pub fn load_keyring(&self) -> Result<Option<Vec<String>>, DataDirError> {
+    /// The keyring kept in the data dir, if there is one: cluster keys on a voter-role node,
+    /// gossip keys on a storage node (see [`crate::keys`]). A file of an earlier version (a
+    /// plain list) holds cluster keys.
+    pub fn load_keyring(&self) -> Result<Option<StoredKeys>, DataDirError> {
         let path = self.path.join(KEYRING_FILE);
+        let damaged = |e: serde_json::Error| DataDirError::Damaged {
+            path: self.path.clone(),
+            message: format!("{KEYRING_FILE}: {e}"),
+        };
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<Vec<String>>(&bytes)
-                .map(Some)
-                .map_err(|e| DataDirError::Damaged {
-                    path: self.path.clone(),
-                    message: format!("{KEYRING_FILE}: {e}"),
-                }),
+            Ok(bytes) => {
+                if let Ok(list) = serde_json::from_slice::<Vec<String>>(&bytes) {
+                    let keys = list
+                        .iter()
+                        .map(|k| quorate_gossip::Key::from_base64(k))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| DataDirError::Damaged {
+                            path: self.path.clone(),
+                            message: format!("{KEYRING_FILE}: {e}"),
+                        })?;
+                    return Ok(Some(StoredKeys {
+                        kind: KeyKind::Cluster,
+                        keys,
+                    }));
+                }
+                serde_json::from_slice::<StoredKeys>(&bytes)
+                    .map(Some)
+                    .map_err(damaged)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(DataDirError::NotWritable {
                 path: self.path.clone(),
@@ -235,7 +255,7 @@ impl DataDir {
     }
 
     /// Replaces the kept keyring (mode 0600).
-    pub fn save_keyring(&self, keys: &[String]) -> io::Result<()> {
+    pub fn save_keyring(&self, keys: &StoredKeys) -> io::Result<()> {
         write_atomic(
             &self.path.join(KEYRING_FILE),
             &serde_json::to_vec_pretty(keys).unwrap_or_default(),
@@ -416,10 +436,28 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let d = DataDir::open(tmp.path()).expect("open");
         assert_eq!(d.load_keyring().expect("load"), None);
-        d.save_keyring(&["a".into(), "b".into()]).expect("save");
+        let keys = StoredKeys::from_cluster_keys(
+            vec![
+                quorate_gossip::Key::from_bytes([1; 32]),
+                quorate_gossip::Key::from_bytes([2; 32]),
+            ],
+            crate::Role::Storage,
+        );
+        d.save_keyring(&keys).expect("save");
+        assert_eq!(d.load_keyring().expect("load"), Some(keys));
+        // A keyring of an earlier version: a list of cluster keys.
+        let k = quorate_gossip::Key::from_bytes([3; 32]);
+        fs::write(
+            tmp.path().join(KEYRING_FILE),
+            serde_json::to_vec(&vec![k.to_base64()]).expect("json"),
+        )
+        .expect("write");
         assert_eq!(
             d.load_keyring().expect("load"),
-            Some(vec!["a".to_string(), "b".to_string()])
+            Some(StoredKeys {
+                kind: KeyKind::Cluster,
+                keys: vec![k]
+            })
         );
         let mode = fs::metadata(tmp.path().join(KEYRING_FILE))
             .expect("meta")

@@ -163,6 +163,44 @@ impl Files {
         })
     }
 
+    /// Saves a renewed certificate (the key stays).
+    pub fn save_cert(&self, cert_pem: &str) -> Result<(), FilesError> {
+        write_atomic(&self.path("node.pem"), cert_pem.as_bytes(), 0o644)
+    }
+
+    /// The key this node asks to join with, made (0600) on the first attempt and kept across
+    /// attempts and restarts until it is admitted: a join answered but lost on the way is asked
+    /// again with the same key, which the leader recognises as the same identity.
+    pub fn join_key(&self) -> Result<String, FilesError> {
+        match self.read("join.key") {
+            Ok(k) => Ok(k),
+            Err(FilesError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                let key = crate::tls::new_node_key().map_err(|e| FilesError::Damaged {
+                    path: self.path("join.key"),
+                    message: e.to_string(),
+                })?;
+                write_atomic(&self.path("join.key"), key.as_bytes(), 0o600)?;
+                Ok(key)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets the join key once it became the node key.
+    pub fn drop_join_key(&self) {
+        let _ = fs::remove_file(self.path("join.key"));
+    }
+
+    /// Deletes the CA key (a node that is no longer a voter-role member must not hold it).
+    pub fn delete_ca_key(&self) -> Result<bool, FilesError> {
+        let path = self.path("ca.key");
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error(&path)(e)),
+        }
+    }
+
     /// Loads the CA key, if this node holds it.
     pub fn ca_key(&self) -> Result<Option<String>, FilesError> {
         match self.read("ca.key") {

@@ -19,6 +19,7 @@
 // traits return them by value; boxing them at our edges would only add conversions.
 #![allow(clippy::result_large_err)]
 
+pub mod authority;
 pub mod autopilot;
 mod files;
 pub mod mem_network;
@@ -33,8 +34,8 @@ pub mod tls;
 pub use files::{ClusterFile, Files, FilesError};
 pub use network::RaftNet;
 pub use node::{
-    Consensus, ConsensusConfig, JoinCredentials, JoinPolicy, MemberView, StartError, Status,
-    key_proof, same as constant_time_eq, secret_hash,
+    AdmissionConfig, Consensus, ConsensusConfig, JoinCredentials, JoinPolicy, MemberView,
+    StartError, Status, key_proof, same as constant_time_eq, secret_hash,
 };
 pub use proto::{AdminOp, ConsensusError, JoinReply, JoinRequest, NodeInfo, TokenProof, Written};
 pub use tls::Trust;

@@ -46,6 +46,13 @@ pub(crate) enum Rpc {
     Join {
         join: JoinRequest,
     },
+    /// A member asks for a new certificate for its own identity (the same key), before its
+    /// certificate runs out; served by the leader.
+    Renew {
+        csr_pem: String,
+    },
+    /// The leader asks a voter which nodes its failure detector holds dead.
+    Suspects,
 }
 
 /// An answer between nodes.
@@ -73,6 +80,12 @@ pub(crate) enum Reply {
     },
     Joined {
         res: Result<JoinReply, ConsensusError>,
+    },
+    Renewed {
+        res: Result<String, ConsensusError>,
+    },
+    Suspects {
+        dead: Vec<NodeId>,
     },
     /// The request was not understood or not allowed for this caller.
     Refused {
@@ -137,8 +150,15 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    /// The registry record of node `id` at `raft_addr`, active, joined at `joined_ms`.
-    pub fn record(&self, id: NodeId, raft_addr: &str, joined_ms: u64) -> NodeRecord {
+    /// The registry record of node `id` with key fingerprint `key` at `raft_addr`, active,
+    /// joined at `joined_ms`.
+    pub fn record(
+        &self,
+        id: NodeId,
+        key: Option<String>,
+        raft_addr: &str,
+        joined_ms: u64,
+    ) -> NodeRecord {
         NodeRecord {
             id,
             name: self.name.clone(),
@@ -149,6 +169,7 @@ impl NodeInfo {
             labels: self.labels.clone(),
             status: NodeStatus::Active,
             joined_ms,
+            key,
         }
     }
 }
@@ -168,9 +189,22 @@ pub struct JoinRequest {
     pub token: Option<TokenProof>,
     /// The cluster name the joiner expects.
     pub cluster_name: String,
-    /// Proof that the joiner holds the cluster key (see [`crate::key_proof`]), if it has one.
+    /// Proof that the joiner holds the cluster's join key (see [`crate::key_proof`]), if it
+    /// has one: it binds all of this request and the CA the joiner verified.
     #[serde(default)]
     pub key_proof: Option<String>,
+    /// The fingerprint of the CA the joiner's handshake verified (the member that answers
+    /// refuses a request made to another CA: a relay by a node in the middle).
+    #[serde(default)]
+    pub ca_fingerprint: String,
+    /// A fresh random value, hex: the admitting leader refuses one it has seen, and binds its
+    /// own proof to it.
+    #[serde(default)]
+    pub nonce: String,
+    /// When the joiner made the request (its clock, ms): a request far from the leader's
+    /// clock is refused, so that a nonce need be remembered only for a while.
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 /// The proof of a join token: its public id and its secret.
@@ -244,6 +278,14 @@ pub enum ConsensusError {
         /// What failed.
         message: String,
     },
+    /// The caller may not make this request (see [`crate::authority`]).
+    #[error("forbidden by rule {rule}: {message}")]
+    Forbidden {
+        /// The rule's name.
+        rule: String,
+        /// What the rule means for this request.
+        message: String,
+    },
     /// The request was not confirmed in time.
     #[error(
         "not confirmed within {ms} ms: the leader lost its majority or is overloaded; the change may still be applied"
@@ -282,6 +324,13 @@ impl ConsensusError {
     pub(crate) fn internal(e: impl std::fmt::Display) -> ConsensusError {
         ConsensusError::Internal {
             message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn forbidden(f: crate::authority::Forbidden) -> ConsensusError {
+        ConsensusError::Forbidden {
+            rule: f.rule.name().to_string(),
+            message: f.message,
         }
     }
 

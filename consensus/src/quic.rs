@@ -17,12 +17,20 @@
 //! comes back, not on every retry.
 //!
 //! What travels is opaque bytes here; [`crate::network`] speaks Raft over it and the node its
-//! own requests. The server tells the handler who called: the node id its certificate names, or
-//! nobody (a joiner without a certificate yet).
+//! own requests. The server tells the handler who called: what its certificate says
+//! ([`PeerCert`]: node id, role, key), or nobody (a joiner without a certificate yet).
+//!
+//! **Strangers** (callers without a certificate) are held to little: a new address is made to
+//! prove it receives (a QUIC retry) before any handshake work; at most
+//! [`STRANGERS_PER_SOURCE`] connections from one address and [`STRANGERS`] in all; one request
+//! at a time per connection, of at most [`MAX_STRANGER_MESSAGE`] bytes. Members are not held
+//! to these. A member whose identity is removed has its connections closed
+//! ([`QuicNet::close_peer`]) and its certificate refused by the handshake
+//! ([`crate::tls::DenyList`]).
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,12 +39,18 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::tls::{Identity, JoinVerifier, TlsError, node_id_of_cert, node_name};
+use crate::tls::{DenyList, Identity, JoinVerifier, TlsError, cert_facts, node_name};
 
-use quorate_base::NodeId;
+use quorate_base::{NodeId, Role};
 
 /// The largest request or answer either side reads (snapshots travel in smaller chunks).
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// The largest request a caller without a certificate may send (a join request is a few KiB).
+pub const MAX_STRANGER_MESSAGE: usize = 64 * 1024;
+/// Connections without a certificate held open at once, from all sources.
+pub const STRANGERS: usize = 256;
+/// Connections without a certificate held open at once from one address.
+pub const STRANGERS_PER_SOURCE: usize = 8;
 
 /// How long a server waits for a whole request once its stream opened.
 const READ_REQUEST: Duration = Duration::from_secs(10);
@@ -88,8 +102,13 @@ pub enum CallError {
 /// Counters of the endpoint.
 #[derive(Debug, Default)]
 pub struct NetMetrics {
-    /// Inbound connections refused by the TLS handshake (another CA, bad certificate).
+    /// Inbound connections refused by the TLS handshake (another CA, bad certificate, a
+    /// removed identity).
     pub handshakes_refused: AtomicU64,
+    /// Connections without a certificate closed at once: too many from one source, or in all.
+    pub strangers_refused: AtomicU64,
+    /// New addresses asked to prove they receive (QUIC retry) before a handshake.
+    pub retries_sent: AtomicU64,
     /// Requests served.
     pub requests_in: AtomicU64,
     /// Requests that were unreadable (too large, cut off, too slow).
@@ -110,6 +129,8 @@ impl NetMetrics {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("quic_handshakes_refused", g(&self.handshakes_refused)),
+            ("quic_strangers_refused", g(&self.strangers_refused)),
+            ("quic_retries_sent", g(&self.retries_sent)),
             ("quic_requests_in", g(&self.requests_in)),
             ("quic_requests_unreadable", g(&self.requests_unreadable)),
             ("quic_calls_out", g(&self.calls_out)),
@@ -122,16 +143,36 @@ impl NetMetrics {
     }
 }
 
-/// Serves requests: `peer` is the node id the caller's certificate names, `None` for a caller
-/// without a certificate.
+/// What a caller's certificate says, once the handshake verified it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCert {
+    /// The node it names.
+    pub id: NodeId,
+    /// The role it states, if it states one.
+    pub role: Option<Role>,
+    /// The fingerprint of its key.
+    pub key: String,
+}
+
+/// Serves requests: `peer` is what the caller's certificate says, `None` for a caller without
+/// a certificate.
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request.
     fn handle(
         &self,
-        peer: Option<NodeId>,
+        peer: Option<PeerCert>,
         remote: SocketAddr,
         request: Vec<u8>,
     ) -> impl Future<Output = Vec<u8>> + Send;
+}
+
+/// Connections held open, by what the server knows of their callers.
+#[derive(Default)]
+struct Open {
+    /// Members' connections by node id (closed when the identity is removed).
+    members: HashMap<NodeId, Vec<quinn::Connection>>,
+    /// Connections without a certificate, by source address.
+    strangers: HashMap<IpAddr, usize>,
 }
 
 type DialResult = Option<Result<quinn::Connection, String>>;
@@ -150,6 +191,10 @@ pub struct QuicNet {
     endpoint: quinn::Endpoint,
     conns: Arc<Mutex<HashMap<NodeId, Slot>>>,
     down: Arc<Mutex<HashMap<NodeId, bool>>>,
+    open: Arc<Mutex<Open>>,
+    deny: DenyList,
+    /// How this node dials (its identity, renewed in place).
+    client: Arc<std::sync::RwLock<quinn::ClientConfig>>,
     metrics: Arc<NetMetrics>,
     epoch: std::time::Instant,
 }
@@ -185,11 +230,12 @@ impl QuicNet {
     /// a peer sends on a connection to the old process is answered with a stateless reset the
     /// peer accepts (RFC 9000 §10.3), and the peer redials at once instead of waiting out the
     /// idle timeout.
-    pub fn bind(addr: SocketAddr, identity: &Identity) -> Result<QuicNet, QuicError> {
-        let server = QuicServerConfig::try_from(identity.server_config()?)
-            .map_err(|e| QuicError::Config(e.to_string()))?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
-        server.transport_config(transport());
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &Identity,
+        deny: &DenyList,
+    ) -> Result<QuicNet, QuicError> {
+        let server = server_config(identity, deny)?;
         // Both keys come from the node's private key: stable across restarts, secret.
         let derive = |purpose: &[u8]| {
             use sha2::Digest;
@@ -211,31 +257,65 @@ impl QuicNet {
         });
         let socket =
             std::net::UdpSocket::bind(addr).map_err(|source| QuicError::Bind { addr, source })?;
-        let mut endpoint = quinn::Endpoint::new(
+        let endpoint = quinn::Endpoint::new(
             endpoint_config,
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),
         )
         .map_err(|source| QuicError::Bind { addr, source })?;
-        endpoint.set_default_client_config(client_config(identity.client_config()?)?);
-        Ok(QuicNet::around(endpoint))
+        let client = client_config(identity.client_config()?)?;
+        Ok(QuicNet::around(endpoint, client, deny.clone()))
+    }
+
+    /// Serves with, and dials as, a renewed identity from now on (the same key, a new
+    /// certificate); connections already open keep going.
+    pub fn set_identity(&self, identity: &Identity) -> Result<(), QuicError> {
+        let client = client_config(identity.client_config()?)?;
+        self.endpoint
+            .set_server_config(Some(server_config(identity, &self.deny)?));
+        if let Ok(mut c) = self.client.write() {
+            *c = client;
+        }
+        Ok(())
+    }
+
+    /// Closes every connection with node `id` (its identity was removed; the handshake
+    /// refuses it from now on).
+    pub fn close_peer(&self, id: NodeId) {
+        let conns = self
+            .open
+            .lock()
+            .ok()
+            .and_then(|mut o| o.members.remove(&id))
+            .unwrap_or_default();
+        for c in conns {
+            c.close(2u32.into(), crate::tls::REMOVED.as_bytes());
+        }
+        if let Ok(mut slots) = self.conns.lock()
+            && let Some(Slot::Ready(c, _, _)) = slots.remove(&id)
+        {
+            c.close(2u32.into(), crate::tls::REMOVED.as_bytes());
+        }
     }
 
     /// A dial-only endpoint on an ephemeral port for a node that is not a member yet: it
     /// presents no certificate and trusts servers as `verifier` says.
     pub fn joiner(bind: SocketAddr, verifier: &Arc<JoinVerifier>) -> Result<QuicNet, QuicError> {
-        let mut endpoint = quinn::Endpoint::client(bind)
+        let endpoint = quinn::Endpoint::client(bind)
             .map_err(|source| QuicError::Bind { addr: bind, source })?;
-        endpoint.set_default_client_config(client_config(verifier.client_config()?)?);
-        Ok(QuicNet::around(endpoint))
+        let client = client_config(verifier.client_config()?)?;
+        Ok(QuicNet::around(endpoint, client, DenyList::default()))
     }
 
-    fn around(endpoint: quinn::Endpoint) -> QuicNet {
+    fn around(endpoint: quinn::Endpoint, client: quinn::ClientConfig, deny: DenyList) -> QuicNet {
         QuicNet {
             endpoint,
             conns: Arc::default(),
             down: Arc::default(),
+            open: Arc::default(),
+            deny,
+            client: Arc::new(std::sync::RwLock::new(client)),
             metrics: Arc::default(),
             epoch: std::time::Instant::now(),
         }
@@ -255,10 +335,21 @@ impl QuicNet {
     pub fn serve<H: Handler>(&self, handler: Arc<H>) -> tokio::task::JoinHandle<()> {
         let endpoint = self.endpoint.clone();
         let metrics = self.metrics.clone();
+        let open = self.open.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
+                // An address that has not shown it receives is sent a retry first: a forged
+                // source costs this node one packet, not a handshake.
+                if !incoming.remote_address_validated() {
+                    metrics.retries_sent.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = incoming.retry() {
+                        e.into_incoming().ignore();
+                    }
+                    continue;
+                }
                 let handler = handler.clone();
                 let metrics = metrics.clone();
+                let open = open.clone();
                 tokio::spawn(async move {
                     let remote = incoming.remote_address();
                     let conn = match incoming.await {
@@ -269,16 +360,11 @@ impl QuicNet {
                             return;
                         }
                     };
-                    let peer = peer_node_id(&conn);
-                    while let Ok((send, recv)) = conn.accept_bi().await {
-                        tokio::spawn(serve_stream(
-                            handler.clone(),
-                            metrics.clone(),
-                            peer,
-                            remote,
-                            send,
-                            recv,
-                        ));
+                    match peer_cert(&conn) {
+                        Some(peer) => {
+                            serve_member(handler, metrics, open, conn, peer, remote).await
+                        }
+                        None => serve_stranger(handler, metrics, open, conn, remote).await,
                     }
                 });
             }
@@ -328,8 +414,13 @@ impl QuicNet {
                     let endpoint = self.endpoint.clone();
                     let slots = self.conns.clone();
                     let epoch = self.epoch;
+                    let client = self
+                        .client
+                        .read()
+                        .map_err(|_| "lock poisoned".to_string())?
+                        .clone();
                     tokio::spawn(async move {
-                        let dialed = match endpoint.connect(addr, &server_name) {
+                        let dialed = match endpoint.connect_with(client, addr, &server_name) {
                             Err(e) => Err(e.to_string()),
                             Ok(connecting) => match tokio::time::timeout(DIAL, connecting).await {
                                 Ok(Ok(c)) => Ok(c),
@@ -406,11 +497,33 @@ impl QuicNet {
         request: &[u8],
         deadline: Duration,
     ) -> Result<Vec<u8>, CallError> {
-        // A pseudo id per address (never a member's: members are dialed by name) keeps one
-        // connection per seed.
-        let key = NodeId::new(u64::from_be_bytes(sha2_prefix(addr.to_string().as_bytes())));
-        self.call_named(key, addr, "node.quorate".to_string(), request, deadline)
-            .await
+        self.call_named(
+            addr_key(addr),
+            addr,
+            SEED_NAME.to_string(),
+            request,
+            deadline,
+        )
+        .await
+    }
+
+    /// Connects to whatever node answers at `addr` without a request, so that the caller
+    /// learns what the handshake verified (a joiner binds its request to that CA); the next
+    /// [`QuicNet::call_addr`] to `addr` uses this connection.
+    pub async fn dial_addr(&self, addr: SocketAddr, deadline: Duration) -> Result<(), CallError> {
+        match tokio::time::timeout(
+            deadline,
+            self.connection(addr_key(addr), addr, SEED_NAME.to_string()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(message)) => Err(CallError::Unreachable { addr, message }),
+            Err(_) => Err(CallError::Unreachable {
+                addr,
+                message: format!("no connection within {deadline:?}"),
+            }),
+        }
     }
 
     async fn call_named(
@@ -491,6 +604,15 @@ impl QuicNet {
     }
 }
 
+/// The name a joiner asks a seed for (its verifier accepts any node of the trusted CA).
+const SEED_NAME: &str = "node.quorate";
+
+/// A pseudo id per seed address (never a member's: members are dialed by name), which keeps
+/// one connection per seed.
+fn addr_key(addr: SocketAddr) -> NodeId {
+    NodeId::new(u64::from_be_bytes(sha2_prefix(addr.to_string().as_bytes())))
+}
+
 fn sha2_prefix(data: &[u8]) -> [u8; 8] {
     use sha2::Digest;
     let d = sha2::Sha256::digest(data);
@@ -499,23 +621,131 @@ fn sha2_prefix(data: &[u8]) -> [u8; 8] {
     out
 }
 
-fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
+fn server_config(identity: &Identity, deny: &DenyList) -> Result<quinn::ServerConfig, QuicError> {
+    let server = QuicServerConfig::try_from(identity.server_config(deny)?)
+        .map_err(|e| QuicError::Config(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+    server.transport_config(transport());
+    Ok(server)
+}
+
+fn peer_cert(conn: &quinn::Connection) -> Option<PeerCert> {
     let certs = conn
         .peer_identity()?
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
         .ok()?;
-    node_id_of_cert(certs.first()?.as_ref())
+    let facts = cert_facts(certs.first()?.as_ref())?;
+    Some(PeerCert {
+        id: facts.id,
+        role: facts.role,
+        key: facts.key,
+    })
+}
+
+/// A member's connection: any number of concurrent requests, each up to [`MAX_MESSAGE`].
+async fn serve_member<H: Handler>(
+    handler: Arc<H>,
+    metrics: Arc<NetMetrics>,
+    open: Arc<Mutex<Open>>,
+    conn: quinn::Connection,
+    peer: PeerCert,
+    remote: SocketAddr,
+) {
+    let id = peer.id;
+    if let Ok(mut o) = open.lock() {
+        let list = o.members.entry(id).or_default();
+        list.retain(|c| c.close_reason().is_none());
+        list.push(conn.clone());
+    }
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        tokio::spawn(serve_stream(
+            handler.clone(),
+            metrics.clone(),
+            Some(peer.clone()),
+            remote,
+            send,
+            recv,
+        ));
+    }
+    if let Ok(mut o) = open.lock()
+        && let Some(list) = o.members.get_mut(&id)
+    {
+        list.retain(|c| c.stable_id() != conn.stable_id());
+        if list.is_empty() {
+            o.members.remove(&id);
+        }
+    }
+}
+
+/// A caller without a certificate: within the per-source and total limits, one request at a
+/// time, each up to [`MAX_STRANGER_MESSAGE`].
+async fn serve_stranger<H: Handler>(
+    handler: Arc<H>,
+    metrics: Arc<NetMetrics>,
+    open: Arc<Mutex<Open>>,
+    conn: quinn::Connection,
+    remote: SocketAddr,
+) {
+    let ip = remote.ip();
+    let admitted = open.lock().is_ok_and(|mut o| {
+        let total: usize = o.strangers.values().sum();
+        let here = o.strangers.entry(ip).or_default();
+        if *here >= STRANGERS_PER_SOURCE || total >= STRANGERS {
+            false
+        } else {
+            *here += 1;
+            true
+        }
+    });
+    if !admitted {
+        metrics.strangers_refused.fetch_add(1, Ordering::Relaxed);
+        debug!(peer = %remote, "too many connections without a certificate; closed");
+        conn.close(3u32.into(), b"too many connections");
+        return;
+    }
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        serve_stream_limited(
+            handler.clone(),
+            metrics.clone(),
+            None,
+            remote,
+            send,
+            recv,
+            MAX_STRANGER_MESSAGE,
+        )
+        .await;
+    }
+    if let Ok(mut o) = open.lock()
+        && let Some(n) = o.strangers.get_mut(&ip)
+    {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            o.strangers.remove(&ip);
+        }
+    }
 }
 
 async fn serve_stream<H: Handler>(
     handler: Arc<H>,
     metrics: Arc<NetMetrics>,
-    peer: Option<NodeId>,
+    peer: Option<PeerCert>,
+    remote: SocketAddr,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    serve_stream_limited(handler, metrics, peer, remote, send, recv, MAX_MESSAGE).await
+}
+
+async fn serve_stream_limited<H: Handler>(
+    handler: Arc<H>,
+    metrics: Arc<NetMetrics>,
+    peer: Option<PeerCert>,
     remote: SocketAddr,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    limit: usize,
 ) {
-    let request = match tokio::time::timeout(READ_REQUEST, recv.read_to_end(MAX_MESSAGE)).await {
+    let request = match tokio::time::timeout(READ_REQUEST, recv.read_to_end(limit)).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) => {
             metrics.requests_unreadable.fetch_add(1, Ordering::Relaxed);

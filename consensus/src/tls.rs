@@ -1,8 +1,12 @@
 //! The cluster's PKI: a CA made at bootstrap, node certificates that name their node id, and
 //! the TLS configurations QUIC uses.
 //!
-//! A node certificate carries one DNS name, `n<16 hex digits>.node.quorate`, with both the
-//! server and the client extended key usage (nodes dial each other). A member connecting to
+//! A node certificate carries one DNS name, `n<16 hex digits>.node.quorate`, and one naming its
+//! role, `voter.role.quorate` or `storage.role.quorate`, with both the server and the client
+//! extended key usage (nodes dial each other). It is valid for a bounded time ([`CertSpec`]) and
+//! renewed by its node before it runs out; the node keeps its key across renewals, so the
+//! key's fingerprint identifies the node's identity, and a removed identity is refused by the
+//! handshake ([`DenyList`]). A member connecting to
 //! node X asks for X's name, so a peer whose certificate names another node is refused by the
 //! handshake; a server reads the client's node id from its certificate. Members trust only the
 //! cluster CA and speak only TLS 1.3 with the `quorate/1` ALPN.
@@ -16,8 +20,11 @@
 //!
 //! The crypto provider is passed explicitly (ring), never installed process-wide.
 
-use quorate_base::NodeId;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use quorate_base::{NodeId, Role};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
@@ -66,9 +73,36 @@ pub fn node_id_from_name(name: &str) -> Option<NodeId> {
     hex.parse().ok()
 }
 
-fn validity(params: &mut CertificateParams) {
+/// The DNS name that carries a node certificate's role.
+pub fn role_name(role: Role) -> String {
+    format!("{role}.role.quorate")
+}
+
+/// What a node certificate is issued with: the node's role and how long it is valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CertSpec {
+    /// The role the certificate states (the registry's, when the node is recorded).
+    pub role: Role,
+    /// How long it is valid from its issue.
+    pub lifetime: Duration,
+}
+
+/// The default lifetime of a node certificate (as Docker Swarm's): 90 days, renewed by the
+/// node once two thirds of it have passed.
+pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Certificates are dated a minute back, for clocks that differ a little.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+fn ca_validity(params: &mut CertificateParams) {
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2120, 1, 1);
+}
+
+fn node_validity(params: &mut CertificateParams, lifetime: Duration) {
+    let now = SystemTime::now();
+    params.not_before = time::OffsetDateTime::from(now - CLOCK_SKEW);
+    params.not_after = time::OffsetDateTime::from(now + lifetime);
 }
 
 /// A new cluster CA: `(certificate PEM, private key PEM)`.
@@ -87,14 +121,19 @@ pub fn new_ca(cluster_id: &str) -> Result<(String, String), TlsError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    validity(&mut params);
+    ca_validity(&mut params);
     let cert = params.self_signed(&key)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// The certificate fields of node `id`; whatever a request asked for, these are what is signed.
-fn node_params(id: NodeId) -> Result<CertificateParams, TlsError> {
-    let mut params = CertificateParams::new(vec![node_name(id)])?;
+/// A request carries no role and no validity (`spec` is `None`): the signer decides both.
+fn node_params(id: NodeId, spec: Option<&CertSpec>) -> Result<CertificateParams, TlsError> {
+    let mut names = vec![node_name(id)];
+    if let Some(spec) = spec {
+        names.push(role_name(spec.role));
+    }
+    let mut params = CertificateParams::new(names)?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, node_name(id));
     params.distinguished_name = dn;
@@ -103,7 +142,10 @@ fn node_params(id: NodeId) -> Result<CertificateParams, TlsError> {
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
-    validity(&mut params);
+    match spec {
+        Some(spec) => node_validity(&mut params, spec.lifetime),
+        None => ca_validity(&mut params),
+    }
     Ok(params)
 }
 
@@ -113,35 +155,151 @@ pub fn issue_node_cert(
     ca_cert_pem: &str,
     ca_key_pem: &str,
     id: NodeId,
+    spec: &CertSpec,
 ) -> Result<(String, String), TlsError> {
     let ca_key = KeyPair::from_pem(ca_key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, ca_key)?;
     let key = KeyPair::generate()?;
-    let cert = node_params(id)?.signed_by(&key, &issuer)?;
+    let cert = node_params(id, Some(spec))?.signed_by(&key, &issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A new private key, PEM (a node's own: it never leaves the node).
+pub fn new_node_key() -> Result<String, TlsError> {
+    Ok(KeyPair::generate()?.serialize_pem())
+}
+
+/// A signing request for node `id` with its key `key_pem` (a new member's first certificate,
+/// or a renewal: the key stays, so the identity does).
+pub fn node_request_with(id: NodeId, key_pem: &str) -> Result<String, TlsError> {
+    let key = KeyPair::from_pem(key_pem)?;
+    Ok(node_params(id, None)?.serialize_request(&key)?.pem()?)
 }
 
 /// A new key and a signing request for node `id`: `(request PEM, private key PEM)`.
 pub fn node_request(id: NodeId) -> Result<(String, String), TlsError> {
-    let key = KeyPair::generate()?;
-    let csr = node_params(id)?.serialize_request(&key)?;
-    Ok((csr.pem()?, key.serialize_pem()))
+    let key = new_node_key()?;
+    Ok((node_request_with(id, &key)?, key))
 }
 
 /// Signs a request for node `id`: the request's signature is checked and its public key kept,
-/// but every other field is quorate's (the name of node `id`, both key usages, the validity).
+/// but every other field is quorate's (the name of node `id`, its role, both key usages, the
+/// validity).
 pub fn sign_node_request(
     ca_cert_pem: &str,
     ca_key_pem: &str,
     request_pem: &str,
     id: NodeId,
+    spec: &CertSpec,
 ) -> Result<String, TlsError> {
     let mut request = CertificateSigningRequestParams::from_pem(request_pem)
         .map_err(|e| TlsError::Request(format!("unreadable ({e})")))?;
-    request.params = node_params(id)?;
+    request.params = node_params(id, Some(spec))?;
     let ca_key = KeyPair::from_pem(ca_key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, ca_key)?;
     Ok(request.signed_by(&issuer)?.pem())
+}
+
+/// The fingerprint of a public key (SHA-256 of its bits, hex): what names a node's identity in
+/// the registry and on the deny list.
+fn key_fingerprint(raw_public_key: &[u8]) -> String {
+    hex::encode(Sha256::digest(raw_public_key))
+}
+
+/// The key fingerprint of a signing request, once its signature is checked.
+pub fn request_key_fingerprint(request_pem: &str) -> Result<String, TlsError> {
+    use rcgen::PublicKeyData;
+    let request = CertificateSigningRequestParams::from_pem(request_pem)
+        .map_err(|e| TlsError::Request(format!("unreadable ({e})")))?;
+    Ok(key_fingerprint(request.public_key.der_bytes()))
+}
+
+/// The key fingerprint of a private key PEM (the node's own identity).
+pub fn own_key_fingerprint(key_pem: &str) -> Result<String, TlsError> {
+    use rcgen::PublicKeyData;
+    Ok(key_fingerprint(KeyPair::from_pem(key_pem)?.der_bytes()))
+}
+
+/// What a node certificate says: whom it names, in which role, with which key, until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertFacts {
+    /// The node it names.
+    pub id: NodeId,
+    /// The role it states (`None`: a certificate from before roles were stated).
+    pub role: Option<Role>,
+    /// Its key's fingerprint.
+    pub key: String,
+    /// When it was issued (its `notBefore`, a minute before the signing).
+    pub not_before: SystemTime,
+    /// When it runs out.
+    pub not_after: SystemTime,
+}
+
+/// Reads a DER node certificate (without verifying it: the handshake does).
+pub fn cert_facts(der: &[u8]) -> Option<CertFacts> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let mut ids = Vec::new();
+    let mut roles = Vec::new();
+    for n in &san.value.general_names {
+        if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+            if let Some(id) = node_id_from_name(d) {
+                ids.push(id);
+            } else if let Some(r) = d.strip_suffix(".role.quorate") {
+                roles.push(r.parse::<Role>().ok()?);
+            }
+        }
+    }
+    if ids.len() != 1 || roles.len() > 1 {
+        return None;
+    }
+    let at = |t: x509_parser::time::ASN1Time| {
+        let secs = u64::try_from(t.timestamp()).unwrap_or(0);
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    };
+    Some(CertFacts {
+        id: ids[0],
+        role: roles.first().copied(),
+        key: key_fingerprint(&cert.public_key().subject_public_key.data),
+        not_before: at(cert.validity().not_before),
+        not_after: at(cert.validity().not_after),
+    })
+}
+
+/// [`cert_facts`] of the first certificate of a PEM chain.
+pub fn cert_facts_pem(cert_pem: &str) -> Result<CertFacts, TlsError> {
+    cert_facts(certs(cert_pem)?[0].as_ref())
+        .ok_or_else(|| TlsError::Request("the certificate names no node".into()))
+}
+
+/// Identities removed from the cluster, by node id: the fingerprints of their keys (`*`: every
+/// key of that node). Shared by the handshake, which refuses them, and the member, which keeps
+/// it in step with the registry.
+#[derive(Clone, Debug, Default)]
+pub struct DenyList(Arc<RwLock<BTreeMap<NodeId, BTreeSet<String>>>>);
+
+impl DenyList {
+    /// Replaces the list; returns the nodes newly denied.
+    pub fn set(&self, list: BTreeMap<NodeId, BTreeSet<String>>) -> Vec<NodeId> {
+        let Ok(mut cur) = self.0.write() else {
+            return Vec::new();
+        };
+        let new: Vec<NodeId> = list
+            .iter()
+            .filter(|(id, keys)| cur.get(id) != Some(keys))
+            .map(|(id, _)| *id)
+            .collect();
+        *cur = list;
+        new
+    }
+
+    /// Whether node `id` with key `key` was removed.
+    pub fn denies(&self, id: NodeId, key: &str) -> bool {
+        self.0.read().is_ok_and(|l| {
+            l.get(&id)
+                .is_some_and(|keys| keys.contains(key) || keys.contains(crate::registry::ANY_KEY))
+        })
+    }
 }
 
 fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -178,14 +336,7 @@ pub fn check_node_cert(cert_pem: &str, key_pem: &str, id: NodeId) -> Result<(), 
 
 /// The node id named by a DER certificate, if it names exactly one node.
 pub fn node_id_of_cert(der: &[u8]) -> Option<NodeId> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    let mut ids = san.value.general_names.iter().filter_map(|n| match n {
-        x509_parser::extensions::GeneralName::DNSName(d) => node_id_from_name(d),
-        _ => None,
-    });
-    let id = ids.next()?;
-    ids.next().is_none().then_some(id)
+    cert_facts(der).map(|f| f.id)
 }
 
 /// What a member needs to speak mutual TLS: the CA certificate, its own certificate and key.
@@ -226,18 +377,23 @@ impl Identity {
         Ok((certs(&self.cert_pem)?, key))
     }
 
-    /// Server side: TLS 1.3; a client certificate, when presented, must chain to the CA. A
+    /// Server side: TLS 1.3; a client certificate, when presented, must chain to the CA, be
+    /// valid now, name one node, and not be of an identity on `deny` (a removed node). A
     /// client without one is let in (a joiner) and the caller answers it nothing but joins.
     /// The CA certificate goes out with the node's, so that a joiner can pin it.
-    pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+    pub fn server_config(&self, deny: &DenyList) -> Result<rustls::ServerConfig, TlsError> {
         let ca = certs(&self.ca_pem)?;
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(roots_of(&ca)?),
             provider(),
         )
         .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let verifier = Arc::new(MemberVerifier {
+            inner,
+            deny: deny.clone(),
+        });
         let (mut chain, key) = self.chain_and_key()?;
         chain.extend(ca);
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
@@ -257,6 +413,70 @@ impl Identity {
             .with_client_auth_cert(chain, key)?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
+    }
+}
+
+/// What the handshake says to a removed node.
+pub const REMOVED: &str = "this node's identity was removed from the cluster";
+
+/// The server's check of a member's certificate: the CA's chain and validity (webpki), then
+/// quorate's own: it names one node, whose identity is not on the deny list.
+#[derive(Debug)]
+struct MemberVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    deny: DenyList,
+}
+
+impl rustls::server::danger::ClientCertVerifier for MemberVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let facts = cert_facts(end_entity.as_ref())
+            .ok_or_else(|| rustls::Error::General("the certificate names no node".to_string()))?;
+        if self.deny.denies(facts.id, &facts.key) {
+            return Err(rustls::Error::General(REMOVED.to_string()));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -392,10 +612,15 @@ impl ServerCertVerifier for JoinVerifier {
 mod tests {
     use super::*;
 
+    const SPEC: CertSpec = CertSpec {
+        role: Role::Voter,
+        lifetime: Duration::from_secs(3600),
+    };
+
     #[test]
     fn node_certificates_name_their_node_and_chain_to_the_ca() {
         let (ca, ca_key) = new_ca("00000000000000ab").expect("ca");
-        let (cert, key) = issue_node_cert(&ca, &ca_key, NodeId::new(0x1234)).expect("issue");
+        let (cert, key) = issue_node_cert(&ca, &ca_key, NodeId::new(0x1234), &SPEC).expect("issue");
         let der = certs(&cert).expect("pem").remove(0);
         assert_eq!(node_id_of_cert(&der), Some(NodeId::new(0x1234)));
         check_node_cert(&cert, &key, NodeId::new(0x1234)).expect("names its node");
@@ -405,7 +630,8 @@ mod tests {
             cert_pem: cert,
             key_pem: key,
         };
-        id.server_config().expect("server config");
+        id.server_config(&DenyList::default())
+            .expect("server config");
         id.client_config().expect("client config");
         let fp = ca_fingerprint(&ca).expect("fingerprint");
         assert_eq!(fp.len(), 64);
@@ -418,9 +644,57 @@ mod tests {
         let (ca, ca_key) = new_ca("00000000000000ab").expect("ca");
         // A request asking for node 7's name (and whatever else) is signed for node 8 only.
         let (request, key) = node_request(NodeId::new(7)).expect("request");
-        let cert = sign_node_request(&ca, &ca_key, &request, NodeId::new(8)).expect("sign");
+        let cert = sign_node_request(&ca, &ca_key, &request, NodeId::new(8), &SPEC).expect("sign");
         check_node_cert(&cert, &key, NodeId::new(8)).expect("names node 8");
-        assert!(sign_node_request(&ca, &ca_key, "not a request", NodeId::new(8)).is_err());
+        assert!(sign_node_request(&ca, &ca_key, "not a request", NodeId::new(8), &SPEC).is_err());
+    }
+
+    /// A certificate states the role and lifetime it was signed with, and the key of the
+    /// request: a renewal from the same key keeps the fingerprint, another key does not.
+    #[test]
+    fn a_certificate_states_role_lifetime_and_key() {
+        let (ca, ca_key) = new_ca("00000000000000ab").expect("ca");
+        let key = new_node_key().expect("key");
+        let spec = CertSpec {
+            role: Role::Storage,
+            lifetime: Duration::from_secs(120),
+        };
+        let request = node_request_with(NodeId::new(5), &key).expect("request");
+        let cert = sign_node_request(&ca, &ca_key, &request, NodeId::new(5), &spec).expect("sign");
+        let facts = cert_facts_pem(&cert).expect("facts");
+        assert_eq!(facts.id, NodeId::new(5));
+        assert_eq!(facts.role, Some(Role::Storage));
+        assert_eq!(facts.key, own_key_fingerprint(&key).expect("fp"));
+        assert_eq!(facts.key, request_key_fingerprint(&request).expect("fp"));
+        let life = facts
+            .not_after
+            .duration_since(facts.not_before)
+            .expect("ordered");
+        assert_eq!(life, spec.lifetime + CLOCK_SKEW);
+        let (other, _) = node_request(NodeId::new(5)).expect("request");
+        assert_ne!(request_key_fingerprint(&other).expect("fp"), facts.key);
+    }
+
+    /// The deny list names identities: the removed key of a node, or every key (`*`).
+    #[test]
+    fn the_deny_list_names_identities() {
+        let deny = DenyList::default();
+        let a = NodeId::new(1);
+        let b = NodeId::new(2);
+        let newly = deny.set(BTreeMap::from([
+            (a, BTreeSet::from(["k1".to_string()])),
+            (b, BTreeSet::from([crate::registry::ANY_KEY.to_string()])),
+        ]));
+        assert_eq!(newly, vec![a, b]);
+        assert!(deny.denies(a, "k1"));
+        assert!(!deny.denies(a, "k2"), "the same node with a new identity");
+        assert!(deny.denies(b, "anything"));
+        assert!(!deny.denies(NodeId::new(3), "k1"));
+        assert!(
+            deny.set(BTreeMap::from([(a, BTreeSet::from(["k1".to_string()]))]))
+                .is_empty(),
+            "nothing new"
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@ fn put_node(id: NodeId) -> Request {
             labels: BTreeMap::new(),
             status: quorate_consensus::NodeStatus::Active,
             joined_ms: 0,
+            key: None,
         },
     }
 }

@@ -15,10 +15,11 @@ use openraft::raft::VoteRequest;
 use openraft::{BasicNode, ServerState, Vote};
 use quorate_consensus::NodeId;
 use quorate_consensus::quic::QuicNet;
-use quorate_consensus::tls::{Identity, JoinVerifier, issue_node_cert, new_ca};
+use quorate_consensus::tls::{CertSpec, DenyList, Identity, JoinVerifier, issue_node_cert, new_ca};
 use quorate_consensus::{
-    AdminOp, Consensus, ConsensusConfig, ConsensusError, JoinCredentials, JoinPolicy, NodeInfo,
-    RaftNet, Request, Role, Settings, StartError, TokenProof, TokenRecord, Trust, secret_hash,
+    AdminOp, AdmissionConfig, Consensus, ConsensusConfig, ConsensusError, JoinCredentials,
+    JoinPolicy, NodeInfo, RaftNet, Request, Role, Settings, StartError, TokenProof, TokenRecord,
+    Trust, secret_hash,
 };
 
 #[path = "../../tests/support/wait.rs"]
@@ -52,12 +53,23 @@ fn addr(port: u16) -> SocketAddr {
 }
 
 fn config(dir: &Path, id: NodeId, port: u16) -> ConsensusConfig {
-    ConsensusConfig::new(
+    let mut c = ConsensusConfig::new(
         id,
         dir.join(format!("n{}", id.get())),
         addr(port),
         addr(port),
-    )
+    );
+    // These clusters are open unless a test seals them.
+    c.admission.policy = JoinPolicy::Open;
+    c
+}
+
+fn admission(policy: JoinPolicy, keys: Vec<[u8; 32]>) -> AdmissionConfig {
+    AdmissionConfig {
+        policy,
+        keys,
+        ..AdmissionConfig::default()
+    }
 }
 
 fn info(id: NodeId, role: Role) -> NodeInfo {
@@ -541,7 +553,8 @@ async fn promote_and_demote_under_load_lose_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_are_checked_against_tokens_and_pins() {
     let mut c = Cluster::bootstrap(NodeId::new(1)).await;
-    c.any().set_join_policy(JoinPolicy::TokenOnly);
+    c.any()
+        .set_admission(admission(JoinPolicy::TokenOnly, Vec::new()));
     let secret = "s3cret-s3cret-s3cret";
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -665,7 +678,11 @@ async fn joins_are_checked_against_tokens_and_pins() {
 }
 
 fn identity(ca: &(String, String), id: NodeId) -> Identity {
-    let (cert_pem, key_pem) = issue_node_cert(&ca.0, &ca.1, id).expect("issue");
+    let spec = CertSpec {
+        role: Role::Voter,
+        lifetime: Duration::from_secs(3600),
+    };
+    let (cert_pem, key_pem) = issue_node_cert(&ca.0, &ca.1, id, &spec).expect("issue");
     Identity {
         ca_pem: ca.0.clone(),
         cert_pem,
@@ -703,7 +720,12 @@ async fn strangers_impostors_and_forged_claims_are_refused() {
     };
 
     // A member calling as itself is answered.
-    let friend = QuicNet::bind(addr(0), &identity(&ca, NodeId::new(2))).expect("bind");
+    let friend = QuicNet::bind(
+        addr(0),
+        &identity(&ca, NodeId::new(2)),
+        &DenyList::default(),
+    )
+    .expect("bind");
     let mut conn = RaftNet::new(friend.clone())
         .new_client(NodeId::new(1), &node1)
         .await;
@@ -717,7 +739,12 @@ async fn strangers_impostors_and_forged_claims_are_refused() {
 
     // A node with a certificate of another CA: the handshake fails.
     let other_ca = new_ca("00000000000000cd").expect("ca");
-    let stranger = QuicNet::bind(addr(0), &identity(&other_ca, NodeId::new(2))).expect("bind");
+    let stranger = QuicNet::bind(
+        addr(0),
+        &identity(&other_ca, NodeId::new(2)),
+        &DenyList::default(),
+    )
+    .expect("bind");
     let mut conn = RaftNet::new(stranger)
         .new_client(NodeId::new(1), &node1)
         .await;
@@ -813,8 +840,8 @@ async fn a_late_joiner_catches_up_from_a_snapshot_after_compaction() {
 async fn a_sealed_cluster_admits_holders_of_its_key_only() {
     let mut c = Cluster::bootstrap(NodeId::new(1)).await;
     let key = [5u8; 32];
-    c.any().set_join_policy(JoinPolicy::KeyOrToken);
-    c.any().set_join_keys(vec![key]);
+    c.any()
+        .set_admission(admission(JoinPolicy::KeyOrToken, vec![key]));
     let e = c
         .join_keyed(
             NodeId::new(7),

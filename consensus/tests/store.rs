@@ -175,7 +175,11 @@ async fn acknowledged_state_survives_a_reopen() {
         Duration::from_secs(10),
         || {
             let now = sm.data().read().expect("data").registry.clone();
-            if now == registry { Ok(()) } else { Err(now) }
+            if now == registry {
+                Ok(())
+            } else {
+                Err(Box::new(now))
+            }
         },
     )
     .await;
@@ -194,6 +198,7 @@ fn put_node() -> Request {
             labels: BTreeMap::new(),
             status: NodeStatus::Active,
             joined_ms: 0,
+            key: None,
         },
     }
 }

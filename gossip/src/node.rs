@@ -76,6 +76,7 @@ pub struct Gossip {
     keyring: Arc<RwLock<Keyring>>,
     metrics: Arc<Metrics>,
     members: watch::Receiver<Vec<Member>>,
+    dead: watch::Receiver<BTreeSet<NodeId>>,
     changes: broadcast::Sender<Change>,
     seeds: watch::Sender<BTreeSet<SocketAddr>>,
     meta: Mutex<NodeMeta>,
@@ -130,6 +131,7 @@ impl Gossip {
         );
 
         let (members_tx, members) = watch::channel(Vec::new());
+        let (dead_tx, dead) = watch::channel(BTreeSet::new());
         let (changes, _) = broadcast::channel(1024);
         let (seeds, seeds_rx) =
             watch::channel(config.seeds.iter().copied().collect::<BTreeSet<_>>());
@@ -138,6 +140,7 @@ impl Gossip {
                 handle.chitchat(),
                 config.interval / 2,
                 members_tx,
+                dead_tx,
                 changes.clone(),
             )),
             tokio::spawn(seed_loop(handle.clone(), seeds_rx, config.interval * 5)),
@@ -148,6 +151,7 @@ impl Gossip {
             keyring,
             metrics,
             members,
+            dead,
             changes,
             seeds,
             meta: Mutex::new(meta),
@@ -159,6 +163,12 @@ impl Gossip {
     /// The current view: every member, this node included.
     pub fn members(&self) -> Vec<Member> {
         self.members.borrow().clone()
+    }
+
+    /// The members the failure detector holds dead now (failed, or left and gone): the
+    /// detector's own verdict, whatever the nodes' gossiped values say.
+    pub fn dead(&self) -> BTreeSet<NodeId> {
+        self.dead.borrow().clone()
     }
 
     /// A stream of changes to the view from now on.
@@ -325,6 +335,7 @@ async fn view_loop(
     chitchat: Shared,
     period: Duration,
     members: watch::Sender<Vec<Member>>,
+    dead: watch::Sender<BTreeSet<NodeId>>,
     changes: broadcast::Sender<Change>,
 ) {
     let mut view = View::default();
@@ -334,6 +345,10 @@ async fn view_loop(
         tick.tick().await;
         let observed = observe(&chitchat).await;
         let diff = view.update(observed);
+        dead.send_if_modified(|d| {
+            let now = view.dead();
+            (*d != *now).then(|| *d = now.clone()).is_some()
+        });
         if diff.is_empty() {
             continue;
         }

@@ -10,7 +10,7 @@
 //! a leaver as `left` until it is reaped, also a peer that first heard of it after (or while)
 //! it left. A node that gossip no longer knows (reaped after its grace period) is `removed`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use quorate_base::NodeId;
@@ -114,12 +114,20 @@ impl Change {
 #[derive(Clone, Debug, Default)]
 pub struct View {
     members: BTreeMap<NodeId, Member>,
+    /// Members whose speaking incarnation the failure detector holds dead.
+    dead: BTreeSet<NodeId>,
 }
 
 impl View {
     /// Members, by id.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.values()
+    }
+
+    /// The members the failure detector holds dead (failed, or left and gone): its verdict
+    /// alone, not what a node's gossiped values claim.
+    pub fn dead(&self) -> &BTreeSet<NodeId> {
+        &self.dead
     }
 
     /// One member.
@@ -151,6 +159,11 @@ impl View {
                 changes.push(Change::Removed(m));
             }
         }
+        let dead: BTreeSet<NodeId> = speaking
+            .iter()
+            .filter(|(_, o)| !o.live)
+            .map(|(id, _)| *id)
+            .collect();
         for (id, o) in speaking {
             let leaving = o.pairs.iter().any(|(k, v)| k == STATUS_KEY && v == LEAVING);
             let status = if leaving {
@@ -193,6 +206,10 @@ impl View {
                 Some(_) => {}
             }
         }
+        self.dead = dead
+            .into_iter()
+            .filter(|id| self.members.contains_key(id))
+            .collect();
         changes
     }
 
@@ -340,5 +357,24 @@ mod tests {
             .is_empty()
         );
         assert_eq!(v.members().count(), 1);
+    }
+
+    /// The detector's verdict is kept apart from what a node's values claim: a live node whose
+    /// gossiped values say `leaving` (its own, or forged) is listed left but not dead; it is
+    /// dead once the detector says so.
+    #[test]
+    fn a_leaving_claim_is_not_a_death() {
+        let mut v = View::default();
+        v.update(vec![obs("a", 1, true, &[])]);
+        v.update(vec![obs("a", 1, true, &[("status", "leaving")])]);
+        assert_eq!(v.counts(), (0, 0, 1));
+        assert!(v.dead().is_empty(), "still heartbeating");
+        v.update(vec![obs("a", 1, false, &[("status", "leaving")])]);
+        assert_eq!(v.dead(), &BTreeSet::from([id("a")]));
+        v.update(vec![obs("b", 1, false, &[])]);
+        assert!(
+            v.dead().is_empty(),
+            "never seen alive, and a is gone: no one"
+        );
     }
 }

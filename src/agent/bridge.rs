@@ -2,26 +2,31 @@
 //! and mDNS, gossip's facts go to Raft's autopilot.
 //!
 //! Five jobs, each a function: [`advertise_member`] (mDNS says `member` and the CA prefix,
-//! once), [`sync_join_keys`] (the join policy, join keys and join secrets follow the gossip
+//! once), [`sync_join_keys`] (the join policy, join keys and join secrets follow the node's
 //! keyring), [`publish_raft_view`] (state, leader, term and this node's registry labels into
-//! gossip meta when they change), [`report_failures`] (which nodes gossip reports failed or left,
-//! and since when, to the autopilot) and [`seed_members`] (registry members' gossip addresses
-//! become gossip seeds). [`run`] does the first once and the other four every 500 ms, in that
-//! order. A node that joined with open gossip adopts the cluster's keys ([`adopt_secrets`]).
-//! Nothing here decides membership: the autopilot, on the leader, does.
+//! gossip meta when they change), [`report_failures`] (which nodes gossip's failure detector
+//! holds dead, and since when, to the autopilot) and [`seed_members`] (registry members' gossip
+//! addresses become gossip seeds). [`run`] does the first once and the other four every 500 ms,
+//! in that order. A node that joined with open gossip adopts the cluster's keys
+//! ([`adopt_secrets`]): a voter its cluster keys, a storage node only their gossip keys.
+//! Nothing here decides membership: the autopilot, on the leader, does, and it takes a failure
+//! only from the failure detector (never from a value a node gossips about itself), confirmed
+//! by another voter.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quorate_consensus::{Consensus, JoinPolicy};
+use quorate_consensus::{AdmissionConfig, Consensus, JoinPolicy};
 use quorate_discovery::{AdvertState, Advertisement, Mdns};
-use quorate_gossip::{Gossip, Key, MemberStatus, NodeMeta};
+use quorate_gossip::{Gossip, Key, NodeMeta};
 use tracing::{info, warn};
 
 use crate::NodeId;
+use crate::Role;
 use crate::data_dir::DataDir;
+use crate::keys::{KeyKind, SharedKeys, StoredKeys};
 
 /// How often the bridge brings the layers in step.
 const PERIOD: Duration = Duration::from_millis(500);
@@ -31,6 +36,7 @@ const PERIOD: Duration = Duration::from_millis(500);
 pub(super) async fn run(
     node: Arc<Consensus>,
     gossip: Arc<Gossip>,
+    keys: SharedKeys,
     mdns: Option<Arc<Mdns>>,
     advert: Option<Advertisement>,
     grace: Duration,
@@ -42,7 +48,7 @@ pub(super) async fn run(
     let mut failed_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
     let mut seeded: BTreeSet<SocketAddr> = BTreeSet::new();
     loop {
-        sync_join_keys(&node, &gossip);
+        sync_join_keys(&node, &keys);
         publish_raft_view(&node, &gossip, &mut published).await;
         report_failures(&node, &gossip, &mut failed_since, grace);
         seed_members(&node, &gossip, &mut seeded);
@@ -61,22 +67,39 @@ fn advertise_member(node: &Consensus, mdns: &Mdns, mut ad: Advertisement) {
     }
 }
 
-/// (b) Join policy and secrets follow the keyring (rotations included): open while gossip is
-/// open, else key or token; the join keys are the keyring's, and the keyring is the secret a
-/// joiner is handed.
-fn sync_join_keys(node: &Consensus, gossip: &Gossip) {
-    let keys = gossip.keys();
-    node.set_join_policy(if keys.is_empty() {
-        JoinPolicy::Open
-    } else {
-        JoinPolicy::KeyOrToken
-    });
-    node.set_join_keys(keys.iter().map(|k| *k.as_bytes()).collect());
-    let list: Vec<String> = keys.iter().map(Key::to_base64).collect();
-    node.set_join_secrets(BTreeMap::from([(
-        GOSSIP_KEYS_SECRET.to_string(),
-        serde_json::to_string(&list).unwrap_or_default(),
-    )]));
+/// (b) Join policy and secrets follow the keyring (rotations included).
+fn sync_join_keys(node: &Consensus, keys: &SharedKeys) {
+    if let Ok(k) = keys.lock() {
+        node.set_admission(admission(&k));
+    }
+}
+
+/// How a node with `keys` admits joiners: open while gossip is open, else by join key or
+/// token; the join keys are derived from its cluster keys; a voter-role joiner is handed the
+/// cluster keys, a storage-role joiner their gossip keys only.
+pub(super) fn admission(keys: &StoredKeys) -> AdmissionConfig {
+    let list = |ks: Vec<Key>| {
+        serde_json::to_string(&ks.iter().map(Key::to_base64).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let mut voter_secrets = BTreeMap::new();
+    let mut storage_secrets = BTreeMap::new();
+    if keys.sealed() {
+        storage_secrets.insert(GOSSIP_KEYS_SECRET.to_string(), list(keys.gossip_keys()));
+        if keys.kind == KeyKind::Cluster {
+            voter_secrets.insert(CLUSTER_KEYS_SECRET.to_string(), list(keys.keys.clone()));
+        }
+    }
+    AdmissionConfig {
+        policy: if keys.sealed() {
+            JoinPolicy::KeyOrToken
+        } else {
+            JoinPolicy::Open
+        },
+        keys: keys.join_keys(),
+        voter_secrets,
+        storage_secrets,
+    }
 }
 
 /// (c) Raft's view into this node's gossip meta: state `member`, leader, term, and its labels
@@ -98,8 +121,10 @@ async fn publish_raft_view(node: &Consensus, gossip: &Gossip, published: &mut Op
     }
 }
 
-/// (d) Failures as gossip reports them (failed, or gone without deregistering), each with the
-/// time it was first seen down, to the autopilot with the grace period before removal.
+/// (d) Failures as gossip's failure detector reports them (failed, or left and gone), each
+/// with the time it was first seen dead, to the autopilot with the grace period before removal.
+/// A node's gossiped values (a `leaving` status, say) are not a failure: a live node is never
+/// reported, whatever is said about it.
 fn report_failures(
     node: &Consensus,
     gossip: &Gossip,
@@ -107,12 +132,7 @@ fn report_failures(
     grace: Duration,
 ) {
     let now = Instant::now();
-    let mut down = BTreeSet::new();
-    for m in gossip.members() {
-        if matches!(m.status, MemberStatus::Failed | MemberStatus::Left) {
-            down.insert(m.id);
-        }
-    }
+    let down = gossip.dead();
     failed_since.retain(|id, _| down.contains(id));
     for id in down {
         failed_since.entry(id).or_insert(now);
@@ -142,25 +162,41 @@ fn seed_members(node: &Consensus, gossip: &Gossip, seeded: &mut BTreeSet<SocketA
 pub(super) fn adopt_secrets(
     gossip: &Gossip,
     data_dir: &DataDir,
+    keys: &SharedKeys,
+    role: Role,
     secrets: &BTreeMap<String, String>,
 ) {
-    let Some(list) = secrets.get(GOSSIP_KEYS_SECRET) else {
+    let read = |name: &str| -> Vec<Key> {
+        secrets
+            .get(name)
+            .map(|list| {
+                serde_json::from_str::<Vec<String>>(list)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|k| Key::from_base64(k).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let adopted = match role {
+        Role::Voter => StoredKeys::from_cluster_keys(read(CLUSTER_KEYS_SECRET), role),
+        Role::Storage => StoredKeys {
+            kind: KeyKind::Gossip,
+            keys: read(GOSSIP_KEYS_SECRET),
+        },
+    };
+    let Ok(mut current) = keys.lock() else {
         return;
     };
-    let keys: Vec<Key> = serde_json::from_str::<Vec<String>>(list)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|k| Key::from_base64(k).ok())
-        .collect();
-    if keys.is_empty() || !gossip.keys().is_empty() {
+    if !adopted.sealed() || current.sealed() {
         return;
     }
-    let stored: Vec<String> = keys.iter().map(Key::to_base64).collect();
-    match gossip.adopt_keys(keys) {
+    match gossip.adopt_keys(adopted.gossip_keys()) {
         Ok(()) => {
-            if let Err(e) = data_dir.save_keyring(&stored) {
-                warn!(error = %e, "the cluster's gossip keys could not be saved in the data dir");
+            if let Err(e) = data_dir.save_keyring(&adopted) {
+                warn!(error = %e, "the cluster's keys could not be saved in the data dir");
             }
+            *current = adopted;
             info!("gossip sealed with the cluster's keys");
         }
         Err(e) => warn!(error = %e, "could not take the cluster's gossip keys"),
@@ -169,3 +205,7 @@ pub(super) fn adopt_secrets(
 
 /// The join secret that carries the gossip keyring (base64 keys, primary first, as JSON).
 const GOSSIP_KEYS_SECRET: &str = "gossip_keys";
+
+/// The join secret that carries the cluster keys (base64, primary first, as JSON): handed to
+/// voter-role joiners only.
+const CLUSTER_KEYS_SECRET: &str = "cluster_keys";

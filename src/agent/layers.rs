@@ -18,10 +18,12 @@ use tracing::{info, warn};
 
 use super::setup::{Agent, AgentError, MdnsView};
 use crate::api::{ApiState, ConsensusCell};
+use crate::keys::{self, SharedKeys, StoredKeys};
 
 /// What the HTTP API shares with the agent.
 pub(super) struct HttpParts {
     pub(super) gossip: Arc<Gossip>,
+    pub(super) keys: SharedKeys,
     pub(super) discovery: Option<Arc<quorate_discovery::Stats>>,
     pub(super) consensus: ConsensusCell,
     pub(super) admin_token: String,
@@ -29,47 +31,51 @@ pub(super) struct HttpParts {
 }
 
 impl Agent {
-    /// The keys to seal gossip with: the data dir's keyring if it has one, else the configured
-    /// cluster key (which then starts the keyring), else none (open).
-    fn gossip_keys(&self) -> Result<Vec<Key>, AgentError> {
+    /// This node's keyring: the data dir's if it has one, else the configured cluster key
+    /// (which then starts the keyring), else none (open) — kept as this node's role may keep
+    /// it: a storage node keeps gossip keys only, and an older keyring with cluster keys on a
+    /// storage node is rewritten so.
+    pub(super) fn load_keys(&self) -> Result<StoredKeys, AgentError> {
+        let role = self.config.role;
         let stored = self.data_dir.load_keyring()?;
-        let configured = self.config.cluster_key.as_deref();
-        let keys = match (stored, configured) {
-            (Some(list), configured) => {
-                let keys = list
-                    .iter()
-                    .map(|k| Key::from_base64(k))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| {
-                        AgentError::Keyring(format!(
-                            "the data dir's gossip keyring is damaged: {e}"
-                        ))
-                    })?;
-                if let Some(c) = configured.and_then(|c| Key::from_base64(c).ok())
-                    && !keys.contains(&c)
+        let configured = match self.config.cluster_key.as_deref() {
+            Some(c) => Some(Key::from_base64(c).map_err(|e| AgentError::Keyring(e.to_string()))?),
+            None => None,
+        };
+        let save = |keys: &StoredKeys| {
+            self.data_dir
+                .save_keyring(keys)
+                .map_err(|e| AgentError::Keyring(format!("cannot save the gossip keyring: {e}")))
+        };
+        match (stored, configured) {
+            (Some(stored), configured) => {
+                let kept = stored.clone().for_role(role);
+                if kept != stored {
+                    save(&kept)?;
+                    warn!(
+                        "this storage node's keyring held cluster keys; it keeps gossip keys only now"
+                    );
+                }
+                if let Some(c) = configured
+                    && !kept.gossip_keys().contains(&keys::gossip_key(&c))
                 {
                     warn!(
                         "cluster_key is not in this node's keyring and is ignored: the keyring in the data dir wins; rotate keys with `quorate keyring`"
                     );
                 }
-                keys
+                Ok(kept)
             }
             (None, Some(c)) => {
-                let key = Key::from_base64(c).map_err(|e| AgentError::Keyring(e.to_string()))?;
-                self.data_dir
-                    .save_keyring(&[key.to_base64()])
-                    .map_err(|e| {
-                        AgentError::Keyring(format!("cannot save the gossip keyring: {e}"))
-                    })?;
-                vec![key]
+                let kept = StoredKeys::from_cluster_keys(vec![c], role);
+                save(&kept)?;
+                Ok(kept)
             }
-            (None, None) => Vec::new(),
-        };
-        Ok(keys)
+            (None, None) => Ok(StoredKeys::open(role)),
+        }
     }
 
     /// Starts gossip with this node's metadata.
-    pub(super) async fn start_gossip(&self) -> Result<Gossip, AgentError> {
+    pub(super) async fn start_gossip(&self, keys: &StoredKeys) -> Result<Gossip, AgentError> {
         let c = &self.config;
         let generation = self
             .data_dir
@@ -93,7 +99,7 @@ impl Agent {
         config.interval = c.gossip.interval;
         config.phi_threshold = c.gossip.phi_threshold;
         config.reap_after = c.gossip.reap_after;
-        config.keys = self.gossip_keys()?;
+        config.keys = keys.gossip_keys();
         let meta = NodeMeta {
             name: self.resolved.name.clone(),
             role: Some(c.role),
@@ -126,6 +132,7 @@ impl Agent {
         let state = ApiState {
             node_id: self.data_dir.node_id(),
             gossip: parts.gossip,
+            keys: parts.keys,
             data_dir: self.data_dir.clone(),
             discovery: parts.discovery,
             consensus: parts.consensus,

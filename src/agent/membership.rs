@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::keys::StoredKeys;
 use quorate_consensus::{
     Consensus, ConsensusConfig, JoinCredentials, NodeInfo, Settings, StartError, TokenProof, Trust,
 };
 use quorate_discovery::AdvertState;
-use quorate_gossip::Gossip;
 use tracing::{info, warn};
 
 use super::setup::{Agent, AgentError, MdnsView};
@@ -53,7 +53,7 @@ pub(super) struct ConsensusPlan {
 
 impl Agent {
     /// What consensus needs from the configuration.
-    pub(super) fn consensus_plan(&self, gossip: &Gossip, view: MdnsView) -> ConsensusPlan {
+    pub(super) fn consensus_plan(&self, keys: &StoredKeys, view: MdnsView) -> ConsensusPlan {
         let c = &self.config;
         let r = &self.resolved;
         let id = self.data_dir.node_id();
@@ -64,6 +64,17 @@ impl Agent {
             r.quic_addr(),
         );
         config.write_timeout = c.raft.write_timeout;
+        config.cert_lifetime = c.raft.cert_lifetime;
+        // The join policy and keys hold from the first instant QUIC serves.
+        config.admission = super::bridge::admission(keys);
+        // The key this node proves when it joins: from the configured cluster key (a storage
+        // node keeps no join key in its data dir), else the keyring's.
+        let join_key = c
+            .cluster_key
+            .as_deref()
+            .and_then(|k| quorate_gossip::Key::from_base64(k).ok())
+            .map(|k| crate::keys::join_key(&k))
+            .or_else(|| keys.join_keys().first().copied());
         let mode = if c.bootstrap || c.dev {
             Mode::Bootstrap
         } else if let Some(token) = r.join_token().cloned() {
@@ -82,10 +93,7 @@ impl Agent {
             config,
             info: NodeInfo {
                 name: r.name.clone(),
-                role: match c.role {
-                    Role::Voter => quorate_consensus::Role::Voter,
-                    Role::Storage => quorate_consensus::Role::Storage,
-                },
+                role: c.role,
                 gossip_addr: r.gossip_addr().to_string(),
                 api_addr: c.http_addr.to_string(),
                 labels: c.labels.clone(),
@@ -94,7 +102,7 @@ impl Agent {
             mode,
             voter_target: if c.dev { 1 } else { c.raft.voter_target },
             expect: c.bootstrap_expect,
-            key: gossip.keys().first().map(|k| *k.as_bytes()),
+            key: join_key,
             view,
         }
     }

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::api::ConsensusCell;
 use crate::config::Config;
+use crate::keys::{SharedKeys, StoredKeys};
 
 mod bridge;
 mod layers;
@@ -58,7 +59,12 @@ impl Agent {
                 r.data_dir.display()
             );
         }
-        let gossip = Arc::new(self.start_gossip().await?);
+        let keys: SharedKeys = Arc::new(std::sync::Mutex::new(self.load_keys()?));
+        let stored = keys
+            .lock()
+            .map(|k| k.clone())
+            .unwrap_or_else(|_| StoredKeys::open(c.role));
+        let gossip = Arc::new(self.start_gossip(&stored).await?);
         let view: MdnsView = Arc::default();
         let mdns = if c.discovery.enabled {
             Some(Arc::new(
@@ -72,6 +78,7 @@ impl Agent {
         let (http_stop, http_done) = self
             .start_http(HttpParts {
                 gossip: gossip.clone(),
+                keys: keys.clone(),
                 discovery: mdns.as_ref().map(|m| m.stats()),
                 consensus: consensus.clone(),
                 admin_token,
@@ -85,7 +92,7 @@ impl Agent {
             http = %c.http_addr,
             "agent running"
         );
-        let plan = self.consensus_plan(&gossip, view);
+        let plan = self.consensus_plan(&stored, view);
         let starter = {
             let cell = consensus.clone();
             let gossip = gossip.clone();
@@ -93,11 +100,13 @@ impl Agent {
             let advert = self.advertisement();
             let data_dir = self.data_dir.clone();
             let grace = c.raft.failed_grace;
+            let keys = keys.clone();
+            let role = c.role;
             tokio::spawn(async move {
                 let (node, secrets) = plan.start().await?;
-                bridge::adopt_secrets(&gossip, &data_dir, &secrets);
+                bridge::adopt_secrets(&gossip, &data_dir, &keys, role, &secrets);
                 let _ = cell.set(node.clone());
-                bridge::run(node, gossip, mdns, advert, grace).await;
+                bridge::run(node, gossip, keys, mdns, advert, grace).await;
                 Ok::<(), AgentError>(())
             })
         };
@@ -142,7 +151,16 @@ impl Agent {
         if matches!(outcome, Ok(Stop::Left)) {
             // This node is no longer a member: keep its old state aside, so that a restart
             // starts afresh (and may join again) instead of resuming a membership it gave up.
+            // Its keys go: the CA key (which could mint members) and its own (a removed
+            // identity the cluster refuses anyway).
             let dir = self.data_dir.path().join("consensus");
+            for key in ["ca.key", "node.key"] {
+                match std::fs::remove_file(dir.join(key)) {
+                    Ok(()) => info!(file = key, "key deleted on leaving"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => warn!(file = key, error = %e, "could not delete a key on leaving"),
+                }
+            }
             let kept = self
                 .data_dir
                 .path()

@@ -23,6 +23,8 @@ pub struct ApiState {
     pub node_id: crate::NodeId,
     /// The gossip member.
     pub gossip: Arc<Gossip>,
+    /// This node's keyring (cluster keys on a voter, gossip keys on a storage node).
+    pub keys: crate::keys::SharedKeys,
     /// The data dir, where the keyring is kept.
     pub data_dir: Arc<DataDir>,
     /// Discovery counters, when discovery runs.
@@ -48,13 +50,15 @@ pub(super) fn not_member() -> Response {
     )
 }
 
-/// A consensus error as an answer: conflicts 409, internal errors 500, else 503.
+/// A consensus error as an answer: a refusal by the authority rules 403 (naming the rule),
+/// conflicts 409, internal errors 500, else 503.
 pub(super) fn consensus_error(e: ConsensusError) -> Response {
     let status = match &e {
         ConsensusError::Membership { .. } | ConsensusError::JoinRefused { .. } => {
             StatusCode::CONFLICT
         }
         ConsensusError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        ConsensusError::Forbidden { .. } => StatusCode::FORBIDDEN,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e.to_string())

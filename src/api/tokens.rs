@@ -105,6 +105,14 @@ pub(super) async fn list(State(s): State<ApiState>) -> Response {
     let Some(node) = s.consensus.get() else {
         return not_member();
     };
+    if node.role() != Role::Voter {
+        // The leader hands a storage node the registry without its tokens anyway.
+        let rule = quorate_consensus::authority::Rule::TokensByVoters;
+        return consensus_error(quorate_consensus::ConsensusError::Forbidden {
+            rule: rule.name().to_string(),
+            message: "storage-plane nodes cannot list join tokens; run it on a voter".into(),
+        });
+    }
     match node.read().await {
         Ok(r) => {
             let now = now_ms();

@@ -98,10 +98,15 @@ pub struct RaftSection {
     /// How long a registry write may wait to be committed before it fails.
     #[serde(with = "humantime_serde")]
     pub write_timeout: std::time::Duration,
-    /// How long gossip must report a node failed (or left without deregistering) before the
-    /// leader removes it. Voters are removed only when that leaves at least the target.
+    /// How long gossip's failure detector must hold a node dead (failed, or stopped without
+    /// leaving) before the leader removes it, once another voter confirms. Voters are removed
+    /// only when that leaves at least the target.
     #[serde(with = "humantime_serde")]
     pub failed_grace: std::time::Duration,
+    /// How long the node certificates this node signs (as leader) are valid; every member
+    /// renews its own once two thirds of it have passed, with no restart.
+    #[serde(with = "humantime_serde")]
+    pub cert_lifetime: std::time::Duration,
 }
 
 impl Default for RaftSection {
@@ -110,6 +115,7 @@ impl Default for RaftSection {
             voter_target: 3,
             write_timeout: std::time::Duration::from_secs(5),
             failed_grace: std::time::Duration::from_secs(120),
+            cert_lifetime: quorate_consensus::tls::DEFAULT_CERT_LIFETIME,
         }
     }
 }
@@ -389,6 +395,11 @@ impl Config {
         }
         if self.raft.failed_grace < std::time::Duration::from_secs(1) {
             return invalid("raft.failed_grace", "give at least 1s".into());
+        }
+        if self.raft.cert_lifetime < std::time::Duration::from_secs(10)
+            || self.raft.cert_lifetime > std::time::Duration::from_secs(10 * 366 * 86400)
+        {
+            return invalid("raft.cert_lifetime", "give 10s to 10 years".into());
         }
         if ![1, 3, 5, 7].contains(&self.raft.voter_target) {
             return invalid(

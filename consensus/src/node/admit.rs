@@ -1,8 +1,10 @@
 //! The leader's half of the join handshake: check the joiner against the cluster and the
-//! admission rules ([`super::join`]), consume its token through Raft, sign its certificate
-//! request, record it, add it as a learner, and answer with what it needs (the CA, its
-//! certificate, the CA key for a voter, the join secrets, the leader's key proof).
-//! The joiner's half is [`super::joiner`].
+//! admission rules ([`super::join`]) before anything is signed, refuse a registered node id
+//! asked for with another key, consume its token through Raft, sign its certificate request
+//! (with its role and a bounded lifetime), record it with its key, add it as a learner, and
+//! answer with what its role needs (the CA, its certificate, the CA key for a voter only, the
+//! secrets for its role, the leader's key proof bound to its nonce). The joiner's half is
+//! [`super::joiner`]. Also the leader's renewal of a member's certificate.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -10,11 +12,13 @@ use std::sync::atomic::Ordering;
 use openraft::{BasicNode, ChangeMembers};
 use tracing::info;
 
-use super::join::{JoinPolicy, admit_proof, key_proof, same, secret_hash};
+use quorate_base::NodeId;
+
+use super::join::{Admit, admit_proof, decide, same, secret_hash};
 use super::state::{Inner, not_leader, now_ms};
 use crate::proto::{ConsensusError, JoinReply, JoinRequest};
-use crate::registry::{Request, Role};
-use crate::tls;
+use crate::registry::{Refusal, Request, Role};
+use crate::tls::{self, CertSpec};
 
 impl Inner {
     /// Admits a joiner (on the leader).
@@ -48,63 +52,53 @@ impl Inner {
         if j.node_id.get() == 0 {
             return Err(refuse("node id 0 is not a node id".into()));
         }
+        // Everything is decided before anything is signed or written.
+        let now = now_ms();
+        let admission = self.admission.config();
+        let how = decide(
+            &j,
+            &self.me.cluster.ca_fingerprint,
+            admission.policy,
+            &admission.keys,
+            now,
+        )
+        .map_err(refuse)?;
+        if !self.admission.nonces.fresh(&j.nonce, now) {
+            return Err(refuse(
+                "this join request was seen before (a replay)".into(),
+            ));
+        }
+        let key = tls::request_key_fingerprint(&j.csr_pem).map_err(|e| refuse(e.to_string()))?;
+        if let Some(old) = registry.nodes.get(&j.node_id)
+            && old.key.as_deref() != Some(key.as_str())
+        {
+            return Err(refuse(Refusal::AnotherKey { id: j.node_id }.to_string()));
+        }
+        let put = Request::PutNode {
+            node: j.node.record(j.node_id, Some(key), &j.raft_addr, now),
+        };
+        registry.check(&put).map_err(|r| refuse(format!("{r}")))?;
         let ca_key = self.me.ca_key.as_ref().ok_or_else(|| {
             ConsensusError::internal("the leader holds no CA key and cannot sign certificates")
         })?;
-        let cert_pem = tls::sign_node_request(&self.me.ca_pem, ca_key, &j.csr_pem, j.node_id)
-            .map_err(|e| refuse(e.to_string()))?;
-        let now = now_ms();
-        let put = Request::PutNode {
-            node: j.node.record(j.node_id, &j.raft_addr, now),
+        if let (Admit::Token, Some(t)) = (how, &j.token) {
+            let used = self
+                .write_local(Request::UseToken {
+                    id: t.id.clone(),
+                    secret_hash: secret_hash(&t.secret),
+                    role: j.node.role,
+                    at_ms: now,
+                })
+                .await?;
+            used.outcome.map_err(|r| refuse(r.to_string()))?;
+        }
+        let spec = CertSpec {
+            role: j.node.role,
+            lifetime: self.me.cert_lifetime,
         };
-        registry.check(&put).map_err(|r| refuse(format!("{r}")))?;
-        let policy = self
-            .admission
-            .policy
-            .lock()
-            .map(|p| *p)
-            .unwrap_or(JoinPolicy::TokenOnly);
-        let keys = self
-            .admission
-            .keys
-            .lock()
-            .map(|k| k.clone())
-            .unwrap_or_default();
-        let proven_key = j.key_proof.as_ref().and_then(|proof| {
-            keys.iter()
-                .find(|k| same(&key_proof(k, j.node_id, &j.csr_pem, &j.cluster_name), proof))
-                .copied()
-        });
-        if j.key_proof.is_some() && proven_key.is_none() {
-            return Err(refuse(
-                "the joiner's cluster key is not this cluster's (check --cluster-key on both sides)".into(),
-            ));
-        }
-        match (&j.token, policy) {
-            (None, JoinPolicy::KeyOrToken) if proven_key.is_some() => {}
-            (None, JoinPolicy::KeyOrToken) => {
-                return Err(refuse(
-                    "this cluster is sealed with a cluster key: join with the same --cluster-key, or with a join token (quorate token create on a member)".into(),
-                ));
-            }
-            (Some(t), _) => {
-                let used = self
-                    .write_local(Request::UseToken {
-                        id: t.id.clone(),
-                        secret_hash: secret_hash(&t.secret),
-                        role: j.node.role,
-                        at_ms: now,
-                    })
-                    .await?;
-                used.outcome.map_err(|r| refuse(r.to_string()))?;
-            }
-            (None, JoinPolicy::Open) => {}
-            (None, JoinPolicy::TokenOnly) => {
-                return Err(refuse(
-                    "this cluster admits nodes with a join token only (quorate token create on a member)".into(),
-                ));
-            }
-        }
+        let cert_pem =
+            tls::sign_node_request(&self.me.ca_pem, ca_key, &j.csr_pem, j.node_id, &spec)
+                .map_err(|e| refuse(e.to_string()))?;
         self.write_local(put)
             .await?
             .outcome
@@ -127,8 +121,13 @@ impl Inner {
             }
             None => self.add_learner(j.node_id, j.raft_addr.clone()).await?,
         }
-        info!(node = j.node_id.to_string(), name = %j.node.name, role = ?j.node.role, token = j.token.as_ref().map(|t| t.id.as_str()), key = proven_key.is_some(), "node admitted as a learner");
-        let key_proof = proven_key.map(|k| admit_proof(&k, j.node_id, &cert_pem, &self.me.ca_pem));
+        let proven = match how {
+            Admit::Key(k) => Some(k),
+            _ => None,
+        };
+        info!(node = %j.node_id, name = %j.node.name, role = %j.node.role, token = j.token.as_ref().map(|t| t.id.as_str()), key = proven.is_some(), "node admitted as a learner");
+        let key_proof =
+            proven.map(|k| admit_proof(&k, j.node_id, &cert_pem, &self.me.ca_pem, &j.nonce));
         Ok(JoinReply {
             cluster_id: cluster.id,
             cluster_name: cluster.name,
@@ -136,13 +135,47 @@ impl Inner {
             cert_pem,
             ca_key_pem: (j.node.role == Role::Voter).then(|| ca_key.clone()),
             key_proof,
-            secrets: self
-                .admission
-                .secrets
-                .lock()
-                .map(|s| s.clone())
-                .unwrap_or_default(),
+            secrets: admission.secrets_for(j.node.role),
             leader_id: self.id,
         })
+    }
+
+    /// Signs a renewed certificate for member `id`, whose current certificate has key `key`
+    /// (on the leader): the request must be for the same key (the identity stays), the node
+    /// must be recorded and not removed; the role is the registry's.
+    pub(super) async fn renew_for(
+        &self,
+        id: NodeId,
+        key: &str,
+        csr_pem: &str,
+    ) -> Result<String, ConsensusError> {
+        let _g = self.locks.handover.read().await;
+        if !self.is_leader() {
+            return Err(not_leader());
+        }
+        let asked = tls::request_key_fingerprint(csr_pem).map_err(ConsensusError::membership)?;
+        if !same(&asked, key) {
+            return Err(ConsensusError::membership(
+                "a renewal keeps the node's key: the request is for another key",
+            ));
+        }
+        let registry = self.registry();
+        let record = registry.nodes.get(&id).ok_or_else(|| {
+            ConsensusError::membership(format!("node {id} is not recorded in the registry"))
+        })?;
+        if self.deny.denies(id, key) {
+            return Err(ConsensusError::membership(crate::tls::REMOVED));
+        }
+        let ca_key = self.me.ca_key.as_ref().ok_or_else(|| {
+            ConsensusError::internal("the leader holds no CA key and cannot sign certificates")
+        })?;
+        let spec = CertSpec {
+            role: record.role,
+            lifetime: self.me.cert_lifetime,
+        };
+        let cert = tls::sign_node_request(&self.me.ca_pem, ca_key, csr_pem, id, &spec)
+            .map_err(ConsensusError::membership)?;
+        info!(node = %id, role = %record.role, lifetime = ?spec.lifetime, "certificate renewed");
+        Ok(cert)
     }
 }

@@ -1,20 +1,20 @@
 //! The rules of admission, free of IO: how a joiner proves itself (a join token, or the
-//! cluster key), how the admitting leader proves itself back, which joins a policy admits, and
-//! the per-source limit on refused attempts. The two halves of the handshake that use these
+//! cluster's join key), how the admitting leader proves itself back, which joins a policy
+//! admits ([`decide`]), the nonces that make a request good once, and the per-source limit on
+//! refused attempts. The two halves of the handshake that use these
 //! rules are [`super::joiner`] (the node asking) and [`super::admit`] (the leader answering).
 //!
 //! Nothing here touches the network, Raft or a clock of its own: callers pass `now`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use quorate_base::{NodeId, Role};
 use sha2::Digest;
 
-use crate::proto::TokenProof;
+use crate::proto::{JoinRequest, TokenProof};
 use crate::tls::Trust;
-
-use quorate_base::NodeId;
 
 /// How a joiner trusts the cluster and proves itself to it.
 #[derive(Clone, Debug)]
@@ -23,8 +23,8 @@ pub struct JoinCredentials {
     pub trust: Trust,
     /// A join token's proof.
     pub token: Option<TokenProof>,
-    /// The cluster key, when the joiner has one: it proves it holds it and demands the same of
-    /// the member that admits it.
+    /// The cluster's join key (derived from the cluster key), when the joiner has it: it
+    /// proves it holds it and demands the same of the member that admits it.
     pub key: Option<[u8; 32]>,
 }
 
@@ -33,13 +33,53 @@ pub struct JoinCredentials {
 pub enum JoinPolicy {
     /// Any node that reaches a member may join (an open cluster on a trusted LAN).
     Open,
-    /// Nodes that prove they hold the cluster key, or present a valid join token.
+    /// Nodes that prove they hold the join key, or present a valid join token.
     KeyOrToken,
     /// Only nodes with a valid join token.
     TokenOnly,
 }
 
-/// HMAC-SHA256 under a 32-byte cluster key, hex: `purpose`, then each part length-prefixed.
+/// What a leader admits joiners with, from the first instant it serves: the policy, the join
+/// keys a joiner may prove it holds (the first is also the one the leader proves back with),
+/// and the secrets handed to joiners by role (the node layer's: gossip keys).
+#[derive(Clone, Debug)]
+pub struct AdmissionConfig {
+    /// The policy.
+    pub policy: JoinPolicy,
+    /// Join keys, current first.
+    pub keys: Vec<[u8; 32]>,
+    /// Secrets a voter-role joiner receives.
+    pub voter_secrets: BTreeMap<String, String>,
+    /// Secrets a storage-role joiner receives (never anything that admits a voter).
+    pub storage_secrets: BTreeMap<String, String>,
+}
+
+impl Default for AdmissionConfig {
+    /// Token joins only, until told otherwise: the safe default for a library user.
+    fn default() -> Self {
+        AdmissionConfig {
+            policy: JoinPolicy::TokenOnly,
+            keys: Vec::new(),
+            voter_secrets: BTreeMap::new(),
+            storage_secrets: BTreeMap::new(),
+        }
+    }
+}
+
+impl AdmissionConfig {
+    /// The secrets for a joiner of `role`.
+    pub(super) fn secrets_for(&self, role: Role) -> BTreeMap<String, String> {
+        match role {
+            Role::Voter => self.voter_secrets.clone(),
+            Role::Storage => self.storage_secrets.clone(),
+        }
+    }
+}
+
+/// How far a join request's clock may be from the leader's.
+pub(super) const CLOCK_WINDOW_MS: u64 = 5 * 60 * 1000;
+
+/// HMAC-SHA256 under a 32-byte key, hex: `purpose`, then each part length-prefixed.
 fn hmac_hex(key: &[u8; 32], purpose: &str, parts: &[&[u8]]) -> String {
     let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
     let mut ctx = ring::hmac::Context::with_key(&k);
@@ -50,30 +90,44 @@ fn hmac_hex(key: &[u8; 32], purpose: &str, parts: &[&[u8]]) -> String {
     hex::encode(ctx.sign().as_ref())
 }
 
-/// A joiner's proof that it holds the cluster key: bound to its node id, its certificate
-/// request and the cluster name, so it cannot be replayed for another node or key.
-pub fn key_proof(key: &[u8; 32], node_id: NodeId, csr_pem: &str, cluster_name: &str) -> String {
+/// A joiner's proof that it holds the join key, over everything its request says that matters:
+/// its node id, certificate request, role and cluster name, the CA its handshake verified, a
+/// fresh nonce and its clock. It cannot be replayed (nonce, clock), moved to another node,
+/// role or request, or relayed by a member of another CA (the fingerprint).
+pub fn key_proof(key: &[u8; 32], j: &JoinRequest) -> String {
     hmac_hex(
         key,
-        "quorate join/1",
+        "quorate join/2",
         &[
-            &node_id.get().to_be_bytes(),
-            csr_pem.as_bytes(),
-            cluster_name.as_bytes(),
+            &j.node_id.get().to_be_bytes(),
+            j.csr_pem.as_bytes(),
+            j.node.role.as_str().as_bytes(),
+            j.cluster_name.as_bytes(),
+            j.ca_fingerprint.as_bytes(),
+            j.nonce.as_bytes(),
+            &j.at_ms.to_be_bytes(),
         ],
     )
 }
 
-/// The admitting leader's proof that it holds the cluster key: bound to the certificate it
-/// issued and the CA, so a rogue member without the key cannot admit anybody.
-pub(super) fn admit_proof(key: &[u8; 32], node_id: NodeId, cert_pem: &str, ca_pem: &str) -> String {
+/// The admitting leader's proof that it holds the join key: bound to the certificate it issued,
+/// the CA, and the joiner's nonce, so a rogue member without the key cannot admit anybody, and
+/// an old answer cannot be replayed.
+pub(super) fn admit_proof(
+    key: &[u8; 32],
+    node_id: NodeId,
+    cert_pem: &str,
+    ca_pem: &str,
+    nonce: &str,
+) -> String {
     hmac_hex(
         key,
-        "quorate admit/1",
+        "quorate admit/2",
         &[
             &node_id.get().to_be_bytes(),
             cert_pem.as_bytes(),
             ca_pem.as_bytes(),
+            nonce.as_bytes(),
         ],
     )
 }
@@ -92,23 +146,123 @@ pub fn secret_hash(secret: &str) -> String {
     hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
-/// What the leader admits joiners with: the policy, the keys a joiner may prove it holds, the
-/// secrets handed to every joiner, and the limit on refused attempts. Set by the agent.
-pub(super) struct Admission {
-    pub(super) policy: Mutex<JoinPolicy>,
-    pub(super) keys: Mutex<Vec<[u8; 32]>>,
-    pub(super) secrets: Mutex<BTreeMap<String, String>>,
-    pub(super) limit: JoinLimit,
+/// How a join is to be admitted, once its proofs are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Admit {
+    /// With its token (consumed through Raft).
+    Token,
+    /// With the join key it proved it holds (the leader proves it back).
+    Key([u8; 32]),
+    /// Without proof: the cluster is open.
+    Open,
 }
 
-impl Default for Admission {
-    fn default() -> Self {
+/// The admission decision before anything is signed or written: which proof admits `j`, or why
+/// nothing does. Checks the CA the joiner verified against this cluster's (`ca_fingerprint`),
+/// the clock against `now_ms`, and the key proof against the `keys`.
+pub(super) fn decide(
+    j: &JoinRequest,
+    ca_fingerprint: &str,
+    policy: JoinPolicy,
+    keys: &[[u8; 32]],
+    now_ms: u64,
+) -> Result<Admit, String> {
+    if !same(&j.ca_fingerprint, ca_fingerprint) {
+        return Err(
+            "the request was made to another CA than this cluster's (relayed by a node in the middle, or an old joiner)"
+                .into(),
+        );
+    }
+    if j.nonce.len() < 32 {
+        return Err("the request carries no fresh nonce".into());
+    }
+    if j.at_ms.abs_diff(now_ms) > CLOCK_WINDOW_MS {
+        return Err(format!(
+            "the joiner's clock is {} s from the leader's (at most {} s allowed): set the clocks right",
+            j.at_ms.abs_diff(now_ms) / 1000,
+            CLOCK_WINDOW_MS / 1000
+        ));
+    }
+    let proven = j
+        .key_proof
+        .as_ref()
+        .and_then(|p| keys.iter().find(|k| same(&key_proof(k, j), p)).copied());
+    if j.key_proof.is_some() && proven.is_none() {
+        return Err(
+            "the joiner's cluster key is not this cluster's (check --cluster-key on both sides)"
+                .into(),
+        );
+    }
+    match (j.token.is_some(), proven, policy) {
+        (true, _, _) => Ok(Admit::Token),
+        (false, Some(k), JoinPolicy::KeyOrToken | JoinPolicy::Open) => Ok(Admit::Key(k)),
+        (false, None, JoinPolicy::Open) => Ok(Admit::Open),
+        (false, _, JoinPolicy::KeyOrToken) => Err(
+            "this cluster is sealed with a cluster key: join with the same --cluster-key, or with a join token (quorate token create on a voter)".into(),
+        ),
+        (false, _, JoinPolicy::TokenOnly) => Err(
+            "this cluster admits nodes with a join token only (quorate token create on a voter)"
+                .into(),
+        ),
+    }
+}
+
+/// What the leader admits joiners with (set by the agent, rotations included), the limit on
+/// refused attempts, and the nonces of recent joins.
+#[derive(Default)]
+pub(super) struct Admission {
+    pub(super) config: Mutex<AdmissionConfig>,
+    pub(super) limit: JoinLimit,
+    pub(super) nonces: Nonces,
+}
+
+impl Admission {
+    pub(super) fn new(config: AdmissionConfig) -> Self {
         Admission {
-            policy: Mutex::new(JoinPolicy::Open),
-            keys: Mutex::default(),
-            secrets: Mutex::default(),
-            limit: JoinLimit::default(),
+            config: Mutex::new(config),
+            ..Default::default()
         }
+    }
+
+    pub(super) fn config(&self) -> AdmissionConfig {
+        self.config.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+/// Nonces of join requests seen within the clock window: a request whose nonce is here is a
+/// replay. Bounded: at most [`Nonces::MAX`] are kept (the oldest go first).
+#[derive(Default)]
+pub(super) struct Nonces {
+    seen: Mutex<Seen>,
+}
+
+/// The nonces seen, and the order they came in (with the time, ms).
+#[derive(Default)]
+struct Seen {
+    set: BTreeSet<String>,
+    order: VecDeque<(u64, String)>,
+}
+
+impl Nonces {
+    const MAX: usize = 65_536;
+
+    /// Records `nonce` seen at `now_ms`; false if it was seen already.
+    pub(super) fn fresh(&self, nonce: &str, now_ms: u64) -> bool {
+        let Ok(mut g) = self.seen.lock() else {
+            return false;
+        };
+        let Seen { set, order } = &mut *g;
+        while let Some((t, n)) = order.front()
+            && (now_ms.saturating_sub(*t) > 2 * CLOCK_WINDOW_MS || order.len() >= Self::MAX)
+        {
+            set.remove(n);
+            order.pop_front();
+        }
+        if !set.insert(nonce.to_string()) {
+            return false;
+        }
+        order.push_back((now_ms, nonce.to_string()));
+        true
     }
 }
 
@@ -186,21 +340,106 @@ mod tests {
         );
     }
 
+    fn request() -> JoinRequest {
+        JoinRequest {
+            node_id: NodeId::new(7),
+            raft_addr: "10.0.0.7:7947".into(),
+            node: crate::proto::NodeInfo {
+                name: "n7".into(),
+                role: Role::Voter,
+                gossip_addr: "10.0.0.7:7946".into(),
+                api_addr: "127.0.0.1:7948".into(),
+                labels: BTreeMap::new(),
+            },
+            csr_pem: "csr".into(),
+            token: None,
+            cluster_name: "c".into(),
+            key_proof: None,
+            ca_fingerprint: "ab".repeat(32),
+            nonce: "0".repeat(32),
+            at_ms: 1_000_000,
+        }
+    }
+
+    /// A key proof binds every field of the request that matters, and the key: changing any
+    /// one of them gives another proof; join and admit proofs differ.
     #[test]
     fn key_proofs_bind_the_node_the_request_and_the_key() {
         let k = [1u8; 32];
-        let p = key_proof(&k, NodeId::new(7), "csr", "c");
-        assert!(same(&p, &key_proof(&k, NodeId::new(7), "csr", "c")));
-        assert!(!same(&p, &key_proof(&k, NodeId::new(8), "csr", "c")));
-        assert!(!same(&p, &key_proof(&k, NodeId::new(7), "csr2", "c")));
-        assert!(!same(
-            &p,
-            &key_proof(&[2u8; 32], NodeId::new(7), "csr", "c")
-        ));
+        let j = request();
+        let p = key_proof(&k, &j);
+        assert!(same(&p, &key_proof(&k, &j)));
+        let changes: [fn(&mut JoinRequest); 7] = [
+            |j| j.node_id = NodeId::new(8),
+            |j| j.csr_pem = "csr2".into(),
+            |j| j.node.role = Role::Storage,
+            |j| j.cluster_name = "d".into(),
+            |j| j.ca_fingerprint = "cd".repeat(32),
+            |j| j.nonce = "1".repeat(32),
+            |j| j.at_ms += 1,
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut other = request();
+            change(&mut other);
+            assert!(!same(&p, &key_proof(&k, &other)), "change {i}");
+        }
+        assert!(!same(&p, &key_proof(&[2u8; 32], &j)));
         assert_ne!(
             p,
-            admit_proof(&k, NodeId::new(7), "csr", "c"),
+            admit_proof(&k, NodeId::new(7), "csr", "c", &j.nonce),
             "join and admit proofs differ"
+        );
+    }
+
+    /// The decision before anything is signed: another CA, a stale clock, a missing nonce, a
+    /// wrong key proof and a missing proof under a policy that needs one are each refused;
+    /// the right proofs admit.
+    #[test]
+    fn admission_is_decided_before_anything_is_signed() {
+        let k = [1u8; 32];
+        let ca = "ab".repeat(32);
+        let now = 1_000_000;
+        let mut j = request();
+        assert!(decide(&j, &"cd".repeat(32), JoinPolicy::Open, &[], now).is_err());
+        assert!(decide(&j, &ca, JoinPolicy::Open, &[], now + CLOCK_WINDOW_MS + 1).is_err());
+        assert_eq!(decide(&j, &ca, JoinPolicy::Open, &[], now), Ok(Admit::Open));
+        assert!(decide(&j, &ca, JoinPolicy::KeyOrToken, &[k], now).is_err());
+        assert!(decide(&j, &ca, JoinPolicy::TokenOnly, &[k], now).is_err());
+        j.key_proof = Some(key_proof(&[2u8; 32], &j));
+        assert!(
+            decide(&j, &ca, JoinPolicy::Open, &[k], now).is_err(),
+            "a wrong key"
+        );
+        j.key_proof = Some(key_proof(&k, &j));
+        assert_eq!(
+            decide(&j, &ca, JoinPolicy::KeyOrToken, &[k], now),
+            Ok(Admit::Key(k))
+        );
+        assert!(decide(&j, &ca, JoinPolicy::TokenOnly, &[k], now).is_err());
+        let mut short = request();
+        short.nonce = "00".into();
+        assert!(decide(&short, &ca, JoinPolicy::Open, &[], now).is_err());
+        let mut t = request();
+        t.token = Some(TokenProof {
+            id: "t".into(),
+            secret: "s".into(),
+        });
+        assert_eq!(
+            decide(&t, &ca, JoinPolicy::TokenOnly, &[], now),
+            Ok(Admit::Token)
+        );
+    }
+
+    /// A nonce is good once within the window; old ones are forgotten.
+    #[test]
+    fn a_nonce_is_good_once() {
+        let n = Nonces::default();
+        assert!(n.fresh("a", 0));
+        assert!(!n.fresh("a", 1));
+        assert!(n.fresh("b", 1));
+        assert!(
+            n.fresh("a", 3 * CLOCK_WINDOW_MS),
+            "forgotten after the window"
         );
     }
 }

@@ -1,7 +1,9 @@
-//! The joiner's half of the join handshake: send a certificate request (the key never leaves
-//! this node) with a token or key proof to each seed in turn, check that the answer comes from
-//! the CA the handshake verified (and, with a cluster key, that the admitting leader holds it),
-//! then save the identity and start as a member. The leader's half is [`super::admit`].
+//! The joiner's half of the join handshake: to each seed in turn, complete the handshake, then
+//! send a certificate request (the key never leaves this node, and stays the same across
+//! attempts) with a token or a key proof bound to the CA the handshake verified, a fresh nonce
+//! and the time; check that the answer comes from that CA (and, with a join key, that the
+//! admitting leader holds it and answered this request), then save the identity and start as a
+//! member. The leader's half is [`super::admit`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use tracing::info;
 
 use super::join::{JoinCredentials, admit_proof, key_proof, same};
+use super::state::now_ms;
 use super::{Consensus, ConsensusConfig, StartError};
 use crate::files::{CLUSTER_FORMAT, ClusterFile, Files};
 use crate::proto::{ConsensusError, JoinRequest, NodeInfo, Reply, Rpc};
@@ -33,41 +36,56 @@ impl Consensus {
         let JoinCredentials { trust, token, key } = credentials;
         let files = Files::open(&config.dir)?;
         Self::refuse_if_member(&files)?;
-        let (csr_pem, key_pem) = tls::node_request(config.node_id)?;
+        let key_pem = files.join_key()?;
+        let csr_pem = tls::node_request_with(config.node_id, &key_pem)?;
         let verifier = JoinVerifier::new(trust);
         let net = QuicNet::joiner(SocketAddr::new(config.listen.ip(), 0), &verifier)?;
-        let request = Rpc::Join {
-            join: JoinRequest {
-                node_id: config.node_id,
-                raft_addr: config.advertise.to_string(),
-                node: info.clone(),
-                key_proof: key.map(|k| key_proof(&k, config.node_id, &csr_pem, cluster_name)),
-                csr_pem,
-                token,
-                cluster_name: cluster_name.to_string(),
-            },
-        };
-        let body = serde_json::to_vec(&request).map_err(|e| StartError::Raft(e.to_string()))?;
         let mut attempts = Vec::new();
         let mut foreign = 0;
         let mut answered = 0;
         let mut admitted = None;
         for seed in seeds {
+            // The handshake first: the request is bound to the CA it verified, so that a
+            // member of another CA that relays it to ours gets it refused.
+            if let Err(e) = net.dial_addr(*seed, JOIN_DEADLINE).await {
+                let text = e.to_string();
+                if text.contains(tls::FOREIGN_CA) {
+                    foreign += 1;
+                }
+                attempts.push(text);
+                continue;
+            }
+            let Some(verified) = verifier.accepted_ca() else {
+                attempts.push(format!("{seed}: the handshake verified no CA"));
+                continue;
+            };
+            let mut join = JoinRequest {
+                node_id: config.node_id,
+                raft_addr: config.advertise.to_string(),
+                node: info.clone(),
+                key_proof: None,
+                csr_pem: csr_pem.clone(),
+                token: token.clone(),
+                cluster_name: cluster_name.to_string(),
+                ca_fingerprint: tls::der_fingerprint(verified.as_ref()),
+                nonce: hex::encode(rand::random::<[u8; 16]>()),
+                at_ms: now_ms(),
+            };
+            join.key_proof = key.map(|k| key_proof(&k, &join));
+            let nonce = join.nonce.clone();
+            let body = serde_json::to_vec(&Rpc::Join { join })
+                .map_err(|e| StartError::Raft(e.to_string()))?;
             let answer = match net.call_addr(*seed, &body, JOIN_DEADLINE).await {
                 Ok(a) => a,
                 Err(e) => {
-                    let text = e.to_string();
-                    if text.contains(tls::FOREIGN_CA) {
-                        foreign += 1;
-                    }
-                    attempts.push(text);
+                    attempts.push(e.to_string());
                     continue;
                 }
             };
             answered += 1;
             match serde_json::from_slice::<Reply>(&answer) {
                 Ok(Reply::Joined { res: Ok(reply) }) => {
-                    admitted = Some(reply);
+                    admitted = Some((reply, nonce));
                     break;
                 }
                 Ok(Reply::Joined {
@@ -83,7 +101,7 @@ impl Consensus {
             }
         }
         net.close();
-        let Some(reply) = admitted else {
+        let Some((reply, nonce)) = admitted else {
             if attempts.is_empty() {
                 attempts.push("no seed addresses".into());
             }
@@ -103,7 +121,7 @@ impl Consensus {
         }
         tls::check_node_cert(&reply.cert_pem, &key_pem, config.node_id)?;
         if let Some(k) = key {
-            let expected = admit_proof(&k, config.node_id, &reply.cert_pem, &reply.ca_pem);
+            let expected = admit_proof(&k, config.node_id, &reply.cert_pem, &reply.ca_pem, &nonce);
             if !reply
                 .key_proof
                 .as_deref()
@@ -124,6 +142,7 @@ impl Consensus {
             Role::Storage => None,
         };
         files.save_identity(&identity, ca_key)?;
+        files.drop_join_key();
         files.save_cluster(&ClusterFile {
             format: CLUSTER_FORMAT,
             cluster_id: reply.cluster_id.clone(),

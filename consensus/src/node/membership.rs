@@ -13,6 +13,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, ChangeMembers};
@@ -341,10 +342,71 @@ impl Inner {
             }
             Action::Remove(id) => {
                 let (voters, learners) = self.voters_learners();
+                if !self.failure_confirmed(id, &voters).await {
+                    self.counters
+                        .removals_unconfirmed
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!(node = %id, "no other voter confirms the failure yet; not removed");
+                    return Ok(());
+                }
                 self.remove(id, &voters, &learners, &registry).await
             }
         }
     }
+
+    /// Whether another voter's failure detector also holds `id` dead: gossip is one observer's
+    /// word, and a removal needs more than one. A group of one voter has no other observer;
+    /// its leader's word stands.
+    pub(super) async fn failure_confirmed(&self, id: NodeId, voters: &BTreeSet<NodeId>) -> bool {
+        let m = self.metrics();
+        let others: Vec<(NodeId, SocketAddr)> = voters
+            .iter()
+            .filter(|v| **v != self.id && **v != id)
+            .filter_map(|v| {
+                let addr = m
+                    .membership_config
+                    .membership()
+                    .get_node(v)?
+                    .addr
+                    .parse()
+                    .ok()?;
+                Some((*v, addr))
+            })
+            .collect();
+        if others.is_empty() {
+            return voters.len() <= 1 || voters.iter().all(|v| *v == self.id || *v == id);
+        }
+        let Ok(body) = serde_json::to_vec(&Rpc::Suspects) else {
+            return false;
+        };
+        let asks = others.iter().map(|(v, addr)| {
+            let body = body.clone();
+            async move {
+                let answer = self
+                    .net
+                    .call(*v, *addr, &body, Duration::from_millis(500))
+                    .await
+                    .ok()?;
+                match serde_json::from_slice::<Reply>(&answer).ok()? {
+                    Reply::Suspects { dead } => Some(dead.contains(&id)),
+                    _ => None,
+                }
+            }
+        });
+        futures_any(asks).await
+    }
+}
+
+/// Whether any of `asks` answers yes: asked in turn, the first yes ends it.
+async fn futures_any<F: std::future::Future<Output = Option<bool>>>(
+    asks: impl Iterator<Item = F>,
+) -> bool {
+    for a in asks {
+        if a.await == Some(true) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Runs an autopilot round every `every` (rounds do nothing on followers).

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use openraft::Raft;
 use tracing::warn;
 
-pub use join::{JoinCredentials, JoinPolicy, key_proof, same, secret_hash};
+pub use join::{AdmissionConfig, JoinCredentials, JoinPolicy, key_proof, same, secret_hash};
 pub use status::{MemberView, Status};
 
 use route::{Done, Op};
@@ -68,6 +68,12 @@ pub struct ConsensusConfig {
     pub write_timeout: Duration,
     /// How often the leader's autopilot looks at the group.
     pub autopilot_every: Duration,
+    /// How long the node certificates this node issues (as leader) are valid; members renew
+    /// theirs once two thirds of it have passed.
+    pub cert_lifetime: Duration,
+    /// How joiners are admitted, from the first instant this node serves (rotations later
+    /// through [`Consensus::set_admission`]).
+    pub admission: AdmissionConfig,
 }
 
 impl ConsensusConfig {
@@ -86,7 +92,22 @@ impl ConsensusConfig {
             raft: None,
             write_timeout: Duration::from_secs(5),
             autopilot_every: Duration::from_millis(250),
+            cert_lifetime: crate::tls::DEFAULT_CERT_LIFETIME,
+            admission: AdmissionConfig::default(),
         }
+    }
+}
+
+/// The counter of refusals by `rule`.
+fn refused_counter(rule: crate::authority::Rule) -> &'static str {
+    use crate::authority::Rule;
+    match rule {
+        Rule::RaftByVoters => "refused_raft_by_voters",
+        Rule::AdminByVoters => "refused_admin_by_voters",
+        Rule::TokensByVoters => "refused_tokens_by_voters",
+        Rule::OwnRecordOnly => "refused_own_record_only",
+        Rule::JoinsByVoters => "refused_joins_by_voters",
+        Rule::MembersOnly => "refused_members_only",
     }
 }
 
@@ -175,26 +196,17 @@ impl Consensus {
         self.inner.registry()
     }
 
-    /// Sets whether joins without a token are admitted (the leader's setting counts).
-    pub fn set_join_policy(&self, policy: JoinPolicy) {
-        if let Ok(mut p) = self.inner.admission.policy.lock() {
-            *p = policy;
+    /// How joiners are admitted from now on (the leader's setting counts): the policy, the
+    /// join keys, the secrets by role (never written to the log).
+    pub fn set_admission(&self, admission: AdmissionConfig) {
+        if let Ok(mut a) = self.inner.admission.config.lock() {
+            *a = admission;
         }
     }
 
-    /// The cluster keys a joiner may prove it holds (and the leader proves back with the
-    /// first), for [`JoinPolicy::KeyOrToken`].
-    pub fn set_join_keys(&self, keys: Vec<[u8; 32]>) {
-        if let Ok(mut k) = self.inner.admission.keys.lock() {
-            *k = keys;
-        }
-    }
-
-    /// Secrets handed to every joiner (the gossip key); never to the log.
-    pub fn set_join_secrets(&self, secrets: BTreeMap<String, String>) {
-        if let Ok(mut s) = self.inner.admission.secrets.lock() {
-            *s = secrets;
-        }
+    /// This node's role (the registry's record, else the one it started with).
+    pub fn role(&self) -> quorate_base::Role {
+        self.inner.role()
     }
 
     /// Tells the autopilot which nodes gossip reports failed, and since when; the others are
@@ -259,9 +271,17 @@ impl Consensus {
             ("joins_rate_limited", g(&c.joins_limited)),
             ("requests_refused", g(&c.requests_refused)),
             ("membership_changes", g(&c.membership_changes)),
+            ("certificates_renewed", g(&c.renewals)),
+            ("removals_unconfirmed", g(&c.removals_unconfirmed)),
         ]
         .into_iter()
         .collect();
+        for (rule, n) in crate::authority::Rule::ALL
+            .iter()
+            .zip(c.refused_by_rule.iter())
+        {
+            out.insert(refused_counter(*rule), g(n));
+        }
         out.extend(self.inner.net.metrics().snapshot());
         let m = self.inner.raft.metrics().borrow().clone();
         out.insert("raft_term", m.current_term);

@@ -1,12 +1,15 @@
-//! Routing: every write, read, admin operation and join runs on the leader. A node that
-//! leads runs it here ([`Inner::local`]); any other forwards it over QUIC and routes again
-//! when the leadership moves, until the write deadline.
+//! Routing: every write, read, admin operation, join and certificate renewal runs on the
+//! leader. A node that leads runs it here ([`Inner::local`]); any other forwards it over QUIC
+//! and routes again when the leadership moves, until the write deadline. A node's own request
+//! is checked against the authority rules before it goes anywhere, so that an operator on a
+//! storage node hears the refusal even when no leader is reachable (the leader checks again).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::state::{Inner, not_leader};
+use crate::authority::{self, Action};
 use crate::proto::{AdminOp, ConsensusError, JoinReply, JoinRequest, Reply, Rpc, Written};
 use crate::registry::{Registry, Request};
 
@@ -17,6 +20,8 @@ pub(super) enum Op {
     Read,
     Admin(AdminOp),
     Join(JoinRequest),
+    /// A new certificate for this node's identity, from this certificate request.
+    Renew(String),
 }
 
 pub(super) enum Done {
@@ -24,6 +29,7 @@ pub(super) enum Done {
     Registry(Registry),
     Message(String),
     Joined(JoinReply),
+    Renewed(String),
 }
 
 impl Op {
@@ -33,6 +39,20 @@ impl Op {
             Op::Read => Rpc::Read,
             Op::Admin(op) => Rpc::Admin { op: op.clone() },
             Op::Join(join) => Rpc::Join { join: join.clone() },
+            Op::Renew(csr) => Rpc::Renew {
+                csr_pem: csr.clone(),
+            },
+        }
+    }
+
+    fn action(&self) -> Option<Action<'_>> {
+        match self {
+            Op::Write(req) => Some(Action::Write(req)),
+            Op::Read => Some(Action::Read),
+            Op::Admin(op) => Some(Action::Admin(op)),
+            Op::Renew(_) => Some(Action::Renew),
+            // A stranger's join, which this voter forwards (checked where it came in).
+            Op::Join(_) => None,
         }
     }
 }
@@ -43,6 +63,7 @@ pub(super) fn done_of(reply: Reply) -> Result<Done, ConsensusError> {
         Reply::Registry { res } => res.map(Done::Registry),
         Reply::Done { res } => res.map(Done::Message),
         Reply::Joined { res } => res.map(Done::Joined),
+        Reply::Renewed { res } => res.map(Done::Renewed),
         Reply::Refused { reason } => Err(ConsensusError::internal(format!(
             "the leader refused the request: {reason}"
         ))),
@@ -60,6 +81,8 @@ pub(super) fn reply_of(done: Result<Done, ConsensusError>, op: &Op) -> Reply {
         (Op::Admin(_), Err(e)) => Reply::Done { res: Err(e) },
         (Op::Join(_), Ok(Done::Joined(j))) => Reply::Joined { res: Ok(j) },
         (Op::Join(_), Err(e)) => Reply::Joined { res: Err(e) },
+        (Op::Renew(_), Ok(Done::Renewed(c))) => Reply::Renewed { res: Ok(c) },
+        (Op::Renew(_), Err(e)) => Reply::Renewed { res: Err(e) },
         _ => Reply::Refused {
             reason: "internal: mismatched answer".into(),
         },
@@ -70,6 +93,13 @@ impl Inner {
     /// Sends `op` to the leader (or runs it here when this node leads), retrying while the
     /// leadership moves, until the write deadline.
     pub(super) async fn route(&self, op: Op) -> Result<Done, ConsensusError> {
+        if let Some(action) = op.action() {
+            let me = self.me_as_caller();
+            if let Err(f) = authority::check(me, action) {
+                self.refused(me, "own request", &f);
+                return Err(ConsensusError::forbidden(f));
+            }
+        }
         let until = Instant::now() + self.write_timeout;
         let mut metrics = self.raft.metrics();
         let mut last: ConsensusError;
@@ -166,6 +196,10 @@ impl Inner {
             }
             Op::Admin(a) => self.admin_local(a.clone()).await.map(Done::Message),
             Op::Join(j) => self.join_local(j.clone()).await.map(Done::Joined),
+            Op::Renew(csr) => self
+                .renew_for(self.id, &self.me.key, csr)
+                .await
+                .map(Done::Renewed),
         }
     }
 

@@ -1,23 +1,32 @@
-//! The request handler: what a caller may ask, checked from its certificate. A caller without
-//! a member certificate may only join (rate-limited per source after refusals); a Raft RPC
-//! must come from the node its certificate names; forwarded requests are served by the
-//! leader only.
+//! The request handler: what a caller may ask, decided from its certificate and the registry,
+//! never from what the request claims ([`crate::authority`]).
+//!
+//! A caller without a certificate may only join, and only a voter-role member answers it
+//! (rate-limited per source after refusals). A member's request is checked against the
+//! authority rules before anything is done; a Raft RPC must also name the node its certificate
+//! names. Forwarded requests are served by the leader only. A storage-role member reads the
+//! registry without its join tokens.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use quorate_base::Role;
 use tracing::{debug, warn};
 
-use super::route::{Op, reply_of};
-use super::state::Inner;
+use super::route::{Done, Op, reply_of};
+use super::state::{Inner, not_leader};
+use crate::authority::{self, Action, Caller, Forbidden};
 use crate::proto::{ConsensusError, Reply, Rpc};
-use crate::quic::Handler;
-
-use quorate_base::NodeId;
+use crate::quic::{Handler, PeerCert};
 
 impl Handler for Inner {
-    async fn handle(&self, peer: Option<NodeId>, remote: SocketAddr, request: Vec<u8>) -> Vec<u8> {
+    async fn handle(
+        &self,
+        peer: Option<PeerCert>,
+        remote: SocketAddr,
+        request: Vec<u8>,
+    ) -> Vec<u8> {
         let reply = match serde_json::from_slice::<Rpc>(&request) {
             Err(e) => {
                 self.counters
@@ -28,54 +37,124 @@ impl Handler for Inner {
                     reason: format!("malformed request: {e}"),
                 }
             }
-            Ok(rpc) => self.dispatch(peer, remote, rpc).await,
+            Ok(rpc) => match peer {
+                None => self.dispatch_stranger(remote, rpc).await,
+                Some(peer) => self.dispatch(peer, rpc).await,
+            },
         };
         serde_json::to_vec(&reply).unwrap_or_default()
     }
 }
 
+/// The authority rules' view of a request.
+fn action(rpc: &Rpc) -> Action<'_> {
+    match rpc {
+        Rpc::AppendEntries { .. }
+        | Rpc::Vote { .. }
+        | Rpc::InstallSnapshot { .. }
+        | Rpc::Elect
+        | Rpc::Suspects => Action::Raft,
+        Rpc::Write { req } => Action::Write(req),
+        Rpc::Read => Action::Read,
+        Rpc::Admin { op } => Action::Admin(op),
+        Rpc::Join { .. } => Action::ForwardJoin,
+        Rpc::Renew { .. } => Action::Renew,
+    }
+}
+
+/// The refusal of `rpc` in the answer its caller expects.
+fn refusal(rpc: &Rpc, f: Forbidden) -> Reply {
+    let e = ConsensusError::forbidden(f);
+    match rpc {
+        Rpc::Write { .. } => Reply::Written { res: Err(e) },
+        Rpc::Read => Reply::Registry { res: Err(e) },
+        Rpc::Admin { .. } | Rpc::Elect => Reply::Done { res: Err(e) },
+        Rpc::Join { .. } => Reply::Joined { res: Err(e) },
+        Rpc::Renew { .. } => Reply::Renewed { res: Err(e) },
+        Rpc::AppendEntries { .. }
+        | Rpc::Vote { .. }
+        | Rpc::InstallSnapshot { .. }
+        | Rpc::Suspects => Reply::Refused {
+            reason: e.to_string(),
+        },
+    }
+}
+
+fn kind(rpc: &Rpc) -> &'static str {
+    match rpc {
+        Rpc::AppendEntries { .. } => "append_entries",
+        Rpc::Vote { .. } => "vote",
+        Rpc::InstallSnapshot { .. } => "install_snapshot",
+        Rpc::Write { .. } => "write",
+        Rpc::Read => "read",
+        Rpc::Admin { .. } => "admin",
+        Rpc::Elect => "elect",
+        Rpc::Join { .. } => "join",
+        Rpc::Renew { .. } => "renew",
+        Rpc::Suspects => "suspects",
+    }
+}
+
 impl Inner {
-    pub(super) async fn dispatch(
-        &self,
-        peer: Option<NodeId>,
-        remote: SocketAddr,
-        rpc: Rpc,
-    ) -> Reply {
-        let Some(peer) = peer else {
-            return match rpc {
-                Rpc::Join { join } => {
-                    let ip = remote.ip();
-                    if let Some(wait) = self.admission.limit.blocked(ip, Instant::now()) {
-                        self.counters.joins_limited.fetch_add(1, Ordering::Relaxed);
-                        return Reply::Joined {
-                            res: Err(ConsensusError::JoinRefused {
-                                message: format!(
-                                    "too many refused join attempts from {ip}; try again in {} s",
-                                    wait.as_secs().max(1)
-                                ),
-                            }),
-                        };
-                    }
-                    let node = join.node_id;
-                    let op = Op::Join(join);
-                    let done = self.route(op.clone()).await;
-                    if let Err(ConsensusError::JoinRefused { message }) = &done {
-                        self.admission.limit.failed(ip, Instant::now());
-                        warn!(source = %remote, node = node.to_string(), reason = %message, "join refused");
-                    }
-                    reply_of(done, &op)
-                }
-                _ => {
-                    self.counters
-                        .requests_refused
-                        .fetch_add(1, Ordering::Relaxed);
-                    debug!(peer = %remote, "request without a member certificate refused");
-                    Reply::Refused {
-                        reason: "only members of this cluster may make this request".into(),
-                    }
-                }
+    /// A caller without a certificate: a join, answered by voters only.
+    async fn dispatch_stranger(&self, remote: SocketAddr, rpc: Rpc) -> Reply {
+        let Rpc::Join { join } = rpc else {
+            self.counters
+                .requests_refused
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(peer = %remote, "request without a member certificate refused");
+            return Reply::Refused {
+                reason: "only members of this cluster may make this request".into(),
             };
         };
+        if self.role() != Role::Voter {
+            // Not a refusal of the joiner: it asks the next seed.
+            self.counters
+                .requests_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return Reply::Refused {
+                reason: "a storage-plane node does not admit nodes; ask a voter".into(),
+            };
+        }
+        let ip = remote.ip();
+        if let Some(wait) = self.admission.limit.blocked(ip, Instant::now()) {
+            self.counters.joins_limited.fetch_add(1, Ordering::Relaxed);
+            return Reply::Joined {
+                res: Err(ConsensusError::JoinRefused {
+                    message: format!(
+                        "too many refused join attempts from {ip}; try again in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                }),
+            };
+        }
+        let node = join.node_id;
+        let op = Op::Join(join);
+        let done = self.route(op.clone()).await;
+        if let Err(ConsensusError::JoinRefused { message }) = &done {
+            self.admission.limit.failed(ip, Instant::now());
+            warn!(source = %remote, node = %node, reason = %message, "join refused");
+        }
+        reply_of(done, &op)
+    }
+
+    /// A member's request, checked against the authority rules first.
+    pub(super) async fn dispatch(&self, peer: PeerCert, rpc: Rpc) -> Reply {
+        if self.deny.denies(peer.id, &peer.key) {
+            // The handshake refuses a removed identity; this is a connection from before.
+            self.counters
+                .requests_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return Reply::Refused {
+                reason: crate::tls::REMOVED.into(),
+            };
+        }
+        let recorded = self.registry().nodes.get(&peer.id).map(|n| n.role);
+        let caller = Caller::of(peer.id, recorded, peer.role);
+        if let Err(f) = authority::check(caller, action(&rpc)) {
+            self.refused(caller, kind(&rpc), &f);
+            return refusal(&rpc, f);
+        }
         let claimed = match &rpc {
             Rpc::AppendEntries { req } => Some(req.vote.leader_id().voted_for()),
             Rpc::Vote { req } => Some(req.vote.leader_id().voted_for()),
@@ -83,12 +162,12 @@ impl Inner {
             _ => None,
         };
         if let Some(claimed) = claimed
-            && claimed != Some(peer)
+            && claimed != Some(peer.id)
         {
             self.counters
                 .requests_refused
                 .fetch_add(1, Ordering::Relaxed);
-            warn!(peer = peer.to_string(), claimed = ?claimed, "a raft request claims another node than its certificate; refused");
+            warn!(peer = %peer.id, claimed = ?claimed, "a raft request claims another node than its certificate; refused");
             return Reply::Refused {
                 reason: "the request's node is not the certificate's node".into(),
             };
@@ -105,7 +184,7 @@ impl Inner {
             },
             Rpc::Elect => {
                 let m = self.metrics();
-                if m.current_leader != Some(peer) {
+                if m.current_leader != Some(peer.id) {
                     return Reply::Done {
                         res: Err(ConsensusError::membership(
                             "only the current leader may hand leadership over",
@@ -121,13 +200,29 @@ impl Inner {
                     .map_err(|_| ConsensusError::ShuttingDown);
                 Reply::Done { res }
             }
+            Rpc::Suspects => Reply::Suspects {
+                dead: self
+                    .pilot
+                    .failed_since
+                    .lock()
+                    .map(|f| f.keys().copied().collect())
+                    .unwrap_or_default(),
+            },
             // Forwarded requests are served only by the leader: a member that forwarded them
             // routes again when told there is no leader here.
             Rpc::Write { req } => {
                 let op = Op::Write(req);
                 reply_of(self.local_if_leader(&op).await, &op)
             }
-            Rpc::Read => reply_of(self.local_if_leader(&Op::Read).await, &Op::Read),
+            Rpc::Read => {
+                let mut done = self.local_if_leader(&Op::Read).await;
+                if caller.role != Some(Role::Voter)
+                    && let Ok(Done::Registry(r)) = &mut done
+                {
+                    r.tokens.clear();
+                }
+                reply_of(done, &Op::Read)
+            }
             Rpc::Admin { op } => {
                 let op = Op::Admin(op);
                 reply_of(self.local_if_leader(&op).await, &op)
@@ -135,6 +230,13 @@ impl Inner {
             Rpc::Join { join } => {
                 let op = Op::Join(join);
                 reply_of(self.local_if_leader(&op).await, &op)
+            }
+            Rpc::Renew { csr_pem } => {
+                let res = match self.is_leader() {
+                    true => self.renew_for(peer.id, &peer.key, &csr_pem).await,
+                    false => Err(not_leader()),
+                };
+                Reply::Renewed { res }
             }
         }
     }

@@ -8,19 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::{BasicNode, Raft};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::join::Admission;
 use super::membership::autopilot_loop;
 use super::state::{Counters, Inner, Locks, Me, PilotInput};
-use super::upkeep::{keep_record, release_election};
+use super::upkeep::{follow_removals, keep_record, release_election, renew_certificate};
 use super::{Consensus, ConsensusConfig, StartError};
 use crate::files::{CLUSTER_FORMAT, ClusterFile, Files};
 use crate::network::RaftNet;
 use crate::proto::NodeInfo;
 use crate::quic::QuicNet;
 use crate::registry::{Request, Role, Settings};
-use crate::tls::{self, Identity};
+use crate::tls::{self, CertSpec, DenyList, Identity};
 use crate::{LogStore, StateMachineStore, open_db};
 
 impl Consensus {
@@ -62,7 +62,11 @@ impl Consensus {
         }
         let cluster_id = format!("{:016x}", rand::random::<u64>() | 1);
         let (ca_pem, ca_key) = tls::new_ca(&cluster_id)?;
-        let (cert_pem, key_pem) = tls::issue_node_cert(&ca_pem, &ca_key, config.node_id)?;
+        let spec = CertSpec {
+            role: Role::Voter,
+            lifetime: config.cert_lifetime,
+        };
+        let (cert_pem, key_pem) = tls::issue_node_cert(&ca_pem, &ca_key, config.node_id, &spec)?;
         let identity = Identity {
             ca_pem: ca_pem.clone(),
             cert_pem,
@@ -149,17 +153,32 @@ impl Consensus {
         }
         let identity = files.identity()?;
         tls::check_node_cert(&identity.cert_pem, &identity.key_pem, config.node_id)?;
-        let ca_key = files.ca_key()?;
+        let key = tls::own_key_fingerprint(&identity.key_pem)?;
+        // Only voter-role nodes hold the CA key: one that now runs as a storage node drops it.
+        let ca_key = match info.role {
+            Role::Voter => files.ca_key()?,
+            Role::Storage => {
+                if files.delete_ca_key()? {
+                    warn!("this node runs as a storage node now: its CA key was deleted");
+                }
+                None
+            }
+        };
         let raft_config = match &config.raft {
             Some(c) => c.clone(),
             None => crate::raft_config(&cluster.cluster_name)
                 .map_err(|e| StartError::Raft(e.to_string()))?,
         };
         let lease = Duration::from_millis(raft_config.election_timeout_max);
-        let net = QuicNet::bind(config.listen, &identity)?;
         let db = open_db(&files.raft_db()).map_err(|e| StartError::Storage(e.to_string()))?;
         let sm =
             StateMachineStore::open(db.clone()).map_err(|e| StartError::Storage(e.to_string()))?;
+        // Removed identities are refused from the first handshake on.
+        let deny = DenyList::default();
+        if let Ok(d) = sm.data().read() {
+            deny.set(d.registry.removed.clone());
+        }
+        let net = QuicNet::bind(config.listen, &identity, &deny)?;
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -180,13 +199,17 @@ impl Consensus {
                 ca_key,
                 info,
                 advertise: config.advertise,
+                key,
+                cert_lifetime: config.cert_lifetime,
+                dir: config.dir.clone(),
             },
             write_timeout: config.write_timeout,
             lease,
             locks: Locks::default(),
             quorum_ok: Mutex::new(None),
             pilot: PilotInput::default(),
-            admission: Admission::default(),
+            admission: Admission::new(config.admission.clone()),
+            deny,
             counters: Counters::default(),
         });
         let serve = net.serve(inner.clone());
@@ -196,9 +219,11 @@ impl Consensus {
         let pilot = tokio::spawn(autopilot_loop(inner.clone(), config.autopilot_every));
         let gate = tokio::spawn(release_election(inner.clone()));
         let keeper = tokio::spawn(keep_record(inner.clone()));
+        let removals = tokio::spawn(follow_removals(inner.clone()));
+        let renewal = tokio::spawn(renew_certificate(inner.clone()));
         Ok(Consensus {
             inner,
-            tasks: vec![serve, pilot, keeper, gate],
+            tasks: vec![serve, pilot, keeper, gate, removals, renewal],
         })
     }
 }

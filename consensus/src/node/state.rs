@@ -7,16 +7,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::{BasicNode, Raft, RaftMetrics};
+use tracing::warn;
+
+use quorate_base::Role;
 
 use super::join::Admission;
+use crate::authority::{Caller, Forbidden, Rule};
 use crate::files::ClusterFile;
 use crate::proto::{ConsensusError, NodeInfo};
 use crate::quic::QuicNet;
 use crate::registry::Registry;
+use crate::tls::DenyList;
 use crate::{StateMachineStore, TypeConfig};
 
 use quorate_base::NodeId;
@@ -30,7 +35,13 @@ pub(super) struct Counters {
     pub(super) joins_refused: AtomicU64,
     pub(super) joins_limited: AtomicU64,
     pub(super) requests_refused: AtomicU64,
+    /// Refusals by the authority rules, in the order of [`Rule::ALL`].
+    pub(super) refused_by_rule: [AtomicU64; Rule::ALL.len()],
     pub(super) membership_changes: AtomicU64,
+    /// Certificates this node renewed for itself.
+    pub(super) renewals: AtomicU64,
+    /// Failure removals the autopilot held back because no other voter confirmed them.
+    pub(super) removals_unconfirmed: AtomicU64,
 }
 
 /// Who this node is: its cluster, its certificates' CA, what it says about itself.
@@ -41,6 +52,12 @@ pub(super) struct Me {
     pub(super) ca_key: Option<String>,
     pub(super) info: NodeInfo,
     pub(super) advertise: SocketAddr,
+    /// The fingerprint of this node's key: its identity, across certificate renewals.
+    pub(super) key: String,
+    /// How long the certificates this node issues (as leader) are valid.
+    pub(super) cert_lifetime: Duration,
+    /// Its consensus directory (certificates, keys).
+    pub(super) dir: std::path::PathBuf,
 }
 
 /// What serialises the leader's work.
@@ -81,6 +98,9 @@ pub(super) struct Inner {
     pub(super) quorum_ok: Mutex<Option<Instant>>,
     pub(super) pilot: PilotInput,
     pub(super) admission: Admission,
+    /// Identities removed from the cluster, as the registry applied here lists them; the
+    /// handshake refuses them.
+    pub(super) deny: DenyList,
     pub(super) counters: Counters,
 }
 
@@ -121,6 +141,32 @@ impl Inner {
             .read()
             .map(|d| d.registry.clone())
             .unwrap_or_default()
+    }
+
+    /// This node's role: the registry's record, else the one it started with.
+    pub(super) fn role(&self) -> Role {
+        self.sm
+            .data()
+            .read()
+            .ok()
+            .and_then(|d| d.registry.nodes.get(&self.id).map(|n| n.role))
+            .unwrap_or(self.me.info.role)
+    }
+
+    /// This node as the caller of its own requests.
+    pub(super) fn me_as_caller(&self) -> Caller {
+        Caller::of(self.id, Some(self.role()), None)
+    }
+
+    /// Counts and logs a refusal by the authority rules.
+    pub(super) fn refused(&self, caller: Caller, what: &str, f: &Forbidden) {
+        self.counters
+            .requests_refused
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = Rule::ALL.iter().position(|r| *r == f.rule) {
+            self.counters.refused_by_rule[i].fetch_add(1, Ordering::Relaxed);
+        }
+        warn!(caller = %caller.id, role = ?caller.role, request = what, rule = %f.rule, reason = %f.message, "request refused");
     }
 
     pub(super) fn voters_learners(&self) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {

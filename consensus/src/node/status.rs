@@ -130,12 +130,7 @@ impl Inner {
             commit_index: m.last_applied.map(|l| l.index),
             last_log_index: m.last_log_index,
             voter_target: registry.settings.voter_target,
-            open: self
-                .admission
-                .policy
-                .lock()
-                .map(|p| *p == JoinPolicy::Open)
-                .unwrap_or(false),
+            open: self.admission.config().policy == JoinPolicy::Open,
             members,
         }
     }

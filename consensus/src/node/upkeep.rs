@@ -1,16 +1,21 @@
 //! A member's upkeep of itself: its own registry record kept current (after a restart on
-//! another address), its candidacy held back for a moment after a restart, and no more
-//! campaigning once it was removed from the group.
+//! another address), its candidacy held back for a moment after a restart, no more
+//! campaigning once it was removed from the group, its certificate renewed before it runs out
+//! (same key, new certificate, no restart), and the deny list kept in step with the registry
+//! (a removed identity's connections are closed at once).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::route::{Done, Op};
 use super::state::{Inner, now_ms};
+use crate::files::Files;
 use crate::proto::ConsensusError;
 use crate::registry::{NodeRecord, Registry, Request, Role};
+use crate::tls::{self, Identity};
 
 /// How long a restarted node waits for a leader before it may campaign itself.
 pub(super) const HOLD_ELECTION: Duration = Duration::from_secs(1);
@@ -22,6 +27,7 @@ impl Inner {
         let old = registry.nodes.get(&self.id);
         let mut want = self.me.info.record(
             self.id,
+            Some(self.me.key.clone()),
             &self.me.advertise.to_string(),
             old.map_or_else(now_ms, |o| o.joined_ms),
         );
@@ -89,4 +95,100 @@ pub(super) async fn keep_record(inner: Arc<Inner>) {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Keeps the deny list in step with the registry's removed identities, and closes the
+/// connections of each identity newly removed.
+pub(super) async fn follow_removals(inner: Arc<Inner>) {
+    let mut metrics = inner.raft.metrics();
+    let mut last = None;
+    loop {
+        let changed = inner.sm.data().read().ok().and_then(|d| {
+            (last.as_ref() != Some(&d.registry.removed)).then(|| d.registry.removed.clone())
+        });
+        if let Some(removed) = changed {
+            for id in inner.deny.set(removed.clone()) {
+                inner.net.close_peer(id);
+                if id == inner.id {
+                    warn!(
+                        "this node's identity was removed from the cluster; it takes no further part"
+                    );
+                } else {
+                    info!(node = %id, "identity removed: its connections are closed and its certificate refused");
+                }
+            }
+            last = Some(removed);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// When a certificate valid from `not_before` to `not_after` is due for renewal: once two
+/// thirds of its life have passed.
+pub(super) fn renewal_due(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
+    let life = not_after
+        .duration_since(not_before)
+        .unwrap_or(Duration::ZERO);
+    not_before + life * 2 / 3
+}
+
+/// Renews this node's certificate once it is due, through the leader, with the same key;
+/// serves and dials with the new one from then on. Retries with backoff when it fails.
+pub(super) async fn renew_certificate(inner: Arc<Inner>) {
+    loop {
+        let wait = match renew_once(&inner).await {
+            Ok(wait) => wait,
+            Err(e) => {
+                warn!(error = %e, "certificate not renewed yet; retrying");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Renews if due; returns how long to wait before looking again.
+async fn renew_once(inner: &Inner) -> Result<Duration, String> {
+    let files = Files::open(&inner.me.dir).map_err(|e| e.to_string())?;
+    let identity = files.identity().map_err(|e| e.to_string())?;
+    let facts = tls::cert_facts_pem(&identity.cert_pem).map_err(|e| e.to_string())?;
+    let due = renewal_due(facts.not_before, facts.not_after);
+    let now = SystemTime::now();
+    if let Ok(left) = due.duration_since(now) {
+        // Look again at the due time, or every half minute (clocks move, tests shorten lives).
+        return Ok(left.min(Duration::from_secs(30)));
+    }
+    let csr = tls::node_request_with(inner.id, &identity.key_pem).map_err(|e| e.to_string())?;
+    let cert = match inner
+        .route(Op::Renew(csr))
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Done::Renewed(c) => c,
+        _ => return Err("an answer to another request".into()),
+    };
+    let new = tls::cert_facts_pem(&cert).map_err(|e| e.to_string())?;
+    if new.id != inner.id || new.key != facts.key {
+        return Err("the leader signed a certificate for another identity".into());
+    }
+    files.save_cert(&cert).map_err(|e| e.to_string())?;
+    inner
+        .net
+        .set_identity(&Identity {
+            cert_pem: cert,
+            ..identity
+        })
+        .map_err(|e| e.to_string())?;
+    inner.counters.renewals.fetch_add(1, Ordering::Relaxed);
+    let until = humantime_secs(new.not_after);
+    info!(valid_until_unix = until, "certificate renewed");
+    Ok(Duration::from_millis(100))
+}
+
+fn humantime_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -7,7 +7,7 @@
 //! Secrets never enter it: join tokens are kept as the hash of their secret, and the cluster CA
 //! private key is not part of the registry at all (learners replicate the log).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,10 @@ pub struct NodeRecord {
     pub status: NodeStatus,
     /// When it was registered (leader's clock, ms).
     pub joined_ms: u64,
+    /// The fingerprint of the node's key (its identity across certificate renewals); `None`
+    /// in records from before identities were recorded.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// A join token as the registry keeps it: never the secret, only its hash.
@@ -231,6 +235,22 @@ pub enum Refusal {
         /// Asked.
         asked: Role,
     },
+    /// The identity was removed from the cluster.
+    #[error(
+        "node {id} was removed from the cluster with this key; it may join again only with a new identity (a fresh data dir)"
+    )]
+    Removed {
+        /// Node id.
+        id: NodeId,
+    },
+    /// Another key claims a registered node id.
+    #[error(
+        "node {id} is registered with another key; if that node lost its identity, remove it first (quorate remove {id})"
+    )]
+    AnotherKey {
+        /// Node id.
+        id: NodeId,
+    },
 }
 
 /// The outcome of applying a request.
@@ -247,7 +267,15 @@ pub struct Registry {
     pub tokens: BTreeMap<String, TokenRecord>,
     /// Settings.
     pub settings: Settings,
+    /// Identities removed from the cluster: by node id, the fingerprints of their keys (`*`:
+    /// every key, for a node recorded without one). Their certificates are refused by every
+    /// member's handshake, and they may not be recorded again.
+    #[serde(default)]
+    pub removed: BTreeMap<NodeId, BTreeSet<String>>,
 }
+
+/// The key a removal denies when the record names none: every key of the node.
+pub const ANY_KEY: &str = "*";
 
 const NAME_MAX: usize = 63;
 const LABEL_KEY_MAX: usize = 63;
@@ -327,6 +355,18 @@ impl Registry {
                     && node.role == Role::Voter
                 {
                     return Err(invalid("role", "a storage node stays a storage node"));
+                }
+                if let Some(removed) = self.removed.get(&node.id)
+                    && (removed.contains(ANY_KEY)
+                        || node.key.as_ref().is_none_or(|k| removed.contains(k)))
+                {
+                    return Err(Refusal::Removed { id: node.id });
+                }
+                if let Some(old) = self.nodes.get(&node.id)
+                    && let (Some(a), Some(b)) = (&old.key, &node.key)
+                    && a != b
+                {
+                    return Err(Refusal::AnotherKey { id: node.id });
                 }
                 node.labels.iter().try_for_each(|(k, v)| check_label(k, v))
             }
@@ -409,6 +449,9 @@ impl Registry {
                 node.status = NodeStatus::Active;
                 if let Some(old) = self.nodes.get(&node.id) {
                     node.joined_ms = old.joined_ms;
+                    if node.key.is_none() {
+                        node.key = old.key.clone();
+                    }
                 }
                 self.nodes.insert(node.id, node);
             }
@@ -428,7 +471,12 @@ impl Registry {
                 }
             }
             Request::RemoveNode { node } => {
-                self.nodes.remove(node);
+                if let Some(old) = self.nodes.remove(node) {
+                    self.removed
+                        .entry(*node)
+                        .or_default()
+                        .insert(old.key.unwrap_or_else(|| ANY_KEY.to_string()));
+                }
             }
             Request::CreateToken { token } => {
                 let mut t = token.clone();

@@ -13,6 +13,7 @@ fn node(id: u64, role: Role) -> NodeRecord {
         labels: BTreeMap::new(),
         status: NodeStatus::Active,
         joined_ms: 1000,
+        key: Some(format!("key-{id}")),
     }
 }
 
@@ -253,4 +254,47 @@ fn a_re_put_node_keeps_its_join_time_and_becomes_active() {
     .expect("re-put");
     assert_eq!(r.nodes[&NodeId::new(1)].joined_ms, 1000);
     assert_eq!(r.nodes[&NodeId::new(1)].status, NodeStatus::Active);
+}
+
+/// A removed identity goes on the removed list and may not be recorded again; the same node id
+/// with a new key may; a record with another key than the registered one is refused.
+#[test]
+fn removal_denies_the_identity_not_the_number() {
+    let mut r = Registry::default();
+    r.apply(&Request::PutNode {
+        node: node(1, Role::Voter),
+    })
+    .expect("put");
+    let mut impostor = node(1, Role::Voter);
+    impostor.key = Some("another".into());
+    assert_eq!(
+        r.check(&Request::PutNode { node: impostor }),
+        Err(Refusal::AnotherKey { id: NodeId::new(1) })
+    );
+    r.apply(&Request::RemoveNode {
+        node: NodeId::new(1),
+    })
+    .expect("remove");
+    assert!(r.removed[&NodeId::new(1)].contains("key-1"));
+    assert_eq!(
+        r.check(&Request::PutNode {
+            node: node(1, Role::Voter)
+        }),
+        Err(Refusal::Removed { id: NodeId::new(1) })
+    );
+    let mut fresh = node(1, Role::Voter);
+    fresh.key = Some("fresh".into());
+    r.apply(&Request::PutNode { node: fresh })
+        .expect("a new identity");
+    let mut legacy = node(2, Role::Storage);
+    legacy.key = None;
+    r.apply(&Request::PutNode { node: legacy }).expect("put");
+    r.apply(&Request::RemoveNode {
+        node: NodeId::new(2),
+    })
+    .expect("remove");
+    assert!(
+        r.removed[&NodeId::new(2)].contains(ANY_KEY),
+        "no key: every key"
+    );
 }
