@@ -21,7 +21,8 @@
 //! ([`PeerCert`]: node id, role, key), or nobody (a joiner without a certificate yet).
 //!
 //! **Strangers** (callers without a certificate) are held to little: a new address is made to
-//! prove it receives (a QUIC retry) before any handshake work; at most
+//! prove it receives (a QUIC retry) before any handshake work, and a source starting
+//! handshakes faster than a member ever would is refused before them; at most
 //! [`STRANGERS_PER_SOURCE`] connections from one address and [`STRANGERS`] in all; one request
 //! at a time per connection, of at most [`MAX_STRANGER_MESSAGE`] bytes. Members are not held
 //! to these. A member whose identity is removed has its connections closed
@@ -33,7 +34,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::sync::watch;
@@ -109,6 +110,8 @@ pub struct NetMetrics {
     pub strangers_refused: AtomicU64,
     /// New addresses asked to prove they receive (QUIC retry) before a handshake.
     pub retries_sent: AtomicU64,
+    /// Connection attempts refused before the handshake: too many from one source.
+    pub handshakes_limited: AtomicU64,
     /// Requests served.
     pub requests_in: AtomicU64,
     /// Requests that were unreadable (too large, cut off, too slow).
@@ -131,6 +134,7 @@ impl NetMetrics {
             ("quic_handshakes_refused", g(&self.handshakes_refused)),
             ("quic_strangers_refused", g(&self.strangers_refused)),
             ("quic_retries_sent", g(&self.retries_sent)),
+            ("quic_handshakes_limited", g(&self.handshakes_limited)),
             ("quic_requests_in", g(&self.requests_in)),
             ("quic_requests_unreadable", g(&self.requests_unreadable)),
             ("quic_calls_out", g(&self.calls_out)),
@@ -164,6 +168,43 @@ pub trait Handler: Send + Sync + 'static {
         remote: SocketAddr,
         request: Vec<u8>,
     ) -> impl Future<Output = Vec<u8>> + Send;
+}
+
+/// New connections (handshakes) a source may start: [`HandshakeRate::BURST`] at once, then
+/// [`HandshakeRate::PER_SECOND`]; members connect once per peer and again after a restart, so
+/// only a flood meets it. Bounded: at most [`HandshakeRate::SOURCES`] sources are remembered.
+#[derive(Default)]
+struct HandshakeRate {
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+}
+
+impl HandshakeRate {
+    const BURST: f64 = 64.0;
+    const PER_SECOND: f64 = 20.0;
+    const SOURCES: usize = 4096;
+
+    /// Whether `ip` may start a handshake now (and counts it if so).
+    fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.buckets.len() >= Self::SOURCES && !self.buckets.contains_key(&ip) {
+            // Forget the sources whose buckets have refilled: they are as new.
+            self.buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * Self::PER_SECOND < Self::BURST
+            });
+            if self.buckets.len() >= Self::SOURCES {
+                return false;
+            }
+        }
+        let (tokens, at) = self.buckets.entry(ip).or_insert((Self::BURST, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * Self::PER_SECOND).min(Self::BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Connections held open, by what the server knows of their callers.
@@ -336,6 +377,7 @@ impl QuicNet {
         let endpoint = self.endpoint.clone();
         let metrics = self.metrics.clone();
         let open = self.open.clone();
+        let rate = Arc::new(Mutex::new(HandshakeRate::default()));
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 // An address that has not shown it receives is sent a retry first: a forged
@@ -345,6 +387,16 @@ impl QuicNet {
                     if let Err(e) = incoming.retry() {
                         e.into_incoming().ignore();
                     }
+                    continue;
+                }
+                // A source that opens connections faster than any member would is refused
+                // before the handshake's work.
+                let allowed = rate
+                    .lock()
+                    .is_ok_and(|mut r| r.allow(incoming.remote_address().ip(), Instant::now()));
+                if !allowed {
+                    metrics.handshakes_limited.fetch_add(1, Ordering::Relaxed);
+                    incoming.refuse();
                     continue;
                 }
                 let handler = handler.clone();
@@ -771,4 +823,26 @@ async fn serve_stream_limited<H: Handler>(
     let _ = send.write_all(&answer).await;
     // Dropping a finished stream keeps its data in flight until the peer has it.
     let _ = send.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source gets a burst of handshakes, then a steady rate; other sources are apart.
+    #[test]
+    fn handshakes_per_source_are_limited_to_a_burst_then_a_rate() {
+        let mut r = HandshakeRate::default();
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let t0 = Instant::now();
+        let allowed = (0..100).filter(|_| r.allow(a, t0)).count();
+        assert_eq!(allowed, HandshakeRate::BURST as usize);
+        assert!(r.allow(b, t0), "another source is not affected");
+        assert!(!r.allow(a, t0));
+        assert!(
+            r.allow(a, t0 + Duration::from_millis(100)),
+            "refilled at the rate"
+        );
+    }
 }

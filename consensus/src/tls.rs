@@ -92,7 +92,7 @@ pub struct CertSpec {
 pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Certificates are dated a minute back, for clocks that differ a little.
-const CLOCK_SKEW: Duration = Duration::from_secs(60);
+pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
 fn ca_validity(params: &mut CertificateParams) {
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);

@@ -126,12 +126,12 @@ pub(super) async fn follow_removals(inner: Arc<Inner>) {
 }
 
 /// When a certificate valid from `not_before` to `not_after` is due for renewal: once two
-/// thirds of its life have passed.
+/// thirds of its life have passed, counted from its signing ([`tls::CLOCK_SKEW`] after its
+/// `notBefore`).
 pub(super) fn renewal_due(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
-    let life = not_after
-        .duration_since(not_before)
-        .unwrap_or(Duration::ZERO);
-    not_before + life * 2 / 3
+    let issued = not_before + tls::CLOCK_SKEW;
+    let life = not_after.duration_since(issued).unwrap_or(Duration::ZERO);
+    issued + life * 2 / 3
 }
 
 /// Renews this node's certificate once it is due, through the leader, with the same key;
@@ -191,4 +191,16 @@ fn humantime_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_is_renewed_at_two_thirds_of_its_life() {
+        let signed = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let due = renewal_due(signed - tls::CLOCK_SKEW, signed + Duration::from_secs(90));
+        assert_eq!(due, signed + Duration::from_secs(60));
+    }
 }

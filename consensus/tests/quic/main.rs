@@ -22,8 +22,10 @@ use quorate_consensus::{
     Trust, secret_hash,
 };
 
-#[path = "../../tests/support/wait.rs"]
+#[path = "../../../tests/support/wait.rs"]
 mod wait;
+
+mod authority;
 
 /// Logs to the test's output when `RUST_LOG` is set.
 fn logs() {
@@ -153,8 +155,11 @@ impl Cluster {
         let port = free_port();
         let seeds = vec![self.seed()];
         let at = SocketAddr::from((ip, port));
+        let mut cfg =
+            ConsensusConfig::new(id, self.dir.path().join(format!("n{}", id.get())), at, at);
+        cfg.admission.policy = JoinPolicy::Open;
         let (node, _) = Consensus::join(
-            ConsensusConfig::new(id, self.dir.path().join(format!("n{}", id.get())), at, at),
+            cfg,
             info(id, role),
             "test",
             &seeds,
