@@ -354,11 +354,31 @@ impl Inner {
         }
     }
 
-    /// Whether another voter's failure detector also holds `id` dead: gossip is one observer's
-    /// word, and a removal needs more than one. A group of one voter has no other observer;
-    /// its leader's word stands.
+    /// Whether a failure gossip reported is confirmed: the node itself does not answer the
+    /// leader over QUIC (an authenticated answer cannot be forged, whatever gossip says: a
+    /// forger announcing a newer incarnation that leaves and goes silent makes every peer's
+    /// gossip hold the real node dead), and another voter's failure detector also holds it dead
+    /// (a group of one voter has no other observer; its leader's word stands).
     pub(super) async fn failure_confirmed(&self, id: NodeId, voters: &BTreeSet<NodeId>) -> bool {
         let m = self.metrics();
+        if let Some(addr) = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .and_then(|n| n.addr.parse::<SocketAddr>().ok())
+            && let Ok(body) = serde_json::to_vec(&Rpc::Suspects)
+            && let Ok(answer) = self
+                .net
+                .call(id, addr, &body, Duration::from_millis(500))
+                .await
+            && matches!(
+                serde_json::from_slice::<Reply>(&answer),
+                Ok(Reply::Suspects { .. })
+            )
+        {
+            debug!(node = %id, "gossip holds this node dead, but it answers the leader; not removed");
+            return false;
+        }
         let others: Vec<(NodeId, SocketAddr)> = voters
             .iter()
             .filter(|v| **v != self.id && **v != id)

@@ -580,3 +580,39 @@ async fn certificates_are_renewed_and_the_cluster_keeps_working() {
     .await;
     c.shutdown().await;
 }
+
+/// Gossip informs, never decides: a node reported failed long past the grace period (as a
+/// forged gossip incarnation can make every peer report it) is not removed while it answers
+/// the leader over QUIC; once it really stops answering, it is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reported_failure_of_a_live_node_removes_nobody() {
+    let mut c = Cluster::bootstrap(NodeId::new(1)).await;
+    c.join(NodeId::new(2), Role::Storage).await;
+    c.wait_membership(&[NodeId::new(1)], &[NodeId::new(2)])
+        .await;
+    let long_ago = std::time::Instant::now() - Duration::from_secs(60);
+    c.nodes[&NodeId::new(1)].set_failed(
+        BTreeMap::from([(NodeId::new(2), long_ago)]),
+        Some(Duration::from_secs(1)),
+    );
+    wait::never_async("the live node removed", Duration::from_secs(3), || {
+        let r = c.nodes[&NodeId::new(1)].local_registry();
+        (!r.nodes.contains_key(&NodeId::new(2))).then(|| format!("{:?}", r.nodes.keys()))
+    })
+    .await;
+    assert!(
+        c.nodes[&NodeId::new(1)].counters()["removals_unconfirmed"] > 0,
+        "the autopilot wanted to and held back"
+    );
+    c.kill(NodeId::new(2)).await;
+    c.until("the dead node removed", Duration::from_secs(10), |c| {
+        let r = c.nodes[&NodeId::new(1)].local_registry();
+        if r.nodes.contains_key(&NodeId::new(2)) {
+            Err(format!("{:?}", r.nodes.keys()))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    c.shutdown().await;
+}
