@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod authority;
 mod formation;
 mod lifecycle;
 mod tokens;

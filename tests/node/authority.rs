@@ -1,0 +1,233 @@
+//! Authority follows the planes, in the lab: a storage node's operator, with the storage
+//! node's own admin credential, cannot govern the management plane; and nothing a storage node
+//! keeps admits a voter.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::agents::{agent, quic, status, suffrages, wait_group};
+use crate::support::lab::Lab;
+use crate::support::wait;
+
+/// `quorate token create ARGS` on host `i`: the token.
+fn token(lab: &Lab, i: usize, args: &[&str]) -> String {
+    let mut all = vec!["token", "create"];
+    all.extend_from_slice(args);
+    let out = lab.quorate_admin(i, &all);
+    assert!(
+        out.status.success(),
+        "token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn id_of(st: &Value, name: &str) -> String {
+    st["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == name))
+        .and_then(|m| m["id"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// On a cluster of three voters and a storage node, the storage node's own API (its admin
+/// credential) refuses to remove, demote or promote a node, move the leadership, create, list
+/// or revoke tokens: each exits non-zero with 403 and the rule that refuses it, and the group
+/// is unchanged. The storage node can still set its own labels and leave.
+#[test]
+fn a_storage_node_cannot_govern_through_its_own_api() {
+    let mut lab = Lab::new(4);
+    agent(&mut lab, 0, "a0", &["--bootstrap"]);
+    wait_group(&lab, &[0], &[("a0", "voter")], Duration::from_secs(30));
+    let voters = token(&lab, 0, &["--role", "voter", "--uses", "2"]);
+    agent(&mut lab, 1, "a1", &["--join", &voters]);
+    agent(&mut lab, 2, "a2", &["--join", &voters]);
+    let storage = token(&lab, 0, &["--role", "storage"]);
+    agent(
+        &mut lab,
+        3,
+        "a3",
+        &["--role", "storage", "--join", &storage],
+    );
+    let want = [
+        ("a0", "voter"),
+        ("a1", "voter"),
+        ("a2", "voter"),
+        ("a3", "learner"),
+    ];
+    wait_group(&lab, &[0, 3], &want, Duration::from_secs(40));
+    let st = status(&lab, 0).expect("status");
+    let before = suffrages(&st);
+    let a1 = id_of(&st, "a1");
+    let a3 = id_of(&st, "a3");
+    let listed = lab.quorate_admin(0, &["token", "list", "--json"]);
+    let list: Vec<Value> = serde_json::from_slice(&listed.stdout).expect("token list");
+    let some_token = list[0]["id"].as_str().expect("a token").to_string();
+
+    let refused: [(&[&str], &str); 8] = [
+        (&["remove", &a1], "admin-by-voters"),
+        (&["demote", &a1], "admin-by-voters"),
+        (&["promote", &a3], "admin-by-voters"),
+        (&["step-down"], "admin-by-voters"),
+        (&["token", "create", "--role", "voter"], "tokens-by-voters"),
+        (
+            &["token", "create", "--role", "storage"],
+            "tokens-by-voters",
+        ),
+        (&["token", "list"], "tokens-by-voters"),
+        (&["token", "revoke", &some_token], "tokens-by-voters"),
+    ];
+    for (args, rule) in refused {
+        let out = lab.quorate_admin(3, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{args:?} succeeded on the storage node"
+        );
+        assert!(
+            err.contains("403") && err.contains(rule),
+            "{args:?}: expected 403 by {rule}, got: {err}"
+        );
+    }
+    let after = status(&lab, 0).expect("status");
+    assert_eq!(suffrages(&after), before, "the group is unchanged");
+    let listed = lab.quorate_admin(0, &["token", "list", "--json"]);
+    let now: Vec<Value> = serde_json::from_slice(&listed.stdout).expect("token list");
+    assert_eq!(now.len(), list.len(), "no token was created");
+    assert!(
+        now.iter().all(|t| t["revoked"] == false),
+        "no token was revoked: {now:?}"
+    );
+
+    // Its own record: labels, and leaving.
+    let out = lab.quorate_admin(3, &["label", "set", "zone=s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait::until("a3's label on a0", Duration::from_secs(10), || {
+        let st = status(&lab, 0)?;
+        let labels = st["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == "a3"))
+            .map(|m| m["labels"].clone())
+            .unwrap_or_default();
+        if labels["zone"] == "s" {
+            Ok(())
+        } else {
+            Err(labels.to_string())
+        }
+    });
+    let out = lab.quorate_admin(3, &["leave"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_group(
+        &lab,
+        &[0],
+        &[("a0", "voter"), ("a1", "voter"), ("a2", "voter")],
+        Duration::from_secs(30),
+    );
+}
+
+/// In a cluster sealed with a cluster key, a storage node joined with a token keeps no CA key
+/// and only the gossip key derived from the cluster key; that key, given to a new node asking
+/// to join as a voter, admits nothing.
+#[test]
+fn no_key_a_storage_node_holds_admits_a_voter() {
+    let mut lab = Lab::new(3);
+    let key = lab.quorate(0, &["keygen"]);
+    let key = String::from_utf8_lossy(&key.stdout).trim().to_string();
+    agent(&mut lab, 0, "k0", &["--bootstrap", "--cluster-key", &key]);
+    wait_group(&lab, &[0], &[("k0", "voter")], Duration::from_secs(30));
+    let storage = token(&lab, 0, &["--role", "storage"]);
+    agent(
+        &mut lab,
+        1,
+        "k1",
+        &["--role", "storage", "--join", &storage],
+    );
+    wait_group(
+        &lab,
+        &[0],
+        &[("k0", "voter"), ("k1", "learner")],
+        Duration::from_secs(30),
+    );
+    // Its gossip is sealed with the cluster's (derived) key: it sees k0.
+    wait::until("k1's gossip to see k0", Duration::from_secs(15), || {
+        let out = lab.quorate(1, &["members", "--json"]);
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        if rows.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{rows:?}"))
+        }
+    });
+    let data = lab.host_dir(1).join("data");
+    assert!(
+        !data.join("consensus/ca.key").exists(),
+        "a storage node holds the CA key"
+    );
+    let keyring: Value =
+        serde_json::from_slice(&std::fs::read(data.join("gossip-keyring.json")).expect("keyring"))
+            .expect("keyring json");
+    assert_eq!(keyring["kind"], "gossip", "{keyring}");
+    let held = keyring["keys"][0].as_str().expect("a key").to_string();
+    assert_ne!(held, key, "the storage node keeps no cluster key");
+    for f in walk(&data) {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        assert!(
+            !text.contains(&key),
+            "{} holds the cluster key",
+            f.display()
+        );
+    }
+    // What it holds, offered as the cluster key by a would-be voter: refused.
+    let dir = lab.host_dir(2).join("intruder");
+    let dir = dir.to_str().expect("utf-8").to_string();
+    let seed = quic(&lab, 0);
+    let out = lab.quorate(
+        2,
+        &[
+            "agent",
+            "--data-dir",
+            &dir,
+            "--name",
+            "intruder",
+            "--cluster-key",
+            &held,
+            "--peers",
+            &seed,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the intruder was admitted: {err}");
+    assert!(err.contains("not this cluster's"), "{err}");
+    let st = status(&lab, 0).expect("status");
+    assert_eq!(
+        suffrages(&st),
+        vec![
+            ("k0".to_string(), "voter".to_string()),
+            ("k1".to_string(), "learner".to_string())
+        ]
+    );
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
