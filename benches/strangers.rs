@@ -15,8 +15,6 @@ mod support;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -27,51 +25,18 @@ use support::wait;
 
 const CONNECTIONS: usize = 1000;
 
-/// The flood: `CONNECTIONS` connections without a certificate from this host to `target`, each
-/// asking every 100 ms, for `secs` seconds. Prints `flooding` once every one has tried once.
+/// The flood, from this host, for `secs` seconds.
 fn flood(target: SocketAddr, secs: u64) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async move {
-        let tried = Arc::new(AtomicU64::new(0));
-        let all = Arc::new(tokio::sync::Notify::new());
-        let mut tasks = Vec::new();
-        for i in 0..CONNECTIONS {
-            let tried = tried.clone();
-            let all = all.clone();
-            tasks.push(tokio::spawn(async move {
-                let verifier = quorate_consensus::tls::JoinVerifier::new(
-                    quorate_consensus::Trust::FirstUse,
-                );
-                let Ok(net) = quorate_consensus::quic::QuicNet::joiner(
-                    SocketAddr::from(([0, 0, 0, 0], 0)),
-                    &verifier,
-                ) else {
-                    return;
-                };
-                let junk = format!("{{\"join\": {{\"junk\": {i}}}}}");
-                let mut first = true;
-                loop {
-                    let _ = net
-                        .call_addr(target, junk.as_bytes(), Duration::from_secs(2))
-                        .await;
-                    if first && tried.fetch_add(1, Ordering::Relaxed) + 1 == CONNECTIONS as u64 {
-                        all.notify_one();
-                    }
-                    first = false;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }));
-        }
-        all.notified().await;
-        println!("flooding {target} from {CONNECTIONS} connections");
-        tokio::time::sleep(Duration::from_secs(secs)).await;
-        for t in tasks {
-            t.abort();
-        }
-    });
+    runtime.block_on(support::flood::run(
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+        target,
+        CONNECTIONS,
+        secs,
+    ));
 }
 
 fn latency(lab: &Lab, host: usize, n: usize, phase: &str) -> Stats {
@@ -80,8 +45,8 @@ fn latency(lab: &Lab, host: usize, n: usize, phase: &str) -> Stats {
     let samples = lab.in_host(host, move || {
         (0..n)
             .map(|i| {
-                let body = serde_json::json!({ "set": { phase.as_str(): i.to_string() } })
-                    .to_string();
+                let body =
+                    serde_json::json!({ "set": { phase.as_str(): i.to_string() } }).to_string();
                 let t = Instant::now();
                 let r = request("POST", "/v1/labels", &body, Some(&token));
                 assert_eq!(r.map(|(c, _)| c), Some(200), "write {i} ({phase})");

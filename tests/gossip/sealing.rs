@@ -93,8 +93,9 @@ fn key_rotation_never_splits_a_running_cluster() {
         wait_view(&lab, i, &three, Duration::from_secs(15));
     }
 
-    let fp2 = Key::from_base64(&k2).expect("key").fingerprint();
-    let fp1 = Key::from_base64(&k1).expect("key").fingerprint();
+    // Keys are named by the fingerprint of the gossip key derived from each cluster key.
+    let fp2 = quorate::keys::gossip_key(&Key::from_base64(&k2).expect("key")).fingerprint();
+    let fp1 = quorate::keys::gossip_key(&Key::from_base64(&k1).expect("key")).fingerprint();
     for step in [
         vec!["install", k2.as_str()],
         vec!["use", fp2.as_str()],
@@ -151,7 +152,10 @@ fn junk_truncated_and_replayed_datagrams_are_dropped_and_counted() {
     );
 
     let dst: SocketAddr = (lab.host(0).ip, 7946).into();
-    let ring = Keyring::new(vec![Key::from_base64(&key).expect("key")]);
+    // Gossip is sealed with the gossip key derived from the cluster key.
+    let ring = Keyring::new(vec![quorate::keys::gossip_key(
+        &Key::from_base64(&key).expect("key"),
+    )]);
     let sent = lab.in_host(2, move || {
         let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
         let mut short = 0;

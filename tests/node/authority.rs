@@ -9,19 +9,7 @@ use serde_json::Value;
 use crate::support::agents::{agent, quic, status, suffrages, wait_group};
 use crate::support::lab::Lab;
 use crate::support::wait;
-
-/// `quorate token create ARGS` on host `i`: the token.
-fn token(lab: &Lab, i: usize, args: &[&str]) -> String {
-    let mut all = vec!["token", "create"];
-    all.extend_from_slice(args);
-    let out = lab.quorate_admin(i, &all);
-    assert!(
-        out.status.success(),
-        "token create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use crate::tokens::create;
 
 fn id_of(st: &Value, name: &str) -> String {
     st["members"]
@@ -41,10 +29,10 @@ fn a_storage_node_cannot_govern_through_its_own_api() {
     let mut lab = Lab::new(4);
     agent(&mut lab, 0, "a0", &["--bootstrap"]);
     wait_group(&lab, &[0], &[("a0", "voter")], Duration::from_secs(30));
-    let voters = token(&lab, 0, &["--role", "voter", "--uses", "2"]);
+    let voters = create(&lab, 0, &["--role", "voter", "--uses", "2"]);
     agent(&mut lab, 1, "a1", &["--join", &voters]);
     agent(&mut lab, 2, "a2", &["--join", &voters]);
-    let storage = token(&lab, 0, &["--role", "storage"]);
+    let storage = create(&lab, 0, &["--role", "storage"]);
     agent(
         &mut lab,
         3,
@@ -145,7 +133,7 @@ fn no_key_a_storage_node_holds_admits_a_voter() {
     let key = String::from_utf8_lossy(&key.stdout).trim().to_string();
     agent(&mut lab, 0, "k0", &["--bootstrap", "--cluster-key", &key]);
     wait_group(&lab, &[0], &[("k0", "voter")], Duration::from_secs(30));
-    let storage = token(&lab, 0, &["--role", "storage"]);
+    let storage = create(&lab, 0, &["--role", "storage"]);
     agent(
         &mut lab,
         1,

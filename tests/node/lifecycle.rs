@@ -135,7 +135,7 @@ fn failed_nodes_are_removed_after_the_grace_but_not_a_needed_voter() {
 }
 
 /// `quorate leave` on the leader: it hands leadership to another voter, deregisters, and its
-/// agent stops; the others no longer list it.
+/// agent stops; the others no longer list it, and the state it set aside holds no key.
 #[test]
 fn leave_on_the_leader_hands_over_and_deregisters() {
     let names_ = ["l0", "l1", "l2"];
@@ -162,4 +162,26 @@ fn leave_on_the_leader_hands_over_and_deregisters() {
     let want: Vec<(&str, &str)> = rest.iter().map(|i| (names_[*i], "voter")).collect();
     let new_leader = wait_group_led(&lab, &rest, &want, Some(&leader), Duration::from_secs(15));
     assert_ne!(new_leader, leader);
+    // The leaver kept its state aside, without the keys: no CA key, no node key.
+    let data = lab.host_dir(l).join("data");
+    let kept: Vec<_> = std::fs::read_dir(&data)
+        .expect("data dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert!(
+        kept.iter()
+            .any(|p| p.to_string_lossy().contains("consensus.left-")),
+        "the state was set aside: {kept:?}"
+    );
+    for dir in &kept {
+        for key in ["ca.key", "node.key"] {
+            assert!(
+                !dir.join(key).exists(),
+                "{} still holds {key}",
+                dir.display()
+            );
+        }
+    }
 }

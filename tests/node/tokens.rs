@@ -11,7 +11,7 @@ use crate::support::lab::Lab;
 use crate::support::wait;
 
 /// `quorate token create ARGS` on host `i`: the token.
-fn create(lab: &Lab, i: usize, args: &[&str]) -> String {
+pub(crate) fn create(lab: &Lab, i: usize, args: &[&str]) -> String {
     let mut all = vec!["token", "create"];
     all.extend_from_slice(args);
     let out = lab.quorate_admin(i, &all);

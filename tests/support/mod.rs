@@ -6,6 +6,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod agents;
+pub mod flood;
 pub mod http;
 pub mod lab;
 pub mod wait;

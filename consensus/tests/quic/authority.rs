@@ -7,6 +7,9 @@ use super::*;
 
 use quorate_consensus::quic::{Handler, PeerCert};
 
+#[path = "../../../tests/support/flood.rs"]
+mod flood;
+
 /// A node's identity as its consensus directory holds it.
 fn identity_of(c: &Cluster, id: NodeId) -> Identity {
     let dir = c.dir.path().join(format!("n{}", id.get()));
@@ -54,17 +57,6 @@ fn leader_of(c: &Cluster) -> NodeId {
         .borrow()
         .current_leader
         .expect("a leader")
-}
-
-/// Three voters and a storage node, settled.
-async fn three_voters_and_storage() -> Cluster {
-    let mut c = Cluster::bootstrap(NodeId::new(1)).await;
-    c.join(NodeId::new(2), Role::Voter).await;
-    c.join(NodeId::new(3), Role::Voter).await;
-    c.join(NodeId::new(4), Role::Storage).await;
-    c.wait_membership(&[1, 2, 3].map(NodeId::new), &[NodeId::new(4)])
-        .await;
-    c
 }
 
 fn membership(c: &Cluster) -> (BTreeSet<NodeId>, BTreeSet<NodeId>, Vec<NodeId>) {
@@ -450,38 +442,7 @@ async fn stranger_flood() {
     else {
         return;
     };
-    let mut tasks = Vec::new();
-    let tried = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let all_tried = Arc::new(tokio::sync::Notify::new());
-    for i in 0..1000 {
-        let tried = tried.clone();
-        let all_tried = all_tried.clone();
-        tasks.push(tokio::spawn(async move {
-            let verifier = JoinVerifier::new(Trust::FirstUse);
-            let Ok(net) = QuicNet::joiner(SocketAddr::from(([127, 0, 0, 2], 0)), &verifier) else {
-                return;
-            };
-            let junk = format!("{{\"join\": {{\"junk\": {i}}}}}");
-            let mut first = true;
-            loop {
-                // Paced: this machine's two cores are the attacker's and the cluster's alike.
-                let _ = net
-                    .call_addr(target, junk.as_bytes(), Duration::from_secs(2))
-                    .await;
-                if first && tried.fetch_add(1, Ordering::Relaxed) + 1 == 1000 {
-                    all_tried.notify_one();
-                }
-                first = false;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }));
-    }
-    all_tried.notified().await;
-    println!("flooding {target} from 1000 connections");
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    for t in tasks {
-        t.abort();
-    }
+    flood::run(SocketAddr::from(([127, 0, 0, 2], 0)), target, 1000, 60).await;
 }
 
 /// With a short certificate lifetime every member renews its certificate several times with

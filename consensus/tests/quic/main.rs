@@ -235,6 +235,18 @@ impl Cluster {
     }
 }
 
+/// Node 1 bootstraps, 2 and 3 join as voters and 4 as a storage node; the autopilot makes
+/// 1 to 3 the voters.
+async fn three_voters_and_storage() -> Cluster {
+    let mut c = Cluster::bootstrap(NodeId::new(1)).await;
+    c.join(NodeId::new(2), Role::Voter).await;
+    c.join(NodeId::new(3), Role::Voter).await;
+    c.join(NodeId::new(4), Role::Storage).await;
+    c.wait_membership(&[1, 2, 3].map(NodeId::new), &[NodeId::new(4)])
+        .await;
+    c
+}
+
 fn label(node: NodeId, key: &str) -> Request {
     Request::SetLabel {
         node,
@@ -256,12 +268,7 @@ fn labels_of(n: &Consensus, node: NodeId) -> BTreeSet<String> {
 /// holds the CA key; a write sent to the learner is forwarded to the leader and reaches all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joiners_are_promoted_to_the_target_and_learners_forward_writes() {
-    let mut c = Cluster::bootstrap(NodeId::new(1)).await;
-    c.join(NodeId::new(2), Role::Voter).await;
-    c.join(NodeId::new(3), Role::Voter).await;
-    c.join(NodeId::new(4), Role::Storage).await;
-    c.wait_membership(&[1, 2, 3].map(NodeId::new), &[NodeId::new(4)])
-        .await;
+    let c = three_voters_and_storage().await;
     assert!(
         c.nodes[&NodeId::new(2)].holds_ca_key(),
         "a voter holds the CA key"
