@@ -219,3 +219,147 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A forger that takes a live storage node's id (a copy of its `node.json`) gossips as a newer
+/// incarnation of it, is refused by Raft (another key for a registered id), and leaves slowly:
+/// for longer than the grace period every peer's gossip lists the real node `left`. Nothing
+/// is removed (gossip's values are not a failure; only its detector's verdict is, confirmed by
+/// the node's silence to the leader), and the real node is listed alive again afterwards.
+#[test]
+fn a_forged_leaving_does_not_remove_a_live_node() {
+    let mut lab = Lab::new(5);
+    let config = lab.host_dir(0).join("grace.toml");
+    std::fs::write(&config, "[raft]\nfailed_grace = \"2s\"\n").expect("config");
+    let config = config.to_str().expect("utf-8").to_string();
+    let seed = quic(&lab, 0);
+    agent(&mut lab, 0, "f0", &["--bootstrap", "--config", &config]);
+    for (i, name) in [(1, "f1"), (2, "f2")] {
+        agent(&mut lab, i, name, &["--peers", &seed, "--config", &config]);
+    }
+    agent(
+        &mut lab,
+        3,
+        "f3",
+        &["--peers", &seed, "--role", "storage", "--config", &config],
+    );
+    let all = [
+        ("f0", "voter"),
+        ("f1", "voter"),
+        ("f2", "voter"),
+        ("f3", "learner"),
+    ];
+    let leader = wait_group(&lab, &[0, 1, 2, 3], &all, Duration::from_secs(40));
+    let leader_host: usize = leader[1..].parse().expect("f<host>");
+    wait::until("f3 alive by gossip on f0", Duration::from_secs(15), || {
+        let st = status(&lab, 0)?;
+        let l = st["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == "f3"))
+            .map(|m| m["liveness"].clone());
+        if l == Some(Value::from("alive")) {
+            Ok(())
+        } else {
+            Err(format!("{l:?}"))
+        }
+    });
+    // The forger: f3's node id, nothing else of it.
+    let forged = lab.host_dir(4).join("forger");
+    std::fs::create_dir_all(&forged).expect("dir");
+    std::fs::copy(
+        lab.host_dir(3).join("data/node.json"),
+        forged.join("node.json"),
+    )
+    .expect("copy node.json");
+    let f3 = id_of(&status(&lab, 0).expect("status"), "f3");
+    // Gossip keys nodes by id: the newest incarnation of f3's id speaks (under its own name).
+    let generation_of_f3 = |lab: &Lab| -> Option<u64> {
+        let out = lab.quorate(0, &["members", "--json"]);
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
+        rows.iter()
+            .find(|r| r["id"] == f3.as_str())
+            .and_then(|r| r["generation"].as_u64())
+    };
+    let before = generation_of_f3(&lab).expect("f3 in gossip");
+    // Zero-config (it finds the cluster by mDNS), so that a refusal keeps it running; slow
+    // gossip rounds, so that its leaving marker is heard for longer than the grace period
+    // while it still heartbeats (a leave lasts four rounds).
+    let slow = lab.host_dir(4).join("slow.toml");
+    std::fs::write(&slow, "[gossip]\ninterval = \"1s\"\n").expect("config");
+    let slow = slow.to_str().expect("utf-8").to_string();
+    let p = lab.spawn_agent(
+        4,
+        "forger",
+        "forger",
+        &["--role", "storage", "--config", &slow],
+    );
+    wait::until(
+        "the forger refused by Raft",
+        Duration::from_secs(20),
+        || {
+            let log = lab.log(p);
+            if log.contains("registered with another key") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    );
+    wait::until(
+        "the forger's incarnation heard on f0",
+        Duration::from_secs(15),
+        || match generation_of_f3(&lab) {
+            Some(g) if g > before => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // It leaves: its leaving marker for four seconds, then silence.
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &lab.pid(p).to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    wait::until("gossip misled about f3", Duration::from_secs(15), || {
+        let st = status(&lab, 0)?;
+        let l = st["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == "f3"))
+            .map(|m| m["liveness"].clone());
+        if l == Some(Value::from("left")) {
+            Ok(())
+        } else {
+            Err(format!("{l:?}"))
+        }
+    });
+    wait::holds(
+        "f3 staying a member (2 s grace, 8 s watched)",
+        Duration::from_secs(8),
+        || {
+            let st = status(&lab, 0)?;
+            if suffrages(&st) == all.map(|(n, s)| (n.to_string(), s.to_string())) {
+                Ok(())
+            } else {
+                Err(format!("{}", st["members"]))
+            }
+        },
+    );
+    wait::until("the forger to stop", Duration::from_secs(20), || {
+        lab.exited(p).ok_or_else(|| lab.log(p))
+    });
+    // And the real f3 is listed alive again once the forger is silent.
+    wait::until(
+        "f3 alive again on the leader",
+        Duration::from_secs(15),
+        || {
+            let st = status(&lab, leader_host)?;
+            let l = st["members"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["name"] == "f3"))
+                .map(|m| m["liveness"].clone());
+            if l == Some(Value::from("alive")) {
+                Ok(())
+            } else {
+                Err(format!("{l:?}"))
+            }
+        },
+    );
+}
