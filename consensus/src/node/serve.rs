@@ -18,7 +18,7 @@ use quorate_base::NodeId;
 
 impl Handler for Inner {
     async fn handle(&self, peer: Option<NodeId>, remote: SocketAddr, request: Vec<u8>) -> Vec<u8> {
-        let reply = match serde_json::from_slice::<Rpc>(&request) {
+        let reply = match Rpc::decode(&request) {
             Err(e) => {
                 self.counters
                     .requests_refused
