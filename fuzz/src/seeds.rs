@@ -1,6 +1,6 @@
 //! Writes the seed corpora, `fuzz/corpus/<target>/seed-*`, from valid values made by the
 //! crates' own encoders, so that the fuzzer starts from what the wire really carries:
-//! `cargo +nightly run --manifest-path fuzz/Cargo.toml --bin seeds`.
+//! `cargo +nightly fuzz build -O`, then `fuzz/target/x86_64-unknown-linux-gnu/release/seeds`.
 //!
 //! Every seed is checked against its target's property before it is written.
 
