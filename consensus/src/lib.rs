@@ -57,6 +57,14 @@ openraft::declare_raft_types!(
         SnapshotData = std::io::Cursor<Vec<u8>>,
 );
 
+/// Parses a QUIC request frame exactly as the server does (the fuzzing hook; not an API).
+/// Returns the request written back as JSON, or the parser's error.
+#[doc(hidden)]
+pub fn decode_request(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let rpc = proto::Rpc::decode(bytes).map_err(|e| e.to_string())?;
+    serde_json::to_vec(&rpc).map_err(|e| e.to_string())
+}
+
 /// Raft timings for a LAN: heartbeats every 50 ms; a follower campaigns after 300 to 400 ms
 /// without a leader (openraft 0.9 waits out a leader lease of `election_timeout_max`, 200 ms,
 /// before the randomized election timeout of 100 to 200 ms); a snapshot every 1000 entries,

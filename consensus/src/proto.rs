@@ -55,6 +55,13 @@ pub(crate) enum Rpc {
     Suspects,
 }
 
+impl Rpc {
+    /// Reads a request as the server does, before it looks at the caller.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Rpc, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
 /// An answer between nodes.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -358,7 +358,9 @@ pub fn query(
 ///
 /// Responders such as python-zeroconf and Apple's append NSEC records whose next-domain name
 /// is compressed, which the parser refuses; they come last and carry nothing we use, so the
-/// packet is read again without them rather than thrown away.
+/// packet is read again without them rather than thrown away. The count of additionals that
+/// still reads is searched for, not tried one by one: a 1.4 KB packet claiming 65,535 of them
+/// would otherwise cost 65,535 parses (seconds of CPU per datagram, found by fuzzing).
 fn parse_lenient(bytes: &[u8]) -> Result<Vec<ResourceRecord<'static>>, DiscoveryError> {
     let records = |p: Packet<'_>| -> Vec<ResourceRecord<'static>> {
         p.answers
@@ -374,14 +376,34 @@ fn parse_lenient(bytes: &[u8]) -> Result<Vec<ResourceRecord<'static>>, Discovery
     if bytes.len() >= 12 {
         let additional = u16::from_be_bytes([bytes[10], bytes[11]]);
         let mut patched = bytes.to_vec();
-        for keep in (0..additional).rev() {
+        let mut parse = |keep: u16| {
             patched[10..12].copy_from_slice(&keep.to_be_bytes());
-            if let Ok(p) = Packet::parse(&patched) {
-                return Ok(records(p));
+            Packet::parse(&patched).ok().map(records)
+        };
+        // Broken before its additionals: no count of them reads.
+        if additional > 0 && parse(0).is_some() {
+            let keep = longest(additional, |n| parse(n).is_some());
+            if let Some(records) = parse(keep) {
+                return Ok(records);
             }
         }
     }
     Err(DiscoveryError::Packet(first_error.to_string()))
+}
+
+/// The largest count below `below` that `reads`, given that 0 does. Records are read in
+/// order, so every count under one that reads reads too: a binary search, at most 16 tries.
+fn longest(below: u16, mut reads: impl FnMut(u16) -> bool) -> u16 {
+    let (mut lo, mut hi) = (0, below - 1);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if reads(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
 }
 
 /// When the `k`th query goes out, counted from the start.
@@ -548,6 +570,27 @@ mod tests {
         assert_eq!(done[0].fullname, "office-printer._cluster._tcp.local.");
         assert_eq!(done[0].port, 9999);
         assert_eq!(done[0].txt.get("path"), Some(&Some("/ipp".to_string())));
+    }
+
+    /// A packet that claims far more additionals than it holds, the last one unreadable,
+    /// keeps the records it can in a handful of parses: the count is searched for.
+    #[test]
+    fn an_inflated_additional_count_is_searched_not_scanned() {
+        let mut bytes = response("n1._cluster._tcp.local", true);
+        bytes.extend_from_slice(&[0x03, b'b', b'a', b'd', 0xc0]); // a name cut off
+        bytes[10..12].copy_from_slice(&u16::MAX.to_be_bytes());
+        let mut a = Assembler::new(TY);
+        a.add_packet(&bytes).expect("lenient parse");
+        assert_eq!(a.complete().len(), 1, "{a:?}");
+
+        let mut tries = 0;
+        let found = longest(u16::MAX, |n| {
+            tries += 1;
+            n <= 90
+        });
+        assert_eq!((found, tries <= 16), (90, true), "{tries} tries");
+        assert_eq!(longest(1, |_| unreachable!("0 reads, 0 is below 1")), 0);
+        assert_eq!(longest(4, |n| n < 4), 3);
     }
 
     #[test]

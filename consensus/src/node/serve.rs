@@ -27,7 +27,7 @@ impl Handler for Inner {
         remote: SocketAddr,
         request: Vec<u8>,
     ) -> Vec<u8> {
-        let reply = match serde_json::from_slice::<Rpc>(&request) {
+        let reply = match Rpc::decode(&request) {
             Err(e) => {
                 self.counters
                     .requests_refused
