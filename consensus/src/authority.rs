@@ -22,7 +22,7 @@
 
 use quorate_base::{NodeId, Role};
 
-use crate::proto::AdminOp;
+use crate::proto::{AdminOp, ConsensusError};
 use crate::registry::Request;
 
 /// The rule that refused a request: its name is what an operator sees (the API answers 403
@@ -120,6 +120,15 @@ pub struct Forbidden {
     pub rule: Rule,
     /// The operator's explanation.
     pub message: String,
+}
+
+impl From<Forbidden> for ConsensusError {
+    fn from(f: Forbidden) -> ConsensusError {
+        ConsensusError::Forbidden {
+            rule: f.rule.name().to_string(),
+            message: f.message,
+        }
+    }
 }
 
 fn refuse(rule: Rule, message: impl Into<String>) -> Result<(), Forbidden> {

@@ -285,7 +285,7 @@ pub enum ConsensusError {
         /// What failed.
         message: String,
     },
-    /// The caller may not make this request (see [`crate::authority`]).
+    /// The caller may not make this request (the authority rules refused it).
     #[error("forbidden by rule {rule}: {message}")]
     Forbidden {
         /// The rule's name.
@@ -331,13 +331,6 @@ impl ConsensusError {
     pub(crate) fn internal(e: impl std::fmt::Display) -> ConsensusError {
         ConsensusError::Internal {
             message: e.to_string(),
-        }
-    }
-
-    pub(crate) fn forbidden(f: crate::authority::Forbidden) -> ConsensusError {
-        ConsensusError::Forbidden {
-            rule: f.rule.name().to_string(),
-            message: f.message,
         }
     }
 

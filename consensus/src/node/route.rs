@@ -97,7 +97,7 @@ impl Inner {
             let me = self.me_as_caller();
             if let Err(f) = authority::check(me, action) {
                 self.refused(me, "own request", &f);
-                return Err(ConsensusError::forbidden(f));
+                return Err(ConsensusError::from(f));
             }
         }
         let until = Instant::now() + self.write_timeout;

@@ -64,7 +64,7 @@ fn action(rpc: &Rpc) -> Action<'_> {
 
 /// The refusal of `rpc` in the answer its caller expects.
 fn refusal(rpc: &Rpc, f: Forbidden) -> Reply {
-    let e = ConsensusError::forbidden(f);
+    let e = ConsensusError::from(f);
     match rpc {
         Rpc::Write { .. } => Reply::Written { res: Err(e) },
         Rpc::Read => Reply::Registry { res: Err(e) },

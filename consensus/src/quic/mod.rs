@@ -30,191 +30,34 @@
 //! ([`crate::tls::DenyList`]).
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::crypto::rustls::QuicClientConfig;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::tls::{DenyList, Identity, JoinVerifier, TlsError, cert_facts, node_name};
+mod common;
+mod server;
 
-use quorate_base::{NodeId, Role};
+pub use common::{
+    CallError, Handler, MAX_MESSAGE, MAX_STRANGER_MESSAGE, NetMetrics, PeerCert, QuicError,
+    STRANGERS, STRANGERS_PER_SOURCE,
+};
 
-/// The largest request or answer either side reads (snapshots travel in smaller chunks).
-pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
-/// The largest request a caller without a certificate may send (a join request is a few KiB).
-pub const MAX_STRANGER_MESSAGE: usize = 64 * 1024;
-/// Connections without a certificate held open at once, from all sources.
-pub const STRANGERS: usize = 256;
-/// Connections without a certificate held open at once from one address.
-pub const STRANGERS_PER_SOURCE: usize = 8;
+use common::transport;
+use server::Open;
 
-/// How long a server waits for a whole request once its stream opened.
-const READ_REQUEST: Duration = Duration::from_secs(10);
+use crate::tls::{DenyList, Identity, JoinVerifier, node_name};
+
+use quorate_base::NodeId;
+
 /// A connection silent this long while calls time out on it is given up and dialed afresh.
 const STALE: Duration = Duration::from_millis(250);
 /// How long a dial may take before it is given up (and the next call dials again).
 const DIAL: Duration = Duration::from_secs(1);
-
-/// Why the QUIC endpoint could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum QuicError {
-    /// TLS configuration.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// QUIC configuration.
-    #[error("quic: {0}")]
-    Config(String),
-    /// Binding the endpoint.
-    #[error("cannot bind QUIC to {addr}/udp: {source}")]
-    Bind {
-        /// Address.
-        addr: SocketAddr,
-        /// OS error.
-        source: std::io::Error,
-    },
-}
-
-/// Why a call failed.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum CallError {
-    /// No connection could be made (the peer is down, unreachable, or not who it should be).
-    #[error("cannot reach {addr}: {message}")]
-    Unreachable {
-        /// The address dialed.
-        addr: SocketAddr,
-        /// What failed.
-        message: String,
-    },
-    /// The connection was made but the exchange failed or timed out.
-    #[error("no answer from {addr}: {message}")]
-    Network {
-        /// The address called.
-        addr: SocketAddr,
-        /// What failed.
-        message: String,
-    },
-}
-
-/// Counters of the endpoint.
-#[derive(Debug, Default)]
-pub struct NetMetrics {
-    /// Inbound connections refused by the TLS handshake (another CA, bad certificate, a
-    /// removed identity).
-    pub handshakes_refused: AtomicU64,
-    /// Connections without a certificate closed at once: too many from one source, or in all.
-    pub strangers_refused: AtomicU64,
-    /// New addresses asked to prove they receive (QUIC retry) before a handshake.
-    pub retries_sent: AtomicU64,
-    /// Connection attempts refused before the handshake: too many from one source.
-    pub handshakes_limited: AtomicU64,
-    /// Requests served.
-    pub requests_in: AtomicU64,
-    /// Requests that were unreadable (too large, cut off, too slow).
-    pub requests_unreadable: AtomicU64,
-    /// Calls made.
-    pub calls_out: AtomicU64,
-    /// Calls that failed.
-    pub calls_failed: AtomicU64,
-    /// Bytes read: requests served and answers to calls.
-    pub bytes_in: AtomicU64,
-    /// Bytes sent: requests made and answers served.
-    pub bytes_out: AtomicU64,
-}
-
-impl NetMetrics {
-    /// The counters by name.
-    pub fn snapshot(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        [
-            ("quic_handshakes_refused", g(&self.handshakes_refused)),
-            ("quic_strangers_refused", g(&self.strangers_refused)),
-            ("quic_retries_sent", g(&self.retries_sent)),
-            ("quic_handshakes_limited", g(&self.handshakes_limited)),
-            ("quic_requests_in", g(&self.requests_in)),
-            ("quic_requests_unreadable", g(&self.requests_unreadable)),
-            ("quic_calls_out", g(&self.calls_out)),
-            ("quic_calls_failed", g(&self.calls_failed)),
-            ("quic_bytes_in", g(&self.bytes_in)),
-            ("quic_bytes_out", g(&self.bytes_out)),
-        ]
-        .into_iter()
-        .collect()
-    }
-}
-
-/// What a caller's certificate says, once the handshake verified it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerCert {
-    /// The node it names.
-    pub id: NodeId,
-    /// The role it states, if it states one.
-    pub role: Option<Role>,
-    /// The fingerprint of its key.
-    pub key: String,
-}
-
-/// Serves requests: `peer` is what the caller's certificate says, `None` for a caller without
-/// a certificate.
-pub trait Handler: Send + Sync + 'static {
-    /// Answers one request.
-    fn handle(
-        &self,
-        peer: Option<PeerCert>,
-        remote: SocketAddr,
-        request: Vec<u8>,
-    ) -> impl Future<Output = Vec<u8>> + Send;
-}
-
-/// New connections (handshakes) a source may start: [`HandshakeRate::BURST`] at once, then
-/// [`HandshakeRate::PER_SECOND`]; members connect once per peer and again after a restart, so
-/// only a flood meets it. Bounded: at most [`HandshakeRate::SOURCES`] sources are remembered.
-#[derive(Default)]
-struct HandshakeRate {
-    buckets: HashMap<IpAddr, (f64, Instant)>,
-}
-
-impl HandshakeRate {
-    const BURST: f64 = 64.0;
-    const PER_SECOND: f64 = 20.0;
-    const SOURCES: usize = 4096;
-
-    /// Whether `ip` may start a handshake now (and counts it if so).
-    fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
-        if self.buckets.len() >= Self::SOURCES && !self.buckets.contains_key(&ip) {
-            // Forget the sources whose buckets have refilled: they are as new.
-            self.buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * Self::PER_SECOND < Self::BURST
-            });
-            if self.buckets.len() >= Self::SOURCES {
-                return false;
-            }
-        }
-        let (tokens, at) = self.buckets.entry(ip).or_insert((Self::BURST, now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() * Self::PER_SECOND).min(Self::BURST);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// Connections held open, by what the server knows of their callers.
-#[derive(Default)]
-struct Open {
-    /// Members' connections by node id (closed when the identity is removed).
-    members: HashMap<NodeId, Vec<quinn::Connection>>,
-    /// Connections without a certificate, by source address.
-    strangers: HashMap<IpAddr, usize>,
-}
 
 type DialResult = Option<Result<quinn::Connection, String>>;
 
@@ -240,21 +83,6 @@ pub struct QuicNet {
     epoch: std::time::Instant,
 }
 
-/// Timings for a LAN. Keep-alives every 250 ms and a 2 s idle timeout: a connection to a peer
-/// that died is given up within 2 s, so that the next call dials afresh. An initial RTT
-/// estimate of 20 ms instead of QUIC's 333 ms: a handshake packet that found the peer not
-/// listening yet (it is restarting) is sent again after tens of milliseconds, not a second,
-/// so a leader reaches a restarted follower before the follower's election timeout.
-fn transport() -> Arc<quinn::TransportConfig> {
-    let mut t = quinn::TransportConfig::default();
-    t.initial_rtt(Duration::from_millis(20));
-    t.keep_alive_interval(Some(Duration::from_millis(250)));
-    if let Ok(idle) = Duration::from_secs(2).try_into() {
-        t.max_idle_timeout(Some(idle));
-    }
-    Arc::new(t)
-}
-
 fn client_config(config: rustls::ClientConfig) -> Result<quinn::ClientConfig, QuicError> {
     let crypto =
         QuicClientConfig::try_from(config).map_err(|e| QuicError::Config(e.to_string()))?;
@@ -262,7 +90,6 @@ fn client_config(config: rustls::ClientConfig) -> Result<quinn::ClientConfig, Qu
     client.transport_config(transport());
     Ok(client)
 }
-
 impl QuicNet {
     /// Binds a member's endpoint: serves with, and dials as, this node's identity.
     ///
@@ -276,7 +103,7 @@ impl QuicNet {
         identity: &Identity,
         deny: &DenyList,
     ) -> Result<QuicNet, QuicError> {
-        let server = server_config(identity, deny)?;
+        let server = server::server_config(identity, deny)?;
         // Both keys come from the node's private key: stable across restarts, secret.
         let derive = |purpose: &[u8]| {
             use sha2::Digest;
@@ -314,7 +141,7 @@ impl QuicNet {
     pub fn set_identity(&self, identity: &Identity) -> Result<(), QuicError> {
         let client = client_config(identity.client_config()?)?;
         self.endpoint
-            .set_server_config(Some(server_config(identity, &self.deny)?));
+            .set_server_config(Some(server::server_config(identity, &self.deny)?));
         if let Ok(mut c) = self.client.write() {
             *c = client;
         }
@@ -374,53 +201,12 @@ impl QuicNet {
 
     /// Serves requests with `handler` until the endpoint closes.
     pub fn serve<H: Handler>(&self, handler: Arc<H>) -> tokio::task::JoinHandle<()> {
-        let endpoint = self.endpoint.clone();
-        let metrics = self.metrics.clone();
-        let open = self.open.clone();
-        let rate = Arc::new(Mutex::new(HandshakeRate::default()));
-        tokio::spawn(async move {
-            while let Some(incoming) = endpoint.accept().await {
-                // An address that has not shown it receives is sent a retry first: a forged
-                // source costs this node one packet, not a handshake.
-                if !incoming.remote_address_validated() {
-                    metrics.retries_sent.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = incoming.retry() {
-                        e.into_incoming().ignore();
-                    }
-                    continue;
-                }
-                // A source that opens connections faster than any member would is refused
-                // before the handshake's work.
-                let allowed = rate
-                    .lock()
-                    .is_ok_and(|mut r| r.allow(incoming.remote_address().ip(), Instant::now()));
-                if !allowed {
-                    metrics.handshakes_limited.fetch_add(1, Ordering::Relaxed);
-                    incoming.refuse();
-                    continue;
-                }
-                let handler = handler.clone();
-                let metrics = metrics.clone();
-                let open = open.clone();
-                tokio::spawn(async move {
-                    let remote = incoming.remote_address();
-                    let conn = match incoming.await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
-                            debug!(peer = %remote, error = %e, "quic handshake refused");
-                            return;
-                        }
-                    };
-                    match peer_cert(&conn) {
-                        Some(peer) => {
-                            serve_member(handler, metrics, open, conn, peer, remote).await
-                        }
-                        None => serve_stranger(handler, metrics, open, conn, remote).await,
-                    }
-                });
-            }
-        })
+        tokio::spawn(server::accept(
+            self.endpoint.clone(),
+            self.metrics.clone(),
+            self.open.clone(),
+            handler,
+        ))
     }
 
     /// Closes the endpoint: connections end, serving stops.
@@ -671,178 +457,4 @@ fn sha2_prefix(data: &[u8]) -> [u8; 8] {
     let mut out = [0u8; 8];
     out.copy_from_slice(&d[..8]);
     out
-}
-
-fn server_config(identity: &Identity, deny: &DenyList) -> Result<quinn::ServerConfig, QuicError> {
-    let server = QuicServerConfig::try_from(identity.server_config(deny)?)
-        .map_err(|e| QuicError::Config(e.to_string()))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
-    server.transport_config(transport());
-    Ok(server)
-}
-
-fn peer_cert(conn: &quinn::Connection) -> Option<PeerCert> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-        .ok()?;
-    let facts = cert_facts(certs.first()?.as_ref())?;
-    Some(PeerCert {
-        id: facts.id,
-        role: facts.role,
-        key: facts.key,
-    })
-}
-
-/// A member's connection: any number of concurrent requests, each up to [`MAX_MESSAGE`].
-async fn serve_member<H: Handler>(
-    handler: Arc<H>,
-    metrics: Arc<NetMetrics>,
-    open: Arc<Mutex<Open>>,
-    conn: quinn::Connection,
-    peer: PeerCert,
-    remote: SocketAddr,
-) {
-    let id = peer.id;
-    if let Ok(mut o) = open.lock() {
-        let list = o.members.entry(id).or_default();
-        list.retain(|c| c.close_reason().is_none());
-        list.push(conn.clone());
-    }
-    while let Ok((send, recv)) = conn.accept_bi().await {
-        tokio::spawn(serve_stream(
-            handler.clone(),
-            metrics.clone(),
-            Some(peer.clone()),
-            remote,
-            send,
-            recv,
-        ));
-    }
-    if let Ok(mut o) = open.lock()
-        && let Some(list) = o.members.get_mut(&id)
-    {
-        list.retain(|c| c.stable_id() != conn.stable_id());
-        if list.is_empty() {
-            o.members.remove(&id);
-        }
-    }
-}
-
-/// A caller without a certificate: within the per-source and total limits, one request at a
-/// time, each up to [`MAX_STRANGER_MESSAGE`].
-async fn serve_stranger<H: Handler>(
-    handler: Arc<H>,
-    metrics: Arc<NetMetrics>,
-    open: Arc<Mutex<Open>>,
-    conn: quinn::Connection,
-    remote: SocketAddr,
-) {
-    let ip = remote.ip();
-    let admitted = open.lock().is_ok_and(|mut o| {
-        let total: usize = o.strangers.values().sum();
-        let here = o.strangers.entry(ip).or_default();
-        if *here >= STRANGERS_PER_SOURCE || total >= STRANGERS {
-            false
-        } else {
-            *here += 1;
-            true
-        }
-    });
-    if !admitted {
-        metrics.strangers_refused.fetch_add(1, Ordering::Relaxed);
-        debug!(peer = %remote, "too many connections without a certificate; closed");
-        conn.close(3u32.into(), b"too many connections");
-        return;
-    }
-    while let Ok((send, recv)) = conn.accept_bi().await {
-        serve_stream_limited(
-            handler.clone(),
-            metrics.clone(),
-            None,
-            remote,
-            send,
-            recv,
-            MAX_STRANGER_MESSAGE,
-        )
-        .await;
-    }
-    if let Ok(mut o) = open.lock()
-        && let Some(n) = o.strangers.get_mut(&ip)
-    {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            o.strangers.remove(&ip);
-        }
-    }
-}
-
-async fn serve_stream<H: Handler>(
-    handler: Arc<H>,
-    metrics: Arc<NetMetrics>,
-    peer: Option<PeerCert>,
-    remote: SocketAddr,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-) {
-    serve_stream_limited(handler, metrics, peer, remote, send, recv, MAX_MESSAGE).await
-}
-
-async fn serve_stream_limited<H: Handler>(
-    handler: Arc<H>,
-    metrics: Arc<NetMetrics>,
-    peer: Option<PeerCert>,
-    remote: SocketAddr,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    limit: usize,
-) {
-    let request = match tokio::time::timeout(READ_REQUEST, recv.read_to_end(limit)).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => {
-            metrics.requests_unreadable.fetch_add(1, Ordering::Relaxed);
-            debug!(peer = %remote, error = %e, "unreadable request");
-            let _ = send.reset(1u32.into());
-            return;
-        }
-        Err(_) => {
-            metrics.requests_unreadable.fetch_add(1, Ordering::Relaxed);
-            debug!(peer = %remote, "request not received in time");
-            let _ = send.reset(1u32.into());
-            return;
-        }
-    };
-    metrics.requests_in.fetch_add(1, Ordering::Relaxed);
-    metrics
-        .bytes_in
-        .fetch_add(request.len() as u64, Ordering::Relaxed);
-    let answer = handler.handle(peer, remote, request).await;
-    metrics
-        .bytes_out
-        .fetch_add(answer.len() as u64, Ordering::Relaxed);
-    let _ = send.write_all(&answer).await;
-    // Dropping a finished stream keeps its data in flight until the peer has it.
-    let _ = send.finish();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A source gets a burst of handshakes, then a steady rate; other sources are apart.
-    #[test]
-    fn handshakes_per_source_are_limited_to_a_burst_then_a_rate() {
-        let mut r = HandshakeRate::default();
-        let a: IpAddr = [10, 0, 0, 1].into();
-        let b: IpAddr = [10, 0, 0, 2].into();
-        let t0 = Instant::now();
-        let allowed = (0..100).filter(|_| r.allow(a, t0)).count();
-        assert_eq!(allowed, HandshakeRate::BURST as usize);
-        assert!(r.allow(b, t0), "another source is not affected");
-        assert!(!r.allow(a, t0));
-        assert!(
-            r.allow(a, t0 + Duration::from_millis(100)),
-            "refilled at the rate"
-        );
-    }
 }
