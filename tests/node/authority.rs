@@ -206,6 +206,20 @@ fn no_key_a_storage_node_holds_admits_a_voter() {
     );
 }
 
+/// Whether host `host`'s status gives member `name` gossip liveness `want`.
+fn liveness_is(lab: &Lab, host: usize, name: &str, want: &str) -> Result<(), String> {
+    let st = status(lab, host)?;
+    let l = st["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == name))
+        .map(|m| m["liveness"].clone());
+    if l == Some(Value::from(want)) {
+        Ok(())
+    } else {
+        Err(format!("{name}: {l:?}"))
+    }
+}
+
 /// Every file below `dir`.
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -251,16 +265,7 @@ fn a_forged_leaving_does_not_remove_a_live_node() {
     let leader = wait_group(&lab, &[0, 1, 2, 3], &all, Duration::from_secs(40));
     let leader_host: usize = leader[1..].parse().expect("f<host>");
     wait::until("f3 alive by gossip on f0", Duration::from_secs(15), || {
-        let st = status(&lab, 0)?;
-        let l = st["members"]
-            .as_array()
-            .and_then(|m| m.iter().find(|m| m["name"] == "f3"))
-            .map(|m| m["liveness"].clone());
-        if l == Some(Value::from("alive")) {
-            Ok(())
-        } else {
-            Err(format!("{l:?}"))
-        }
+        liveness_is(&lab, 0, "f3", "alive")
     });
     // The forger: f3's node id, nothing else of it.
     let forged = lab.host_dir(4).join("forger");
@@ -319,16 +324,7 @@ fn a_forged_leaving_does_not_remove_a_live_node() {
         .expect("kill");
     assert!(term.success());
     wait::until("gossip misled about f3", Duration::from_secs(15), || {
-        let st = status(&lab, 0)?;
-        let l = st["members"]
-            .as_array()
-            .and_then(|m| m.iter().find(|m| m["name"] == "f3"))
-            .map(|m| m["liveness"].clone());
-        if l == Some(Value::from("left")) {
-            Ok(())
-        } else {
-            Err(format!("{l:?}"))
-        }
+        liveness_is(&lab, 0, "f3", "left")
     });
     wait::holds(
         "f3 staying a member (2 s grace, 8 s watched)",
@@ -349,17 +345,6 @@ fn a_forged_leaving_does_not_remove_a_live_node() {
     wait::until(
         "f3 alive again on the leader",
         Duration::from_secs(15),
-        || {
-            let st = status(&lab, leader_host)?;
-            let l = st["members"]
-                .as_array()
-                .and_then(|m| m.iter().find(|m| m["name"] == "f3"))
-                .map(|m| m["liveness"].clone());
-            if l == Some(Value::from("alive")) {
-                Ok(())
-            } else {
-                Err(format!("{l:?}"))
-            }
-        },
+        || liveness_is(&lab, leader_host, "f3", "alive"),
     );
 }
