@@ -149,7 +149,8 @@ impl Inner {
                 reason: crate::tls::REMOVED.into(),
             };
         }
-        let recorded = self.registry().nodes.get(&peer.id).map(|n| n.role);
+        // On every request (heartbeats included): a read of one record, not a registry copy.
+        let recorded = self.recorded_role(peer.id);
         let caller = Caller::of(peer.id, recorded, peer.role);
         if let Err(f) = authority::check(caller, action(&rpc)) {
             self.refused(caller, kind(&rpc), &f);

@@ -143,14 +143,18 @@ impl Inner {
             .unwrap_or_default()
     }
 
-    /// This node's role: the registry's record, else the one it started with.
-    pub(super) fn role(&self) -> Role {
+    /// The role the registry records for node `id`, if it records it.
+    pub(super) fn recorded_role(&self, id: NodeId) -> Option<Role> {
         self.sm
             .data()
             .read()
             .ok()
-            .and_then(|d| d.registry.nodes.get(&self.id).map(|n| n.role))
-            .unwrap_or(self.me.info.role)
+            .and_then(|d| d.registry.nodes.get(&id).map(|n| n.role))
+    }
+
+    /// This node's role: the registry's record, else the one it started with.
+    pub(super) fn role(&self) -> Role {
+        self.recorded_role(self.id).unwrap_or(self.me.info.role)
     }
 
     /// This node as the caller of its own requests.
