@@ -247,9 +247,16 @@ impl Consensus {
 
     /// A membership change, through the leader.
     pub async fn admin(&self, op: AdminOp) -> Result<String, ConsensusError> {
-        match self.inner.route(Op::Admin(op)).await? {
-            Done::Message(m) => Ok(m),
-            _ => Err(ConsensusError::internal("an answer to another request")),
+        let leaving = matches!(op, AdminOp::Leave { node } if node == self.inner.id);
+        match self.inner.route(Op::Admin(op)).await {
+            Ok(Done::Message(m)) => Ok(m),
+            Ok(_) => Err(ConsensusError::internal("an answer to another request")),
+            // This node asked to leave and the answer was lost to its own removal (its
+            // connections close and its certificate is refused from then on): it has left.
+            Err(e) if leaving && e.to_string().contains(crate::tls::REMOVED) => {
+                Ok(format!("{} is no longer a member", self.inner.id))
+            }
+            Err(e) => Err(e),
         }
     }
 

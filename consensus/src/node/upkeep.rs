@@ -17,6 +17,9 @@ use crate::proto::ConsensusError;
 use crate::registry::{NodeRecord, Registry, Request, Role};
 use crate::tls::{self, Identity};
 
+/// How long a removed identity's open connections stay open for answers already on their way.
+const CLOSE_REMOVED_AFTER: Duration = Duration::from_secs(2);
+
 /// How long a restarted node waits for a leader before it may campaign itself.
 pub(super) const HOLD_ELECTION: Duration = Duration::from_secs(1);
 
@@ -108,7 +111,13 @@ pub(super) async fn follow_removals(inner: Arc<Inner>) {
         });
         if let Some(removed) = changed {
             for id in inner.deny.set(removed.clone()) {
-                inner.net.close_peer(id);
+                // New handshakes are refused at once; open connections close a moment later,
+                // so that answers already on their way (to a node that asked to leave) arrive.
+                let net = inner.net.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(CLOSE_REMOVED_AFTER).await;
+                    net.close_peer(id);
+                });
                 if id == inner.id {
                     warn!(
                         "this node's identity was removed from the cluster; it takes no further part"
