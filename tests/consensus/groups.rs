@@ -128,10 +128,9 @@ fn a_killed_leader_is_replaced_and_rejoins_as_a_follower() {
 
 /// Cut the leader's cable: it refuses writes with a clear error (it cannot reach a majority),
 /// the two others elect a leader and keep committing; after the cable is back everyone holds
-/// the same registry and follows the same leader. Then a follower is cut away: it refuses
-/// writes too, the others commit, and it catches up after the heal.
+/// the same registry and follows the same leader.
 #[test]
-fn the_minority_refuses_writes_and_everyone_converges_after_heal() {
+fn a_cut_off_leader_refuses_writes_and_everyone_converges_after_heal() {
     let names = ["v0", "v1", "v2"];
     let mut lab = Lab::new(3);
     form(&mut lab, &names, 3);
@@ -183,14 +182,17 @@ fn the_minority_refuses_writes_and_everyone_converges_after_heal() {
             Err(views)
         }
     });
+}
 
-    // Now cut a follower away: it refuses writes too (it cannot reach the leader), while the
-    // leader and the other follower keep committing.
-    let f = majority
-        .iter()
-        .copied()
-        .find(|i| names[*i] != new_leader)
-        .expect("a follower");
+/// Cut a follower away: it refuses writes too (it cannot reach the leader), while the leader
+/// and the other follower keep committing; after the heal it catches up.
+#[test]
+fn a_cut_off_follower_refuses_writes_and_catches_up_after_heal() {
+    let names = ["v0", "v1", "v2"];
+    let mut lab = Lab::new(3);
+    form(&mut lab, &names, 3);
+    let leader = wait_group(&lab, &[0, 1, 2], &VOTERS, Duration::from_secs(30));
+    let f = (0..3).find(|i| names[*i] != leader).expect("a follower");
     let others: Vec<usize> = (0..3).filter(|i| *i != f).collect();
     lab.cut(f);
     let (ok, said) = set_label(&lab, f, "cut-follower=yes");
@@ -215,10 +217,9 @@ fn the_minority_refuses_writes_and_everyone_converges_after_heal() {
 }
 
 /// Stop every node and start them again from their data dirs: same cluster id, every label
-/// kept. Then a storage node's data dir is wiped: it joins again as a new node and the leader
-/// carries on.
+/// kept.
 #[test]
-fn a_full_restart_keeps_the_registry_and_a_wiped_node_rejoins() {
+fn a_full_restart_keeps_the_cluster_id_and_every_label() {
     let names = ["v0", "v1", "v2", "s3"];
     let mut lab = Lab::new(4);
     let procs = form(&mut lab, &names, 3);
@@ -252,8 +253,17 @@ fn a_full_restart_keeps_the_registry_and_a_wiped_node_rejoins() {
         }
         assert!(st["commit_index"].as_u64() >= before["commit_index"].as_u64());
     }
+}
 
-    // Wipe s3's data dir: it comes back as a new node (a new id) and joins again.
+/// A storage node's data dir is wiped: it comes back as a new node (a new id) and joins again
+/// as a learner, and the leader carries on.
+#[test]
+fn a_wiped_storage_node_joins_again_as_a_new_node() {
+    let names = ["v0", "v1", "v2", "s3"];
+    let mut lab = Lab::new(4);
+    let procs = form(&mut lab, &names, 3);
+    let want = [VOTERS[0], VOTERS[1], VOTERS[2], ("s3", "learner")];
+    wait_group(&lab, &[0, 1, 2, 3], &want, Duration::from_secs(30));
     let st = lab.stop(procs[3], Duration::from_secs(15));
     assert!(st.success());
     std::fs::remove_dir_all(lab.host_dir(3).join("data")).expect("wipe");
