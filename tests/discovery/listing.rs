@@ -5,23 +5,22 @@ use std::time::Duration;
 use crate::support::lab::Lab;
 use crate::util::{agent, discover, ids, json, sorted};
 
-/// With nobody out there `--json` prints `[]` and exits 1. With three agents (two clusters,
-/// both roles), `--expect 3 --json` from a fourth host lists exactly those three with the
-/// right fields; `--quiet` and `--format lines` give the same addresses; each filter selects
-/// exactly its peers; `--expect 5 --timeout 1s` exits 1 after about a second and still prints
-/// the three it found.
+/// With nobody out there `--json` prints `[]` and exits 1.
 #[test]
-fn three_agents_are_listed_with_their_fields_formats_agree_and_filters_select() {
-    let mut lab = Lab::new(4);
-    let (out, _) = discover(&lab, 3, &["--json", "--timeout", "500ms"]);
+fn nothing_found_prints_an_empty_list_and_exits_1() {
+    let lab = Lab::new(1);
+    let (out, _) = discover(&lab, 0, &["--json", "--timeout", "500ms"]);
     assert_eq!(out.status.code(), Some(1), "nothing found is exit 1");
     assert_eq!(json(&out).len(), 0);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}
 
-    let (_, a0) = agent(&mut lab, 0, "alpha-0", &[]);
-    let (_, a1) = agent(&mut lab, 1, "alpha-1", &["--role", "storage"]);
+/// Three agents in hosts 0 to 2 (two clusters, both roles); returns their ids.
+fn three_agents(lab: &mut Lab) -> (String, String, String) {
+    let (_, a0) = agent(lab, 0, "alpha-0", &[]);
+    let (_, a1) = agent(lab, 1, "alpha-1", &["--role", "storage"]);
     let (_, a2) = agent(
-        &mut lab,
+        lab,
         2,
         "beta-2",
         &[
@@ -33,7 +32,15 @@ fn three_agents_are_listed_with_their_fields_formats_agree_and_filters_select() 
             "8947",
         ],
     );
+    (a0, a1, a2)
+}
 
+/// With three agents (two clusters, both roles), `--expect 3 --json` from a fourth host lists
+/// exactly those three with the right fields.
+#[test]
+fn three_agents_are_listed_with_their_fields() {
+    let mut lab = Lab::new(4);
+    let (a0, a1, a2) = three_agents(&mut lab);
     let (out, took) = discover(&lab, 3, &["--expect", "3", "--json", "--timeout", "10s"]);
     assert_eq!(
         out.status.code(),
@@ -69,13 +76,22 @@ fn three_agents_are_listed_with_their_fields_formats_agree_and_filters_select() 
         );
     }
     println!("discover --expect 3 took {took:?}");
+}
 
+/// `--quiet` and `--format lines` give the same addresses as `--json`.
+#[test]
+fn quiet_and_lines_give_the_addresses_json_gives() {
+    let mut lab = Lab::new(4);
+    three_agents(&mut lab);
+    let (out, _) = discover(&lab, 3, &["--expect", "3", "--json", "--timeout", "10s"]);
+    let peers = json(&out);
     let expected_addrs = sorted(
         peers
             .iter()
             .map(|p| format!("{}:{}", p["addrs"][0].as_str().expect("addr"), p["port"]))
             .collect(),
     );
+    assert_eq!(expected_addrs.len(), 3, "{peers:?}");
     let (out, _) = discover(&lab, 3, &["--expect", "3", "--quiet", "--timeout", "10s"]);
     assert_eq!(out.status.code(), Some(0));
     let quiet = String::from_utf8_lossy(&out.stdout);
@@ -94,7 +110,14 @@ fn three_agents_are_listed_with_their_fields_formats_agree_and_filters_select() 
         sorted(lines.lines().map(str::to_string).collect()),
         expected_addrs
     );
+}
 
+/// Each filter selects exactly its peers; a filter that matches nobody waits out the timeout
+/// and exits 1 with `[]`.
+#[test]
+fn each_filter_selects_exactly_its_peers() {
+    let mut lab = Lab::new(4);
+    let (a0, a1, a2) = three_agents(&mut lab);
     for (filter, want) in [
         (
             vec!["--cluster", "default", "--expect", "2"],
@@ -117,14 +140,23 @@ fn three_agents_are_listed_with_their_fields_formats_agree_and_filters_select() 
             "filter {filter:?}"
         );
     }
-    // A filter that matches nobody waits out the timeout and exits 1 with [].
     let (out, _) = discover(
         &lab,
         3,
         &["--json", "--timeout", "300ms", "--cluster", "nobody"],
     );
     assert_eq!((out.status.code(), json(&out).len()), (Some(1), 0));
+}
 
+/// `--expect 5 --timeout 1s` with three agents out there exits 1 after about a second and still
+/// prints the three it found.
+#[test]
+fn too_few_peers_exit_1_after_the_timeout_with_what_was_found() {
+    let mut lab = Lab::new(4);
+    three_agents(&mut lab);
+    // All three are heard first, so that the wait below is the timeout's alone.
+    let (out, _) = discover(&lab, 3, &["--expect", "3", "--json", "--timeout", "10s"]);
+    assert_eq!(json(&out).len(), 3);
     let (out, took) = discover(&lab, 3, &["--expect", "5", "--timeout", "1s", "--json"]);
     assert_eq!(out.status.code(), Some(1), "fewer than --expect is exit 1");
     assert_eq!(json(&out).len(), 3, "still prints what it found");
