@@ -285,6 +285,10 @@ pub enum ConsensusError {
         /// What failed.
         message: String,
     },
+    /// The caller's identity was removed from the cluster (a request over a connection from
+    /// before the removal; the handshake refuses the identity from then on).
+    #[error("this node's identity was removed from the cluster")]
+    Removed,
     /// The caller may not make this request (the authority rules refused it).
     #[error("forbidden by rule {rule}: {message}")]
     Forbidden {

@@ -58,7 +58,7 @@ pub(super) fn consensus_error(e: ConsensusError) -> Response {
             StatusCode::CONFLICT
         }
         ConsensusError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        ConsensusError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        ConsensusError::Forbidden { .. } | ConsensusError::Removed => StatusCode::FORBIDDEN,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e.to_string())

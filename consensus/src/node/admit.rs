@@ -164,7 +164,7 @@ impl Inner {
             ConsensusError::membership(format!("node {id} is not recorded in the registry"))
         })?;
         if self.deny.denies(id, key) {
-            return Err(ConsensusError::membership(crate::tls::REMOVED));
+            return Err(ConsensusError::Removed);
         }
         let ca_key = self.me.ca_key.as_ref().ok_or_else(|| {
             ConsensusError::internal("the leader holds no CA key and cannot sign certificates")

@@ -399,34 +399,23 @@ impl Inner {
         let Ok(body) = serde_json::to_vec(&Rpc::Suspects) else {
             return false;
         };
-        let asks = others.iter().map(|(v, addr)| {
-            let body = body.clone();
-            async move {
-                let answer = self
-                    .net
-                    .call(*v, *addr, &body, Duration::from_millis(500))
-                    .await
-                    .ok()?;
-                match serde_json::from_slice::<Reply>(&answer).ok()? {
-                    Reply::Suspects { dead } => Some(dead.contains(&id)),
-                    _ => None,
-                }
+        // Asked in turn; the first that agrees is enough.
+        for (v, addr) in others {
+            let Ok(answer) = self
+                .net
+                .call(v, addr, &body, Duration::from_millis(500))
+                .await
+            else {
+                continue;
+            };
+            if let Ok(Reply::Suspects { dead }) = serde_json::from_slice::<Reply>(&answer)
+                && dead.contains(&id)
+            {
+                return true;
             }
-        });
-        futures_any(asks).await
-    }
-}
-
-/// Whether any of `asks` answers yes: asked in turn, the first yes ends it.
-async fn futures_any<F: std::future::Future<Output = Option<bool>>>(
-    asks: impl Iterator<Item = F>,
-) -> bool {
-    for a in asks {
-        if a.await == Some(true) {
-            return true;
         }
+        false
     }
-    false
 }
 
 /// Runs an autopilot round every `every` (rounds do nothing on followers).

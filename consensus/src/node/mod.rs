@@ -253,7 +253,7 @@ impl Consensus {
             Ok(_) => Err(ConsensusError::internal("an answer to another request")),
             // This node asked to leave and the answer was lost to its own removal (its
             // connections close and its certificate is refused from then on): it has left.
-            Err(e) if leaving && e.to_string().contains(crate::tls::REMOVED) => {
+            Err(ConsensusError::Removed) if leaving => {
                 Ok(format!("{} is no longer a member", self.inner.id))
             }
             Err(e) => Err(e),

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::route::{Done, Op, reply_of};
 use super::state::{Inner, not_leader};
-use crate::authority::{self, Action, Caller, Forbidden};
+use crate::authority::{self, Action, Caller};
 use crate::proto::{ConsensusError, Reply, Rpc};
 use crate::quic::{Handler, PeerCert};
 
@@ -63,8 +63,7 @@ fn action(rpc: &Rpc) -> Action<'_> {
 }
 
 /// The refusal of `rpc` in the answer its caller expects.
-fn refusal(rpc: &Rpc, f: Forbidden) -> Reply {
-    let e = ConsensusError::from(f);
+fn refusal(rpc: &Rpc, e: ConsensusError) -> Reply {
     match rpc {
         Rpc::Write { .. } => Reply::Written { res: Err(e) },
         Rpc::Read => Reply::Registry { res: Err(e) },
@@ -145,16 +144,14 @@ impl Inner {
             self.counters
                 .requests_refused
                 .fetch_add(1, Ordering::Relaxed);
-            return Reply::Refused {
-                reason: crate::tls::REMOVED.into(),
-            };
+            return refusal(&rpc, ConsensusError::Removed);
         }
         // On every request (heartbeats included): a read of one record, not a registry copy.
         let recorded = self.recorded_role(peer.id);
         let caller = Caller::of(peer.id, recorded, peer.role);
         if let Err(f) = authority::check(caller, action(&rpc)) {
             self.refused(caller, kind(&rpc), &f);
-            return refusal(&rpc, f);
+            return refusal(&rpc, ConsensusError::from(f));
         }
         let claimed = match &rpc {
             Rpc::AppendEntries { req } => Some(req.vote.leader_id().voted_for()),

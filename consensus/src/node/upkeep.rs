@@ -191,12 +191,12 @@ async fn renew_once(inner: &Inner) -> Result<Duration, String> {
         })
         .map_err(|e| e.to_string())?;
     inner.counters.renewals.fetch_add(1, Ordering::Relaxed);
-    let until = humantime_secs(new.not_after);
+    let until = unix_secs(new.not_after);
     info!(valid_until_unix = until, "certificate renewed");
     Ok(Duration::from_millis(100))
 }
 
-fn humantime_secs(t: SystemTime) -> u64 {
+fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)

@@ -166,6 +166,7 @@ async fn serve_member<H: Handler>(
             remote,
             send,
             recv,
+            MAX_MESSAGE,
         ));
     }
     if let Ok(mut o) = open.lock()
@@ -205,7 +206,7 @@ async fn serve_stranger<H: Handler>(
         return;
     }
     while let Ok((send, recv)) = conn.accept_bi().await {
-        serve_stream_limited(
+        serve_stream(
             handler.clone(),
             metrics.clone(),
             None,
@@ -226,18 +227,8 @@ async fn serve_stranger<H: Handler>(
     }
 }
 
+/// Reads one request of at most `limit` bytes, answers it, and finishes the stream.
 async fn serve_stream<H: Handler>(
-    handler: Arc<H>,
-    metrics: Arc<NetMetrics>,
-    peer: Option<PeerCert>,
-    remote: SocketAddr,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-) {
-    serve_stream_limited(handler, metrics, peer, remote, send, recv, MAX_MESSAGE).await
-}
-
-async fn serve_stream_limited<H: Handler>(
     handler: Arc<H>,
     metrics: Arc<NetMetrics>,
     peer: Option<PeerCert>,
