@@ -1,6 +1,6 @@
 //! The command line of the `quorate` binary: the clap definition ([`Cli`], [`Command`]) and
 //! one module per command with its flags and its body (`agent`, `discover`, `members`,
-//! `status`, `keyring`, `label`, `token`, `admin`), what they share (`args`), and the column
+//! `status`, `keyring`, `label`, `token`, `admin`, `docs` for completions and manual pages), what they share (`args`), and the column
 //! renderer (`table`).
 //!
 //! Commands talk to the library only through `quorate::api::wire`, `quorate::client`,
@@ -32,6 +32,7 @@ pub(crate) mod admin;
 pub(crate) mod agent;
 pub(crate) mod args;
 pub(crate) mod discover;
+pub(crate) mod docs;
 pub(crate) mod keyring;
 pub(crate) mod label;
 pub(crate) mod members;
@@ -95,6 +96,12 @@ pub(crate) enum Command {
     /// Leave the cluster: deregister this node (a leader hands over first), then stop the agent.
     #[command(long_about = admin::LEAVE_ABOUT)]
     Leave(args::AdminArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    #[command(long_about = docs::COMPLETIONS_ABOUT)]
+    Completions(docs::CompletionsArgs),
+    /// Print the manual page, or write one per command into a directory.
+    #[command(long_about = docs::MAN_ABOUT)]
+    Man(docs::ManArgs),
 }
 
 #[cfg(test)]

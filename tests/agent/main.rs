@@ -318,3 +318,109 @@ fn a_data_dir_in_use_is_refused_and_sigint_stops_cleanly() {
     );
     assert!(read_log().contains("\"agent stopped\""), "{}", read_log());
 }
+
+/// Runs `shell` with `args`, the script on stdin or as a file; returns (ok, output).
+fn shell(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {program} (CI installs it): {e}"))
+}
+
+#[test]
+fn bash_completion_completes_commands_flags_and_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("quorate.bash");
+    let out = quorate(&["completions", "bash"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(&script, &out.stdout).expect("write script");
+    // Ask bash's completion function what it offers, as bash would on <Tab>.
+    let probe = format!(
+        r#"source {s}
+complete -p quorate || exit 9
+ask() {{ COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); COMPREPLY=(); _quorate quorate "${{@: -1}}" "${{@: -2:1}}"; echo "${{COMPREPLY[*]}}"; }}
+ask quorate sta
+ask quorate agent --ro
+ask quorate agent --role ''
+ask quorate completions ''"#,
+        s = script.display()
+    );
+    let out = shell("bash", &["-c", &probe]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "bash: {}{text}", stderr(&out));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.get(1..4),
+        Some(&["status", "--role", "voter storage"][..]),
+        "completions offered: {text}"
+    );
+    let shells: Vec<&str> = lines.get(4).map_or(Vec::new(), |l| {
+        l.split(' ').filter(|w| !w.starts_with('-')).collect()
+    });
+    assert_eq!(
+        shells,
+        ["bash", "zsh", "fish"],
+        "completions offered: {text}"
+    );
+}
+
+#[test]
+fn zsh_and_fish_accept_their_completion_scripts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (sh, check) in [("zsh", ["-n"]), ("fish", ["--no-execute"])] {
+        let out = quorate(&["completions", sh], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let file = dir.path().join(format!("quorate.{sh}"));
+        std::fs::write(&file, &out.stdout).expect("write script");
+        let parsed = shell(sh, &[check[0], file.to_str().expect("utf-8 path")]);
+        assert!(
+            parsed.status.success(),
+            "{sh} refuses its script: {}",
+            stderr(&parsed)
+        );
+    }
+}
+
+#[test]
+fn man_pages_render_without_warnings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("man1");
+    let out = quorate(&["man", "--out", out_dir.to_str().expect("utf-8")], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    for page in [
+        "quorate.1",
+        "quorate-agent.1",
+        "quorate-discover.1",
+        "quorate-man.1",
+    ] {
+        assert!(listed.contains(page), "{page} not written: {listed}");
+    }
+    for page in listed.lines() {
+        // -ww: every warning; -z: no output. groff prints nothing for a clean page.
+        let out = shell("groff", &["-man", "-Tutf8", "-ww", "-z", page]);
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "groff on {page}: {}",
+            stderr(&out)
+        );
+    }
+    let page = quorate(&["man"], &[]);
+    let rendered = Command::new("groff")
+        .args(["-man", "-Tutf8"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().expect("stdin").write_all(&page.stdout)?;
+            child.wait_with_output()
+        })
+        .expect("groff");
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(
+        text.contains("cluster membership") && text.contains("discover"),
+        "{text}"
+    );
+}
