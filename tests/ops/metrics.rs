@@ -175,7 +175,10 @@ fn every_node_serves_metrics_that_promtool_passes_and_that_tell_the_cluster() {
     // Alone, m0 waits for two more voters: it is forming, not a member.
     let forming = scrape(&lab, 0, LOCAL_API, &[]).expect("a forming node serves /metrics");
     promtool(&forming.body).unwrap_or_else(|e| {
-        panic!("promtool on a forming node's metrics: {e}\n{}", forming.body)
+        panic!(
+            "promtool on a forming node's metrics: {e}\n{}",
+            forming.body
+        )
     });
     let e = Exposition::parse(&forming.body);
     assert_families(&e, NODE_FAMILIES, 0);
@@ -347,9 +350,7 @@ fn single_value(v: &Value) -> Option<&str> {
 #[test]
 fn a_prometheus_server_scrapes_three_agents_and_counts_one_leader() {
     let mut lab = Lab::new(4);
-    let targets: Vec<String> = (0..3)
-        .map(|i| format!("{}:7948", lab.host(i).ip))
-        .collect();
+    let targets: Vec<String> = (0..3).map(|i| format!("{}:7948", lab.host(i).ip)).collect();
     for (i, target) in targets.iter().enumerate() {
         agent(&mut lab, i, &format!("p{i}"), &["--http-addr", target]);
     }
