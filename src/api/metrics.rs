@@ -21,6 +21,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -29,13 +30,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use quorate_consensus::{Consensus, Role, authority::Rule};
+use quorate_consensus::{Consensus, Counts, Role, authority::Rule};
 use quorate_discovery::Stats;
 use quorate_gossip::{Gossip, MemberStatus};
 
@@ -127,8 +128,9 @@ impl Collector for Layers {
             u64::from(node.is_some()),
         )?;
         if let Some(node) = node {
-            raft(&mut enc, node)?;
-            member_counts(&mut enc, node)?;
+            let counts = node.counts();
+            raft(&mut enc, node, &counts)?;
+            member_counts(&mut enc, &counts)?;
             quic(&mut enc, node)?;
         }
         Ok(())
@@ -158,15 +160,16 @@ fn family<L: EncodeLabelSet>(
     Ok(())
 }
 
-fn value(m: prometheus_client::encoding::MetricEncoder, ty: MetricType, v: u64) -> fmt::Result {
+/// One series' value, as a counter or a gauge.
+fn value(m: MetricEncoder, ty: MetricType, v: u64) -> fmt::Result {
     match ty {
         MetricType::Counter => ConstCounter::new(v).encode(m),
         _ => ConstGauge::new(v).encode(m),
     }
 }
 
-fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
-    a.load(std::sync::atomic::Ordering::Relaxed)
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
 }
 
 fn gossip(enc: &mut DescriptorEncoder, gossip: &Gossip) -> fmt::Result {
@@ -251,10 +254,9 @@ fn discovery(enc: &mut DescriptorEncoder, stats: &Stats) -> fmt::Result {
 }
 
 /// Raft's view from this node: term, indexes, leadership, membership, replication, latency.
-fn raft(enc: &mut DescriptorEncoder, node: &Consensus) -> fmt::Result {
+fn raft(enc: &mut DescriptorEncoder, node: &Consensus, counts: &Counts) -> fmt::Result {
     use MetricType::{Counter, Gauge};
     let m = node.raft().metrics().borrow().clone();
-    let counts = node.counts();
     one(
         enc,
         Gauge,
@@ -388,9 +390,8 @@ fn raft(enc: &mut DescriptorEncoder, node: &Consensus) -> fmt::Result {
 }
 
 /// What the member counted outside Raft itself: joins, refusals, renewals, the autopilot.
-fn member_counts(enc: &mut DescriptorEncoder, node: &Consensus) -> fmt::Result {
+fn member_counts(enc: &mut DescriptorEncoder, c: &Counts) -> fmt::Result {
     use MetricType::Counter;
-    let c = node.counts();
     family(
         enc,
         Counter,
