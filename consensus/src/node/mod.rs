@@ -222,6 +222,7 @@ impl Consensus {
 
     /// Writes to the registry through the leader. Once it is committed, waits (briefly) until
     /// this node has applied it too, so that a read here right after sees the write.
+    ///
     /// The time from the call until the write is applied here is recorded in
     /// [`Consensus::commit_latency`].
     pub async fn write(&self, req: Request) -> Result<Written, ConsensusError> {
