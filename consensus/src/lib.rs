@@ -34,7 +34,7 @@ pub mod tls;
 pub use files::{ClusterFile, Files, FilesError};
 pub use network::RaftNet;
 pub use node::{
-    AdmissionConfig, Consensus, ConsensusConfig, JoinCredentials, JoinPolicy, MemberView,
+    AdmissionConfig, Consensus, ConsensusConfig, Counts, JoinCredentials, JoinPolicy, MemberView,
     StartError, Status, key_proof, same as constant_time_eq, secret_hash,
 };
 pub use proto::{AdminOp, ConsensusError, JoinReply, JoinRequest, NodeInfo, TokenProof, Written};

@@ -11,6 +11,7 @@ use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
@@ -75,12 +76,29 @@ fn write_meta<T: Serialize>(db: &Database, key: &str, value: &T) -> Result<(), A
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// The committed index last saved or read, plus one (0: none), shared by the clones.
+    committed: Arc<AtomicU64>,
 }
 
 impl LogStore {
     /// A log store over `db`.
     pub fn new(db: Arc<Database>) -> Self {
-        LogStore { db }
+        LogStore {
+            db,
+            committed: Arc::default(),
+        }
+    }
+
+    /// The highest log index this store recorded as committed (openraft saves it on every
+    /// commit, on leaders and followers alike), as any clone of it last saw: `None` before the
+    /// first commit.
+    pub fn committed_index(&self) -> Option<u64> {
+        self.committed.load(Ordering::Relaxed).checked_sub(1)
+    }
+
+    fn note_committed(&self, committed: Option<&LogId<NodeId>>) {
+        let v = committed.map_or(0, |l| l.index.saturating_add(1));
+        self.committed.store(v, Ordering::Relaxed);
     }
 
     fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, AnyError> {
@@ -160,13 +178,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        write_meta(&self.db, COMMITTED, &committed).map_err(|e| StorageIOError::write(e).into())
+        write_meta(&self.db, COMMITTED, &committed).map_err(StorageIOError::write)?;
+        self.note_committed(committed.as_ref());
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(read_meta::<Option<LogId<NodeId>>>(&self.db, COMMITTED)
+        let committed = read_meta::<Option<LogId<NodeId>>>(&self.db, COMMITTED)
             .map_err(StorageIOError::read)?
-            .flatten())
+            .flatten();
+        self.note_committed(committed.as_ref());
+        Ok(committed)
     }
 
     async fn append<I>(

@@ -47,7 +47,8 @@ fn openraft_storage_suite_passes() {
 /// single-node Raft appends entries (each write acknowledged only once its entry is on disk),
 /// votes, commits and applies them, and builds a snapshot; after it is shut down and every
 /// handle dropped, the reopened file holds the vote, the committed index, every acknowledged
-/// entry after the snapshot, and the snapshot with the registry as it was; a Raft started on
+/// entry after the snapshot, and the snapshot with the registry as it was (and the store
+/// reports the committed index it saved or read, to its clones too); a Raft started on
 /// the reopened stores comes back with every acknowledged write applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_state_survives_a_reopen() {
@@ -61,11 +62,13 @@ async fn acknowledged_state_survives_a_reopen() {
 
     let db = open_db(&path).expect("open db");
     let sm = StateMachineStore::open(db.clone()).expect("state machine");
+    let watched = LogStore::new(db.clone());
+    assert_eq!(watched.committed_index(), None, "nothing committed yet");
     let raft = Raft::new(
         NodeId::new(1),
         config.clone(),
         router.network(NodeId::new(1)),
-        LogStore::new(db.clone()),
+        watched.clone(),
         sm.clone(),
     )
     .await
@@ -98,10 +101,16 @@ async fn acknowledged_state_survives_a_reopen() {
         acked.push((w.log_id, req));
     }
     let metrics = raft.metrics().borrow().clone();
+    let last = acked.last().expect("writes").0;
+    assert!(
+        watched.committed_index() >= Some(last.index),
+        "a clone of the store Raft writes reports the committed index: {:?}, last write {last:?}",
+        watched.committed_index()
+    );
     let registry = sm.data().read().expect("data").registry.clone();
     raft.shutdown().await.expect("shutdown");
     router.remove(NodeId::new(1));
-    drop((raft, sm, db));
+    drop((raft, sm, db, watched));
 
     // The file is free once the last handle is gone (openraft's tasks hold store clones until
     // they have wound down).
@@ -112,16 +121,21 @@ async fn acknowledged_state_survives_a_reopen() {
     )
     .await;
     let mut log = LogStore::new(db.clone());
+    assert_eq!(log.committed_index(), None, "not known before it is read");
     assert_eq!(
         log.read_vote().await.expect("read vote"),
         Some(metrics.vote),
         "the vote"
     );
-    let last = acked.last().expect("writes").0;
     let committed = log.read_committed().await.expect("read committed");
     assert!(
         committed >= Some(last),
         "committed {committed:?} covers the last acknowledged write {last:?}"
+    );
+    assert_eq!(
+        log.committed_index(),
+        committed.map(|c| c.index),
+        "the committed index read back"
     );
     let state = log.get_log_state().await.expect("log state");
     assert!(state.last_log_id >= Some(last), "{state:?}");

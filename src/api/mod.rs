@@ -11,6 +11,8 @@
 //! - `GET /v1/tokens`, `POST /v1/tokens`, `POST /v1/tokens/{id}/revoke`: join tokens.
 //! - `GET /v1/gossip/keys`, `POST /v1/gossip/keys`: the gossip keyring (install, use, remove).
 //! - `GET /v1/metrics`: gossip and discovery counters and member gauges.
+//! - `GET /metrics`: the same and more for Prometheus (the OpenMetrics or Prometheus text
+//!   format), see `metrics`.
 //!
 //! This module holds the router; the state the handlers share and the error answers are in
 //! `state`, the admin credential check is in `auth`, the handlers are grouped by concern (`health`,
@@ -26,6 +28,7 @@ mod auth;
 mod health;
 mod keyring;
 mod members;
+mod metrics;
 mod state;
 mod tokens;
 pub mod wire;
@@ -39,6 +42,7 @@ pub use wire::{
 /// The router: reads are open; every mutating request (and the token list) needs the admin
 /// credential, else 401 and nothing changes.
 pub fn router(state: ApiState) -> Router {
+    let prometheus = metrics::router(&state);
     let admin = Router::new()
         .route("/v1/gossip/keys", post(keyring::change_keys))
         .route("/v1/labels", post(admin::labels))
@@ -60,4 +64,5 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/metrics", get(health::metrics))
         .merge(admin)
         .with_state(state)
+        .merge(prometheus)
 }

@@ -1,4 +1,5 @@
-//! HTTP/1.0 to an agent's API inside a lab host, and the figures benchmarks report.
+//! HTTP/1.0 to an agent's API (or another server) inside a lab host, as JSON or as text, and
+//! the figures benchmarks report.
 
 use serde_json::Value;
 
@@ -31,23 +32,71 @@ pub fn request_within(
     admin: Option<&str>,
     within: Option<std::time::Duration>,
 ) -> Option<(u16, Value)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(within).ok()?;
     let auth = admin
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let head = format!("{auth}Content-Type: application/json\r\n");
+    let answer = exchange(addr, method, path, &head, body, within)?;
+    let value = serde_json::from_str(&answer.body).unwrap_or(Value::Null);
+    Some((answer.code, value))
+}
+
+/// An HTTP answer as text.
+#[derive(Debug)]
+pub struct Answer {
+    /// The status code.
+    pub code: u16,
+    /// The header lines, as sent.
+    pub headers: Vec<String>,
+    /// The body.
+    pub body: String,
+}
+
+impl Answer {
+    /// The value of header `name` (any case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find_map(|h| {
+            let (k, v) = h.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// `GET path` at `addr` with the extra header lines `headers` (`Name: value`), the answer as
+/// text (call it inside a host). `None` when no server answers.
+pub fn get_text_at(addr: &str, path: &str, headers: &[&str]) -> Option<Answer> {
+    let head: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    exchange(addr, "GET", path, &head, "", None)
+}
+
+/// One HTTP/1.0 exchange: `head` holds extra header lines, each ending in CRLF.
+fn exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    head: &str,
+    body: &str,
+    within: Option<std::time::Duration>,
+) -> Option<Answer> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(within).ok()?;
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{head}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).unwrap_or(Value::Null);
-    Some((code, value))
+    let (top, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = top.split("\r\n");
+    let code = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Answer {
+        code,
+        headers: lines.map(str::to_string).collect(),
+        body: body.to_string(),
+    })
 }
 
 /// `GET path` on host `i`'s agent: the JSON body of a 200 answer.

@@ -30,14 +30,14 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use openraft::Raft;
+use prometheus_client::metrics::histogram::Histogram;
 use tracing::warn;
 
 pub use join::{AdmissionConfig, JoinCredentials, JoinPolicy, key_proof, same, secret_hash};
-pub use status::{MemberView, Status};
+pub use status::{Counts, MemberView, Status};
 
 use route::{Done, Op};
 use state::Inner;
@@ -45,7 +45,7 @@ use state::Inner;
 use crate::TypeConfig;
 use crate::files::{ClusterFile, FilesError};
 use crate::proto::{AdminOp, ConsensusError, Written};
-use crate::quic::QuicError;
+use crate::quic::{NetMetrics, QuicError};
 use crate::registry::{Registry, Request};
 use crate::tls::TlsError;
 
@@ -222,15 +222,23 @@ impl Consensus {
 
     /// Writes to the registry through the leader. Once it is committed, waits (briefly) until
     /// this node has applied it too, so that a read here right after sees the write.
+    ///
+    /// The time from the call until the write is applied here is recorded in
+    /// [`Consensus::commit_latency`].
     pub async fn write(&self, req: Request) -> Result<Written, ConsensusError> {
+        let started = Instant::now();
         match self.inner.route(Op::Write(req)).await? {
             Done::Written(w) => {
-                let _ = self
+                let applied = self
                     .inner
                     .raft
                     .wait(Some(Duration::from_secs(2)))
                     .applied_index_at_least(Some(w.index), "the write applied here")
                     .await;
+                if applied.is_ok() {
+                    let took = started.elapsed().as_secs_f64();
+                    self.inner.counters.commit_latency.0.observe(took);
+                }
                 Ok(w)
             }
             _ => Err(ConsensusError::internal("an answer to another request")),
@@ -265,29 +273,41 @@ impl Consensus {
         self.inner.status()
     }
 
-    /// Counters of this node's consensus and QUIC traffic.
+    /// What this node has counted since it started, read at once.
+    pub fn counts(&self) -> Counts {
+        self.inner.counts()
+    }
+
+    /// The counters of this node's QUIC endpoint.
+    pub fn net_metrics(&self) -> Arc<NetMetrics> {
+        self.inner.net.metrics()
+    }
+
+    /// How long this node's client writes ([`Consensus::write`]) took from the call until
+    /// they were committed and applied here, in seconds.
+    pub fn commit_latency(&self) -> &Histogram {
+        &self.inner.counters.commit_latency.0
+    }
+
+    /// Counters of this node's consensus and QUIC traffic, by name.
     pub fn counters(&self) -> BTreeMap<&'static str, u64> {
-        let c = &self.inner.counters;
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = self.counts();
         let mut out: BTreeMap<&'static str, u64> = [
-            ("raft_writes", g(&c.writes)),
-            ("raft_writes_forwarded", g(&c.writes_forwarded)),
-            ("raft_writes_failed", g(&c.writes_failed)),
-            ("joins_admitted", g(&c.joins_admitted)),
-            ("joins_refused", g(&c.joins_refused)),
-            ("joins_rate_limited", g(&c.joins_limited)),
-            ("requests_refused", g(&c.requests_refused)),
-            ("membership_changes", g(&c.membership_changes)),
-            ("certificates_renewed", g(&c.renewals)),
-            ("removals_unconfirmed", g(&c.removals_unconfirmed)),
+            ("raft_writes", c.writes),
+            ("raft_writes_forwarded", c.writes_forwarded),
+            ("raft_writes_failed", c.writes_failed),
+            ("joins_admitted", c.joins_admitted),
+            ("joins_refused", c.joins_refused),
+            ("joins_rate_limited", c.joins_rate_limited),
+            ("requests_refused", c.requests_refused),
+            ("membership_changes", c.membership_changes),
+            ("certificates_renewed", c.certificates_renewed),
+            ("removals_unconfirmed", c.removals_unconfirmed),
         ]
         .into_iter()
         .collect();
-        for (rule, n) in crate::authority::Rule::ALL
-            .iter()
-            .zip(c.refused_by_rule.iter())
-        {
-            out.insert(refused_counter(*rule), g(n));
+        for (rule, n) in &c.refused_by_rule {
+            out.insert(refused_counter(*rule), *n);
         }
         out.extend(self.inner.net.metrics().snapshot());
         let m = self.inner.raft.metrics().borrow().clone();

@@ -13,7 +13,9 @@ use tracing::{info, warn};
 use super::join::Admission;
 use super::membership::autopilot_loop;
 use super::state::{Counters, Inner, Locks, Me, PilotInput};
-use super::upkeep::{follow_removals, keep_record, release_election, renew_certificate};
+use super::upkeep::{
+    count_leader_changes, follow_removals, keep_record, release_election, renew_certificate,
+};
 use super::{Consensus, ConsensusConfig, StartError};
 use crate::files::{CLUSTER_FORMAT, ClusterFile, Files};
 use crate::network::RaftNet;
@@ -179,11 +181,12 @@ impl Consensus {
             deny.set(d.registry.removed.clone());
         }
         let net = QuicNet::bind(config.listen, &identity, &deny)?;
+        let log = LogStore::new(db);
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
             RaftNet::new(net.clone()),
-            LogStore::new(db),
+            log.clone(),
             sm.clone(),
         )
         .await
@@ -192,6 +195,7 @@ impl Consensus {
             id: config.node_id,
             raft,
             sm,
+            log,
             net: net.clone(),
             me: Me {
                 ca_pem: identity.ca_pem.clone(),
@@ -221,9 +225,10 @@ impl Consensus {
         let keeper = tokio::spawn(keep_record(inner.clone()));
         let removals = tokio::spawn(follow_removals(inner.clone()));
         let renewal = tokio::spawn(renew_certificate(inner.clone()));
+        let leaders = tokio::spawn(count_leader_changes(inner.clone()));
         Ok(Consensus {
             inner,
-            tasks: vec![serve, pilot, keeper, gate, removals, renewal],
+            tasks: vec![serve, pilot, keeper, gate, removals, renewal, leaders],
         })
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::{BasicNode, Raft, RaftMetrics};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tracing::warn;
 
 use quorate_base::Role;
@@ -22,12 +23,16 @@ use crate::proto::{ConsensusError, NodeInfo};
 use crate::quic::QuicNet;
 use crate::registry::Registry;
 use crate::tls::DenyList;
-use crate::{StateMachineStore, TypeConfig};
+use crate::{LogStore, StateMachineStore, TypeConfig};
 
 use quorate_base::NodeId;
 
 #[derive(Default)]
 pub(super) struct Counters {
+    /// Changes of the leader this node knows (see [`super::upkeep::count_leader_changes`]).
+    pub(super) leader_changes: AtomicU64,
+    /// How long this node's client writes took to be committed and applied here.
+    pub(super) commit_latency: CommitLatency,
     pub(super) writes: AtomicU64,
     pub(super) writes_forwarded: AtomicU64,
     pub(super) writes_failed: AtomicU64,
@@ -42,6 +47,16 @@ pub(super) struct Counters {
     pub(super) renewals: AtomicU64,
     /// Failure removals the autopilot held back because no other voter confirmed them.
     pub(super) removals_unconfirmed: AtomicU64,
+}
+
+/// The histogram of commit latency, in seconds: buckets from half a millisecond to about
+/// eight seconds, doubling (a LAN commit takes milliseconds; the write deadline is seconds).
+pub(super) struct CommitLatency(pub(super) Histogram);
+
+impl Default for CommitLatency {
+    fn default() -> Self {
+        CommitLatency(Histogram::new(exponential_buckets(0.0005, 2.0, 15)))
+    }
 }
 
 /// Who this node is: its cluster, its certificates' CA, what it says about itself.
@@ -87,6 +102,8 @@ pub(super) struct Inner {
     pub(super) id: NodeId,
     pub(super) raft: Raft<TypeConfig>,
     pub(super) sm: StateMachineStore,
+    /// A clone of the log store Raft writes, for the committed index it records.
+    pub(super) log: LogStore,
     pub(super) net: QuicNet,
     pub(super) me: Me,
     /// How long a write may wait to be committed.

@@ -1,13 +1,16 @@
 //! What a node shows of the group: [`Status`] and one [`MemberView`] per member, from Raft's
-//! metrics and the registry as applied here (not linearizable).
+//! metrics and the registry as applied here (not linearizable); and what it shows of itself:
+//! [`Counts`], its counters read at once.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 
 use super::join::JoinPolicy;
 use super::state::Inner;
+use crate::authority::Rule;
 use crate::registry::{NodeStatus, Role};
 
 use quorate_base::NodeId;
@@ -67,7 +70,64 @@ pub struct Status {
     pub members: Vec<MemberView>,
 }
 
+/// What a member has counted since it started, read at once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Writes this node put to the log as leader (its clients', forwarded ones, its own).
+    pub writes: u64,
+    /// Times a write from this node was sent on to the leader.
+    pub writes_forwarded: u64,
+    /// Writes from this node that no leader took by the write deadline.
+    pub writes_failed: u64,
+    /// Joins this node admitted as leader.
+    pub joins_admitted: u64,
+    /// Joins this node refused as leader (bad token or proof, refused by the registry).
+    pub joins_refused: u64,
+    /// Joins refused before they were looked at: too many refused joins from one source.
+    pub joins_rate_limited: u64,
+    /// Requests refused, all of them: by an authority rule, and those no rule names
+    /// (unreadable, from a removed identity, naming another node than the certificate's).
+    pub requests_refused: u64,
+    /// Requests refused by each authority rule, in the order of [`Rule::ALL`].
+    pub refused_by_rule: Vec<(Rule, u64)>,
+    /// Membership changes this node attempted as leader.
+    pub membership_changes: u64,
+    /// Certificates this node renewed for itself.
+    pub certificates_renewed: u64,
+    /// Failure removals the autopilot held back because no other voter confirmed them.
+    pub removals_unconfirmed: u64,
+    /// Changes of the leader this node knows: the first leader it learnt, then each other
+    /// node it learnt leads (an election without a winner is not one).
+    pub leader_changes: u64,
+    /// The highest log index this node recorded as committed, if any.
+    pub commit_index: Option<u64>,
+}
+
 impl Inner {
+    pub(super) fn counts(&self) -> Counts {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counts {
+            writes: g(&c.writes),
+            writes_forwarded: g(&c.writes_forwarded),
+            writes_failed: g(&c.writes_failed),
+            joins_admitted: g(&c.joins_admitted),
+            joins_refused: g(&c.joins_refused),
+            joins_rate_limited: g(&c.joins_limited),
+            requests_refused: g(&c.requests_refused),
+            refused_by_rule: Rule::ALL
+                .iter()
+                .zip(c.refused_by_rule.iter())
+                .map(|(r, n)| (*r, g(n)))
+                .collect(),
+            membership_changes: g(&c.membership_changes),
+            certificates_renewed: g(&c.renewals),
+            removals_unconfirmed: g(&c.removals_unconfirmed),
+            leader_changes: g(&c.leader_changes),
+            commit_index: self.log.committed_index(),
+        }
+    }
+
     pub(super) fn status(&self) -> Status {
         let m = self.metrics();
         let registry = self.registry();

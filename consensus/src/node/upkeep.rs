@@ -1,8 +1,9 @@
 //! A member's upkeep of itself: its own registry record kept current (after a restart on
 //! another address), its candidacy held back for a moment after a restart, no more
 //! campaigning once it was removed from the group, its certificate renewed before it runs out
-//! (same key, new certificate, no restart), and the deny list kept in step with the registry
-//! (a removed identity's connections are closed at once).
+//! (same key, new certificate, no restart), the deny list kept in step with the registry
+//! (a removed identity's connections are closed at once), and the changes of leader it sees
+//! counted.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,8 @@ use crate::files::Files;
 use crate::proto::ConsensusError;
 use crate::registry::{NodeRecord, Registry, Request, Role};
 use crate::tls::{self, Identity};
+
+use quorate_base::NodeId;
 
 /// How long a removed identity's open connections stay open for answers already on their way.
 const CLOSE_REMOVED_AFTER: Duration = Duration::from_secs(2);
@@ -134,6 +137,32 @@ pub(super) async fn follow_removals(inner: Arc<Inner>) {
     }
 }
 
+/// The leader this node knows now, if it differs from the last one it knew (`last`): the
+/// first leader learnt counts as a change; a spell without a known leader (an election) does
+/// not, nor does the same leader coming back after it.
+pub(super) fn new_leader(last: Option<NodeId>, now: Option<NodeId>) -> Option<NodeId> {
+    now.filter(|l| Some(*l) != last)
+}
+
+/// Counts the changes of the leader this node knows, from Raft's metrics as they change.
+pub(super) async fn count_leader_changes(inner: Arc<Inner>) {
+    let mut metrics = inner.raft.metrics();
+    let mut last = None;
+    loop {
+        let now = metrics.borrow_and_update().current_leader;
+        if let Some(l) = new_leader(last, now) {
+            inner
+                .counters
+                .leader_changes
+                .fetch_add(1, Ordering::Relaxed);
+            last = Some(l);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// When a certificate valid from `not_before` to `not_after` is due for renewal: once two
 /// thirds of its life have passed, counted from its signing ([`tls::CLOCK_SKEW`] after its
 /// `notBefore`).
@@ -205,6 +234,24 @@ fn unix_secs(t: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leader_change_is_a_known_leader_other_than_the_last_one() {
+        let (a, b) = (NodeId::from(1u64), NodeId::from(2u64));
+        assert_eq!(
+            new_leader(None, Some(a)),
+            Some(a),
+            "the first leader counts"
+        );
+        assert_eq!(new_leader(Some(a), Some(a)), None);
+        assert_eq!(
+            new_leader(Some(a), None),
+            None,
+            "an election is not a change"
+        );
+        assert_eq!(new_leader(Some(a), Some(b)), Some(b));
+        assert_eq!(new_leader(None, None), None);
+    }
 
     #[test]
     fn a_certificate_is_renewed_at_two_thirds_of_its_life() {

@@ -1,0 +1,327 @@
+//! Event handlers, after Serf's: `--on-event 'TYPES=COMMAND'` runs COMMAND for every
+//! membership event of those types (`*` for all), with the event as JSON on stdin and its
+//! fields in `QUORATE_EVENT_*` variables.
+//!
+//! Each handler is its own subscriber of the agent's event hub, with its own position: a slow
+//! handler falls behind only itself, never the agent or another handler, and it still sees
+//! every later event in order (the hub keeps the recent ones). Commands of one handler run one
+//! at a time, in event order; a command that outlives the timeout is killed. Failures (a
+//! non-zero exit, a timeout, a command that cannot start, events the handler fell too far
+//! behind to see) are logged and counted ([`HandlerStats`]); none of them stops the handler.
+//!
+//! This module parses the specs and runs the handlers; it decides nothing and changes no state.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use quorate_consensus::events::{Event, EventHub, EventKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{info, warn};
+
+/// One `TYPES=COMMAND` handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandlerSpec {
+    /// The event types it runs for; `None`: every type (`*`).
+    pub types: Option<BTreeSet<String>>,
+    /// The shell command (run with `sh -c`).
+    pub command: String,
+}
+
+/// Why a handler spec was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    /// No `=` between the types and the command.
+    #[error("{0:?}: give TYPES=COMMAND, e.g. failed,removed=/usr/local/bin/page (or *=COMMAND)")]
+    NoCommand(String),
+    /// The command is empty.
+    #[error("{0:?}: the command after '=' is empty")]
+    EmptyCommand(String),
+    /// An event type that does not exist.
+    #[error("{spec:?}: no event type {name:?}; the types are: {known}")]
+    UnknownType {
+        /// The whole spec.
+        spec: String,
+        /// The unknown name.
+        name: String,
+        /// The known types, comma-separated.
+        known: String,
+    },
+}
+
+impl HandlerSpec {
+    /// Parses `TYPES=COMMAND`: TYPES is `*` or a comma list of event types.
+    pub fn parse(spec: &str) -> Result<HandlerSpec, SpecError> {
+        let (types, command) = spec
+            .split_once('=')
+            .ok_or_else(|| SpecError::NoCommand(spec.to_string()))?;
+        let command = command.trim();
+        if command.is_empty() {
+            return Err(SpecError::EmptyCommand(spec.to_string()));
+        }
+        let types = types.trim();
+        let types = if types == "*" {
+            None
+        } else {
+            let mut set = BTreeSet::new();
+            for name in types.split(',').map(str::trim) {
+                if !EventKind::TYPES.contains(&name) {
+                    return Err(SpecError::UnknownType {
+                        spec: spec.to_string(),
+                        name: name.to_string(),
+                        known: EventKind::TYPES.join(", "),
+                    });
+                }
+                set.insert(name.to_string());
+            }
+            Some(set)
+        };
+        Ok(HandlerSpec {
+            types,
+            command: command.to_string(),
+        })
+    }
+
+    /// Whether it runs for events of type `name`.
+    pub fn wants(&self, name: &str) -> bool {
+        self.types.as_ref().is_none_or(|t| t.contains(name))
+    }
+}
+
+/// What the handlers did, for metrics.
+#[derive(Debug, Default)]
+pub struct HandlerStats {
+    /// Commands run to the end with exit status 0.
+    pub succeeded: AtomicU64,
+    /// Commands that exited non-zero or were killed by a signal.
+    pub failed: AtomicU64,
+    /// Commands killed for outliving the timeout.
+    pub timed_out: AtomicU64,
+    /// Commands that could not be started.
+    pub not_started: AtomicU64,
+    /// Events a handler never saw because it fell behind what the hub keeps.
+    pub events_missed: AtomicU64,
+}
+
+impl HandlerStats {
+    /// The counters by name.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        std::collections::BTreeMap::from([
+            ("handler_runs_succeeded", g(&self.succeeded)),
+            ("handler_runs_failed", g(&self.failed)),
+            ("handler_runs_timed_out", g(&self.timed_out)),
+            ("handler_runs_not_started", g(&self.not_started)),
+            ("handler_events_missed", g(&self.events_missed)),
+        ])
+    }
+}
+
+/// The `QUORATE_EVENT_*` variables of an event: its index and type, and each scalar field of
+/// its JSON form (`node`, `name`, `role`, `term`, `id`), upper-cased.
+pub fn event_env(event: &Event) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("QUORATE_EVENT_INDEX".to_string(), event.index.to_string()),
+        (
+            "QUORATE_EVENT_TYPE".to_string(),
+            event.kind.type_name().to_string(),
+        ),
+    ];
+    if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(event) {
+        for (k, v) in map {
+            if k == "type" || k == "index" {
+                continue;
+            }
+            let value = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => continue,
+            };
+            out.push((format!("QUORATE_EVENT_{}", k.to_ascii_uppercase()), value));
+        }
+    }
+    out
+}
+
+/// How long the output of a handler that is logged may be.
+const OUTPUT_LOGGED: usize = 512;
+
+/// Starts one task per handler, each subscribed to `hub` from now on.
+pub fn spawn(
+    specs: &[HandlerSpec],
+    hub: &Arc<EventHub>,
+    timeout: Duration,
+    stats: &Arc<HandlerStats>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    specs
+        .iter()
+        .cloned()
+        .map(|spec| {
+            let hub = hub.clone();
+            let stats = stats.clone();
+            tokio::spawn(async move { run_handler(spec, hub, timeout, stats).await })
+        })
+        .collect()
+}
+
+async fn run_handler(
+    spec: HandlerSpec,
+    hub: Arc<EventHub>,
+    timeout: Duration,
+    stats: Arc<HandlerStats>,
+) {
+    info!(command = %spec.command, types = ?spec.types, "event handler ready");
+    let mut after = hub.last_index();
+    loop {
+        let mut sub = match hub.subscribe(after) {
+            Ok(s) => s,
+            Err(compacted) => {
+                // Fell behind what the hub keeps: count what was missed, go on from the oldest.
+                let missed = compacted.missed(after);
+                stats.events_missed.fetch_add(missed, Ordering::Relaxed);
+                warn!(command = %spec.command, missed, "event handler fell behind; events were missed");
+                after = compacted.resume_after();
+                continue;
+            }
+        };
+        loop {
+            match sub.next().await {
+                Ok(event) => {
+                    after = Some(event.index);
+                    if spec.wants(event.kind.type_name()) {
+                        run_command(&spec.command, &event, timeout, &stats).await;
+                    }
+                }
+                Err(compacted) => {
+                    let missed = compacted.missed(after);
+                    stats.events_missed.fetch_add(missed, Ordering::Relaxed);
+                    warn!(command = %spec.command, missed, "event handler fell behind; events were missed");
+                    after = compacted.resume_after();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `command` for `event`: JSON on stdin, the variables, at most `timeout`.
+async fn run_command(command: &str, event: &Event, timeout: Duration, stats: &HandlerStats) {
+    let json = match serde_json::to_vec(event) {
+        Ok(j) => j,
+        Err(e) => {
+            warn!(error = %e, "event not encodable for a handler");
+            return;
+        }
+    };
+    let mut child = match tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .envs(event_env(event))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            stats.not_started.fetch_add(1, Ordering::Relaxed);
+            warn!(command, error = %e, "event handler could not start");
+            return;
+        }
+    };
+    let index = event.index.to_string();
+    let kind = event.kind.type_name();
+    let mut stdin = child.stdin.take();
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let work = async {
+        if let Some(mut s) = stdin.take() {
+            // A handler that does not read its stdin is not a failure.
+            let _ = s.write_all(&json).await;
+            let _ = s.write_all(b"\n").await;
+        }
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let read_out = async {
+            if let Some(s) = stdout.as_mut() {
+                let _ = s.read_to_end(&mut out).await;
+            }
+        };
+        let read_err = async {
+            if let Some(s) = stderr.as_mut() {
+                let _ = s.read_to_end(&mut err).await;
+            }
+        };
+        tokio::join!(read_out, read_err);
+        let status = child.wait().await;
+        (status, out, err)
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok((Ok(status), out, err)) if status.success() => {
+            stats.succeeded.fetch_add(1, Ordering::Relaxed);
+            info!(command, event = %index, kind, output = %clip(&out), "event handler ran");
+            if !err.is_empty() {
+                info!(command, event = %index, stderr = %clip(&err), "event handler wrote to stderr");
+            }
+        }
+        Ok((Ok(status), out, err)) => {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            warn!(command, event = %index, kind, %status, output = %clip(&out), stderr = %clip(&err), "event handler failed");
+        }
+        Ok((Err(e), _, _)) => {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            warn!(command, event = %index, kind, error = %e, "event handler could not be awaited");
+        }
+        Err(_) => {
+            // The child is killed when `work` (which owns it) is dropped: kill_on_drop.
+            stats.timed_out.fetch_add(1, Ordering::Relaxed);
+            warn!(command, event = %index, kind, timeout = ?timeout, "event handler timed out and was killed");
+        }
+    }
+}
+
+fn clip(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim_end();
+    match text.char_indices().nth(OUTPUT_LOGGED) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_types_and_command() {
+        let s = HandlerSpec::parse("failed,removed=/bin/page --now").expect("valid");
+        assert_eq!(s.command, "/bin/page --now");
+        assert!(s.wants("failed") && s.wants("removed") && !s.wants("joined"));
+        let all = HandlerSpec::parse("*=logger -t quorate").expect("valid");
+        assert!(all.types.is_none() && all.wants("joined"));
+        // The command may itself hold '=': only the first one splits.
+        let eq = HandlerSpec::parse("joined=env A=1 cmd").expect("valid");
+        assert_eq!(eq.command, "env A=1 cmd");
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_the_reason() {
+        assert!(matches!(
+            HandlerSpec::parse("/bin/page"),
+            Err(SpecError::NoCommand(_))
+        ));
+        assert!(matches!(
+            HandlerSpec::parse("failed=  "),
+            Err(SpecError::EmptyCommand(_))
+        ));
+        let e = HandlerSpec::parse("failed,exploded=/bin/page").unwrap_err();
+        assert!(
+            e.to_string().contains("\"exploded\"") && e.to_string().contains("failed"),
+            "{e}"
+        );
+    }
+}
