@@ -24,5 +24,6 @@ fn main() -> ExitCode {
         Command::Remove(args) => cli::admin::node_op(&args, "remove"),
         Command::Token(args) => cli::token::run(&args),
         Command::Leave(args) => cli::admin::message(&args.api, "/v1/leave"),
+        Command::Watch(args) => cli::watch::run(&args),
     }
 }

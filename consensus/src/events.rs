@@ -38,8 +38,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use openraft::LogId;
 use serde::{Deserialize, Serialize};
@@ -355,9 +355,10 @@ pub fn membership_changes(
 }
 
 /// `leader_changed` when the entry `this` was written by another leader than the entry
-/// applied before it (`previous`; `None` for the first entry).
+/// applied before it (`previous`; `None` for the first entry). The membership entry that
+/// initializes a cluster is of term 0, written by no leader: it gives none.
 pub fn leader_change(previous: Option<&LogId<NodeId>>, this: &LogId<NodeId>) -> Option<EventKind> {
-    if previous.is_some_and(|p| p.leader_id == this.leader_id) {
+    if this.leader_id.term == 0 || previous.is_some_and(|p| p.leader_id == this.leader_id) {
         return None;
     }
     Some(EventKind::LeaderChanged {
@@ -474,7 +475,10 @@ impl EventHub {
 
     /// Subscribes to the events after `after` (`None`: from now on). Retained events after
     /// it are replayed first, then new ones follow.
-    pub fn subscribe(self: &Arc<Self>, after: Option<EventIndex>) -> Result<Subscription, Compacted> {
+    pub fn subscribe(
+        self: &Arc<Self>,
+        after: Option<EventIndex>,
+    ) -> Result<Subscription, Compacted> {
         let ring = self.ring();
         // Taken under the lock: every event is either in the replay or in the receiver.
         let rx = self.tx.subscribe();

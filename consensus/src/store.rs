@@ -412,7 +412,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let observed = quorate_base::now_ms();
             for kind in kinds {
                 d.events_decided += 1;
-                self.events.publish_decided(d.events_decided, kind, observed);
+                self.events
+                    .publish_decided(d.events_decided, kind, observed);
             }
         }
         self.events.set_registry_index(d.registry_index);

@@ -74,8 +74,22 @@ fn an_index_reads_and_writes_both_forms_and_orders_lexicographically() {
     );
     assert_eq!((a.to_string(), b.to_string()), ("12".into(), "12.3".into()));
     assert!(a < b && b < EventIndex::decided(13));
-    assert!(EventIndex { decided: 2, local: 9 } < EventIndex::decided(10));
-    for bad in ["", "x", "1.", ".1", "1.2.3", "-1", "1 ", "99999999999999999999"] {
+    assert!(
+        EventIndex {
+            decided: 2,
+            local: 9
+        } < EventIndex::decided(10)
+    );
+    for bad in [
+        "",
+        "x",
+        "1.",
+        ".1",
+        "1.2.3",
+        "-1",
+        "1 ",
+        "99999999999999999999",
+    ] {
         assert!(bad.parse::<EventIndex>().is_err(), "{bad:?} parsed");
     }
 }
@@ -282,6 +296,8 @@ fn an_entry_of_another_leader_gives_leader_changed() {
         })
     );
     assert_eq!(leader_change(Some(&log(1, 1, 1)), &log(1, 1, 2)), None);
+    assert_eq!(leader_change(None, &log(0, 0, 0)), None, "initialization");
+    assert!(leader_change(Some(&log(0, 0, 0)), &log(1, 1, 1)).is_some());
     assert_eq!(
         leader_change(Some(&log(1, 1, 2)), &log(2, 3, 3)),
         Some(EventKind::LeaderChanged {
@@ -292,9 +308,7 @@ fn an_entry_of_another_leader_gives_leader_changed() {
 }
 
 fn kind(n: u64) -> EventKind {
-    EventKind::TokenUsed {
-        id: format!("{n}"),
-    }
+    EventKind::TokenUsed { id: format!("{n}") }
 }
 
 async fn take(s: &mut Subscription, n: usize) -> Vec<EventIndex> {
@@ -318,7 +332,9 @@ async fn a_subscription_replays_after_its_position_then_follows_live() {
     }
     let local = hub.publish_local(EventKind::Failed { node: id(1) }, 0);
     assert_eq!(local.to_string(), "3.1");
-    let mut s = hub.subscribe(Some(EventIndex::decided(1))).expect("retained");
+    let mut s = hub
+        .subscribe(Some(EventIndex::decided(1)))
+        .expect("retained");
     hub.publish_decided(4, kind(4), 0);
     let got: Vec<String> = take(&mut s, 4)
         .await
@@ -344,7 +360,10 @@ async fn a_lagging_subscriber_gets_every_event_once_from_the_ring() {
     let got = take(&mut s, total as usize).await;
     let want: Vec<EventIndex> = (1..=total).map(EventIndex::decided).collect();
     assert_eq!(got, want);
-    assert!(hub.counters()[1].1 >= 1, "the lag was caught up from the ring");
+    assert!(
+        hub.counters()[1].1 >= 1,
+        "the lag was caught up from the ring"
+    );
 }
 
 #[tokio::test]
