@@ -1,7 +1,8 @@
 //! Membership events in the lab: `GET /v1/events` sees a killed node fail and then be
 //! removed, a resumed client misses nothing and repeats nothing, a voter and a storage
 //! learner number the same events alike, `quorate watch` follows a join and an agent restart,
-//! and a blocking `/v1/status` answers on a registry change and not before.
+//! a blocking `/v1/status` answers on a registry change and not before, and a node that is
+//! not a member yet streams (and waits) all the same.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -492,4 +493,32 @@ fn a_blocking_status_answers_after_a_label_write_and_not_before() {
     );
     assert_eq!(code, 200);
     assert!(moved > index, "the index moved past {index}: {moved}");
+}
+
+/// Before a node is a member, its event stream is open and waits (the hub is there from the
+/// agent's start), and a blocking status answers 503 with the index 0 once its wait runs out.
+#[test]
+fn before_membership_the_stream_is_open_and_waits() {
+    let mut lab = Lab::new(1);
+    // A storage node whose only peer does not exist: it never becomes a member.
+    agent(
+        &mut lab,
+        0,
+        "s0",
+        &["--role", "storage", "--peers", "10.99.0.200:7947"],
+    );
+    let stream = Stream::open(&lab, 0, "/v1/events", None);
+    assert_eq!(stream.code(), 200);
+    let (code, index) =
+        get_index(connect(&lab, 0), "/v1/status?index=0&wait=1s").expect("status answers");
+    assert_eq!((code, index), (503, 0));
+    wait::never(
+        "the stream to end or carry an event",
+        Duration::from_secs(2),
+        || {
+            let s = stream.seen.lock().expect("seen");
+            (s.ended || !s.events.is_empty()).then(|| format!("{s:?}"))
+        },
+    );
+    stream.close();
 }
