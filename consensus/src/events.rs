@@ -522,8 +522,10 @@ impl EventHub {
         let _ = self.tx.send(event);
     }
 
-    /// Publishes the decided event number `n` (from the state machine's `apply`).
-    pub fn publish_decided(&self, n: u64, kind: EventKind, observed_ms: u64) {
+    /// Publishes the decided event number `n` (from the state machine's `apply`), stamped
+    /// with this node's clock: the time is the event's, never the state's.
+    pub fn publish_decided(&self, n: u64, kind: EventKind) {
+        let observed_ms = quorate_base::now_ms();
         let mut ring = self.ring();
         ring.anchored = true;
         if n <= ring.last.decided {
@@ -547,8 +549,10 @@ impl EventHub {
         );
     }
 
-    /// Publishes a local event (the failure detector's), after the last decided one.
-    pub fn publish_local(&self, kind: EventKind, observed_ms: u64) -> EventIndex {
+    /// Publishes a local event (the failure detector's), after the last decided one, stamped
+    /// with this node's clock.
+    pub fn publish_local(&self, kind: EventKind) -> EventIndex {
+        let observed_ms = quorate_base::now_ms();
         let mut ring = self.ring();
         let index = EventIndex {
             decided: ring.last.decided,

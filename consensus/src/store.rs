@@ -408,12 +408,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     out.push(Ok(()));
                 }
             }
-            // The observation time is the event's, never the state's: nothing decided reads it.
-            let observed = quorate_base::now_ms();
             for kind in kinds {
                 d.events_decided += 1;
-                self.events
-                    .publish_decided(d.events_decided, kind, observed);
+                self.events.publish_decided(d.events_decided, kind);
             }
         }
         self.events.set_registry_index(d.registry_index);

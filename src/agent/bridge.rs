@@ -151,7 +151,7 @@ fn report_failures(
         .collect();
     let events = node.events();
     for kind in liveness_events(&active, &down, reported) {
-        events.publish_local(kind, quorate_base::now_ms());
+        events.publish_local(kind);
     }
 }
 

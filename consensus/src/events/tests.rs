@@ -328,14 +328,14 @@ async fn a_subscription_replays_after_its_position_then_follows_live() {
     let hub = Arc::new(EventHub::new());
     hub.start_at(0);
     for n in 1..=3 {
-        hub.publish_decided(n, kind(n), 0);
+        hub.publish_decided(n, kind(n));
     }
-    let local = hub.publish_local(EventKind::Failed { node: id(1) }, 0);
+    let local = hub.publish_local(EventKind::Failed { node: id(1) });
     assert_eq!(local.to_string(), "3.1");
     let mut s = hub
         .subscribe(Some(EventIndex::decided(1)))
         .expect("retained");
-    hub.publish_decided(4, kind(4), 0);
+    hub.publish_decided(4, kind(4));
     let got: Vec<String> = take(&mut s, 4)
         .await
         .iter()
@@ -344,7 +344,7 @@ async fn a_subscription_replays_after_its_position_then_follows_live() {
     assert_eq!(got, ["2", "3", "3.1", "4"]);
     assert_eq!(hub.last_index(), EventIndex::decided(4));
     let mut now = hub.subscribe(None).expect("from now");
-    hub.publish_decided(5, kind(5), 0);
+    hub.publish_decided(5, kind(5));
     assert_eq!(take(&mut now, 1).await, [EventIndex::decided(5)]);
 }
 
@@ -355,7 +355,7 @@ async fn a_lagging_subscriber_gets_every_event_once_from_the_ring() {
     let mut s = hub.subscribe(None).expect("from now");
     let total = (CHANNEL * 3) as u64;
     for n in 1..=total {
-        hub.publish_decided(n, kind(n), 0);
+        hub.publish_decided(n, kind(n));
     }
     let got = take(&mut s, total as usize).await;
     let want: Vec<EventIndex> = (1..=total).map(EventIndex::decided).collect();
@@ -373,7 +373,7 @@ async fn a_position_out_of_the_ring_is_compacted_never_a_gap() {
     let mut s = hub.subscribe(None).expect("from now");
     let total = (RETAINED + 10) as u64;
     for n in 1..=total {
-        hub.publish_decided(n, kind(n), 0);
+        hub.publish_decided(n, kind(n));
     }
     let oldest = EventIndex::decided(10);
     assert_eq!(hub.oldest(), oldest);
@@ -399,7 +399,7 @@ async fn a_snapshot_past_a_position_compacts_it_and_a_subscriber_waiting_before_
             oldest: EventIndex::decided(7)
         })
     );
-    hub.publish_decided(8, kind(8), 0);
+    hub.publish_decided(8, kind(8));
     assert_eq!(take(&mut early, 1).await, [EventIndex::decided(8)]);
     assert_eq!(
         resuming.next().await,
@@ -408,7 +408,7 @@ async fn a_snapshot_past_a_position_compacts_it_and_a_subscriber_waiting_before_
         })
     );
     // A jump in the decided numbers (a snapshot installed) compacts what came before it.
-    hub.publish_decided(20, kind(20), 0);
+    hub.publish_decided(20, kind(20));
     let oldest = EventIndex::decided(19);
     assert_eq!(
         hub.subscribe(Some(EventIndex::decided(8))).err(),
@@ -424,7 +424,7 @@ async fn a_resume_ahead_of_the_replayed_log_skips_what_it_saw() {
     let mut s = hub.subscribe(Some(EventIndex::decided(2))).expect("ahead");
     hub.start_at(0);
     for n in 1..=3 {
-        hub.publish_decided(n, kind(n), 0);
+        hub.publish_decided(n, kind(n));
     }
     assert_eq!(take(&mut s, 1).await, [EventIndex::decided(3)]);
 }
