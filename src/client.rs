@@ -25,6 +25,9 @@ pub enum ClientError {
     /// The answer was not what was expected.
     #[error("unexpected answer from the agent: {0}")]
     Protocol(String),
+    /// What was asked for is no longer there (410 Gone: an event position compacted).
+    #[error("{0}")]
+    Gone(String),
 }
 
 /// A client of one agent.
@@ -89,6 +92,43 @@ impl Client {
         Self::decode(resp)
     }
 
+    /// `GET path` as a stream (Server-Sent Events): the body as it arrives, with `headers`.
+    /// Only connecting is bounded in time; the caller decides how long a silent stream may
+    /// last. A refusal is read as JSON (`{"error"}`), 410 as [`ClientError::Gone`].
+    pub fn stream(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> Result<ureq::BodyReader<'static>, ClientError> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(std::time::Duration::from_secs(5)))
+            .timeout_recv_response(Some(std::time::Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = agent
+            .get(&self.url(path))
+            .header("Accept", "text/event-stream");
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        if let Some(t) = &self.admin {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut resp = req.call().map_err(|e| self.unreachable(e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp.into_body().into_reader());
+        }
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let message = error_message(text);
+        Err(if status == ureq::http::StatusCode::GONE {
+            ClientError::Gone(message)
+        } else {
+            ClientError::Refused(format!("{status}: {message}"))
+        })
+    }
+
     fn decode<T: DeserializeOwned>(
         mut resp: ureq::http::Response<ureq::Body>,
     ) -> Result<T, ClientError> {
@@ -98,14 +138,19 @@ impl Client {
             .read_to_string()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         if !status.is_success() {
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_string))
-                .unwrap_or(text);
+            let message = error_message(text);
             return Err(ClientError::Refused(format!("{status}: {message}")));
         }
         serde_json::from_str(&text).map_err(|e| ClientError::Protocol(e.to_string()))
     }
+}
+
+/// The `error` of a JSON error answer, else the answer as it is.
+fn error_message(text: String) -> String {
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or(text)
 }
 
 /// The admin credential for the CLI: given (`--admin-token`), else read from the agent's data

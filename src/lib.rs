@@ -21,3 +21,5 @@ pub use agent::{Agent, AgentError};
 pub use config::{Config, ConfigError, LogFormat, RaftSection, Role};
 pub use data_dir::{ADMIN_TOKEN_FILE, DataDir, DataDirError};
 pub use quorate_base::{NodeId, ParseNodeIdError, now_ms};
+/// Membership events, as [`Agent::events`] hands them out.
+pub use quorate_consensus::{Compacted, Event, EventHub, EventIndex, EventKind, Subscription};

@@ -26,5 +26,6 @@ fn main() -> ExitCode {
         Command::Leave(args) => cli::admin::message(&args.api, "/v1/leave"),
         Command::Completions(args) => cli::docs::completions(&args),
         Command::Man(args) => cli::docs::man(&args),
+        Command::Watch(args) => cli::watch::run(&args),
     }
 }

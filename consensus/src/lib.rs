@@ -8,6 +8,9 @@
 //!   depend on.
 //! - [`LogStore`], [`StateMachineStore`]: durable storage on redb (log, vote, committed index,
 //!   snapshots); acknowledged appends are on disk.
+//! - [`events`]: typed membership events derived from the applied log (the same on every
+//!   node), the failure detector's local ones, and the [`EventHub`] that replays and streams
+//!   them.
 //! - [`Consensus`]: a running member: bootstrap, join, resume; writes, reads and membership
 //!   changes routed to the leader; the autopilot; leadership hand-over.
 //! - QUIC with TLS 1.3 ([`quic`], [`tls`]): the cluster CA, node certificates naming node ids,
@@ -21,6 +24,7 @@
 
 pub mod authority;
 pub mod autopilot;
+pub mod events;
 mod files;
 pub mod mem_network;
 mod network;
@@ -31,6 +35,7 @@ pub mod registry;
 mod store;
 pub mod tls;
 
+pub use events::{Compacted, Event, EventHub, EventIndex, EventKind, Subscription};
 pub use files::{ClusterFile, Files, FilesError};
 pub use network::RaftNet;
 pub use node::{

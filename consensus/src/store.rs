@@ -6,7 +6,13 @@
 //! state. The state machine lives in memory; what makes it durable is the log plus the latest
 //! snapshot: on start the registry is restored from the snapshot, and openraft re-applies the
 //! committed entries after it (the committed index is saved for that).
+//!
+//! `apply` also derives the decided membership events of each entry ([`crate::events`]) and
+//! publishes them into the node's [`EventHub`]; their counter and the registry index (the
+//! last entry that changed the registry or the Raft membership) are part of the state, so
+//! they are the same on every node and survive in snapshots.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
@@ -23,7 +29,8 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::TypeConfig;
-use crate::registry::{Outcome, Registry};
+use crate::events::{self, EventHub};
+use crate::registry::{Outcome, Registry, Request};
 
 use quorate_base::NodeId;
 type Node = openraft::BasicNode;
@@ -263,6 +270,13 @@ pub struct StateMachineData {
     pub last_membership: StoredMembership<NodeId, Node>,
     /// The registry.
     pub registry: Registry,
+    /// How many decided events the applied entries gave (the index of the last one).
+    #[serde(default)]
+    pub events_decided: u64,
+    /// The log index of the last applied entry that changed the registry or the Raft
+    /// membership (what blocking queries wait on; a no-op does not move it).
+    #[serde(default)]
+    pub registry_index: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -277,22 +291,41 @@ pub struct StateMachineStore {
     db: Arc<Database>,
     data: Arc<RwLock<StateMachineData>>,
     snapshots_built: Arc<std::sync::atomic::AtomicU64>,
+    events: Arc<EventHub>,
 }
 
 impl StateMachineStore {
-    /// A state machine over `db`, restored from its latest snapshot if there is one.
+    /// A state machine over `db`, restored from its latest snapshot if there is one, with
+    /// events published into a hub of its own.
     pub fn open(db: Arc<Database>) -> Result<Self, Box<StorageError<NodeId>>> {
+        Self::open_with_events(db, Arc::new(EventHub::new()))
+    }
+
+    /// A state machine over `db`, restored from its latest snapshot if there is one, that
+    /// publishes its events into `events` (told where the snapshot leaves off).
+    pub fn open_with_events(
+        db: Arc<Database>,
+        events: Arc<EventHub>,
+    ) -> Result<Self, Box<StorageError<NodeId>>> {
         let snapshot_error =
             |e: AnyError| Box::new(StorageError::from(StorageIOError::read_snapshot(None, e)));
         let data = match read_meta::<StoredSnapshot>(&db, SNAPSHOT).map_err(snapshot_error)? {
             Some(s) => serde_json::from_slice(&s.data).map_err(|e| snapshot_error(io_err(e)))?,
             None => StateMachineData::default(),
         };
+        events.start_at(data.events_decided);
+        events.set_registry_index(data.registry_index);
         Ok(StateMachineStore {
             db,
             data: Arc::new(RwLock::new(data)),
             snapshots_built: Arc::default(),
+            events,
         })
+    }
+
+    /// The hub this state machine publishes its events into.
+    pub fn events(&self) -> &Arc<EventHub> {
+        &self.events
     }
 
     /// A shared, read-only view of the state machine (for linearizable reads after
@@ -365,16 +398,44 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|_| StorageIOError::write_state_machine(AnyError::error("lock poisoned")))?;
         let mut out = Vec::new();
         for entry in entries {
-            d.last_applied = Some(entry.log_id);
+            let previous = d.last_applied.replace(entry.log_id);
+            let mut kinds: Vec<events::EventKind> =
+                events::leader_change(previous.as_ref(), &entry.log_id)
+                    .into_iter()
+                    .collect();
             match entry.payload {
                 EntryPayload::Blank => out.push(Ok(())),
-                EntryPayload::Normal(req) => out.push(d.registry.apply(&req)),
+                // The benchmark's write and the linearizable barrier: no copy of the registry.
+                EntryPayload::Normal(Request::Noop) => out.push(Ok(())),
+                EntryPayload::Normal(req) => {
+                    let before = d.registry.clone();
+                    let outcome = d.registry.apply(&req);
+                    if outcome.is_ok() && before != d.registry {
+                        kinds.extend(events::derive(&before, &req, &d.registry));
+                        d.registry_index = entry.log_id.index;
+                    }
+                    out.push(outcome);
+                }
                 EntryPayload::Membership(m) => {
+                    let old = d.last_membership.membership();
+                    let ids = |i: &mut dyn Iterator<Item = NodeId>| i.collect::<BTreeSet<_>>();
+                    kinds.extend(events::membership_changes(
+                        &ids(&mut old.voter_ids()),
+                        &ids(&mut old.learner_ids()),
+                        &ids(&mut m.voter_ids()),
+                        &ids(&mut m.learner_ids()),
+                    ));
                     d.last_membership = StoredMembership::new(Some(entry.log_id), m);
+                    d.registry_index = entry.log_id.index;
                     out.push(Ok(()));
                 }
             }
+            for kind in kinds {
+                d.events_decided += 1;
+                self.events.publish_decided(d.events_decided, kind);
+            }
         }
+        self.events.set_registry_index(d.registry_index);
         Ok(out)
     }
 
@@ -410,7 +471,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             last_applied: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
             registry: new.registry,
+            events_decided: new.events_decided,
+            registry_index: new.registry_index,
         };
+        // The events between this node's state and the snapshot's never reached it here.
+        self.events.start_at(d.events_decided);
+        self.events.set_registry_index(d.registry_index);
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! The redb storage against openraft's own storage test suite, and durability across a reopen.
+//! The redb storage against openraft's own storage test suite, and durability across a reopen
+//! (of the state, and of the decided events' numbering).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,8 +11,8 @@ use openraft::{BasicNode, EntryPayload, LogId, Raft, RaftLogReader, StorageError
 use quorate_consensus::NodeId;
 use quorate_consensus::mem_network::MemRouter;
 use quorate_consensus::{
-    LogStore, NodeRecord, NodeStatus, Request, Role, StateMachineStore, TypeConfig, open_db,
-    raft_config,
+    EventHub, EventIndex, EventKind, LogStore, NodeRecord, NodeStatus, Request, Role,
+    StateMachineData, StateMachineStore, TypeConfig, open_db, raft_config,
 };
 
 #[path = "../../tests/support/wait.rs"]
@@ -223,4 +224,117 @@ fn label(i: usize) -> Request {
         key: format!("k{i}"),
         value: format!("v{i}"),
     }
+}
+
+/// Every event published after `after`, until the hub's last index reaches `upto`.
+async fn events_until(
+    hub: &Arc<EventHub>,
+    after: Option<EventIndex>,
+    upto: EventIndex,
+) -> Vec<(EventIndex, EventKind)> {
+    let mut sub = hub.subscribe(after).expect("retained");
+    let mut out = Vec::new();
+    while sub.position() < Some(upto) {
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("events up to {upto}; got {out:?}"))
+            .expect("not compacted");
+        out.push((e.index, e.kind));
+    }
+    out
+}
+
+/// The decided events are numbered by the state machine's own counter, which a snapshot
+/// keeps: after a reopen, the entries applied again after the snapshot give the same events
+/// with the same indexes, a position before the snapshot is compacted, and the registry index
+/// comes back. State saved before the counter existed still loads (it counts from 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decided_events_come_back_with_their_indexes_after_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft.redb");
+    let config = Arc::new(raft_config("test").expect("config"));
+    let start = |db: Arc<redb::Database>| {
+        let config = config.clone();
+        async move {
+            let router = MemRouter::default();
+            let sm = StateMachineStore::open(db.clone()).expect("state machine");
+            let raft = Raft::new(
+                NodeId::new(1),
+                config,
+                router.network(NodeId::new(1)),
+                LogStore::new(db),
+                sm.clone(),
+            )
+            .await
+            .expect("raft");
+            router.add(NodeId::new(1), raft.clone());
+            (raft, sm, router)
+        }
+    };
+    let db = open_db(&path).expect("open db");
+    let (raft, sm, _router) = start(db.clone()).await;
+    let hub = sm.events().clone();
+    let node = BasicNode {
+        addr: "node-1".into(),
+    };
+    raft.initialize(BTreeMap::from([(NodeId::new(1), node)]))
+        .await
+        .expect("initialize");
+    raft.wait(Some(Duration::from_secs(5)))
+        .metrics(|m| m.current_leader == Some(NodeId::new(1)), "leadership")
+        .await
+        .expect("leader");
+    for req in std::iter::once(put_node()).chain((0..3).map(label)) {
+        raft.client_write(req).await.expect("write");
+    }
+    raft.trigger().snapshot().await.expect("trigger snapshot");
+    raft.wait(Some(Duration::from_secs(5)))
+        .metrics(|m| m.snapshot.is_some(), "a snapshot")
+        .await
+        .expect("snapshot");
+    let at_snapshot = hub.last_index();
+    for req in (3..6).map(label) {
+        raft.client_write(req).await.expect("write");
+    }
+    let noop = raft.client_write(Request::Noop).await.expect("a no-op");
+    let last = hub.last_index();
+    let before = events_until(&hub, Some(at_snapshot), last).await;
+    assert_eq!(
+        before.len(),
+        3,
+        "three label writes, the no-op none: {before:?}"
+    );
+    let registry_index = hub.registry_index();
+    assert!(
+        registry_index < noop.log_id.index,
+        "the no-op (entry {}) did not move the registry index ({registry_index})",
+        noop.log_id.index
+    );
+    raft.shutdown().await.expect("shutdown");
+    drop((raft, sm, hub, db));
+
+    let db = wait::until_async("the database to reopen", Duration::from_secs(5), || {
+        open_db(&path)
+    })
+    .await;
+    let (raft, sm, _router) = start(db).await;
+    let hub = sm.events().clone();
+    assert_eq!(hub.oldest(), at_snapshot, "the snapshot's count");
+    assert!(
+        hub.subscribe(Some(EventIndex::decided(1))).is_err(),
+        "before the snapshot: compacted"
+    );
+    let after = events_until(&hub, Some(at_snapshot), last).await;
+    assert_eq!(after, before, "the same events, the same indexes");
+    wait::until_async("the registry index back", Duration::from_secs(5), || {
+        let i = hub.registry_index();
+        if i == registry_index { Ok(()) } else { Err(i) }
+    })
+    .await;
+    raft.shutdown().await.expect("shutdown");
+
+    let old: StateMachineData =
+        serde_json::from_str(r#"{"last_applied":null,"last_membership":{"log_id":null,"membership":{"configs":[],"nodes":{}}},"registry":{"cluster":null,"nodes":{},"tokens":{},"settings":{"voter_target":3,"failed_grace_ms":60000}}}"#)
+            .expect("state without the event counter loads");
+    assert_eq!((old.events_decided, old.registry_index), (0, 0));
 }

@@ -5,7 +5,8 @@
 //! once), [`sync_join_keys`] (the join policy, join keys and join secrets follow the node's
 //! keyring), [`publish_raft_view`] (state, leader, term and this node's registry labels into
 //! gossip meta when they change), [`report_failures`] (which nodes gossip's failure detector
-//! holds dead, and since when, to the autopilot) and [`seed_members`] (registry members' gossip
+//! holds dead, and since when, to the autopilot, and as `failed`/`recovered` events of the
+//! node's hub, see [`liveness_events`]) and [`seed_members`] (registry members' gossip
 //! addresses become gossip seeds). [`run`] does the first once and the other four every 500 ms,
 //! in that order. A node that joined with open gossip adopts the cluster's keys
 //! ([`adopt_secrets`]): a voter its cluster keys, a storage node only their gossip keys.
@@ -18,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quorate_consensus::{AdmissionConfig, Consensus, JoinPolicy};
+use quorate_consensus::{AdmissionConfig, Consensus, EventKind, JoinPolicy, NodeStatus};
 use quorate_discovery::{AdvertState, Advertisement, Mdns};
 use quorate_gossip::{Gossip, Key, NodeMeta};
 use tracing::{info, warn};
@@ -46,11 +47,12 @@ pub(super) async fn run(
     }
     let mut published: Option<NodeMeta> = None;
     let mut failed_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
+    let mut reported: BTreeSet<NodeId> = BTreeSet::new();
     let mut seeded: BTreeSet<SocketAddr> = BTreeSet::new();
     loop {
         sync_join_keys(&node, &keys);
         publish_raft_view(&node, &gossip, &mut published).await;
-        report_failures(&node, &gossip, &mut failed_since, grace);
+        report_failures(&node, &gossip, &mut failed_since, &mut reported, grace);
         seed_members(&node, &gossip, &mut seeded);
         tokio::time::sleep(PERIOD).await;
     }
@@ -124,20 +126,60 @@ async fn publish_raft_view(node: &Consensus, gossip: &Gossip, published: &mut Op
 /// (d) Failures as gossip's failure detector reports them (failed, or left and gone), each
 /// with the time it was first seen dead, to the autopilot with the grace period before removal.
 /// A node's gossiped values (a `leaving` status, say) are not a failure: a live node is never
-/// reported, whatever is said about it.
+/// reported, whatever is said about it. The same verdicts become local events (`reported`:
+/// the members this node announced failed).
 fn report_failures(
     node: &Consensus,
     gossip: &Gossip,
     failed_since: &mut BTreeMap<NodeId, Instant>,
+    reported: &mut BTreeSet<NodeId>,
     grace: Duration,
 ) {
     let now = Instant::now();
     let down = gossip.dead();
     failed_since.retain(|id, _| down.contains(id));
-    for id in down {
-        failed_since.entry(id).or_insert(now);
+    for id in &down {
+        failed_since.entry(*id).or_insert(now);
     }
     node.set_failed(failed_since.clone(), Some(grace));
+    let active: BTreeSet<NodeId> = node
+        .local_registry()
+        .nodes
+        .values()
+        .filter(|n| n.status == NodeStatus::Active)
+        .map(|n| n.id)
+        .collect();
+    let events = node.events();
+    for kind in liveness_events(&active, &down, reported) {
+        events.publish_local(kind);
+    }
+}
+
+/// The liveness events of one look at the failure detector: an active registry member held
+/// dead and not yet announced is `failed`; an announced one alive again is `recovered`. A node
+/// that leaves the registry (or is leaving) is forgotten silently: `removed` or `left` says
+/// what became of it. `reported` is updated.
+pub(super) fn liveness_events(
+    active: &BTreeSet<NodeId>,
+    down: &BTreeSet<NodeId>,
+    reported: &mut BTreeSet<NodeId>,
+) -> Vec<EventKind> {
+    reported.retain(|id| active.contains(id));
+    let recovered: Vec<NodeId> = reported.difference(down).copied().collect();
+    let failed: Vec<NodeId> = down
+        .intersection(active)
+        .filter(|id| !reported.contains(id))
+        .copied()
+        .collect();
+    for id in &recovered {
+        reported.remove(id);
+    }
+    reported.extend(failed.iter().copied());
+    recovered
+        .into_iter()
+        .map(|node| EventKind::Recovered { node })
+        .chain(failed.into_iter().map(|node| EventKind::Failed { node }))
+        .collect()
 }
 
 /// (e) Every registry member's gossip address is a seed (mDNS may not reach them all); each
@@ -209,3 +251,39 @@ const GOSSIP_KEYS_SECRET: &str = "gossip_keys";
 /// The join secret that carries the cluster keys (base64, primary first, as JSON): handed to
 /// voter-role joiners only.
 const CLUSTER_KEYS_SECRET: &str = "cluster_keys";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(ns: &[u64]) -> BTreeSet<NodeId> {
+        ns.iter().map(|n| NodeId::new(*n)).collect()
+    }
+
+    #[test]
+    fn liveness_events_announce_members_once_and_their_recovery() {
+        let mut reported = BTreeSet::new();
+        let active = ids(&[1, 2, 3]);
+        // 9 is dead but no member: no event.
+        let first = liveness_events(&active, &ids(&[2, 9]), &mut reported);
+        assert_eq!(
+            first,
+            vec![EventKind::Failed {
+                node: NodeId::new(2)
+            }]
+        );
+        assert!(liveness_events(&active, &ids(&[2, 9]), &mut reported).is_empty());
+        let back = liveness_events(&active, &ids(&[]), &mut reported);
+        assert_eq!(
+            back,
+            vec![EventKind::Recovered {
+                node: NodeId::new(2)
+            }]
+        );
+        // Failed, then out of the registry: forgotten without a recovery.
+        liveness_events(&active, &ids(&[3]), &mut reported);
+        let gone = liveness_events(&ids(&[1, 2]), &ids(&[]), &mut reported);
+        assert!(gone.is_empty(), "{gone:?}");
+        assert!(reported.is_empty());
+    }
+}

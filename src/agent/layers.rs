@@ -129,6 +129,7 @@ impl Agent {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             AgentError::Http(format!("cannot listen on {addr}: {e}; set --http-addr"))
         })?;
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let state = ApiState {
             node_id: self.data_dir.node_id(),
             gossip: parts.gossip,
@@ -138,12 +139,16 @@ impl Agent {
             consensus: parts.consensus,
             admin_token: Arc::new(parts.admin_token),
             leave: parts.leave,
+            events: self.events.clone(),
+            closing: closing_rx,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = crate::api::router(state);
         let done = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stopped.await;
+                // Event streams and blocking queries end, so the shutdown does not wait on them.
+                let _ = closing.send(true);
             });
             if let Err(e) = serve.await {
                 warn!(error = %e, "http api stopped with an error");

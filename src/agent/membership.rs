@@ -67,6 +67,7 @@ impl Agent {
         config.cert_lifetime = c.raft.cert_lifetime;
         // The join policy and keys hold from the first instant QUIC serves.
         config.admission = super::bridge::admission(keys);
+        config.events = self.events.clone();
         // The key this node proves when it joins: from the configured cluster key (a storage
         // node keeps no join key in its data dir), else the keyring's.
         let join_key = c

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use quorate_consensus::StartError;
+use quorate_consensus::{EventHub, StartError};
 use quorate_discovery::DiscoveryError;
 
 use crate::config::{self, Config};
@@ -105,6 +105,9 @@ pub struct Agent {
     pub(super) config: Config,
     pub(super) resolved: Resolved,
     pub(super) data_dir: Arc<DataDir>,
+    /// This node's membership events: made here, so that they can be subscribed to before
+    /// the node runs; consensus publishes into it once it starts.
+    pub(super) events: Arc<EventHub>,
     // Dropped last: dev mode's throw-away data dir is removed when the agent ends.
     pub(super) dev_dir: Option<tempfile::TempDir>,
 }
@@ -148,6 +151,7 @@ impl Agent {
             config,
             resolved,
             data_dir: Arc::new(data_dir),
+            events: Arc::new(EventHub::new()),
             dev_dir,
         })
     }
@@ -155,6 +159,13 @@ impl Agent {
     /// The resolved settings.
     pub fn resolved(&self) -> &Resolved {
         &self.resolved
+    }
+
+    /// This node's membership events: subscribe between [`Agent::start`] and `run_until`
+    /// to miss none (the decided ones from the log, replayed at start; the failure
+    /// detector's local ones once the node is a member).
+    pub fn events(&self) -> Arc<EventHub> {
+        self.events.clone()
     }
 }
 

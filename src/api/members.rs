@@ -1,18 +1,27 @@
 //! What this node sees: `/v1/members` (the gossip view) and `/v1/status` (the Raft group and
 //! the registry, with each member's liveness by gossip).
 //!
+//! `/v1/status` is also a blocking query, after Consul's: `?index=N` waits until the registry
+//! index (the log index of the last applied entry that changed the registry or the Raft
+//! membership; a no-op does not move it) passes N, or until `wait` ran out (humantime, default
+//! 5 min, at most 10 min: longer is cut to 10 min), and every answer carries the current
+//! index in `X-Quorate-Index`. The wait is woken by the state machine, never by polling.
+//!
 //! Reads only; it turns the layers' types into the [`wire`](super::wire) rows.
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quorate_consensus::Consensus;
 use quorate_gossip::{Gossip, Member};
 
-use super::state::{ApiState, not_member};
-use super::wire::{MemberRow, StatusMember, StatusView};
+use super::state::{ApiState, error, not_member};
+use super::wire::{INDEX_HEADER, MemberRow, StatusMember, StatusView};
 use crate::NodeId;
 
 impl From<&Member> for MemberRow {
@@ -40,12 +49,64 @@ pub(super) async fn members(State(s): State<ApiState>) -> Json<Vec<MemberRow>> {
     Json(rows)
 }
 
-/// `GET /v1/status`: the Raft group and the registry, or 503 before this node is a member.
-pub(super) async fn status(State(s): State<ApiState>) -> Response {
-    match s.consensus.get() {
+/// How long a blocking query waits when `wait` is not given.
+const WAIT_DEFAULT: Duration = Duration::from_secs(5 * 60);
+
+/// The longest a blocking query waits.
+const WAIT_MAX: Duration = Duration::from_secs(10 * 60);
+
+/// A blocking query's `index` and `wait`, from the query pairs; the error is the 400 text.
+pub(super) fn blocking(pairs: &[(String, String)]) -> Result<Option<(u64, Duration)>, String> {
+    let mut index = None;
+    let mut wait = None;
+    for (key, value) in pairs {
+        match key.as_str() {
+            "index" => {
+                index = Some(value.parse::<u64>().map_err(|_| {
+                    format!("index: {value:?} is not a registry index (a whole number)")
+                })?)
+            }
+            "wait" => {
+                wait = Some(humantime::parse_duration(value).map_err(|e| {
+                    format!("wait: {value:?} is not a duration ({e}); say 30s or 5m")
+                })?)
+            }
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?}; the parameters are index and wait"
+                ));
+            }
+        }
+    }
+    Ok(index.map(|i| (i, wait.unwrap_or(WAIT_DEFAULT).min(WAIT_MAX))))
+}
+
+/// `GET /v1/status`: the Raft group and the registry, or 503 before this node is a member;
+/// with `?index=N`, once the registry index passes N (or `wait` ran out).
+pub(super) async fn status(
+    State(s): State<ApiState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let wait = match blocking(&pairs) {
+        Ok(w) => w,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let index = match wait {
+        Some((after, wait)) => tokio::select! {
+            i = s.events.registry_index_after(after, wait) => i,
+            () = s.closed() => s.events.registry_index(),
+        },
+        None => s.events.registry_index(),
+    };
+    // The index is read before the view, so the view is at least as new as it says.
+    let mut answer = match s.consensus.get() {
         Some(node) => Json(status_view(node, &s.gossip)).into_response(),
         None => not_member(),
-    }
+    };
+    answer
+        .headers_mut()
+        .insert(INDEX_HEADER, axum::http::HeaderValue::from(index));
+    answer
 }
 
 fn status_view(node: &Consensus, gossip: &Gossip) -> StatusView {
@@ -76,5 +137,36 @@ fn status_view(node: &Consensus, gossip: &Gossip) -> StatusView {
                 member,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(ps: &[(&str, &str)]) -> Vec<(String, String)> {
+        ps.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_blocking_query_reads_index_and_wait_with_default_and_cap() {
+        assert_eq!(blocking(&[]), Ok(None));
+        assert_eq!(
+            blocking(&pairs(&[("index", "7")])),
+            Ok(Some((7, WAIT_DEFAULT)))
+        );
+        assert_eq!(
+            blocking(&pairs(&[("index", "7"), ("wait", "30s")])),
+            Ok(Some((7, Duration::from_secs(30))))
+        );
+        assert_eq!(
+            blocking(&pairs(&[("index", "7"), ("wait", "2h")])),
+            Ok(Some((7, WAIT_MAX)))
+        );
+        assert!(blocking(&pairs(&[("index", "x")])).is_err());
+        assert!(blocking(&pairs(&[("index", "1"), ("wait", "soon")])).is_err());
+        assert!(blocking(&pairs(&[("idx", "1")])).is_err());
     }
 }

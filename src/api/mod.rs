@@ -3,7 +3,9 @@
 //! - `GET /health/live`: the process is up. `GET /health/ready`: a member of a cluster with a
 //!   known leader (200), else 503; both answer JSON.
 //! - `GET /v1/members`: the gossip view.
-//! - `GET /v1/status`: the Raft group and the registry as this node sees them.
+//! - `GET /v1/status`: the Raft group and the registry as this node sees them; a blocking
+//!   query with `?index=N&wait=30s` (answers once the registry index passes N).
+//! - `GET /v1/events`: membership events as Server-Sent Events, resumable by index.
 //! - `POST /v1/labels`: set or remove this node's labels (a Raft write).
 //! - `POST /v1/step-down`: the leader hands leadership to another voter.
 //! - `POST /v1/nodes/{id}/promote`, `.../demote`, `.../remove`: membership changes.
@@ -16,7 +18,7 @@
 //!
 //! This module holds the router; the state the handlers share and the error answers are in
 //! `state`, the admin credential check is in `auth`, the handlers are grouped by concern (`health`,
-//! `members`, `admin`, `tokens`, `keyring`), and what crosses the wire is in [`wire`], which
+//! `members`, `events`, `admin`, `tokens`, `keyring`), and what crosses the wire is in [`wire`], which
 //! clients use without this server. It does not start the layers or decide anything itself:
 //! it reads the running layers and hands changes to consensus.
 
@@ -25,6 +27,7 @@ use axum::routing::{get, post};
 
 mod admin;
 mod auth;
+mod events;
 mod health;
 mod keyring;
 mod members;
@@ -60,6 +63,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/v1/members", get(members::members))
         .route("/v1/status", get(members::status))
+        .route("/v1/events", get(events::events))
         .route("/v1/gossip/keys", get(keyring::keys))
         .route("/v1/metrics", get(health::metrics))
         .merge(admin)

@@ -35,6 +35,20 @@ pub struct ApiState {
     pub admin_token: Arc<String>,
     /// Told when this node has left the cluster (the agent then stops).
     pub leave: Arc<tokio::sync::Notify>,
+    /// This node's membership events (there before it is a member).
+    pub events: Arc<quorate_consensus::EventHub>,
+    /// Becomes `true` when the API stops: long answers (event streams, blocking queries) end
+    /// then, so that the server's graceful shutdown does not wait for them.
+    pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl ApiState {
+    /// Completes when the API stops.
+    pub(super) async fn closed(&self) {
+        let mut closing = self.closing.clone();
+        // A dropped sender means the server is gone as well.
+        let _ = closing.wait_for(|c| *c).await;
+    }
 }
 
 /// An error answer: `{"error": message}` with `status`.

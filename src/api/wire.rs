@@ -2,15 +2,20 @@
 //!
 //! Plain serde structs and enums, nothing else: no axum, no server state. Node ids and roles
 //! are the workspace's own types (ids as 16 hex digits); a member in `status` is consensus's
-//! [`MemberView`] as it is, with gossip's liveness beside it. A client may depend on this
+//! [`MemberView`] as it is, with gossip's liveness beside it; an event of `/v1/events` is
+//! consensus's [`Event`] as it is. A client may depend on this
 //! module alone.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use quorate_base::{NodeId, Role, hex_id};
-pub use quorate_consensus::{MemberView, NodeStatus};
+pub use quorate_consensus::{Event, EventIndex, EventKind, MemberView, NodeStatus};
 use serde::{Deserialize, Serialize};
+
+/// The header of `GET /v1/status` that carries the registry index (after Consul's
+/// `X-Consul-Index`): pass it back as `?index=` to wait for the next change.
+pub const INDEX_HEADER: &str = "x-quorate-index";
 
 /// One row of `quorate members`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -1,7 +1,7 @@
 //! The command line of the `quorate` binary: the clap definition ([`Cli`], [`Command`]) and
 //! one module per command with its flags and its body (`agent`, `discover`, `members`,
-//! `status`, `keyring`, `label`, `token`, `admin`, `docs` for completions and manual pages), what they share (`args`), and the column
-//! renderer (`table`).
+//! `status`, `keyring`, `label`, `token`, `admin`, `watch`, `docs` for completions and manual
+//! pages), what they share (`args`), and the column renderer (`table`).
 //!
 //! Commands talk to the library only through `quorate::api::wire`, `quorate::client`,
 //! `quorate::discover`, `quorate::config` and `quorate::agent::run`/`shutdown_signal`: never
@@ -39,6 +39,7 @@ pub(crate) mod members;
 pub(crate) mod status;
 pub(crate) mod table;
 pub(crate) mod token;
+pub(crate) mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -96,6 +97,9 @@ pub(crate) enum Command {
     /// Leave the cluster: deregister this node (a leader hands over first), then stop the agent.
     #[command(long_about = admin::LEAVE_ABOUT)]
     Leave(args::AdminArgs),
+    /// Print membership events as they happen (resumes after a dropped connection).
+    #[command(long_about = watch::ABOUT)]
+    Watch(watch::WatchArgs),
     /// Print a shell completion script (bash, zsh, fish).
     #[command(long_about = docs::COMPLETIONS_ABOUT)]
     Completions(docs::CompletionsArgs),

@@ -74,6 +74,9 @@ pub struct ConsensusConfig {
     /// How joiners are admitted, from the first instant this node serves (rotations later
     /// through [`Consensus::set_admission`]).
     pub admission: AdmissionConfig,
+    /// Where the state machine publishes its events (the agent's hub, which the HTTP API
+    /// serves from before this node is a member).
+    pub events: Arc<crate::EventHub>,
 }
 
 impl ConsensusConfig {
@@ -94,6 +97,7 @@ impl ConsensusConfig {
             autopilot_every: Duration::from_millis(250),
             cert_lifetime: crate::tls::DEFAULT_CERT_LIFETIME,
             admission: AdmissionConfig::default(),
+            events: Arc::new(crate::EventHub::new()),
         }
     }
 }
@@ -184,6 +188,12 @@ impl Consensus {
     /// Whether this node holds the CA key (voters do).
     pub fn holds_ca_key(&self) -> bool {
         self.inner.me.ca_key.is_some()
+    }
+
+    /// This node's membership events (decided ones from the log, and the local ones the
+    /// agent publishes).
+    pub fn events(&self) -> Arc<crate::EventHub> {
+        self.inner.sm.events().clone()
     }
 
     /// The openraft handle (metrics, waiting).
@@ -310,6 +320,7 @@ impl Consensus {
             out.insert(refused_counter(*rule), *n);
         }
         out.extend(self.inner.net.metrics().snapshot());
+        out.extend(self.inner.sm.events().counters());
         let m = self.inner.raft.metrics().borrow().clone();
         out.insert("raft_term", m.current_term);
         out.insert("raft_last_log_index", m.last_log_index.unwrap_or(0));

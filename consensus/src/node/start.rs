@@ -173,8 +173,8 @@ impl Consensus {
         };
         let lease = Duration::from_millis(raft_config.election_timeout_max);
         let db = open_db(&files.raft_db()).map_err(|e| StartError::Storage(e.to_string()))?;
-        let sm =
-            StateMachineStore::open(db.clone()).map_err(|e| StartError::Storage(e.to_string()))?;
+        let sm = StateMachineStore::open_with_events(db.clone(), config.events.clone())
+            .map_err(|e| StartError::Storage(e.to_string()))?;
         // Removed identities are refused from the first handshake on.
         let deny = DenyList::default();
         if let Ok(d) = sm.data().read() {
