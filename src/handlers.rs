@@ -9,15 +9,24 @@
 //! non-zero exit, a timeout, a command that cannot start, events the handler fell too far
 //! behind to see) are logged and counted ([`HandlerStats`]); none of them stops the handler.
 //!
-//! This module parses the specs and runs the handlers; it decides nothing and changes no state.
+//! Each handler's position (the last decided event it handled) is kept in the data dir
+//! (`handlers.json`, by spec), so after a restart it resumes there: the decided events the
+//! node re-applies at start are not handed to it twice, and those decided while the agent was
+//! down reach it once it has them. A handler never run before starts with the events this node
+//! holds (those after its last snapshot). Local events (`failed`, `recovered`) are this
+//! node's observations and are not kept across a restart.
+//!
+//! This module parses the specs and runs the handlers; it decides nothing and changes no
+//! cluster state.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use quorate_consensus::events::{Event, EventHub, EventKind};
+use quorate_consensus::{Compacted, Event, EventHub, EventIndex, EventKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
@@ -149,41 +158,123 @@ pub fn event_env(event: &Event) -> Vec<(String, String)> {
 /// How long the output of a handler that is logged may be.
 const OUTPUT_LOGGED: usize = 512;
 
-/// Starts one task per handler, each subscribed to `hub` from now on.
+/// The file, in the data dir, that keeps each handler's position.
+pub const POSITIONS_FILE: &str = "handlers.json";
+
+/// Where each handler stands: the last decided event it handled, by spec, in a file.
+struct Positions {
+    path: PathBuf,
+    by_spec: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Positions {
+    fn open(data_dir: &Path) -> Positions {
+        let path = data_dir.join(POSITIONS_FILE);
+        let by_spec = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                warn!(file = %path.display(), error = %e, "handler positions unreadable; handlers start afresh");
+                BTreeMap::new()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "handler positions unreadable; handlers start afresh");
+                BTreeMap::new()
+            }
+        };
+        Positions {
+            path,
+            by_spec: Mutex::new(by_spec),
+        }
+    }
+
+    fn get(&self, spec: &str) -> Option<EventIndex> {
+        let map = self.by_spec.lock().ok()?;
+        map.get(spec).map(|n| EventIndex::decided(*n))
+    }
+
+    /// Records that `spec` handled every decided event up to `decided`; written through a
+    /// temporary file and a rename, so a crash leaves the old or the new file.
+    fn set(&self, spec: &str, decided: u64) {
+        let Ok(mut map) = self.by_spec.lock() else {
+            return;
+        };
+        if map.get(spec) == Some(&decided) {
+            return;
+        }
+        map.insert(spec.to_string(), decided);
+        let write = || -> std::io::Result<()> {
+            let tmp = self.path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&*map)?)?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        if let Err(e) = write() {
+            warn!(file = %self.path.display(), error = %e, "handler position not saved; a restart may run a handler again for this event");
+        }
+    }
+}
+
+/// Starts one task per handler, each resuming after its saved position in `data_dir`.
 pub fn spawn(
     specs: &[HandlerSpec],
     hub: &Arc<EventHub>,
+    data_dir: &Path,
     timeout: Duration,
     stats: &Arc<HandlerStats>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let positions = Arc::new(Positions::open(data_dir));
     specs
         .iter()
         .cloned()
         .map(|spec| {
             let hub = hub.clone();
             let stats = stats.clone();
-            tokio::spawn(async move { run_handler(spec, hub, timeout, stats).await })
+            let positions = positions.clone();
+            tokio::spawn(async move { run_handler(spec, hub, positions, timeout, stats).await })
         })
         .collect()
+}
+
+/// The key of a handler in the positions file.
+fn key(spec: &HandlerSpec) -> String {
+    match &spec.types {
+        None => format!("*={}", spec.command),
+        Some(t) => format!(
+            "{}={}",
+            t.iter().cloned().collect::<Vec<_>>().join(","),
+            spec.command
+        ),
+    }
+}
+
+/// Counts what a handler missed when its position was compacted, and where it goes on.
+fn fell_behind(
+    spec: &HandlerSpec,
+    after: Option<EventIndex>,
+    compacted: Compacted,
+    stats: &HandlerStats,
+) -> Option<EventIndex> {
+    let from = after.map_or(0, |a| a.decided);
+    let missed = compacted.oldest.decided.saturating_sub(from).max(1);
+    stats.events_missed.fetch_add(missed, Ordering::Relaxed);
+    warn!(command = %spec.command, missed, resume_after = %compacted.oldest, "event handler fell behind what this node keeps; events were missed");
+    Some(compacted.oldest)
 }
 
 async fn run_handler(
     spec: HandlerSpec,
     hub: Arc<EventHub>,
+    positions: Arc<Positions>,
     timeout: Duration,
     stats: Arc<HandlerStats>,
 ) {
-    info!(command = %spec.command, types = ?spec.types, "event handler ready");
-    let mut after = hub.last_index();
+    let key = key(&spec);
+    let mut after = positions.get(&key);
+    info!(command = %spec.command, types = ?spec.types, resume_after = ?after.map(|a| a.to_string()), "event handler ready");
     loop {
         let mut sub = match hub.subscribe(after) {
             Ok(s) => s,
             Err(compacted) => {
-                // Fell behind what the hub keeps: count what was missed, go on from the oldest.
-                let missed = compacted.missed(after);
-                stats.events_missed.fetch_add(missed, Ordering::Relaxed);
-                warn!(command = %spec.command, missed, "event handler fell behind; events were missed");
-                after = compacted.resume_after();
+                after = fell_behind(&spec, after, compacted, &stats);
                 continue;
             }
         };
@@ -194,12 +285,10 @@ async fn run_handler(
                     if spec.wants(event.kind.type_name()) {
                         run_command(&spec.command, &event, timeout, &stats).await;
                     }
+                    positions.set(&key, event.index.decided);
                 }
                 Err(compacted) => {
-                    let missed = compacted.missed(after);
-                    stats.events_missed.fetch_add(missed, Ordering::Relaxed);
-                    warn!(command = %spec.command, missed, "event handler fell behind; events were missed");
-                    after = compacted.resume_after();
+                    after = fell_behind(&spec, after, compacted, &stats);
                     break;
                 }
             }

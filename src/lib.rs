@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 mod data_dir;
 pub mod discover;
+pub mod handlers;
 pub mod keys;
 pub mod logging;
 pub mod token;

@@ -1,14 +1,15 @@
 //! The bridge between the layers once this node is a member: Raft's decisions go into gossip
 //! and mDNS, gossip's facts go to Raft's autopilot.
 //!
-//! Five jobs, each a function: [`advertise_member`] (mDNS says `member` and the CA prefix,
+//! Six jobs, each a function: [`advertise_member`] (mDNS says `member` and the CA prefix,
 //! once), [`sync_join_keys`] (the join policy, join keys and join secrets follow the node's
 //! keyring), [`publish_raft_view`] (state, leader, term and this node's registry labels into
 //! gossip meta when they change), [`report_failures`] (which nodes gossip's failure detector
 //! holds dead, and since when, to the autopilot, and as `failed`/`recovered` events of the
-//! node's hub, see [`liveness_events`]) and [`seed_members`] (registry members' gossip
-//! addresses become gossip seeds). [`run`] does the first once and the other four every 500 ms,
-//! in that order. A node that joined with open gossip adopts the cluster's keys
+//! node's hub, see [`liveness_events`]), [`seed_members`] (registry members' gossip
+//! addresses become gossip seeds) and [`publish_membership`] (the membership view embedding
+//! applications watch). [`run`] does the first once and the other five every 500 ms, in that
+//! order. A node that joined with open gossip adopts the cluster's keys
 //! ([`adopt_secrets`]): a voter its cluster keys, a storage node only their gossip keys.
 //! Nothing here decides membership: the autopilot, on the leader, does, and it takes a failure
 //! only from the failure detector (never from a value a node gossips about itself), confirmed
@@ -25,6 +26,7 @@ use quorate_gossip::{Gossip, Key, NodeMeta};
 use tracing::{info, warn};
 
 use crate::NodeId;
+use crate::api::Membership;
 use crate::Role;
 use crate::data_dir::DataDir;
 use crate::keys::{KeyKind, SharedKeys, StoredKeys};
@@ -41,6 +43,7 @@ pub(super) async fn run(
     mdns: Option<Arc<Mdns>>,
     advert: Option<Advertisement>,
     grace: Duration,
+    membership: tokio::sync::watch::Sender<Option<Membership>>,
 ) {
     if let (Some(mdns), Some(ad)) = (mdns.as_deref(), advert) {
         advertise_member(&node, mdns, ad);
@@ -54,6 +57,7 @@ pub(super) async fn run(
         publish_raft_view(&node, &gossip, &mut published).await;
         report_failures(&node, &gossip, &mut failed_since, &mut reported, grace);
         seed_members(&node, &gossip, &mut seeded);
+        publish_membership(&node, &gossip, &membership);
         tokio::time::sleep(PERIOD).await;
     }
 }
@@ -198,6 +202,24 @@ fn seed_members(node: &Consensus, gossip: &Gossip, seeded: &mut BTreeSet<SocketA
         seeded.extend(fresh.iter().copied());
         gossip.add_seeds(fresh);
     }
+}
+
+/// (f) The membership view embedding applications watch ([`crate::Agent::membership`]):
+/// sent only when it differs from the last one, so a receiver wakes for changes alone.
+fn publish_membership(
+    node: &Consensus,
+    gossip: &Gossip,
+    membership: &tokio::sync::watch::Sender<Option<Membership>>,
+) {
+    let view = crate::api::membership(node, gossip);
+    membership.send_if_modified(|current| {
+        if current.as_ref() == Some(&view) {
+            false
+        } else {
+            *current = Some(view);
+            true
+        }
+    });
 }
 
 /// A node that joined a sealed cluster while its own gossip was open takes the cluster's keys.

@@ -140,6 +140,7 @@ impl Agent {
             admin_token: Arc::new(parts.admin_token),
             leave: parts.leave,
             events: self.events.clone(),
+            handlers: self.handler_stats.clone(),
             closing: closing_rx,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -92,6 +92,13 @@ impl Agent {
             http = %c.http_addr,
             "agent running"
         );
+        let handlers = crate::handlers::spawn(
+            &c.handlers(),
+            &self.events,
+            self.data_dir.path(),
+            c.event_handler_timeout,
+            &self.handler_stats,
+        );
         let plan = self.consensus_plan(&stored, view);
         let starter = {
             let cell = consensus.clone();
@@ -102,11 +109,12 @@ impl Agent {
             let grace = c.raft.failed_grace;
             let keys = keys.clone();
             let role = c.role;
+            let membership = self.membership.clone();
             tokio::spawn(async move {
                 let (node, secrets) = plan.start().await?;
                 bridge::adopt_secrets(&gossip, &data_dir, &keys, role, &secrets);
                 let _ = cell.set(node.clone());
-                bridge::run(node, gossip, keys, mdns, advert, grace).await;
+                bridge::run(node, gossip, keys, mdns, advert, grace, membership).await;
                 Ok::<(), AgentError>(())
             })
         };
@@ -143,6 +151,9 @@ impl Agent {
         };
         if let Err(e) = &outcome {
             warn!(error = %e, "stopping");
+        }
+        for h in &handlers {
+            h.abort();
         }
         if let Some(node) = consensus.get() {
             node.shutdown().await;

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use quorate_consensus::{EventHub, StartError};
 use quorate_discovery::DiscoveryError;
 
+use crate::api::Membership;
 use crate::config::{self, Config};
+use crate::handlers::HandlerStats;
 use crate::data_dir::{DataDir, DataDirError};
 use crate::token::JoinToken;
 
@@ -49,6 +51,9 @@ pub enum AgentError {
     /// The gossip generation of this start could not be recorded in the data dir.
     #[error("cannot record the gossip generation: {0}")]
     Generation(std::io::Error),
+    /// The configuration breaks a rule (the key and what is wrong).
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// The HTTP API could not start.
     #[error("http api: {0}")]
     Http(String),
@@ -108,13 +113,23 @@ pub struct Agent {
     /// This node's membership events: made here, so that they can be subscribed to before
     /// the node runs; consensus publishes into it once it starts.
     pub(super) events: Arc<EventHub>,
+    /// What this node's event handlers did (for metrics).
+    pub(super) handler_stats: Arc<HandlerStats>,
+    /// The membership as this node sees it, once it is a member (the bridge keeps it).
+    pub(super) membership: tokio::sync::watch::Sender<Option<Membership>>,
     // Dropped last: dev mode's throw-away data dir is removed when the agent ends.
     pub(super) dev_dir: Option<tempfile::TempDir>,
 }
 
 impl Agent {
     /// Resolves defaults, opens the data dir and settles the node id.
+    ///
+    /// The configuration is validated first (as [`crate::config::load`] does), so an
+    /// application that builds a [`Config`] by hand gets the same refusals as the CLI.
     pub fn start(config: Config) -> Result<Agent, AgentError> {
+        config
+            .validate()
+            .map_err(|i| AgentError::Config(format!("{}: {}", i.key, i.message)))?;
         let (data_dir_path, dev_dir) = match (&config.data_dir, config.dev) {
             (Some(p), _) => (p.clone(), None),
             (None, true) => {
@@ -152,6 +167,8 @@ impl Agent {
             resolved,
             data_dir: Arc::new(data_dir),
             events: Arc::new(EventHub::new()),
+            handler_stats: Arc::default(),
+            membership: tokio::sync::watch::Sender::new(None),
             dev_dir,
         })
     }
@@ -166,6 +183,14 @@ impl Agent {
     /// detector's local ones once the node is a member).
     pub fn events(&self) -> Arc<EventHub> {
         self.events.clone()
+    }
+
+    /// The membership as this node sees it: `None` until it is a member, then updated
+    /// whenever a member joins, leaves, changes role, suffrage, labels or liveness, or the
+    /// leader changes (checked twice a second). `changed().await` on the receiver wakes on
+    /// each new view.
+    pub fn membership(&self) -> tokio::sync::watch::Receiver<Option<Membership>> {
+        self.membership.subscribe()
     }
 }
 

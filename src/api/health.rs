@@ -55,5 +55,6 @@ pub(super) async fn metrics(State(s): State<ApiState>) -> Json<serde_json::Value
         "gossip": gossip,
         "discovery": s.discovery.as_ref().map(|d| d.snapshot()),
         "consensus": s.consensus.get().map(|n| n.counters()),
+        "handlers": s.handlers.snapshot(),
     }))
 }

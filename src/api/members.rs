@@ -21,7 +21,7 @@ use quorate_consensus::Consensus;
 use quorate_gossip::{Gossip, Member};
 
 use super::state::{ApiState, error, not_member};
-use super::wire::{INDEX_HEADER, MemberRow, StatusMember, StatusView};
+use super::wire::{INDEX_HEADER, MemberRow, Membership, StatusMember, StatusView};
 use crate::NodeId;
 
 impl From<&Member> for MemberRow {
@@ -107,6 +107,24 @@ pub(super) async fn status(
         .headers_mut()
         .insert(INDEX_HEADER, axum::http::HeaderValue::from(index));
     answer
+}
+
+/// The membership view an embedding application watches: the status without what moves on
+/// every write (replication progress, commit index, term).
+pub(crate) fn membership(node: &Consensus, gossip: &Gossip) -> Membership {
+    let view = status_view(node, gossip);
+    Membership {
+        cluster_id: view.cluster_id,
+        leader_id: view.leader_id,
+        members: view
+            .members
+            .into_iter()
+            .map(|mut m| {
+                m.member.matched_index = None;
+                m
+            })
+            .collect(),
+    }
 }
 
 fn status_view(node: &Consensus, gossip: &Gossip) -> StatusView {

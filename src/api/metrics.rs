@@ -41,6 +41,8 @@ use quorate_discovery::Stats;
 use quorate_gossip::{Gossip, MemberStatus};
 
 use super::state::{ApiState, ConsensusCell, error};
+use crate::handlers::HandlerStats;
+use quorate_consensus::EventHub;
 
 /// The content type of the OpenMetrics text format prometheus-client's `text` encoder writes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -52,6 +54,8 @@ pub(super) fn router(state: &ApiState) -> Router {
         gossip: state.gossip.clone(),
         discovery: state.discovery.clone(),
         consensus: state.consensus.clone(),
+        events: state.events.clone(),
+        handlers: state.handlers.clone(),
     }));
     Router::new()
         .route("/metrics", get(scrape))
@@ -102,6 +106,8 @@ struct Layers {
     gossip: Arc<Gossip>,
     discovery: Option<Arc<Stats>>,
     consensus: ConsensusCell,
+    events: Arc<EventHub>,
+    handlers: Arc<HandlerStats>,
 }
 
 impl fmt::Debug for Layers {
@@ -119,6 +125,7 @@ impl Collector for Layers {
         if let Some(stats) = &self.discovery {
             discovery(&mut enc, stats)?;
         }
+        events(&mut enc, &self.events, &self.handlers)?;
         let node = self.consensus.get();
         one(
             &mut enc,
@@ -228,6 +235,52 @@ fn gossip(enc: &mut DescriptorEncoder, gossip: &Gossip) -> fmt::Result {
             ([("cause", "replayed")], load(&m.dropped_replay)),
             ([("cause", "malformed")], load(&m.dropped_malformed)),
         ],
+    )
+}
+
+/// The event hub (its subscribers, SSE clients and handlers alike) and the handlers' runs.
+fn events(enc: &mut DescriptorEncoder, hub: &EventHub, h: &HandlerStats) -> fmt::Result {
+    use MetricType::Counter;
+    let c: std::collections::BTreeMap<&str, u64> = hub.counters().into_iter().collect();
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+    one(
+        enc,
+        Counter,
+        "quorate_events_emitted",
+        "Membership events this node emitted (decided ones from the log, and its own liveness \
+         observations).",
+        get("events_emitted"),
+    )?;
+    family(
+        enc,
+        Counter,
+        "quorate_event_subscribers_lagged",
+        "Event subscribers that fell behind the live broadcast, by outcome: caught_up (re-read \
+         from the retained events, nothing lost), dropped (fell out of them: ended as compacted).",
+        &[
+            ([("outcome", "caught_up")], get("event_subscribers_caught_up")),
+            ([("outcome", "dropped")], get("event_subscribers_dropped")),
+        ],
+    )?;
+    family(
+        enc,
+        Counter,
+        "quorate_event_handler_runs",
+        "Event handler commands run, by outcome: succeeded (exit 0), failed (non-zero exit or \
+         a signal), timed_out (killed at the timeout), not_started (could not be started).",
+        &[
+            ([("outcome", "succeeded")], load(&h.succeeded)),
+            ([("outcome", "failed")], load(&h.failed)),
+            ([("outcome", "timed_out")], load(&h.timed_out)),
+            ([("outcome", "not_started")], load(&h.not_started)),
+        ],
+    )?;
+    one(
+        enc,
+        Counter,
+        "quorate_event_handler_events_missed",
+        "Events a handler never saw because it fell behind what this node keeps.",
+        load(&h.events_missed),
     )
 }
 

@@ -38,9 +38,11 @@ pub mod wire;
 
 pub use state::{ApiState, ConsensusCell};
 pub use wire::{
-    KeyringOp, KeyringView, LabelChange, MemberRow, StatusMember, StatusView, TokenRequest,
-    TokenView,
+    KeyringOp, KeyringView, LabelChange, MemberRow, Membership, StatusMember, StatusView,
+    TokenRequest, TokenView,
 };
+
+pub(crate) use members::membership;
 
 /// The router: reads are open; every mutating request (and the token list) needs the admin
 /// credential, else 401 and nothing changes.

@@ -35,6 +35,8 @@ pub struct ApiState {
     pub admin_token: Arc<String>,
     /// Told when this node has left the cluster (the agent then stops).
     pub leave: Arc<tokio::sync::Notify>,
+    /// What the event handlers did.
+    pub handlers: Arc<crate::handlers::HandlerStats>,
     /// This node's membership events (there before it is a member).
     pub events: Arc<quorate_consensus::EventHub>,
     /// Becomes `true` when the API stops: long answers (event streams, blocking queries) end

@@ -89,6 +89,21 @@ pub struct StatusMember {
     pub liveness: String,
 }
 
+/// The membership as one node sees it, for applications that embed a node
+/// ([`crate::Agent::membership`]): who is in the cluster, in what role and suffrage, with what
+/// labels, alive or not, and who leads. Replication progress is left out (`matched_index` is
+/// always `None` here), so the view changes only when the membership does.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Membership {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// The leader this node knows.
+    #[serde(with = "hex_id::option")]
+    pub leader_id: Option<NodeId>,
+    /// The members, as in `quorate status`.
+    pub members: Vec<StatusMember>,
+}
+
 /// `quorate status`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct StatusView {

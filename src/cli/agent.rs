@@ -159,6 +159,13 @@ pub(crate) struct AgentArgs {
     #[arg(long, value_name = "N")]
     pub(crate) voter_target: Option<u8>,
 
+    /// Run COMMAND for each event of these types: TYPES=COMMAND, TYPES a comma list (joined,
+    /// promoted, demoted, removed, left, failed, recovered, leader_changed, labels_changed,
+    /// token_created, token_used, token_revoked) or * for all; the event is JSON on stdin and
+    /// in QUORATE_EVENT_* variables (repeatable) [key: on_event]
+    #[arg(long, value_name = "TYPES=COMMAND")]
+    pub(crate) on_event: Vec<String>,
+
     /// Log format [default: text] [env: QUORATE_LOG_FORMAT] [key: log_format]. The log level
     /// comes from QUORATE_LOG (key: log), else RUST_LOG, else info (openraft: errors only).
     #[arg(long, value_enum, value_name = "FORMAT")]
@@ -252,6 +259,13 @@ impl AgentArgs {
             "--voter-target",
             "raft.voter_target",
             self.voter_target.map(|n| i64::from(n).into()),
+        );
+        push(
+            "--on-event",
+            "on_event",
+            (!self.on_event.is_empty()).then(|| {
+                config::Value::from(self.on_event.iter().map(|h| s(h)).collect::<Vec<_>>())
+            }),
         );
         push(
             "--log-format",

@@ -84,6 +84,13 @@ pub struct Config {
     /// On SIGTERM, leave the cluster (deregister) before stopping. Off: SIGTERM stops the
     /// agent and it stays a member (a restart resumes). `quorate leave` always deregisters.
     pub leave_on_terminate: bool,
+    /// Event handlers, `TYPES=COMMAND` (`*=COMMAND` for every type): COMMAND runs with `sh -c`
+    /// for each membership event of those types, the event as JSON on stdin and its fields in
+    /// `QUORATE_EVENT_*` variables.
+    pub on_event: Vec<String>,
+    /// How long one handler command may run before it is killed.
+    #[serde(with = "humantime_serde")]
+    pub event_handler_timeout: std::time::Duration,
     /// Raft.
     pub raft: RaftSection,
 }
@@ -196,6 +203,8 @@ impl Default for Config {
             join: None,
             bootstrap_expect: 3,
             leave_on_terminate: false,
+            on_event: Vec::new(),
+            event_handler_timeout: std::time::Duration::from_secs(60),
             raft: RaftSection::default(),
         }
     }
@@ -214,6 +223,15 @@ pub struct Invalid {
 }
 
 impl Config {
+    /// The event handlers, parsed (validated by [`Config::validate`], so none is dropped here
+    /// for a config that passed it).
+    pub fn handlers(&self) -> Vec<crate::handlers::HandlerSpec> {
+        self.on_event
+            .iter()
+            .filter_map(|h| crate::handlers::HandlerSpec::parse(h).ok())
+            .collect()
+    }
+
     /// Checks the rules that types alone do not express.
     pub fn validate(&self) -> Result<(), Invalid> {
         let invalid = |key, message: String| {
@@ -391,6 +409,21 @@ impl Config {
             return invalid(
                 "bootstrap_expect",
                 format!("{} nodes: give 1 to 9", self.bootstrap_expect),
+            );
+        }
+        if let Some(Err(e)) = self
+            .on_event
+            .iter()
+            .map(|h| crate::handlers::HandlerSpec::parse(h))
+            .find(Result::is_err)
+        {
+            return invalid("on_event", e.to_string());
+        }
+        let ht = self.event_handler_timeout;
+        if ht < std::time::Duration::from_millis(100) || ht > std::time::Duration::from_secs(3600) {
+            return invalid(
+                "event_handler_timeout",
+                format!("{ht:?} is outside 100ms to 1h"),
             );
         }
         if self.raft.failed_grace < std::time::Duration::from_secs(1) {
