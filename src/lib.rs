@@ -15,6 +15,8 @@ mod data_dir;
 pub mod discover;
 pub mod keys;
 pub mod logging;
+pub mod recover;
+pub mod snapshot;
 pub mod token;
 
 pub use agent::{Agent, AgentError};

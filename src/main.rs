@@ -24,5 +24,7 @@ fn main() -> ExitCode {
         Command::Remove(args) => cli::admin::node_op(&args, "remove"),
         Command::Token(args) => cli::token::run(&args),
         Command::Leave(args) => cli::admin::message(&args.api, "/v1/leave"),
+        Command::Snapshot(args) => cli::snapshot::run(&args),
+        Command::Recover(args) => cli::recover::run(&args),
     }
 }

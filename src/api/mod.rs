@@ -11,6 +11,8 @@
 //! - `GET /v1/tokens`, `POST /v1/tokens`, `POST /v1/tokens/{id}/revoke`: join tokens.
 //! - `GET /v1/gossip/keys`, `POST /v1/gossip/keys`: the gossip keyring (install, use, remove).
 //! - `GET /v1/metrics`: gossip and discovery counters and member gauges.
+//! - `GET /v1/snapshot`, `POST /v1/restore`: a backup of the registry, and its restore
+//!   through Raft.
 //!
 //! This module holds the router; the state the handlers share and the error answers are in
 //! `state`, the admin credential check is in `auth`, the handlers are grouped by concern (`health`,
@@ -23,6 +25,7 @@ use axum::routing::{get, post};
 
 mod admin;
 mod auth;
+mod backup;
 mod health;
 mod keyring;
 mod members;
@@ -32,8 +35,8 @@ pub mod wire;
 
 pub use state::{ApiState, ConsensusCell};
 pub use wire::{
-    KeyringOp, KeyringView, LabelChange, MemberRow, StatusMember, StatusView, TokenRequest,
-    TokenView,
+    KeyringOp, KeyringView, LabelChange, MemberRow, NodeRef, RestoreRequest, RestoreView,
+    StatusMember, StatusView, TokenRequest, TokenView,
 };
 
 /// The router: reads are open; every mutating request (and the token list) needs the admin
@@ -47,6 +50,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/{id}/{op}", post(admin::node_op))
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/v1/tokens/{id}/revoke", post(tokens::revoke))
+        .route("/v1/snapshot", get(backup::snapshot))
+        .route("/v1/restore", post(backup::restore))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,

@@ -1,11 +1,11 @@
 //! The command line of the `quorate` binary: the clap definition ([`Cli`], [`Command`]) and
 //! one module per command with its flags and its body (`agent`, `discover`, `members`,
-//! `status`, `keyring`, `label`, `token`, `admin`), what they share (`args`), and the column
-//! renderer (`table`).
+//! `status`, `keyring`, `label`, `token`, `admin`, `snapshot`, `recover`), what they share
+//! (`args`), and the column renderer (`table`).
 //!
 //! Commands talk to the library only through `quorate::api::wire`, `quorate::client`,
-//! `quorate::discover`, `quorate::config` and `quorate::agent::run`/`shutdown_signal`: never
-//! the HTTP server's types. Only this binary prints and chooses exit statuses.
+//! `quorate::discover`, `quorate::config`, `quorate::snapshot`, `quorate::recover` and
+//! `quorate::agent::run`/`shutdown_signal`: never the HTTP server's types. Only this binary prints and chooses exit statuses.
 
 /// `println!` that ends quietly when stdout is closed (`quorate status | head -1`), instead of
 /// panicking on the broken pipe.
@@ -35,6 +35,8 @@ pub(crate) mod discover;
 pub(crate) mod keyring;
 pub(crate) mod label;
 pub(crate) mod members;
+pub(crate) mod recover;
+pub(crate) mod snapshot;
 pub(crate) mod status;
 pub(crate) mod table;
 pub(crate) mod token;
@@ -95,6 +97,12 @@ pub(crate) enum Command {
     /// Leave the cluster: deregister this node (a leader hands over first), then stop the agent.
     #[command(long_about = admin::LEAVE_ABOUT)]
     Leave(args::AdminArgs),
+    /// Save, inspect or restore a snapshot of the registry (backups).
+    #[command(long_about = snapshot::ABOUT)]
+    Snapshot(snapshot::SnapshotArgs),
+    /// Make a stopped surviving voter the only voter, when the quorum is lost for good.
+    #[command(long_about = recover::ABOUT)]
+    Recover(recover::RecoverArgs),
 }
 
 #[cfg(test)]
