@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use quorate_consensus::{RegistryAt, Registry};
+use quorate_consensus::{Registry, RegistryAt};
 
 /// What the `format` field of every snapshot file says.
 pub const SNAPSHOT_FORMAT: &str = "quorate-snapshot";
@@ -64,13 +64,17 @@ pub enum SnapshotError {
     #[error("not a quorate snapshot: {0}")]
     Foreign(String),
     /// A snapshot of a format this build does not read.
-    #[error("snapshot format version {found} is not {SNAPSHOT_VERSION}: written by another version of quorate")]
+    #[error(
+        "snapshot format version {found} is not {SNAPSHOT_VERSION}: written by another version of quorate"
+    )]
     Version {
         /// The version found.
         found: u32,
     },
     /// The payload does not match its checksum.
-    #[error("the snapshot is corrupted: its payload's SHA-256 is {actual}, the file says {expected}")]
+    #[error(
+        "the snapshot is corrupted: its payload's SHA-256 is {actual}, the file says {expected}"
+    )]
     Checksum {
         /// What the file says.
         expected: String,

@@ -164,7 +164,9 @@ pub fn check(caller: Caller, action: Action<'_>) -> Result<(), Forbidden> {
         ),
         Action::Snapshot => refuse(
             Rule::AdminByVoters,
-            format!("{storage} cannot take a snapshot (it holds the join tokens); run it on a voter"),
+            format!(
+                "{storage} cannot take a snapshot (it holds the join tokens); run it on a voter"
+            ),
         ),
         Action::ForwardJoin => refuse(
             Rule::JoinsByVoters,

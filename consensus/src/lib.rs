@@ -46,8 +46,8 @@ pub use recover::{RecoverError, Recovery, RecoveryPlan};
 pub use tls::Trust;
 
 pub use registry::{
-    ClusterInfo, NodeId, NodeRecord, NodeStatus, Outcome, Refusal, Registry, Request,
-    RestorePlan, Role, Settings, TokenRecord,
+    ClusterInfo, NodeId, NodeRecord, NodeStatus, Outcome, Refusal, Registry, Request, RestorePlan,
+    Role, Settings, TokenRecord,
 };
 pub use store::{LogStore, StateMachineData, StateMachineStore, open_db};
 

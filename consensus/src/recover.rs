@@ -56,7 +56,9 @@ pub enum RecoverError {
         node: NodeId,
     },
     /// The node is no longer in the Raft group.
-    #[error("node {node} is not a member of its Raft group (it was removed); recover another survivor")]
+    #[error(
+        "node {node} is not a member of its Raft group (it was removed); recover another survivor"
+    )]
     NotMember {
         /// The node.
         node: NodeId,
@@ -144,8 +146,14 @@ impl Recovery {
             .map_err(|e| storage(&e))?;
         let (snapshot_applied, snapshot_membership, mut registry) = {
             let d = sm.data();
-            let d = d.read().map_err(|_| storage(&"state machine lock poisoned"))?;
-            (d.last_applied, d.last_membership.clone(), d.registry.clone())
+            let d = d
+                .read()
+                .map_err(|_| storage(&"state machine lock poisoned"))?;
+            (
+                d.last_applied,
+                d.last_membership.clone(),
+                d.registry.clone(),
+            )
         };
         let node = cluster.node_id;
         let membership = effective(&whole.entries, snapshot_membership);
@@ -199,10 +207,7 @@ impl Recovery {
             .collect();
         let mut entries = vec![Entry {
             log_id: LogId::new(leader, last_index + 1),
-            payload: EntryPayload::Membership(Membership::new(
-                vec![BTreeSet::from([node])],
-                nodes,
-            )),
+            payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([node])], nodes)),
         }];
         for (i, id) in records_removed.iter().enumerate() {
             entries.push(Entry {

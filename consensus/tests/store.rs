@@ -387,7 +387,10 @@ async fn a_recovered_survivor_leads_alone_and_keeps_the_learner() {
         .raft
         .wait(Some(Duration::from_secs(10)))
         .metrics(
-            |m| m.current_leader == Some(NodeId::new(1)) && m.last_applied.is_some_and(|l| l.index > last),
+            |m| {
+                m.current_leader == Some(NodeId::new(1))
+                    && m.last_applied.is_some_and(|l| l.index > last)
+            },
             "the survivor to lead and commit the recovery",
         )
         .await
@@ -418,7 +421,11 @@ async fn a_recovered_survivor_leads_alone_and_keeps_the_learner() {
             "the lost voters' records are gone"
         );
         assert!(r.removed.contains_key(&NodeId::new(2)) && r.removed.contains_key(&NodeId::new(3)));
-        assert_eq!(r.nodes[&NodeId::new(4)].labels["zone"], "a", "earlier writes kept");
+        assert_eq!(
+            r.nodes[&NodeId::new(4)].labels["zone"],
+            "a",
+            "earlier writes kept"
+        );
         assert_eq!(r.nodes[&NodeId::new(4)].labels["after"], "recovery");
     }
     let dir = survivor.dir;
@@ -427,15 +434,16 @@ async fn a_recovered_survivor_leads_alone_and_keeps_the_learner() {
     router.remove(NodeId::new(1));
     router.remove(NodeId::new(4));
     drop((survivor.raft, survivor.sm));
-    let again = wait::until_async(
-        "the database to be free",
-        Duration::from_secs(5),
-        || match Recovery::open(dir.path()) {
-            Err(RecoverError::InUse { .. }) => Err("in use".to_string()),
-            other => Ok(other.err()),
-        },
-    )
-    .await;
+    let again =
+        wait::until_async(
+            "the database to be free",
+            Duration::from_secs(5),
+            || match Recovery::open(dir.path()) {
+                Err(RecoverError::InUse { .. }) => Err("in use".to_string()),
+                other => Ok(other.err()),
+            },
+        )
+        .await;
     assert!(
         matches!(again, Some(RecoverError::AlreadyAlone { .. })),
         "{again:?}"

@@ -32,7 +32,12 @@ pub(super) async fn snapshot(State(s): State<ApiState>) -> Response {
                 ),
             };
             let payload = Payload::of(at, &id, &name, node.id(), now_ms());
-            tracing::info!(index = payload.index, term = payload.term, nodes = payload.registry.nodes.len(), "snapshot taken");
+            tracing::info!(
+                index = payload.index,
+                term = payload.term,
+                nodes = payload.registry.nodes.len(),
+                "snapshot taken"
+            );
             Json(payload.seal()).into_response()
         }
         Err(e) => consensus_error(e),
@@ -80,7 +85,12 @@ pub(super) async fn restore(
     match node.restore(payload.registry, req.force).await {
         Ok((plan, written)) => match written.outcome {
             Ok(()) => {
-                tracing::info!(index = written.index, snapshot_index = payload.index, forced = req.force, "snapshot restored");
+                tracing::info!(
+                    index = written.index,
+                    snapshot_index = payload.index,
+                    forced = req.force,
+                    "snapshot restored"
+                );
                 Json(RestoreView {
                     index: written.index,
                     snapshot_cluster_id: payload.cluster_id.clone(),

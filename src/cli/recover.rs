@@ -76,7 +76,10 @@ pub(crate) fn run(args: &RecoverArgs) -> ExitCode {
                 .join(", ")
         }
     );
-    say!("records removed  {}", ids(p.records_removed.iter().copied()));
+    say!(
+        "records removed  {}",
+        ids(p.records_removed.iter().copied())
+    );
     say!(
         "log              entries appended after index {}, term {} (the vote was term {})",
         p.last_index,

@@ -134,10 +134,8 @@ fn summary(p: &Payload) -> serde_json::Value {
 }
 
 fn taken_at(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-    )
-    .to_string()
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
 }
 
 fn save(api: &ApiArg, file: &Path, force: bool, json_out: bool) -> ExitCode {
@@ -220,7 +218,11 @@ fn inspect(file: &Path, json_out: bool) -> ExitCode {
         say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
-    say!("snapshot  {} (format {}, checksum good)", file.display(), snap.version);
+    say!(
+        "snapshot  {} (format {}, checksum good)",
+        file.display(),
+        snap.version
+    );
     say!("cluster   {} ({})", p.cluster_name, p.cluster_id);
     say!("position  index {}, term {}", p.index, p.term);
     say!(
@@ -237,7 +239,12 @@ fn inspect(file: &Path, json_out: bool) -> ExitCode {
             .filter(|n| n.role == role)
             .map(|n| format!("{} ({})", n.name, n.id))
             .collect();
-        say!("{:<9} {}: {}", format!("{role}s"), names.len(), names.join(", "));
+        say!(
+            "{:<9} {}: {}",
+            format!("{role}s"),
+            names.len(),
+            names.join(", ")
+        );
     }
     say!("labels    {labels}");
     say!(
@@ -287,10 +294,17 @@ fn restore(api: &ApiArg, file: &Path, force: bool, json_out: bool) -> ExitCode {
         p.cluster_id,
         p.index,
         v.index,
-        if v.forced { " (another cluster's, forced)" } else { "" }
+        if v.forced {
+            " (another cluster's, forced)"
+        } else {
+            ""
+        }
     );
     say!("labels restored      {}", names(&v.labels_restored));
-    say!("not members now      {} (not re-added)", names(&v.nodes_skipped));
+    say!(
+        "not members now      {} (not re-added)",
+        names(&v.nodes_skipped)
+    );
     say!("kept as they are     {}", names(&v.nodes_kept));
     say!(
         "join tokens          {} restored, {} created since dropped, {} kept revoked",

@@ -76,7 +76,11 @@ fn a_cluster_that_lost_its_quorum_is_recovered_and_its_snapshot_restored() {
         &[("v0", "voter"), ("v1", "voter"), ("v2", "voter")],
         Duration::from_secs(60),
     );
-    let storage = ok(&lab, 0, &["token", "create", "--role", "storage", "--ttl", "1h"]);
+    let storage = ok(
+        &lab,
+        0,
+        &["token", "create", "--role", "storage", "--ttl", "1h"],
+    );
     agent(
         &mut lab,
         3,
@@ -107,31 +111,52 @@ fn a_cluster_that_lost_its_quorum_is_recovered_and_its_snapshot_restored() {
 
     // Save and inspect.
     let backup = lab.host_dir(0).join("backup.snapshot");
-    let saved = json(&ok(&lab, 0, &["snapshot", "save", &path(&backup), "--json"]));
+    let saved = json(&ok(
+        &lab,
+        0,
+        &["snapshot", "save", &path(&backup), "--json"],
+    ));
     assert_eq!(saved["cluster_id"], cluster_id, "{saved}");
     assert_eq!(saved["nodes"], 4, "{saved}");
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&backup).expect("written").permissions().mode();
+        let mode = std::fs::metadata(&backup)
+            .expect("written")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "the snapshot is private");
     }
     let again = lab.quorate_admin(0, &["snapshot", "save", &path(&backup)]);
     assert!(!again.status.success(), "no overwrite without --force");
     assert!(said(&again).contains("--force"), "{}", said(&again));
-    let inspected = json(&ok(&lab, 0, &["snapshot", "inspect", &path(&backup), "--json"]));
+    let inspected = json(&ok(
+        &lab,
+        0,
+        &["snapshot", "inspect", &path(&backup), "--json"],
+    ));
     assert_eq!(inspected["cluster_id"], cluster_id, "{inspected}");
     assert_eq!(inspected["index"], saved["index"], "{inspected}");
     let mut nodes: Vec<(String, String)> = inspected["nodes"]
         .as_array()
         .expect("nodes")
         .iter()
-        .map(|n| (n["name"].as_str().unwrap_or("?").into(), n["role"].as_str().unwrap_or("?").into()))
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or("?").into(),
+                n["role"].as_str().unwrap_or("?").into(),
+            )
+        })
         .collect();
     nodes.sort();
-    let want: Vec<(String, String)> = [("s3", "storage"), ("v0", "voter"), ("v1", "voter"), ("v2", "voter")]
-        .iter()
-        .map(|(n, r)| (n.to_string(), r.to_string()))
-        .collect();
+    let want: Vec<(String, String)> = [
+        ("s3", "storage"),
+        ("v0", "voter"),
+        ("v1", "voter"),
+        ("v2", "voter"),
+    ]
+    .iter()
+    .map(|(n, r)| (n.to_string(), r.to_string()))
+    .collect();
     assert_eq!(nodes, want, "{inspected}");
     let truncated = lab.host_dir(0).join("truncated.snapshot");
     let bytes = std::fs::read(&backup).expect("read");
@@ -161,7 +186,11 @@ fn a_cluster_that_lost_its_quorum_is_recovered_and_its_snapshot_restored() {
     lab.stop(v0, Duration::from_secs(30));
     let recovered = lab.quorate(0, &["recover", "--data-dir", &data0, "--yes"]);
     assert!(recovered.status.success(), "recover: {}", said(&recovered));
-    assert!(said(&recovered).contains("voters after"), "{}", said(&recovered));
+    assert!(
+        said(&recovered).contains("voters after"),
+        "{}",
+        said(&recovered)
+    );
     lab.restart(v0);
     wait_group(
         &lab,
@@ -169,10 +198,17 @@ fn a_cluster_that_lost_its_quorum_is_recovered_and_its_snapshot_restored() {
         &[("v0", "voter"), ("s3", "learner")],
         Duration::from_secs(60),
     );
-    assert_eq!(leader_name(&status(&lab, 0).expect("status")).as_deref(), Some("v0"));
+    assert_eq!(
+        leader_name(&status(&lab, 0).expect("status")).as_deref(),
+        Some("v0")
+    );
 
     // New voters join with a voter token created on the survivor.
-    let voter = ok(&lab, 0, &["token", "create", "--role", "voter", "--ttl", "1h"]);
+    let voter = ok(
+        &lab,
+        0,
+        &["token", "create", "--role", "voter", "--ttl", "1h"],
+    );
     agent(&mut lab, 1, "w1", &["--join", voter.trim()]);
     agent(&mut lab, 2, "w2", &["--join", voter.trim()]);
     let healed = [
@@ -198,11 +234,19 @@ fn a_cluster_that_lost_its_quorum_is_recovered_and_its_snapshot_restored() {
         "{}",
         said(&from_storage)
     );
-    let restored = json(&ok(&lab, 1, &["snapshot", "restore", &path(&backup), "--json"]));
+    let restored = json(&ok(
+        &lab,
+        1,
+        &["snapshot", "restore", &path(&backup), "--json"],
+    ));
     let names = |key: &str| {
         let mut v: Vec<String> = restored[key]
             .as_array()
-            .map(|a| a.iter().map(|n| n["name"].as_str().unwrap_or("?").to_string()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|n| n["name"].as_str().unwrap_or("?").to_string())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -223,5 +267,8 @@ fn a_cluster_that_lost_its_quorum_is_recovered_and_its_snapshot_restored() {
         "{}",
         said(&refused)
     );
-    assert_eq!(labels_of(&status(&lab, 0).expect("status"), "v0")["zone"], "a");
+    assert_eq!(
+        labels_of(&status(&lab, 0).expect("status"), "v0")["zone"],
+        "a"
+    );
 }

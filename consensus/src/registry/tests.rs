@@ -422,7 +422,10 @@ fn a_restore_of_another_cluster_needs_force() {
         snapshot: Box::default(),
         force: false,
     });
-    assert!(matches!(empty, Err(Refusal::OtherCluster { .. })), "{empty:?}");
+    assert!(
+        matches!(empty, Err(Refusal::OtherCluster { .. })),
+        "{empty:?}"
+    );
     now.apply(&Request::Restore {
         snapshot: Box::new(snap),
         force: true,
