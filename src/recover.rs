@@ -60,3 +60,54 @@ impl Recover {
         Ok(self.recovery.apply()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quorate_consensus::{ClusterFile, Files, RecoverError as Raft, Role};
+
+    /// A directory that is no data dir, a data dir without a cluster, and a storage node's
+    /// data dir are each refused with their own error, and nothing is written.
+    #[test]
+    fn what_cannot_be_recovered_is_refused() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(
+            Recover::open(empty.path()),
+            Err(RecoverError::NotADataDir { .. })
+        ));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = DataDir::open(dir.path()).expect("data dir").node_id();
+        assert!(matches!(
+            Recover::open(dir.path()),
+            Err(RecoverError::Consensus(Raft::NoCluster { .. }))
+        ));
+
+        let files = Files::open(&dir.path().join("consensus")).expect("files");
+        files
+            .save_cluster(&ClusterFile {
+                format: 1,
+                cluster_id: "00000000000000ab".into(),
+                cluster_name: "c".into(),
+                ca_fingerprint: "00".repeat(32),
+                node_id: node,
+                role: Role::Storage,
+                bootstrapped: false,
+            })
+            .expect("cluster.json");
+        drop(quorate_consensus::open_db(&files.raft_db()).expect("raft.redb"));
+        let before = std::fs::read(files.raft_db()).expect("read");
+        assert!(matches!(
+            Recover::open(dir.path()),
+            Err(RecoverError::Consensus(Raft::NotVoter { .. }))
+        ));
+        assert_eq!(std::fs::read(files.raft_db()).expect("read"), before);
+
+        let held = DataDir::open(dir.path()).expect("an agent holds it");
+        assert!(matches!(
+            Recover::open(dir.path()),
+            Err(RecoverError::DataDir(crate::DataDirError::Locked { .. }))
+        ));
+        drop(held);
+    }
+}
