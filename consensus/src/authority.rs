@@ -238,7 +238,7 @@ fn write(me: NodeId, req: &Request) -> Result<(), Forbidden> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{ClusterInfo, NodeRecord, NodeStatus, Settings, TokenRecord};
+    use crate::registry::{Carried, ClusterInfo, NodeRecord, NodeStatus, Settings, TokenRecord};
 
     const ME: NodeId = NodeId::new(7);
     const OTHER: NodeId = NodeId::new(8);
@@ -344,7 +344,7 @@ mod tests {
             (Request::MarkLeaving { node: OTHER }, Rule::OwnRecordOnly),
             (
                 Request::Restore {
-                    snapshot: Box::default(),
+                    snapshot: Carried::default(),
                     force: false,
                 },
                 Rule::AdminByVoters,

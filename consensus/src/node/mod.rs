@@ -267,7 +267,7 @@ impl Consensus {
         let plan = now.restore_plan(&snapshot);
         let written = self
             .write(Request::Restore {
-                snapshot: Box::new(snapshot),
+                snapshot: crate::registry::Carried(Box::new(snapshot)),
                 force,
             })
             .await?;

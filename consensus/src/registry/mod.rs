@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 pub use quorate_base::{NodeId, Role};
-pub use restore::RestorePlan;
+pub use restore::{Carried, RestorePlan};
 
 mod restore;
 
@@ -185,7 +185,7 @@ pub enum Request {
     /// labels of the nodes recorded now; the cluster identity and the node records stay.
     Restore {
         /// The registry the snapshot holds.
-        snapshot: Box<Registry>,
+        snapshot: Carried,
         /// Restore even though the snapshot is of another cluster.
         force: bool,
     },
@@ -454,7 +454,7 @@ impl Registry {
                 Ok(())
             }
             Request::Noop => Ok(()),
-            Request::Restore { snapshot, force } => self.check_restore(snapshot, *force),
+            Request::Restore { snapshot, force } => self.check_restore(&snapshot.0, *force),
         }
     }
 
@@ -519,7 +519,7 @@ impl Registry {
             }
             Request::SetSettings { settings } => self.settings = settings.clone(),
             Request::Noop => {}
-            Request::Restore { snapshot, .. } => self.restore(snapshot),
+            Request::Restore { snapshot, .. } => self.restore(&snapshot.0),
         }
         Ok(())
     }

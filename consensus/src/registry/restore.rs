@@ -22,6 +22,28 @@ use serde::{Deserialize, Serialize};
 
 use super::{ANY_KEY, NodeId, Outcome, Refusal, Registry, Settings, check_hex, check_label};
 
+/// A snapshot's registry as [`super::Request::Restore`] carries it: written as its JSON
+/// text, since the request's internally tagged encoding cannot read the registry's maps keyed
+/// by node id back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Carried(pub Box<Registry>);
+
+impl Serialize for Carried {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(&*self.0).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Carried {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Carried, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text)
+            .map(|r| Carried(Box::new(r)))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// What a restore of a snapshot's registry changes in this one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestorePlan {

@@ -379,7 +379,7 @@ fn a_restore_brings_back_settings_tokens_and_labels_of_members_only() {
 
     let before = now.clone();
     now.apply(&Request::Restore {
-        snapshot: Box::new(snap.clone()),
+        snapshot: Carried(Box::new(snap.clone())),
         force: false,
     })
     .expect("restore");
@@ -407,7 +407,7 @@ fn a_restore_of_another_cluster_needs_force() {
     let mut now = backed_up("00000000000000ab");
     let before = now.clone();
     let refused = now.apply(&Request::Restore {
-        snapshot: Box::new(snap.clone()),
+        snapshot: Carried(Box::new(snap.clone())),
         force: false,
     });
     assert_eq!(
@@ -419,7 +419,7 @@ fn a_restore_of_another_cluster_needs_force() {
     );
     assert_eq!(now, before, "a refusal changes nothing");
     let empty = now.apply(&Request::Restore {
-        snapshot: Box::default(),
+        snapshot: Carried::default(),
         force: false,
     });
     assert!(
@@ -427,7 +427,7 @@ fn a_restore_of_another_cluster_needs_force() {
         "{empty:?}"
     );
     now.apply(&Request::Restore {
-        snapshot: Box::new(snap),
+        snapshot: Carried(Box::new(snap)),
         force: true,
     })
     .expect("forced");
@@ -454,7 +454,7 @@ fn a_restore_revives_no_token_and_cuts_off_no_member() {
     assert_eq!(plan.removals_skipped, BTreeSet::from([NodeId::new(1)]));
     assert_eq!(plan.removals_added, 1);
     now.apply(&Request::Restore {
-        snapshot: Box::new(snap.clone()),
+        snapshot: Carried(Box::new(snap.clone())),
         force: false,
     })
     .expect("restore");
@@ -467,10 +467,30 @@ fn a_restore_revives_no_token_and_cuts_off_no_member() {
     let before = now.clone();
     assert!(
         now.apply(&Request::Restore {
-            snapshot: Box::new(snap),
+            snapshot: Carried(Box::new(snap)),
             force: false,
         })
         .is_err()
     );
     assert_eq!(now, before);
+}
+
+/// A restore request survives the log's JSON (and the wire's) with its registry intact,
+/// maps keyed by node id included, and applies the same after the round trip.
+#[test]
+fn a_restore_request_survives_serialization() {
+    let mut snap = backed_up("00000000000000ab");
+    snap.removed
+        .insert(NodeId::new(9), BTreeSet::from(["key-9".to_string()]));
+    let req = Request::Restore {
+        snapshot: Carried(Box::new(snap.clone())),
+        force: false,
+    };
+    let bytes = serde_json::to_vec(&req).expect("serialize");
+    let back: Request = serde_json::from_slice(&bytes).expect("deserialize");
+    assert_eq!(back, req);
+    let (mut a, mut b) = (snap.clone(), snap);
+    a.apply(&req).expect("apply");
+    b.apply(&back).expect("apply after the round trip");
+    assert_eq!(a, b);
 }
