@@ -15,9 +15,9 @@
 //!   through Raft.
 //!
 //! This module holds the router; the state the handlers share and the error answers are in
-//! `state`, the admin credential check is in `auth`, the handlers are grouped by concern (`health`,
-//! `members`, `admin`, `tokens`, `keyring`), and what crosses the wire is in [`wire`], which
-//! clients use without this server. It does not start the layers or decide anything itself:
+//! `state`, the admin credential check is in `auth`, the handlers are grouped by concern
+//! (`health`, `members`, `admin`, `tokens`, `keyring`, `backup`), and what crosses the wire is
+//! in [`wire`], which clients use without this server. It does not start the layers or decide anything itself:
 //! it reads the running layers and hands changes to consensus.
 
 use axum::Router;
