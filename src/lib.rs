@@ -16,6 +16,8 @@ pub mod discover;
 pub mod handlers;
 pub mod keys;
 pub mod logging;
+pub mod recover;
+pub mod snapshot;
 pub mod token;
 
 pub use agent::{Agent, AgentError};

@@ -27,5 +27,7 @@ fn main() -> ExitCode {
         Command::Completions(args) => cli::docs::completions(&args),
         Command::Man(args) => cli::docs::man(&args),
         Command::Watch(args) => cli::watch::run(&args),
+        Command::Snapshot(args) => cli::snapshot::run(&args),
+        Command::Recover(args) => cli::recover::run(&args),
     }
 }

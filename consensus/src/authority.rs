@@ -14,6 +14,7 @@
 //! | tokens: create, revoke (and the registry's token list) | yes | no | no |
 //! | its own record: labels, address, leave | yes | yes | no |
 //! | read the registry | yes | yes (without tokens) | no |
+//! | backup: take a snapshot, restore one | yes | no | no |
 //! | forward a stranger's join | yes | no | no |
 //! | renew its own certificate | yes | yes | no |
 //! | join (CSR and token or key proof) | - | - | yes, answered by voters |
@@ -105,6 +106,8 @@ pub enum Action<'a> {
     Write(&'a Request),
     /// A linearizable read of the registry.
     Read,
+    /// A snapshot of the registry for a backup (join tokens included).
+    Snapshot,
     /// A membership change.
     Admin(&'a AdminOp),
     /// A stranger's join, forwarded by a member.
@@ -158,6 +161,12 @@ pub fn check(caller: Caller, action: Action<'_>) -> Result<(), Forbidden> {
         Action::Raft => refuse(
             Rule::RaftByVoters,
             format!("{storage} take no part in Raft elections or replication"),
+        ),
+        Action::Snapshot => refuse(
+            Rule::AdminByVoters,
+            format!(
+                "{storage} cannot take a snapshot (it holds the join tokens); run it on a voter"
+            ),
         ),
         Action::ForwardJoin => refuse(
             Rule::JoinsByVoters,
@@ -215,6 +224,10 @@ fn write(me: NodeId, req: &Request) -> Result<(), Forbidden> {
             Rule::AdminByVoters,
             "storage-plane nodes write only their own record",
         ),
+        Request::Restore { .. } => refuse(
+            Rule::AdminByVoters,
+            "storage-plane nodes cannot restore a snapshot; run it on a voter",
+        ),
         Request::SetSettings { .. } | Request::InitCluster { .. } => refuse(
             Rule::AdminByVoters,
             "storage-plane nodes cannot change the cluster's settings; run it on a voter",
@@ -225,7 +238,7 @@ fn write(me: NodeId, req: &Request) -> Result<(), Forbidden> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{ClusterInfo, NodeRecord, NodeStatus, Settings, TokenRecord};
+    use crate::registry::{Carried, ClusterInfo, NodeRecord, NodeStatus, Settings, TokenRecord};
 
     const ME: NodeId = NodeId::new(7);
     const OTHER: NodeId = NodeId::new(8);
@@ -280,6 +293,7 @@ mod tests {
         assert!(check(s, Action::Admin(&AdminOp::Leave { node: ME })).is_ok());
         assert!(check(s, Action::Read).is_ok());
         assert!(check(s, Action::Renew).is_ok());
+        assert_eq!(refused(s, Action::Snapshot), Rule::AdminByVoters);
         let token = TokenRecord {
             id: "t".into(),
             secret_hash: "h".into(),
@@ -328,6 +342,13 @@ mod tests {
                 Rule::OwnRecordOnly,
             ),
             (Request::MarkLeaving { node: OTHER }, Rule::OwnRecordOnly),
+            (
+                Request::Restore {
+                    snapshot: Carried::default(),
+                    force: false,
+                },
+                Rule::AdminByVoters,
+            ),
         ];
         for (req, rule) in &refused_writes {
             assert_eq!(refused(s, Action::Write(req)), *rule, "{req:?}");
@@ -358,6 +379,7 @@ mod tests {
         for a in [
             Action::Raft,
             Action::Read,
+            Action::Snapshot,
             Action::ForwardJoin,
             Action::Admin(&op),
         ] {

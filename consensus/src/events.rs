@@ -327,6 +327,26 @@ pub fn derive(before: &Registry, req: &Request, after: &Registry) -> Vec<EventKi
                 Vec::new()
             }
         }
+        // A restore changes labels of recorded nodes and brings back the snapshot's tokens; it
+        // adds and removes no node (Raft decides membership).
+        Request::Restore { .. } => {
+            let mut out: Vec<EventKind> = after
+                .nodes
+                .keys()
+                .flat_map(|id| labels_changed(*id))
+                .collect();
+            out.extend(
+                after
+                    .tokens
+                    .values()
+                    .filter(|t| !before.tokens.contains_key(&t.id))
+                    .map(|t| EventKind::TokenCreated {
+                        id: t.id.clone(),
+                        role: t.role,
+                    }),
+            );
+            out
+        }
         Request::InitCluster { .. }
         | Request::MarkLeaving { .. }
         | Request::SetSettings { .. }

@@ -15,6 +15,7 @@
 //!   changes routed to the leader; the autopilot; leadership hand-over.
 //! - QUIC with TLS 1.3 ([`quic`], [`tls`]): the cluster CA, node certificates naming node ids,
 //!   mutual authentication between members, and the join handshake for newcomers.
+//! - [`Recovery`]: a stopped survivor made the only voter when the quorum is lost for good.
 //! - [`raft_config`]: LAN timings. [`mem_network::MemRouter`]: the in-memory twin of the
 //!   network, for in-process clusters.
 
@@ -31,6 +32,7 @@ mod network;
 mod node;
 mod proto;
 pub mod quic;
+mod recover;
 pub mod registry;
 mod store;
 pub mod tls;
@@ -42,12 +44,15 @@ pub use node::{
     AdmissionConfig, Consensus, ConsensusConfig, Counts, JoinCredentials, JoinPolicy, MemberView,
     StartError, Status, key_proof, same as constant_time_eq, secret_hash,
 };
-pub use proto::{AdminOp, ConsensusError, JoinReply, JoinRequest, NodeInfo, TokenProof, Written};
+pub use proto::{
+    AdminOp, ConsensusError, JoinReply, JoinRequest, NodeInfo, RegistryAt, TokenProof, Written,
+};
+pub use recover::{RecoverError, Recovery, RecoveryPlan};
 pub use tls::Trust;
 
 pub use registry::{
-    ClusterInfo, NodeId, NodeRecord, NodeStatus, Outcome, Refusal, Registry, Request, Role,
-    Settings, TokenRecord,
+    ClusterInfo, NodeId, NodeRecord, NodeStatus, Outcome, Refusal, Registry, Request, RestorePlan,
+    Role, Settings, TokenRecord,
 };
 pub use store::{LogStore, StateMachineData, StateMachineStore, open_db};
 

@@ -36,6 +36,9 @@ pub(crate) enum Rpc {
     },
     /// A linearizable read of the registry, forwarded to the leader.
     Read,
+    /// A linearizable read of the whole registry with the log position it reflects, for a
+    /// backup; forwarded to the leader.
+    Snapshot,
     /// A membership change, forwarded to the leader.
     Admin {
         op: AdminOp,
@@ -82,6 +85,9 @@ pub(crate) enum Reply {
     Registry {
         res: Result<crate::Registry, ConsensusError>,
     },
+    Snapshot {
+        res: Result<RegistryAt, ConsensusError>,
+    },
     Done {
         res: Result<String, ConsensusError>,
     },
@@ -107,6 +113,20 @@ pub struct Written {
     pub outcome: Outcome,
     /// Index of the log entry.
     pub index: u64,
+}
+
+/// The registry as the leader applied it up to a log position, read linearizably: what a
+/// backup holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAt {
+    /// The registry, join tokens included.
+    pub registry: crate::Registry,
+    /// The index of the last log entry it reflects.
+    pub index: u64,
+    /// The term of that entry.
+    pub term: u64,
+    /// The leader that answered.
+    pub leader: NodeId,
 }
 
 /// A membership change, decided by the leader.

@@ -122,6 +122,65 @@ impl LogStore {
     }
 }
 
+/// What recovery reads of a stopped node's log and writes back (see `crate::recover`).
+impl LogStore {
+    /// The vote, the last purged log id, and every entry in the log, in order.
+    pub(crate) fn read_whole(&self) -> Result<Whole, AnyError> {
+        let vote = read_meta(&self.db, VOTE)?;
+        let purged = read_meta(&self.db, PURGED)?;
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let mut entries = Vec::new();
+        match txn.open_table(LOGS) {
+            Ok(table) => {
+                for item in table.iter().map_err(io_err)? {
+                    let (_, v) = item.map_err(io_err)?;
+                    entries.push(serde_json::from_slice(v.value()).map_err(io_err)?);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        Ok(Whole {
+            vote,
+            purged,
+            entries,
+        })
+    }
+
+    /// Appends `entries` and saves `vote` in one durable transaction: a crash leaves the log
+    /// as it was or with all of them.
+    pub(crate) fn append_with_vote(
+        &self,
+        entries: &[Entry<TypeConfig>],
+        vote: &Vote<NodeId>,
+    ) -> Result<(), AnyError> {
+        let vote = serde_json::to_vec(vote).map_err(io_err)?;
+        let txn = self.db.begin_write().map_err(io_err)?;
+        {
+            let mut table = txn.open_table(LOGS).map_err(io_err)?;
+            for entry in entries {
+                let bytes = serde_json::to_vec(entry).map_err(io_err)?;
+                table
+                    .insert(entry.log_id.index, bytes.as_slice())
+                    .map_err(io_err)?;
+            }
+            let mut meta = txn.open_table(META).map_err(io_err)?;
+            meta.insert(VOTE, vote.as_slice()).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)
+    }
+}
+
+/// A stopped node's whole log, as recovery reads it.
+pub(crate) struct Whole {
+    /// The saved vote.
+    pub(crate) vote: Option<Vote<NodeId>>,
+    /// The last purged log id (entries up to it are in the snapshot only).
+    pub(crate) purged: Option<LogId<NodeId>>,
+    /// Every entry kept, in index order.
+    pub(crate) entries: Vec<Entry<TypeConfig>>,
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,

@@ -1,7 +1,7 @@
 //! The redb storage against openraft's own storage test suite, and durability across a reopen
 //! (of the state, and of the decided events' numbering).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -337,4 +337,243 @@ async fn decided_events_come_back_with_their_indexes_after_a_reopen() {
         serde_json::from_str(r#"{"last_applied":null,"last_membership":{"log_id":null,"membership":{"configs":[],"nodes":{}}},"registry":{"cluster":null,"nodes":{},"tokens":{},"settings":{"voter_target":3,"failed_grace_ms":60000}}}"#)
             .expect("state without the event counter loads");
     assert_eq!((old.events_decided, old.registry_index), (0, 0));
+}
+
+/// One node of a recovery test: its directory and its running Raft over redb.
+struct Member {
+    dir: tempfile::TempDir,
+    raft: Raft<TypeConfig>,
+    sm: StateMachineStore,
+}
+
+async fn start_member(dir: tempfile::TempDir, id: u64, router: &MemRouter) -> Member {
+    let config = Arc::new(raft_config("test").expect("config"));
+    let path = dir.path().join("raft.redb");
+    let db = wait::until_async(
+        "the database to be free to open",
+        Duration::from_secs(5),
+        || open_db(&path),
+    )
+    .await;
+    let sm = StateMachineStore::open(db.clone()).expect("state machine");
+    let raft = Raft::new(
+        NodeId::new(id),
+        config,
+        router.network(NodeId::new(id)),
+        LogStore::new(db),
+        sm.clone(),
+    )
+    .await
+    .expect("raft");
+    router.add(NodeId::new(id), raft.clone());
+    Member { dir, raft, sm }
+}
+
+fn record(id: u64, role: Role) -> NodeRecord {
+    NodeRecord {
+        id: NodeId::new(id),
+        name: format!("n{id}"),
+        role,
+        raft_addr: format!("10.0.0.{id}:7947"),
+        gossip_addr: format!("10.0.0.{id}:7946"),
+        api_addr: "127.0.0.1:7948".into(),
+        labels: BTreeMap::new(),
+        status: NodeStatus::Active,
+        joined_ms: 0,
+        key: Some(format!("key-{id}")),
+    }
+}
+
+/// Quorum lost for good: of three voters and a learner, two voters' state is gone. The
+/// survivor's files, recovered while it is stopped (refused while its database is open),
+/// start a group in which it is the only voter: it elects itself, commits, keeps the learner
+/// (which replicates the new writes) and every registry write from before, and the lost
+/// voters' records are removed and their identities refused. Recovering it again is refused:
+/// it is the only voter already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_survivor_leads_alone_and_keeps_the_learner() {
+    use quorate_consensus::{ClusterFile, Files, RecoverError, Recovery};
+
+    let router = MemRouter::default();
+    let mut members = Vec::new();
+    for id in 1..=4 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Files::open(dir.path())
+            .expect("files")
+            .save_cluster(&ClusterFile {
+                format: 1,
+                cluster_id: "00000000000000ab".into(),
+                cluster_name: "test".into(),
+                ca_fingerprint: "00".repeat(32),
+                node_id: NodeId::new(id),
+                role: if id == 4 { Role::Storage } else { Role::Voter },
+                bootstrapped: id == 1,
+            })
+            .expect("cluster.json");
+        members.push(start_member(dir, id, &router).await);
+    }
+    let node = |id: u64| BasicNode {
+        addr: format!("n{id}"),
+    };
+    members[0]
+        .raft
+        .initialize(BTreeMap::from([
+            (NodeId::new(1), node(1)),
+            (NodeId::new(2), node(2)),
+            (NodeId::new(3), node(3)),
+        ]))
+        .await
+        .expect("initialize");
+    let leader = members[0]
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .expect("leader")
+        .current_leader
+        .expect("leader id");
+    let lead = &members[(leader.get() - 1) as usize].raft;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        lead.add_learner(NodeId::new(4), node(4), true),
+    )
+    .await
+    .expect("in time")
+    .expect("learner added");
+    let mut last = 0;
+    for req in [
+        Request::PutNode {
+            node: record(1, Role::Voter),
+        },
+        Request::PutNode {
+            node: record(2, Role::Voter),
+        },
+        Request::PutNode {
+            node: record(3, Role::Voter),
+        },
+        Request::PutNode {
+            node: record(4, Role::Storage),
+        },
+        Request::SetLabel {
+            node: NodeId::new(4),
+            key: "zone".into(),
+            value: "a".into(),
+        },
+    ] {
+        let w = lead.client_write(req.clone()).await.expect("write");
+        assert_eq!(w.data, Ok(()), "{req:?}");
+        last = w.log_id.index;
+    }
+    for m in &members {
+        m.raft
+            .wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(Some(last), "every write applied")
+            .await
+            .expect("applied");
+    }
+
+    // The survivor's database is open: refused.
+    let refused = Recovery::open(members[0].dir.path()).err();
+    assert!(
+        matches!(refused, Some(RecoverError::InUse { .. })),
+        "{refused:?}"
+    );
+
+    let mut dirs = Vec::new();
+    for m in members {
+        m.raft.shutdown().await.expect("shutdown");
+        router.remove(m.raft.metrics().borrow().id);
+        dirs.push(m.dir);
+    }
+    // Voters 2 and 3 are lost for good.
+    let survivor_dir = dirs.remove(0);
+    let learner_dir = dirs.remove(2);
+    drop(dirs);
+
+    let recovery = wait::until_async(
+        "the survivor's database to be free",
+        Duration::from_secs(5),
+        || Recovery::open(survivor_dir.path()).map_err(|e| e.to_string()),
+    )
+    .await;
+    let plan = recovery.plan().clone();
+    let ids = |v: &[u64]| v.iter().map(|i| NodeId::new(*i)).collect::<BTreeSet<_>>();
+    assert_eq!(plan.voters_before, ids(&[1, 2, 3]));
+    assert_eq!(plan.voters_after, ids(&[1]));
+    assert_eq!(plan.lost, ids(&[2, 3]));
+    assert_eq!(plan.records_removed, ids(&[2, 3]));
+    assert_eq!(
+        plan.learners,
+        BTreeMap::from([(NodeId::new(4), "n4".to_string())])
+    );
+    recovery.apply().expect("recovered");
+
+    let router = MemRouter::default();
+    let survivor = start_member(survivor_dir, 1, &router).await;
+    let learner = start_member(learner_dir, 4, &router).await;
+    let m = survivor
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| {
+                m.current_leader == Some(NodeId::new(1))
+                    && m.last_applied.is_some_and(|l| l.index > last)
+            },
+            "the survivor to lead and commit the recovery",
+        )
+        .await
+        .expect("leads");
+    let mem = m.membership_config.membership();
+    assert_eq!(mem.voter_ids().collect::<BTreeSet<_>>(), ids(&[1]));
+    assert_eq!(mem.learner_ids().collect::<BTreeSet<_>>(), ids(&[4]));
+    let w = survivor
+        .raft
+        .client_write(Request::SetLabel {
+            node: NodeId::new(4),
+            key: "after".into(),
+            value: "recovery".into(),
+        })
+        .await
+        .expect("a write commits with the survivor alone");
+    learner
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .applied_index_at_least(Some(w.log_id.index), "the learner replicates")
+        .await
+        .expect("replicated");
+    for sm in [&survivor.sm, &learner.sm] {
+        let r = sm.data().read().expect("data").registry.clone();
+        assert_eq!(
+            r.nodes.keys().copied().collect::<BTreeSet<_>>(),
+            ids(&[1, 4]),
+            "the lost voters' records are gone"
+        );
+        assert!(r.removed.contains_key(&NodeId::new(2)) && r.removed.contains_key(&NodeId::new(3)));
+        assert_eq!(
+            r.nodes[&NodeId::new(4)].labels["zone"],
+            "a",
+            "earlier writes kept"
+        );
+        assert_eq!(r.nodes[&NodeId::new(4)].labels["after"], "recovery");
+    }
+    let dir = survivor.dir;
+    survivor.raft.shutdown().await.expect("shutdown");
+    learner.raft.shutdown().await.expect("shutdown");
+    router.remove(NodeId::new(1));
+    router.remove(NodeId::new(4));
+    drop((survivor.raft, survivor.sm));
+    let again =
+        wait::until_async(
+            "the database to be free",
+            Duration::from_secs(5),
+            || match Recovery::open(dir.path()) {
+                Err(RecoverError::InUse { .. }) => Err("in use".to_string()),
+                other => Ok(other.err()),
+            },
+        )
+        .await;
+    assert!(
+        matches!(again, Some(RecoverError::AlreadyAlone { .. })),
+        "{again:?}"
+    );
 }

@@ -26,8 +26,8 @@ use quorate_gossip::{Gossip, Key, NodeMeta};
 use tracing::{info, warn};
 
 use crate::NodeId;
-use crate::api::Membership;
 use crate::Role;
+use crate::api::Membership;
 use crate::data_dir::DataDir;
 use crate::keys::{KeyKind, SharedKeys, StoredKeys};
 

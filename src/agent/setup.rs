@@ -12,8 +12,8 @@ use quorate_discovery::DiscoveryError;
 
 use crate::api::Membership;
 use crate::config::{self, Config};
-use crate::handlers::HandlerStats;
 use crate::data_dir::{DataDir, DataDirError};
+use crate::handlers::HandlerStats;
 use crate::token::JoinToken;
 
 /// Why the agent could not start or run.

@@ -258,7 +258,10 @@ fn events(enc: &mut DescriptorEncoder, hub: &EventHub, h: &HandlerStats) -> fmt:
         "Event subscribers that fell behind the live broadcast, by outcome: caught_up (re-read \
          from the retained events, nothing lost), dropped (fell out of them: ended as compacted).",
         &[
-            ([("outcome", "caught_up")], get("event_subscribers_caught_up")),
+            (
+                [("outcome", "caught_up")],
+                get("event_subscribers_caught_up"),
+            ),
             ([("outcome", "dropped")], get("event_subscribers_dropped")),
         ],
     )?;

@@ -15,11 +15,13 @@
 //! - `GET /v1/metrics`: gossip and discovery counters and member gauges.
 //! - `GET /metrics`: the same and more for Prometheus (the OpenMetrics or Prometheus text
 //!   format), see `metrics`.
+//! - `GET /v1/snapshot`, `POST /v1/restore`: a backup of the registry, and its restore
+//!   through Raft.
 //!
 //! This module holds the router; the state the handlers share and the error answers are in
-//! `state`, the admin credential check is in `auth`, the handlers are grouped by concern (`health`,
-//! `members`, `events`, `admin`, `tokens`, `keyring`), and what crosses the wire is in [`wire`], which
-//! clients use without this server. It does not start the layers or decide anything itself:
+//! `state`, the admin credential check is in `auth`, the handlers are grouped by concern
+//! (`health`, `members`, `events`, `admin`, `tokens`, `keyring`, `backup`), and what crosses
+//! the wire is in [`wire`], which clients use without this server. It does not start the layers or decide anything itself:
 //! it reads the running layers and hands changes to consensus.
 
 use axum::Router;
@@ -27,6 +29,7 @@ use axum::routing::{get, post};
 
 mod admin;
 mod auth;
+mod backup;
 mod events;
 mod health;
 mod keyring;
@@ -38,8 +41,8 @@ pub mod wire;
 
 pub use state::{ApiState, ConsensusCell};
 pub use wire::{
-    KeyringOp, KeyringView, LabelChange, MemberRow, Membership, StatusMember, StatusView,
-    TokenRequest, TokenView,
+    KeyringOp, KeyringView, LabelChange, MemberRow, Membership, NodeRef, RestoreRequest,
+    RestoreView, StatusMember, StatusView, TokenRequest, TokenView,
 };
 
 pub(crate) use members::membership;
@@ -56,6 +59,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/{id}/{op}", post(admin::node_op))
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/v1/tokens/{id}/revoke", post(tokens::revoke))
+        .route("/v1/snapshot", get(backup::snapshot))
+        .route("/v1/restore", post(backup::restore))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,

@@ -175,3 +175,54 @@ pub struct TokenView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
 }
+
+/// `POST /v1/restore`: a snapshot file to restore through Raft.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RestoreRequest {
+    /// The file, as `quorate snapshot save` wrote it.
+    pub snapshot: crate::snapshot::SnapshotFile,
+    /// Restore the snapshot of another cluster.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// A node named in a restore's answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeRef {
+    /// Node id.
+    #[serde(with = "hex_id")]
+    pub id: NodeId,
+    /// Its name, as the snapshot or the registry records it.
+    pub name: String,
+}
+
+/// What a restore did (see `quorate_consensus::RestorePlan`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestoreView {
+    /// The log index the restore was committed at.
+    pub index: u64,
+    /// The snapshot's cluster id.
+    pub snapshot_cluster_id: String,
+    /// Whether the snapshot was of another cluster, restored with force.
+    pub forced: bool,
+    /// Nodes recorded now whose labels became the snapshot's.
+    pub labels_restored: Vec<NodeRef>,
+    /// Nodes of the snapshot that are not members now: not re-added.
+    pub nodes_skipped: Vec<NodeRef>,
+    /// Members now that the snapshot lacks: kept as they are.
+    pub nodes_kept: Vec<NodeRef>,
+    /// Join tokens after the restore.
+    pub tokens_restored: usize,
+    /// Tokens created since the snapshot: dropped.
+    pub tokens_dropped: Vec<String>,
+    /// Tokens revoked since the snapshot: kept revoked.
+    pub tokens_kept_revoked: Vec<String>,
+    /// Removed identities the snapshot added.
+    pub removals_added: usize,
+    /// Nodes whose removal in the snapshot names a member's current key: not added.
+    pub removals_skipped: Vec<String>,
+    /// The voter target restored.
+    pub voter_target: u8,
+    /// The failure grace restored (ms).
+    pub failed_grace_ms: u64,
+}

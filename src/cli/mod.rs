@@ -1,11 +1,11 @@
 //! The command line of the `quorate` binary: the clap definition ([`Cli`], [`Command`]) and
 //! one module per command with its flags and its body (`agent`, `discover`, `members`,
-//! `status`, `keyring`, `label`, `token`, `admin`, `watch`, `docs` for completions and manual
-//! pages), what they share (`args`), and the column renderer (`table`).
+//! `status`, `keyring`, `label`, `token`, `admin`, `watch`, `snapshot`, `recover`, `docs` for
+//! completions and manual pages), what they share (`args`), and the column renderer (`table`).
 //!
 //! Commands talk to the library only through `quorate::api::wire`, `quorate::client`,
-//! `quorate::discover`, `quorate::config` and `quorate::agent::run`/`shutdown_signal`: never
-//! the HTTP server's types. Only this binary prints and chooses exit statuses.
+//! `quorate::discover`, `quorate::config`, `quorate::snapshot`, `quorate::recover` and
+//! `quorate::agent::run`/`shutdown_signal`: never the HTTP server's types. Only this binary prints and chooses exit statuses.
 
 /// `println!` that ends quietly when stdout is closed (`quorate status | head -1`), instead of
 /// panicking on the broken pipe.
@@ -36,6 +36,8 @@ pub(crate) mod docs;
 pub(crate) mod keyring;
 pub(crate) mod label;
 pub(crate) mod members;
+pub(crate) mod recover;
+pub(crate) mod snapshot;
 pub(crate) mod status;
 pub(crate) mod table;
 pub(crate) mod token;
@@ -106,6 +108,12 @@ pub(crate) enum Command {
     /// Print the manual page, or write one per command into a directory.
     #[command(long_about = docs::MAN_ABOUT)]
     Man(docs::ManArgs),
+    /// Save, inspect or restore a snapshot of the registry (backups).
+    #[command(long_about = snapshot::ABOUT)]
+    Snapshot(snapshot::SnapshotArgs),
+    /// Make a stopped surviving voter the only voter, when the quorum is lost for good.
+    #[command(long_about = recover::ABOUT)]
+    Recover(recover::RecoverArgs),
 }
 
 #[cfg(test)]

@@ -424,3 +424,41 @@ fn man_pages_render_without_warnings() {
         "{text}"
     );
 }
+
+/// The backup commands refuse what they cannot use with exit 1 and say what is wrong,
+/// offline: a snapshot file that is not one, or is missing; `recover` on a directory that is
+/// no data dir; `snapshot save` with no agent to ask (and no file left behind).
+#[test]
+fn backup_commands_refuse_what_they_cannot_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let foreign = dir.path().join("foreign.json");
+    std::fs::write(&foreign, "{\"hello\": \"world\"}").expect("write");
+    let foreign = foreign.to_str().expect("utf-8");
+    for sub in ["inspect", "restore"] {
+        let out = quorate(
+            &["snapshot", sub, foreign, "--api", "http://127.0.0.1:9"],
+            &[],
+        );
+        assert_refused(&out, 1, &["not a quorate snapshot", foreign]);
+    }
+    let missing = dir.path().join("missing.snapshot");
+    let missing = missing.to_str().expect("utf-8");
+    let out = quorate(&["snapshot", "inspect", missing], &[]);
+    assert_refused(&out, 1, &[missing]);
+    let out = quorate(
+        &[
+            "recover",
+            "--data-dir",
+            dir.path().to_str().expect("utf-8"),
+            "--yes",
+        ],
+        &[],
+    );
+    assert_refused(&out, 1, &["is not a quorate data dir"]);
+    let out = quorate(
+        &["snapshot", "save", missing, "--api", "http://127.0.0.1:9"],
+        &[],
+    );
+    assert_refused(&out, 1, &["cannot reach the agent"]);
+    assert!(!std::path::Path::new(missing).exists(), "no file written");
+}

@@ -1,8 +1,10 @@
-//! The operator's surface in the LAN lab, one module per area: the Prometheus metrics
-//! (checked by `promtool`, scraped by a real Prometheus) and the membership events.
+//! The operator's surface in the LAN lab, one module per area: backups and disaster recovery,
+//! the membership events, and the Prometheus metrics (checked by `promtool`, scraped by a real
+//! Prometheus).
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod backup;
 mod events;
 mod metrics;

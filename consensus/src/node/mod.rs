@@ -44,9 +44,9 @@ use state::Inner;
 
 use crate::TypeConfig;
 use crate::files::{ClusterFile, FilesError};
-use crate::proto::{AdminOp, ConsensusError, Written};
+use crate::proto::{AdminOp, ConsensusError, RegistryAt, Written};
 use crate::quic::{NetMetrics, QuicError};
-use crate::registry::{Registry, Request};
+use crate::registry::{Registry, Request, RestorePlan};
 use crate::tls::TlsError;
 
 use quorate_base::NodeId;
@@ -261,6 +261,35 @@ impl Consensus {
             Done::Registry(r) => Ok(r),
             _ => Err(ConsensusError::internal("an answer to another request")),
         }
+    }
+
+    /// Reads the whole registry (join tokens included) linearizably, through the leader, with
+    /// the log position it reflects: what a backup holds. Voter-role nodes only.
+    pub async fn snapshot(&self) -> Result<RegistryAt, ConsensusError> {
+        match self.inner.route(Op::Snapshot).await? {
+            Done::Snapshot(r) => Ok(r),
+            _ => Err(ConsensusError::internal("an answer to another request")),
+        }
+    }
+
+    /// Restores a snapshot's registry through Raft ([`Request::Restore`]); `force` restores
+    /// the snapshot of another cluster. The plan is what the registry the leader held just
+    /// before the write makes of the snapshot (a node recorded in between would be reported
+    /// among neither); the write's outcome says whether it was applied.
+    pub async fn restore(
+        &self,
+        snapshot: Registry,
+        force: bool,
+    ) -> Result<(RestorePlan, Written), ConsensusError> {
+        let now = self.read().await?;
+        let plan = now.restore_plan(&snapshot);
+        let written = self
+            .write(Request::Restore {
+                snapshot: crate::registry::Carried(Box::new(snapshot)),
+                force,
+            })
+            .await?;
+        Ok((plan, written))
     }
 
     /// A membership change, through the leader.

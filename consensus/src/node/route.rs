@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use super::state::{Inner, not_leader};
 use crate::authority::{self, Action};
-use crate::proto::{AdminOp, ConsensusError, JoinReply, JoinRequest, Reply, Rpc, Written};
+use crate::proto::{
+    AdminOp, ConsensusError, JoinReply, JoinRequest, RegistryAt, Reply, Rpc, Written,
+};
 use crate::registry::{Registry, Request};
 
 /// What can be routed to the leader.
@@ -18,6 +20,8 @@ use crate::registry::{Registry, Request};
 pub(super) enum Op {
     Write(Request),
     Read,
+    /// A read for a backup: the whole registry and the log position it reflects.
+    Snapshot,
     Admin(AdminOp),
     Join(JoinRequest),
     /// A new certificate for this node's identity, from this certificate request.
@@ -27,6 +31,7 @@ pub(super) enum Op {
 pub(super) enum Done {
     Written(Written),
     Registry(Registry),
+    Snapshot(RegistryAt),
     Message(String),
     Joined(JoinReply),
     Renewed(String),
@@ -37,6 +42,7 @@ impl Op {
         match self {
             Op::Write(req) => Rpc::Write { req: req.clone() },
             Op::Read => Rpc::Read,
+            Op::Snapshot => Rpc::Snapshot,
             Op::Admin(op) => Rpc::Admin { op: op.clone() },
             Op::Join(join) => Rpc::Join { join: join.clone() },
             Op::Renew(csr) => Rpc::Renew {
@@ -49,6 +55,7 @@ impl Op {
         match self {
             Op::Write(req) => Some(Action::Write(req)),
             Op::Read => Some(Action::Read),
+            Op::Snapshot => Some(Action::Snapshot),
             Op::Admin(op) => Some(Action::Admin(op)),
             Op::Renew(_) => Some(Action::Renew),
             // A stranger's join, which this voter forwards (checked where it came in).
@@ -61,6 +68,7 @@ pub(super) fn done_of(reply: Reply) -> Result<Done, ConsensusError> {
     match reply {
         Reply::Written { res } => res.map(Done::Written),
         Reply::Registry { res } => res.map(Done::Registry),
+        Reply::Snapshot { res } => res.map(Done::Snapshot),
         Reply::Done { res } => res.map(Done::Message),
         Reply::Joined { res } => res.map(Done::Joined),
         Reply::Renewed { res } => res.map(Done::Renewed),
@@ -77,6 +85,8 @@ pub(super) fn reply_of(done: Result<Done, ConsensusError>, op: &Op) -> Reply {
         (Op::Write(_), Err(e)) => Reply::Written { res: Err(e) },
         (Op::Read, Ok(Done::Registry(r))) => Reply::Registry { res: Ok(r) },
         (Op::Read, Err(e)) => Reply::Registry { res: Err(e) },
+        (Op::Snapshot, Ok(Done::Snapshot(r))) => Reply::Snapshot { res: Ok(r) },
+        (Op::Snapshot, Err(e)) => Reply::Snapshot { res: Err(e) },
         (Op::Admin(_), Ok(Done::Message(m))) => Reply::Done { res: Ok(m) },
         (Op::Admin(_), Err(e)) => Reply::Done { res: Err(e) },
         (Op::Join(_), Ok(Done::Joined(j))) => Reply::Joined { res: Ok(j) },
@@ -193,6 +203,25 @@ impl Inner {
                 let _g = self.locks.handover.read().await;
                 self.check_quorum(true).await?;
                 Ok(Done::Registry(self.registry()))
+            }
+            Op::Snapshot => {
+                let _g = self.locks.handover.read().await;
+                self.check_quorum(true).await?;
+                // ensure_linearizable waited until this node applied everything committed
+                // before the read: the registry and its position are read together.
+                let d = self.sm.data();
+                let d = d
+                    .read()
+                    .map_err(|_| ConsensusError::internal("state machine lock poisoned"))?;
+                let (index, term) = d
+                    .last_applied
+                    .map_or((0, 0), |l| (l.index, l.leader_id.term));
+                Ok(Done::Snapshot(RegistryAt {
+                    registry: d.registry.clone(),
+                    index,
+                    term,
+                    leader: self.id,
+                }))
             }
             Op::Admin(a) => self.admin_local(a.clone()).await.map(Done::Message),
             Op::Join(j) => self.join_local(j.clone()).await.map(Done::Joined),

@@ -56,6 +56,7 @@ fn action(rpc: &Rpc) -> Action<'_> {
         | Rpc::Suspects => Action::Raft,
         Rpc::Write { req } => Action::Write(req),
         Rpc::Read => Action::Read,
+        Rpc::Snapshot => Action::Snapshot,
         Rpc::Admin { op } => Action::Admin(op),
         Rpc::Join { .. } => Action::ForwardJoin,
         Rpc::Renew { .. } => Action::Renew,
@@ -67,6 +68,7 @@ fn refusal(rpc: &Rpc, e: ConsensusError) -> Reply {
     match rpc {
         Rpc::Write { .. } => Reply::Written { res: Err(e) },
         Rpc::Read => Reply::Registry { res: Err(e) },
+        Rpc::Snapshot => Reply::Snapshot { res: Err(e) },
         Rpc::Admin { .. } | Rpc::Elect => Reply::Done { res: Err(e) },
         Rpc::Join { .. } => Reply::Joined { res: Err(e) },
         Rpc::Renew { .. } => Reply::Renewed { res: Err(e) },
@@ -86,6 +88,7 @@ fn kind(rpc: &Rpc) -> &'static str {
         Rpc::InstallSnapshot { .. } => "install_snapshot",
         Rpc::Write { .. } => "write",
         Rpc::Read => "read",
+        Rpc::Snapshot => "snapshot",
         Rpc::Admin { .. } => "admin",
         Rpc::Elect => "elect",
         Rpc::Join { .. } => "join",
@@ -221,6 +224,7 @@ impl Inner {
                 }
                 reply_of(done, &Op::Read)
             }
+            Rpc::Snapshot => reply_of(self.local_if_leader(&Op::Snapshot).await, &Op::Snapshot),
             Rpc::Admin { op } => {
                 let op = Op::Admin(op);
                 reply_of(self.local_if_leader(&op).await, &op)

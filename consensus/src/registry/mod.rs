@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 pub use quorate_base::{NodeId, Role};
+pub use restore::{Carried, RestorePlan};
+
+mod restore;
 
 /// A node's standing in the registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +180,15 @@ pub enum Request {
     },
     /// Changes nothing; a linearizable barrier and the write of the speed benchmark.
     Noop,
+    /// Restores a snapshot's registry into this one, without inventing members (see
+    /// [`RestorePlan`]): the settings, the join tokens and the removed identities, and the
+    /// labels of the nodes recorded now; the cluster identity and the node records stay.
+    Restore {
+        /// The registry the snapshot holds.
+        snapshot: Carried,
+        /// Restore even though the snapshot is of another cluster.
+        force: bool,
+    },
 }
 
 /// Why a request was refused.
@@ -242,6 +254,16 @@ pub enum Refusal {
     Removed {
         /// Node id.
         id: NodeId,
+    },
+    /// A snapshot of another cluster, restored without force.
+    #[error(
+        "the snapshot is of cluster {snapshot}, not this cluster ({running}); restore it here only with --force"
+    )]
+    OtherCluster {
+        /// The snapshot's cluster id (`-` when it records none).
+        snapshot: String,
+        /// This cluster's id (`-` when it is not initialized).
+        running: String,
     },
     /// Another key claims a registered node id.
     #[error(
@@ -432,6 +454,7 @@ impl Registry {
                 Ok(())
             }
             Request::Noop => Ok(()),
+            Request::Restore { snapshot, force } => self.check_restore(&snapshot.0, *force),
         }
     }
 
@@ -496,6 +519,7 @@ impl Registry {
             }
             Request::SetSettings { settings } => self.settings = settings.clone(),
             Request::Noop => {}
+            Request::Restore { snapshot, .. } => self.restore(&snapshot.0),
         }
         Ok(())
     }

@@ -298,3 +298,199 @@ fn removal_denies_the_identity_not_the_number() {
         "no key: every key"
     );
 }
+
+fn cluster(id: &str) -> ClusterInfo {
+    ClusterInfo {
+        id: id.into(),
+        name: "c".into(),
+        created_ms: 1,
+    }
+}
+
+/// A registry of cluster `id` with nodes 1 (labels `zone=a`) and 2, a valid token `t1`
+/// and settings of 5 voters.
+fn backed_up(id: &str) -> Registry {
+    let mut r = Registry::default();
+    r.apply(&Request::InitCluster {
+        cluster: cluster(id),
+    })
+    .expect("init");
+    for n in [node(1, Role::Voter), node(2, Role::Storage)] {
+        r.apply(&Request::PutNode { node: n }).expect("put");
+    }
+    r.apply(&Request::SetLabel {
+        node: NodeId::new(1),
+        key: "zone".into(),
+        value: "a".into(),
+    })
+    .expect("label");
+    r.apply(&Request::CreateToken {
+        token: token(&"1".repeat(16), Role::Voter, 10_000, Some(3)),
+    })
+    .expect("token");
+    r.apply(&Request::SetSettings {
+        settings: Settings {
+            voter_target: 5,
+            failed_grace_ms: 5_000,
+        },
+    })
+    .expect("settings");
+    r
+}
+
+/// A restore brings back the settings, the tokens and the labels of the nodes recorded now;
+/// it never adds a node (a node of the snapshot that is not recorded now is skipped and
+/// reported) and keeps the nodes the snapshot lacks; the cluster identity stays; the plan
+/// says exactly what apply changed.
+#[test]
+fn a_restore_brings_back_settings_tokens_and_labels_of_members_only() {
+    let snap = backed_up("00000000000000ab");
+    let mut now = snap.clone();
+    now.apply(&Request::SetLabel {
+        node: NodeId::new(1),
+        key: "zone".into(),
+        value: "b".into(),
+    })
+    .expect("relabel");
+    now.apply(&Request::RemoveNode {
+        node: NodeId::new(2),
+    })
+    .expect("remove 2");
+    now.apply(&Request::PutNode {
+        node: node(3, Role::Voter),
+    })
+    .expect("put 3");
+    now.apply(&Request::SetSettings {
+        settings: Settings::default(),
+    })
+    .expect("settings");
+    now.apply(&Request::CreateToken {
+        token: token(&"2".repeat(16), Role::Storage, 10_000, None),
+    })
+    .expect("newer token");
+
+    let plan = now.restore_plan(&snap);
+    assert_eq!(plan.labels_restored, BTreeSet::from([NodeId::new(1)]));
+    assert_eq!(plan.nodes_skipped, BTreeSet::from([NodeId::new(2)]));
+    assert_eq!(plan.nodes_kept, BTreeSet::from([NodeId::new(3)]));
+    assert_eq!(plan.tokens_restored, 1);
+    assert_eq!(plan.tokens_dropped, BTreeSet::from(["2".repeat(16)]));
+    assert_eq!(plan.settings.voter_target, 5);
+
+    let before = now.clone();
+    now.apply(&Request::Restore {
+        snapshot: Carried(Box::new(snap.clone())),
+        force: false,
+    })
+    .expect("restore");
+    assert_eq!(now.cluster, before.cluster, "the identity stays");
+    assert_eq!(
+        now.nodes.keys().collect::<Vec<_>>(),
+        before.nodes.keys().collect::<Vec<_>>(),
+        "no node added or removed"
+    );
+    assert_eq!(now.nodes[&NodeId::new(1)].labels["zone"], "a");
+    assert_eq!(now.nodes[&NodeId::new(3)], before.nodes[&NodeId::new(3)]);
+    assert_eq!(now.settings, snap.settings);
+    assert_eq!(now.tokens, snap.tokens);
+    assert!(
+        now.removed.contains_key(&NodeId::new(2)),
+        "a removal made after the snapshot stays"
+    );
+}
+
+/// The snapshot of another cluster (or of none) is refused and changes nothing, unless
+/// forced; a forced restore still keeps this cluster's identity.
+#[test]
+fn a_restore_of_another_cluster_needs_force() {
+    let snap = backed_up("00000000000000cd");
+    let mut now = backed_up("00000000000000ab");
+    let before = now.clone();
+    let refused = now.apply(&Request::Restore {
+        snapshot: Carried(Box::new(snap.clone())),
+        force: false,
+    });
+    assert_eq!(
+        refused,
+        Err(Refusal::OtherCluster {
+            snapshot: "00000000000000cd".into(),
+            running: "00000000000000ab".into(),
+        })
+    );
+    assert_eq!(now, before, "a refusal changes nothing");
+    let empty = now.apply(&Request::Restore {
+        snapshot: Carried::default(),
+        force: false,
+    });
+    assert!(
+        matches!(empty, Err(Refusal::OtherCluster { .. })),
+        "{empty:?}"
+    );
+    now.apply(&Request::Restore {
+        snapshot: Carried(Box::new(snap)),
+        force: true,
+    })
+    .expect("forced");
+    assert_eq!(now.cluster, before.cluster);
+}
+
+/// A restore never revives a token: one revoked (or used more) since the snapshot stays so;
+/// a removal in the snapshot that names a member's current key is skipped, others are added;
+/// invalid settings are refused.
+#[test]
+fn a_restore_revives_no_token_and_cuts_off_no_member() {
+    let id = "1".repeat(16);
+    let mut snap = backed_up("00000000000000ab");
+    snap.removed
+        .insert(NodeId::new(1), BTreeSet::from(["key-1".to_string()]));
+    snap.removed
+        .insert(NodeId::new(9), BTreeSet::from(["key-9".to_string()]));
+    let mut now = backed_up("00000000000000ab");
+    now.apply(&use_token(&id, Role::Voter, 5)).expect("use");
+    now.apply(&Request::RevokeToken { id: id.clone() })
+        .expect("revoke");
+    let plan = now.restore_plan(&snap);
+    assert_eq!(plan.tokens_kept_revoked, BTreeSet::from([id.clone()]));
+    assert_eq!(plan.removals_skipped, BTreeSet::from([NodeId::new(1)]));
+    assert_eq!(plan.removals_added, 1);
+    now.apply(&Request::Restore {
+        snapshot: Carried(Box::new(snap.clone())),
+        force: false,
+    })
+    .expect("restore");
+    assert!(now.tokens[&id].revoked);
+    assert_eq!(now.tokens[&id].uses, 1);
+    assert!(!now.removed.contains_key(&NodeId::new(1)), "member kept");
+    assert!(now.removed[&NodeId::new(9)].contains("key-9"));
+
+    snap.settings.voter_target = 4;
+    let before = now.clone();
+    assert!(
+        now.apply(&Request::Restore {
+            snapshot: Carried(Box::new(snap)),
+            force: false,
+        })
+        .is_err()
+    );
+    assert_eq!(now, before);
+}
+
+/// A restore request survives the log's JSON (and the wire's) with its registry intact,
+/// maps keyed by node id included, and applies the same after the round trip.
+#[test]
+fn a_restore_request_survives_serialization() {
+    let mut snap = backed_up("00000000000000ab");
+    snap.removed
+        .insert(NodeId::new(9), BTreeSet::from(["key-9".to_string()]));
+    let req = Request::Restore {
+        snapshot: Carried(Box::new(snap.clone())),
+        force: false,
+    };
+    let bytes = serde_json::to_vec(&req).expect("serialize");
+    let back: Request = serde_json::from_slice(&bytes).expect("deserialize");
+    assert_eq!(back, req);
+    let (mut a, mut b) = (snap.clone(), snap);
+    a.apply(&req).expect("apply");
+    b.apply(&back).expect("apply after the round trip");
+    assert_eq!(a, b);
+}
