@@ -433,6 +433,18 @@ async fn a_recovered_survivor_leads_alone_and_keeps_the_learner() {
         .current_leader
         .expect("leader id");
     let lead = &members[(leader.get() - 1) as usize].raft;
+    // A new leader refuses membership changes until the first entry of its term is applied.
+    lead.wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| {
+                m.current_leader == Some(m.id)
+                    && m.last_applied
+                        .is_some_and(|l| l.leader_id.term == m.current_term)
+            },
+            "the leader's first entry applied",
+        )
+        .await
+        .expect("the leader's first entry applied");
     tokio::time::timeout(
         Duration::from_secs(10),
         lead.add_learner(NodeId::new(4), node(4), true),
