@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quorate_consensus::{Compacted, Event, EventHub, EventIndex, EventKind};
+use quorate_consensus::{Compacted, Event, EventHub, EventIndex, EventKind, Subscription};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
@@ -213,7 +213,9 @@ impl Positions {
     }
 }
 
-/// Starts one task per handler, each resuming after its saved position in `data_dir`.
+/// Starts one task per handler, each resuming after its saved position in `data_dir`. The
+/// subscriptions are taken here, before this returns, so a handler started before the node
+/// runs misses none of the events it then applies.
 pub fn spawn(
     specs: &[HandlerSpec],
     hub: &Arc<EventHub>,
@@ -226,10 +228,14 @@ pub fn spawn(
         .iter()
         .cloned()
         .map(|spec| {
+            let after = positions.get(&key(&spec));
+            let first = hub.subscribe(after);
             let hub = hub.clone();
             let stats = stats.clone();
             let positions = positions.clone();
-            tokio::spawn(async move { run_handler(spec, hub, positions, timeout, stats).await })
+            tokio::spawn(async move {
+                run_handler(spec, hub, first, after, positions, timeout, stats).await;
+            })
         })
         .collect()
 }
@@ -260,18 +266,26 @@ fn fell_behind(
     Some(compacted.oldest)
 }
 
+/// One handler's life: its first subscription (taken by [`spawn`]), then a fresh one after
+/// each time it fell behind.
 async fn run_handler(
     spec: HandlerSpec,
     hub: Arc<EventHub>,
+    first: Result<Subscription, Compacted>,
+    mut after: Option<EventIndex>,
     positions: Arc<Positions>,
     timeout: Duration,
     stats: Arc<HandlerStats>,
 ) {
     let key = key(&spec);
-    let mut after = positions.get(&key);
     info!(command = %spec.command, types = ?spec.types, resume_after = ?after.map(|a| a.to_string()), "event handler ready");
+    let mut first = Some(first);
     loop {
-        let mut sub = match hub.subscribe(after) {
+        let next = match first.take() {
+            Some(f) => f,
+            None => hub.subscribe(after),
+        };
+        let mut sub = match next {
             Ok(s) => s,
             Err(compacted) => {
                 after = fell_behind(&spec, after, compacted, &stats);

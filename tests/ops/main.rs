@@ -1,4 +1,5 @@
-//! The operator's surface in the LAN lab, one module per area: backups and disaster recovery,
+//! The operator's and the application's surface in the LAN lab, one module per area: backups and
+//! disaster recovery, embedding and event handlers,
 //! the membership events, and the Prometheus metrics (checked by `promtool`, scraped by a real
 //! Prometheus).
 
@@ -6,5 +7,6 @@
 mod support;
 
 mod backup;
+mod embed;
 mod events;
 mod metrics;
