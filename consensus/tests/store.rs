@@ -75,13 +75,7 @@ async fn acknowledged_state_survives_a_reopen() {
     .await
     .expect("raft");
     router.add(NodeId::new(1), raft.clone());
-    raft.initialize(BTreeMap::from([(NodeId::new(1), node.clone())]))
-        .await
-        .expect("initialize");
-    raft.wait(Some(Duration::from_secs(5)))
-        .metrics(|m| m.current_leader == Some(NodeId::new(1)), "leadership")
-        .await
-        .expect("leader");
+    lead_alone(&raft, node.clone()).await;
     let mut acked: Vec<(LogId<NodeId>, Request)> = Vec::new();
     for req in std::iter::once(put_node()).chain((0..5).map(label)) {
         let w = raft.client_write(req.clone()).await.expect("write");
@@ -201,6 +195,17 @@ async fn acknowledged_state_survives_a_reopen() {
     raft.shutdown().await.expect("shutdown");
 }
 
+/// Initializes `raft` (node 1) as a group of one and waits until it leads.
+async fn lead_alone(raft: &Raft<TypeConfig>, node: BasicNode) {
+    raft.initialize(BTreeMap::from([(NodeId::new(1), node)]))
+        .await
+        .expect("initialize");
+    raft.wait(Some(Duration::from_secs(5)))
+        .metrics(|m| m.current_leader == Some(NodeId::new(1)), "leadership")
+        .await
+        .expect("leader");
+}
+
 fn put_node() -> Request {
     Request::PutNode {
         node: NodeRecord {
@@ -277,13 +282,7 @@ async fn decided_events_come_back_with_their_indexes_after_a_reopen() {
     let node = BasicNode {
         addr: "node-1".into(),
     };
-    raft.initialize(BTreeMap::from([(NodeId::new(1), node)]))
-        .await
-        .expect("initialize");
-    raft.wait(Some(Duration::from_secs(5)))
-        .metrics(|m| m.current_leader == Some(NodeId::new(1)), "leadership")
-        .await
-        .expect("leader");
+    lead_alone(&raft, node).await;
     for req in std::iter::once(put_node()).chain((0..3).map(label)) {
         raft.client_write(req).await.expect("write");
     }

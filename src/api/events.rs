@@ -170,11 +170,7 @@ async fn next(
 mod tests {
     use super::*;
 
-    fn pairs(ps: &[(&str, &str)]) -> Vec<(String, String)> {
-        ps.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::api::tests::pairs;
 
     #[test]
     fn types_come_as_a_list_or_repeated_and_the_header_wins_over_after() {

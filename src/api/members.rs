@@ -162,11 +162,7 @@ fn status_view(node: &Consensus, gossip: &Gossip) -> StatusView {
 mod tests {
     use super::*;
 
-    fn pairs(ps: &[(&str, &str)]) -> Vec<(String, String)> {
-        ps.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::api::tests::pairs;
 
     #[test]
     fn a_blocking_query_reads_index_and_wait_with_default_and_cap() {

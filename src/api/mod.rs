@@ -77,3 +77,13 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
         .merge(prometheus)
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// Query pairs as the router hands them to a handler.
+    pub(crate) fn pairs(ps: &[(&str, &str)]) -> Vec<(String, String)> {
+        ps.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}

@@ -6,25 +6,11 @@ use std::time::Duration;
 use openraft::{CommittedLeaderId, LogId};
 
 use super::*;
-use crate::registry::{NodeRecord, TokenRecord};
+use crate::registry::TokenRecord;
+use crate::registry::tests::node;
 
 fn id(n: u64) -> NodeId {
     NodeId::new(n)
-}
-
-fn node(n: u64, role: Role) -> NodeRecord {
-    NodeRecord {
-        id: id(n),
-        name: format!("n{n}"),
-        role,
-        raft_addr: "10.0.0.1:7947".into(),
-        gossip_addr: "10.0.0.1:7946".into(),
-        api_addr: "127.0.0.1:7948".into(),
-        labels: BTreeMap::new(),
-        status: NodeStatus::Active,
-        joined_ms: 1000,
-        key: Some(format!("key-{n}")),
-    }
 }
 
 fn token(tid: &str) -> TokenRecord {

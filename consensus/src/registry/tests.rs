@@ -2,7 +2,8 @@
 
 use super::*;
 
-fn node(id: u64, role: Role) -> NodeRecord {
+/// An active node record with addresses and a key, for tests here and of the events.
+pub(crate) fn node(id: u64, role: Role) -> NodeRecord {
     NodeRecord {
         id: NodeId::new(id),
         name: format!("n{id}"),
