@@ -232,19 +232,21 @@ fn inspect(file: &Path, json_out: bool) -> ExitCode {
         p.leader,
         p.quorate_version
     );
-    for role in [quorate::Role::Voter, quorate::Role::Storage] {
+    for (role, title) in [
+        (quorate::Role::Voter, "voters"),
+        (quorate::Role::Storage, "storage"),
+    ] {
         let names: Vec<String> = r
             .nodes
             .values()
             .filter(|n| n.role == role)
             .map(|n| format!("{} ({})", n.name, n.id))
             .collect();
-        say!(
-            "{:<9} {}: {}",
-            format!("{role}s"),
-            names.len(),
-            names.join(", ")
-        );
+        if names.is_empty() {
+            say!("{title:<9} 0");
+        } else {
+            say!("{title:<9} {}: {}", names.len(), names.join(", "));
+        }
     }
     say!("labels    {labels}");
     say!(
