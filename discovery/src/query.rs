@@ -26,8 +26,11 @@ use crate::{DiscoveryError, Interfaces};
 const MDNS_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
 const MDNS_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0xfb);
 const MDNS_PORT: u16 = 5353;
-/// When queries go out, from the start: quick retries first, then once a second.
-const SCHEDULE_MS: [u64; 5] = [0, 100, 300, 700, 1500];
+/// When queries go out, from the start: dense retries in the first 300 ms (an answer lost on
+/// the way costs at most the next 25 to 150 ms, not a whole back-off step), sparser to 1.5 s,
+/// then once a second. Each is one small packet per interface, and the resends stop as soon as
+/// the caller has what it wants.
+const SCHEDULE_MS: [u64; 11] = [0, 25, 50, 100, 150, 200, 300, 450, 700, 1000, 1500];
 /// How long to keep listening once the caller has enough peers.
 const FAMILY_GRACE: Duration = Duration::from_millis(10);
 
@@ -554,8 +557,13 @@ mod tests {
 
     #[test]
     fn the_schedule_backs_off_to_once_a_second() {
-        let ms: Vec<u128> = (0..8).map(|k| send_offset(k).as_millis()).collect();
-        assert_eq!(ms, vec![0, 100, 300, 700, 1500, 2500, 3500, 4500]);
+        let ms: Vec<u128> = (0..14).map(|k| send_offset(k).as_millis()).collect();
+        assert_eq!(
+            ms,
+            vec![
+                0, 25, 50, 100, 150, 200, 300, 450, 700, 1000, 1500, 2500, 3500, 4500
+            ]
+        );
     }
 
     /// A real response of python-zeroconf: PTR, SRV, A, TXT, and an NSEC with a compressed
