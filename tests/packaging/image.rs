@@ -48,8 +48,11 @@ fn tool(name: &str, package: &str) -> String {
     path
 }
 
-/// buildah's storage for one test: vfs in a temporary root. Dropping it removes the
-/// containers, the images and the whole root.
+const ROOT_PREFIX: &str = "quorate-image-";
+
+/// buildah's storage for one test: vfs in a temporary root named after the test process.
+/// Dropping it removes the containers, the images and the whole root; a root left by a test
+/// process that was killed is removed by the next one.
 struct Store {
     root: tempfile::TempDir,
     buildah: String,
@@ -58,8 +61,9 @@ struct Store {
 impl Store {
     fn new() -> Store {
         let buildah = tool("buildah", "buildah");
+        sweep_stale_roots();
         let root = tempfile::Builder::new()
-            .prefix("quorate-image-")
+            .prefix(&format!("{ROOT_PREFIX}{}-", std::process::id()))
             .tempdir()
             .expect("buildah root");
         Store { root, buildah }
@@ -95,6 +99,26 @@ impl Drop for Store {
         let _ = self.command().args(["rm", "--all"]).output();
         let _ = self.command().args(["rmi", "--all", "--force"]).output();
         // The TempDir removes the root, layers and all.
+    }
+}
+
+/// Removes the buildah roots of test processes that no longer run.
+fn sweep_stale_roots() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix(ROOT_PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
@@ -585,6 +609,13 @@ fn the_image_runs_the_compose_cluster_in_lab_hosts() {
         ("voter-3", "voter"),
     ];
     wait_group(&lab, &[0, 1, 2], &voters, Duration::from_secs(60));
+    // The agents ran as the image's user: what they wrote in their volumes is that user's.
+    let (uid, gid) = image.ids();
+    for i in 0..3 {
+        use std::os::unix::fs::MetadataExt;
+        let node = std::fs::metadata(lab.host_dir(i).join("data/node.json")).expect("node.json");
+        assert_eq!((node.uid(), node.gid()), (uid, gid), "host {i}'s node.json");
+    }
     for (i, &p) in procs.iter().enumerate() {
         wait::until(
             &format!("host {i}'s health check"),
