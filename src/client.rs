@@ -78,6 +78,26 @@ impl Client {
         Self::decode(resp)
     }
 
+    /// `GET path` whatever the answer's status: the status code and the body as JSON (`Null`
+    /// when it is not JSON). For probes such as the health endpoints, whose refusals (503)
+    /// are answers, not errors.
+    pub fn probe(&self, path: &str) -> Result<(u16, serde_json::Value), ClientError> {
+        let mut resp = self
+            .agent
+            .get(&self.url(path))
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
     /// `POST path` with a JSON body, answered with JSON.
     pub fn post<B: Serialize, T: DeserializeOwned>(
         &self,

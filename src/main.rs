@@ -29,5 +29,6 @@ fn main() -> ExitCode {
         Command::Watch(args) => cli::watch::run(&args),
         Command::Snapshot(args) => cli::snapshot::run(&args),
         Command::Recover(args) => cli::recover::run(&args),
+        Command::Health(args) => cli::health::run(&args),
     }
 }

@@ -1,6 +1,7 @@
 //! `quorate agent`: its flags, how they become the configuration's top layer
 //! ([`AgentArgs::sources`]), and the command: load the configuration, set up logging, and run
-//! the agent on a multi-threaded runtime until SIGINT or SIGTERM.
+//! the agent on a multi-threaded runtime until SIGINT or SIGTERM (or, with `--check-config`,
+//! print the validated configuration and stop there).
 //!
 //! The agent itself is the library's (`quorate::agent::run`); the rules of the configuration
 //! are `quorate::config`'s.
@@ -33,6 +34,9 @@ QUORATE_* environment variables (QUORATE_GOSSIP_PORT sets gossip_port), and thes
 Unknown keys and invalid values are refused at start, naming the key and where it came from.
 See packaging/quorate.toml for every key with its default.
 
+--check-config loads and validates the settings as a start would, prints them as JSON, and
+exits without starting (for a config file, a container's environment, a Compose command).
+
 Stops cleanly on SIGINT or SIGTERM (and stays a member; `quorate leave` deregisters).
 Exit status: 0 after a clean stop, 1 when the node cannot start or run or the cluster refused
 it, 2 for invalid arguments or configuration.
@@ -52,6 +56,12 @@ pub(crate) struct AgentArgs {
     /// Read settings from this TOML file.
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+
+    /// Load and validate the configuration (file, environment, flags), print the effective
+    /// settings as JSON (secrets shown as set, not printed) and exit without starting: 0
+    /// valid, 2 invalid
+    #[arg(long)]
+    pub(crate) check_config: bool,
 
     /// Single node on loopback with a temporary data dir, for trying quorate out.
     #[arg(long)]
@@ -294,6 +304,26 @@ pub(crate) fn run(args: &AgentArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.check_config {
+        return match serde_json::to_value(&config).and_then(|mut v| {
+            // Secrets are said to be set, never printed.
+            for key in ["cluster_key", "join"] {
+                if !v[key].is_null() {
+                    v[key] = "(set, not shown)".into();
+                }
+            }
+            serde_json::to_string_pretty(&v)
+        }) {
+            Ok(json) => {
+                say!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot print the configuration: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rust_log = std::env::var("RUST_LOG").ok();
     quorate::logging::init(
         config.log_format,

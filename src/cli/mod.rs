@@ -1,6 +1,6 @@
 //! The command line of the `quorate` binary: the clap definition ([`Cli`], [`Command`]) and
 //! one module per command with its flags and its body (`agent`, `discover`, `members`,
-//! `status`, `keyring`, `label`, `token`, `admin`, `watch`, `snapshot`, `recover`, `docs` for
+//! `status`, `keyring`, `label`, `token`, `admin`, `watch`, `snapshot`, `recover`, `health`, `docs` for
 //! completions and manual pages), what they share (`args`), and the column renderer (`table`).
 //!
 //! Commands talk to the library only through `quorate::api::wire`, `quorate::client`,
@@ -33,6 +33,7 @@ pub(crate) mod agent;
 pub(crate) mod args;
 pub(crate) mod discover;
 pub(crate) mod docs;
+pub(crate) mod health;
 pub(crate) mod keyring;
 pub(crate) mod label;
 pub(crate) mod members;
@@ -114,6 +115,9 @@ pub(crate) enum Command {
     /// Make a stopped surviving voter the only voter, when the quorum is lost for good.
     #[command(long_about = recover::ABOUT)]
     Recover(recover::RecoverArgs),
+    /// Check the local agent's health: alive, or with --ready a member with a leader.
+    #[command(long_about = health::ABOUT)]
+    Health(health::HealthArgs),
 }
 
 #[cfg(test)]
