@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(backoff(30, b, c, 0.0), c);
         assert_eq!(backoff(30, b, c, 1.0), Duration::from_millis(7500));
         for j in [0.0, 0.3, 0.99] {
-            let d = backoff(5, b, c, j);
+            let d = backoff(10, b, c, j);
             assert!(d <= c && d >= c.mul_f64(0.75), "{d:?}");
         }
     }
