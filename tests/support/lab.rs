@@ -164,6 +164,18 @@ impl Lab {
         &self.hosts[i]
     }
 
+    /// Gives host `i` its own `/etc/resolv.conf`, with `text` as its contents, for the processes
+    /// started there from now on: `ip netns exec` bind-mounts `/etc/netns/<netns>/resolv.conf`
+    /// over `/etc/resolv.conf` when that file exists. The machine's own `/etc/resolv.conf` is
+    /// never touched; the file goes with the host's namespace.
+    pub fn set_resolv_conf(&self, i: usize, text: &str) {
+        let dir = Path::new("/etc/netns").join(&self.hosts[i].netns);
+        fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot make {}: {e}", dir.display()));
+        fs::write(dir.join("resolv.conf"), text)
+            .unwrap_or_else(|e| panic!("cannot write {}/resolv.conf: {e}", dir.display()));
+    }
+
     /// A directory for host `i`'s files (data dirs, configs), inside the lab's temporary dir.
     pub fn host_dir(&self, i: usize) -> PathBuf {
         let d = self.dir.path().join(format!("h{i}"));
@@ -517,6 +529,10 @@ fn remove_netns(netns: &str) {
         }
     }
     let _ = quiet_ip(&["netns", "del", netns]);
+    // A resolver configuration the lab gave the host (`Lab::set_resolv_conf`).
+    if netns.starts_with(NS_PREFIX) {
+        let _ = fs::remove_dir_all(Path::new("/etc/netns").join(netns));
+    }
 }
 
 fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
