@@ -313,8 +313,10 @@ impl ConsensusPlan {
                     }
                     unresolved_said = resolved.unresolved.clone();
                 }
-                let addrs: Vec<SocketAddr> =
+                let mut addrs: Vec<SocketAddr> =
                     resolved.addrs.into_iter().filter(|a| *a != own).collect();
+                // DNS servers rotate their answers: the order says nothing.
+                addrs.sort();
                 if addrs != last {
                     info!(peers = ?addrs, "peers resolved");
                     rounds = 0;
