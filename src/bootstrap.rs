@@ -335,7 +335,10 @@ mod tests {
     fn over_peers_the_lowest_of_the_gossiped_forming_voters_bootstraps() {
         let peers = [forming(5), forming(9)];
         // The candidates are the peers gossip shows (matched by QUIC address).
-        let cands = [cand("10.0.0.5:7947", 0, false), cand("10.0.0.9:7947", 0, false)];
+        let cands = [
+            cand("10.0.0.5:7947", 0, false),
+            cand("10.0.0.9:7947", 0, false),
+        ];
         assert_eq!(
             over_peers(NodeId::new(3), true, &peers, &cands, 3, S, S, P),
             PeersStep::Bootstrap
@@ -419,7 +422,10 @@ mod tests {
                     deciders += 1;
                 }
             }
-            assert!(deciders <= 1, "mask {mask:b}: {deciders} nodes bootstrapped");
+            assert!(
+                deciders <= 1,
+                "mask {mask:b}: {deciders} nodes bootstrapped"
+            );
         }
     }
 }

@@ -210,9 +210,7 @@ pub async fn resolve(specs: &[PeerSpec]) -> Resolution {
                                     push(&mut out, SocketAddr::new(ip, port));
                                 }
                             }
-                            Err(e) => out
-                                .unresolved
-                                .push((format!("{spec} target {target}"), e)),
+                            Err(e) => out.unresolved.push((format!("{spec} target {target}"), e)),
                         }
                     }
                     if !any {

@@ -401,9 +401,7 @@ fn peers_take_addresses_names_and_srv_records_and_refuse_bad_syntax() {
                 name: "voters.example".into(),
                 port: 7000
             },
-            crate::peers::PeerSpec::Srv(
-                "_quorate._udp.quorate-voters.ns.svc.cluster.local".into()
-            ),
+            crate::peers::PeerSpec::Srv("_quorate._udp.quorate-voters.ns.svc.cluster.local".into()),
         ]
     );
     for bad in ["voters..example", "srv:voters.example", "voters.example:0"] {

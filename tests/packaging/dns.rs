@@ -196,7 +196,11 @@ fn agents_find_each_other_by_a_name_with_several_a_records() {
     let dns = LabDns::start(&mut lab, 0, &[]);
     let ips: Vec<Ipv4Addr> = lab.hosts().iter().map(|h| h.ip).collect();
     let ip = |i: usize| ips[i];
-    dns.set_hosts(&lab, "voters", &[(ip(1), "voters.lab"), (ip(2), "voters.lab")]);
+    dns.set_hosts(
+        &lab,
+        "voters",
+        &[(ip(1), "voters.lab"), (ip(2), "voters.lab")],
+    );
     dns.wait_resolves(&lab, 0, "voters.lab", &[ip(1), ip(2)]);
     let mut procs = Vec::new();
     for i in 1..=3 {

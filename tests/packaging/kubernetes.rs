@@ -122,7 +122,10 @@ fn manifests_parse_and_give_what_a_cluster_needs() {
         .filter_map(Value::as_str)
         .collect();
     for file in all.keys().filter(|f| *f != "kustomization.yaml") {
-        assert!(listed.contains(&file.as_str()), "kustomization misses {file}");
+        assert!(
+            listed.contains(&file.as_str()),
+            "kustomization misses {file}"
+        );
     }
 
     let svc = object(&all, "Service", "quorate-voters");
@@ -162,8 +165,14 @@ fn manifests_parse_and_give_what_a_cluster_needs() {
             peers,
             "srv:_quorate._udp.quorate-voters.$(POD_NAMESPACE).svc.cluster.local"
         );
-        assert_eq!(env(c, "POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
-        for (probe, path) in [("readinessProbe", "/health/ready"), ("livenessProbe", "/health/live")] {
+        assert_eq!(
+            env(c, "POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.namespace"
+        );
+        for (probe, path) in [
+            ("readinessProbe", "/health/ready"),
+            ("livenessProbe", "/health/live"),
+        ] {
             assert_eq!(c[probe]["httpGet"]["path"], path, "{role} {probe}");
             assert_eq!(c[probe]["httpGet"]["port"], "http", "{role} {probe}");
         }
@@ -183,7 +192,10 @@ fn manifests_parse_and_give_what_a_cluster_needs() {
         let mount = &c["volumeMounts"][0];
         assert_eq!(mount["mountPath"], "/var/lib/quorate");
         assert_eq!(env(c, "QUORATE_DATA_DIR")["value"], "/var/lib/quorate");
-        assert_eq!(set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], mount["name"]);
+        assert_eq!(
+            set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+            mount["name"]
+        );
         let r = &c["resources"];
         let measured = match role {
             "voter" => scale_max("leader RSS MiB"),
@@ -228,7 +240,11 @@ struct Pod<'a> {
 
 impl Pod<'_> {
     fn name(&self) -> String {
-        format!("{}-{}", self.set["metadata"]["name"].as_str().unwrap(), self.ordinal)
+        format!(
+            "{}-{}",
+            self.set["metadata"]["name"].as_str().unwrap(),
+            self.ordinal
+        )
     }
 
     fn container(&self) -> &Value {
@@ -374,7 +390,10 @@ fn the_manifests_run_as_pods_form_a_cluster_and_a_storage_pod_joins() {
     // name with every pod, and the SRV record of each named port.
     let mut srv: Vec<(String, String, u16)> = Vec::new();
     let mut records: Vec<(Ipv4Addr, String)> = Vec::new();
-    for (svc_name, pods) in [("quorate-voters", &voters[..]), ("quorate-storage", std::slice::from_ref(&store))] {
+    for (svc_name, pods) in [
+        ("quorate-voters", &voters[..]),
+        ("quorate-storage", std::slice::from_ref(&store)),
+    ] {
         let svc = object(&all, "Service", svc_name);
         let ns = svc["metadata"]["namespace"].as_str().unwrap();
         let domain = format!("{svc_name}.{ns}.svc.cluster.local");
@@ -392,8 +411,10 @@ fn the_manifests_run_as_pods_form_a_cluster_and_a_storage_pod_joins() {
             }
         }
     }
-    let srv_refs: Vec<(&str, &str, u16)> =
-        srv.iter().map(|(n, t, p)| (n.as_str(), t.as_str(), *p)).collect();
+    let srv_refs: Vec<(&str, &str, u16)> = srv
+        .iter()
+        .map(|(n, t, p)| (n.as_str(), t.as_str(), *p))
+        .collect();
     let dns = LabDns::start(&mut lab, 0, &srv_refs);
     let rec_refs: Vec<(Ipv4Addr, &str)> = records.iter().map(|(ip, n)| (*ip, n.as_str())).collect();
     dns.set_hosts(&lab, "cluster", &rec_refs);
@@ -455,7 +476,10 @@ fn the_manifests_run_as_pods_form_a_cluster_and_a_storage_pod_joins() {
     group(&lab, &pods, &want);
     for p in &procs {
         let sealed = lab.log(*p);
-        assert!(!sealed.contains("the cluster is open"), "the cluster key seals it");
+        assert!(
+            !sealed.contains("the cluster is open"),
+            "the cluster key seals it"
+        );
     }
 
     // The storage manifest's command for the token, in voter 0's pod (`kubectl exec`).
@@ -464,14 +488,27 @@ fn the_manifests_run_as_pods_form_a_cluster_and_a_storage_pod_joins() {
         .lines()
         .skip_while(|l| !l.contains("kubectl exec"))
         .take_while(|l| l.starts_with('#') && !l.contains("kubectl create"))
-        .map(|l| l.trim_start_matches('#').trim().trim_end_matches('\\').trim())
+        .map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .trim_end_matches('\\')
+                .trim()
+        })
         .collect::<Vec<_>>()
         .join(" ");
     let words: Vec<&str> = exec.split_whitespace().collect();
-    let at = words.iter().position(|w| *w == "--").expect("kubectl exec ... --");
+    let at = words
+        .iter()
+        .position(|w| *w == "--")
+        .expect("kubectl exec ... --");
     assert_eq!(words[at - 1], voters[0].name(), "run in the first voter");
     assert_eq!(words[at + 1], "quorate");
-    let out = cli(&lab, voters[0].host, &voters[0].env(&lab, &secrets), &words[at + 2..]);
+    let out = cli(
+        &lab,
+        voters[0].host,
+        &voters[0].env(&lab, &secrets),
+        &words[at + 2..],
+    );
     assert!(
         out.status.success(),
         "{exec}: {}",

@@ -9,7 +9,9 @@
 //! address and no IPv6, so lab traffic never leaves the lab.
 //!
 //! Hosts sit on 10.99.0.0/16 (host `i` has the address 10.99.0.0 + `i + 1`), with an `eth0` that carries
-//! multicast (the bridge does not snoop, so every multicast frame reaches every host).
+//! multicast (the bridge does not snoop, so every multicast frame reaches every host). A host
+//! may get its own resolver configuration (`Lab::set_resolv_conf`), for a DNS server in the
+//! lab; the machine's own `/etc/resolv.conf` is never touched.
 
 #![allow(unsafe_code)] // setns(2): entering a host's network namespace from a test thread
 
@@ -170,8 +172,7 @@ impl Lab {
     /// never touched; the file goes with the host's namespace.
     pub fn set_resolv_conf(&self, i: usize, text: &str) {
         let dir = Path::new("/etc/netns").join(&self.hosts[i].netns);
-        fs::create_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("cannot make {}: {e}", dir.display()));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot make {}: {e}", dir.display()));
         fs::write(dir.join("resolv.conf"), text)
             .unwrap_or_else(|e| panic!("cannot write {}/resolv.conf: {e}", dir.display()));
     }
