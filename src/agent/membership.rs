@@ -239,13 +239,19 @@ impl ConsensusPlan {
             }
             let (seeds, trust, token) = seeds_now(resolved.addrs);
             if seeds.is_empty() {
-                if attempt == 0 {
+                if attempt == 0 && peers.is_empty() {
                     info!(
                         via,
                         "looking for a member of the cluster on mDNS; give --peers if mDNS does not reach it"
                     );
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // Names are asked again with backoff; mDNS's view is read every 200 ms.
+                let wait = if peers.iter().any(PeerSpec::is_name) {
+                    retry_delay(attempt.min(16))
+                } else {
+                    Duration::from_millis(200)
+                };
+                tokio::time::sleep(wait).await;
                 continue;
             }
             match Consensus::join(
