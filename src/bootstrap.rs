@@ -14,6 +14,19 @@
 //! can see `expect` forming voters with itself the lowest, so two clusters cannot form; with
 //! more, the settling time lets every node hear of the others first (mDNS announcements reach
 //! a LAN in milliseconds).
+//!
+//! [`over_peers`] is the same decision where mDNS does not reach (Kubernetes, clouds, VPNs):
+//! the peers come from `--peers` (addresses, or DNS names resolved at each attempt), and what
+//! each of them is (id, role, forming or member) from gossip, which the agent seeds with those
+//! addresses on the gossip port. No new trust enters: gossip carries every node's id, role and
+//! cluster state already (sealed with the cluster key when there is one, so that only key
+//! holders are counted), and the rule is [`decide`]'s, whose proof does not depend on where the
+//! view comes from: a node bootstraps only when it sees `expect` forming voter-eligible nodes
+//! with itself the lowest, and with exactly `expect` of them only the lowest can. Two more
+//! rules keep a formed cluster from being overlooked: any member in view means join, never
+//! form (gossip does not carry the CA, so its members are joined through `--peers` trust); and
+//! no node forms while an address `--peers` resolved to is one gossip does not know (a member
+//! whose gossip port differs, say) and has not been tried with a join.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -110,6 +123,87 @@ pub fn decide(
         ));
     }
     Decision::Bootstrap
+}
+
+/// An address `--peers` resolved to, as [`over_peers`] needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The QUIC address.
+    pub addr: SocketAddr,
+    /// How long gossip has told nothing of it since it was resolved or last tried.
+    pub unknown_for: Duration,
+    /// Whether a join through it was tried and failed while gossip knew nothing of it.
+    pub tried: bool,
+}
+
+/// What a node joining or forming through `--peers` does now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeersStep {
+    /// Nothing yet, for this reason.
+    Wait(String),
+    /// Make the cluster.
+    Bootstrap,
+    /// Join through these members (gossip shows them members of a formed cluster).
+    Join(Vec<SocketAddr>),
+    /// Try a join through these addresses, which gossip knows nothing of.
+    Probe(Vec<SocketAddr>),
+}
+
+/// Decides for node `me` over `peers` (what gossip, and mDNS when on, show; itself left out)
+/// and `candidates` (what `--peers` resolved to, itself left out); `probe_after` is how long
+/// gossip may know nothing of a candidate before a join is tried through it.
+#[allow(clippy::too_many_arguments)]
+pub fn over_peers(
+    me: NodeId,
+    voter: bool,
+    peers: &[Seen],
+    candidates: &[Candidate],
+    expect: usize,
+    stable_for: Duration,
+    settle: Duration,
+    probe_after: Duration,
+) -> PeersStep {
+    let members: Vec<SocketAddr> = peers
+        .iter()
+        .filter(|p| p.member)
+        .filter_map(|p| p.quic)
+        .collect();
+    if !members.is_empty() {
+        return PeersStep::Join(members);
+    }
+    if peers.iter().any(|p| p.member) {
+        return PeersStep::Wait(
+            "a formed cluster is in view but no member gives its QUIC address yet".into(),
+        );
+    }
+    let known = |a: SocketAddr| {
+        peers
+            .iter()
+            .any(|p| p.quic.is_some_and(|q| q == a || q.ip() == a.ip()))
+    };
+    let unknown: Vec<&Candidate> = candidates.iter().filter(|c| !known(c.addr)).collect();
+    let due: Vec<SocketAddr> = unknown
+        .iter()
+        .filter(|c| c.unknown_for >= probe_after)
+        .map(|c| c.addr)
+        .collect();
+    if !due.is_empty() {
+        return PeersStep::Probe(due);
+    }
+    match decide(me, voter, peers, expect, stable_for, settle) {
+        Decision::Bootstrap if unknown.iter().any(|c| !c.tried) => PeersStep::Wait(format!(
+            "forming once every peer address is known to gossip or tried: {} not yet",
+            unknown
+                .iter()
+                .filter(|c| !c.tried)
+                .map(|c| c.addr.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Decision::Bootstrap => PeersStep::Bootstrap,
+        Decision::Join { seeds, .. } => PeersStep::Join(seeds),
+        Decision::Wait(why) => PeersStep::Wait(why),
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +311,114 @@ mod tests {
                     .map(|(_, id)| forming(*id))
                     .collect();
                 if decide(NodeId::new(*me), true, &peers, 3, S, S) == Decision::Bootstrap {
+                    deciders += 1;
+                }
+            }
+            assert!(
+                deciders <= 1,
+                "mask {mask:b}: {deciders} nodes bootstrapped"
+            );
+        }
+    }
+
+    fn cand(addr: &str, unknown_ms: u64, tried: bool) -> Candidate {
+        Candidate {
+            addr: addr.parse().unwrap(),
+            unknown_for: Duration::from_millis(unknown_ms),
+            tried,
+        }
+    }
+
+    const P: Duration = Duration::from_secs(3);
+
+    #[test]
+    fn over_peers_the_lowest_of_the_gossiped_forming_voters_bootstraps() {
+        let peers = [forming(5), forming(9)];
+        // The candidates are the peers gossip shows (matched by QUIC address).
+        let cands = [
+            cand("10.0.0.5:7947", 0, false),
+            cand("10.0.0.9:7947", 0, false),
+        ];
+        assert_eq!(
+            over_peers(NodeId::new(3), true, &peers, &cands, 3, S, S, P),
+            PeersStep::Bootstrap
+        );
+        let peers = [forming(3), forming(9)];
+        assert!(matches!(
+            over_peers(NodeId::new(5), true, &peers, &[], 3, S, S, P),
+            PeersStep::Wait(w) if w.contains("0000000000000003")
+        ));
+        assert!(matches!(
+            over_peers(NodeId::new(3), true, &[forming(5)], &[], 3, S, S, P),
+            PeersStep::Wait(w) if w.contains("2 seen")
+        ));
+    }
+
+    #[test]
+    fn over_peers_a_member_in_view_is_joined_never_a_second_cluster_formed() {
+        // A member without a CA (gossip carries none) is joined through its QUIC address.
+        let m = Seen {
+            member: true,
+            ca: None,
+            ..forming(7)
+        };
+        let peers = [m.clone(), forming(5), forming(9)];
+        assert_eq!(
+            over_peers(NodeId::new(1), true, &peers, &[], 3, S, S, P),
+            PeersStep::Join(vec![SocketAddr::from(([10, 0, 0, 7], 7947))])
+        );
+        let silent = Seen { quic: None, ..m };
+        let peers = [silent, forming(5), forming(9)];
+        assert!(matches!(
+            over_peers(NodeId::new(1), true, &peers, &[], 3, S, S, P),
+            PeersStep::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn over_peers_an_address_gossip_does_not_know_is_tried_before_forming() {
+        let peers = [forming(5), forming(9)];
+        let fresh = [cand("10.0.0.200:7947", 500, false)];
+        assert!(matches!(
+            over_peers(NodeId::new(3), true, &peers, &fresh, 3, S, S, P),
+            PeersStep::Wait(w) if w.contains("10.0.0.200:7947")
+        ));
+        let due = [cand("10.0.0.200:7947", 3000, false)];
+        assert_eq!(
+            over_peers(NodeId::new(3), true, &peers, &due, 3, S, S, P),
+            PeersStep::Probe(vec!["10.0.0.200:7947".parse().unwrap()])
+        );
+        let tried = [cand("10.0.0.200:7947", 100, true)];
+        assert_eq!(
+            over_peers(NodeId::new(3), true, &peers, &tried, 3, S, S, P),
+            PeersStep::Bootstrap
+        );
+    }
+
+    /// The proof of `decide` carries over: with exactly `expect` nodes and any partial gossip
+    /// views, at most one node bootstraps over peers.
+    #[test]
+    fn over_peers_no_partial_view_gives_two_bootstraps() {
+        let ids = [11u64, 4, 29];
+        for mask in 0..(1 << 6) {
+            let mut deciders = 0;
+            for (i, me) in ids.iter().enumerate() {
+                let peers: Vec<Seen> = ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i && mask & (1 << (i * 2 + usize::from(*j > i))) != 0)
+                    .map(|(_, id)| forming(*id))
+                    .collect();
+                let cands: Vec<Candidate> = peers
+                    .iter()
+                    .map(|p| Candidate {
+                        addr: p.quic.unwrap(),
+                        unknown_for: Duration::ZERO,
+                        tried: false,
+                    })
+                    .collect();
+                let step = over_peers(NodeId::new(*me), true, &peers, &cands, 3, S, S, P);
+                if step == PeersStep::Bootstrap {
                     deciders += 1;
                 }
             }

@@ -16,6 +16,7 @@ pub mod discover;
 pub mod handlers;
 pub mod keys;
 pub mod logging;
+pub mod peers;
 pub mod recover;
 pub mod snapshot;
 pub mod token;

@@ -1,7 +1,14 @@
 //! How this node becomes a member of a cluster: resume the cluster its data dir holds, else
 //! bootstrap (`--bootstrap`, `--dev`), else join with a token (`--join`, the CA pinned by the
-//! token), else join through `--peers`, else zero-config (the decision in `crate::bootstrap`,
-//! fed by what mDNS shows).
+//! token), else join or form through `--peers`, else zero-config (the decision in
+//! `crate::bootstrap`, fed by what mDNS shows).
+//!
+//! `--peers` entries may be DNS names (`crate::peers`): they are resolved again at every
+//! attempt, with capped, jittered backoff, until this node is a member, so that nodes started
+//! in any order find each other and a name that does not resolve yet is only logged. The
+//! addresses found seed gossip (on this node's gossip port), and the decision over them
+//! (`bootstrap::over_peers`) reads what gossip shows of each node: join a member, or, with
+//! `bootstrap_expect` forming voters in view, let the lowest form the cluster.
 //!
 //! It ends when the node is a member (or refused): what a member then keeps in step is
 //! `bridge`'s job, and the join handshake itself is consensus's.
@@ -12,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::keys::StoredKeys;
+use crate::peers::{self, PeerSpec};
 use quorate_consensus::{
     Consensus, ConsensusConfig, JoinCredentials, NodeInfo, Settings, StartError, TokenProof, Trust,
 };
@@ -20,7 +28,7 @@ use tracing::{info, warn};
 
 use super::setup::{Agent, AgentError, MdnsView};
 use crate::NodeId;
-use crate::bootstrap::{self, Decision};
+use crate::bootstrap::{self, Candidate, Decision, PeersStep};
 use crate::config::Role;
 use crate::token::JoinToken;
 
@@ -28,12 +36,13 @@ use crate::token::JoinToken;
 enum Mode {
     /// `--bootstrap` or `--dev`: make the cluster.
     Bootstrap,
-    /// `--peers`: join through these members (an open cluster, or one sealed with our key).
-    Peers(Vec<SocketAddr>),
+    /// `--peers`: join through these members (an open cluster, or one sealed with our key),
+    /// or form the cluster with the nodes found there.
+    Peers(Vec<PeerSpec>),
     /// `--join TOKEN`: join the cluster the token names.
     Token {
         token: JoinToken,
-        peers: Vec<SocketAddr>,
+        peers: Vec<PeerSpec>,
     },
     /// Nothing given: find the cluster (or the nodes to form it with) by mDNS.
     ZeroConfig { discovery: bool },
@@ -49,11 +58,18 @@ pub(super) struct ConsensusPlan {
     expect: usize,
     key: Option<[u8; 32]>,
     view: MdnsView,
+    gossip: Arc<quorate_gossip::Gossip>,
+    gossip_port: u16,
 }
 
 impl Agent {
     /// What consensus needs from the configuration.
-    pub(super) fn consensus_plan(&self, keys: &StoredKeys, view: MdnsView) -> ConsensusPlan {
+    pub(super) fn consensus_plan(
+        &self,
+        keys: &StoredKeys,
+        view: MdnsView,
+        gossip: Arc<quorate_gossip::Gossip>,
+    ) -> ConsensusPlan {
         let c = &self.config;
         let r = &self.resolved;
         let id = self.data_dir.node_id();
@@ -81,10 +97,10 @@ impl Agent {
         } else if let Some(token) = r.join_token().cloned() {
             Mode::Token {
                 token,
-                peers: c.peer_addrs(),
+                peers: c.peer_specs(),
             }
         } else if !c.peers.is_empty() {
-            Mode::Peers(c.peer_addrs())
+            Mode::Peers(c.peer_specs())
         } else {
             Mode::ZeroConfig {
                 discovery: c.discovery.enabled,
@@ -105,12 +121,27 @@ impl Agent {
             expect: c.bootstrap_expect,
             key: join_key,
             view,
+            gossip,
+            gossip_port: c.gossip_port,
         }
     }
 }
 
 /// How long the view of forming nodes must stay unchanged before the lowest bootstraps.
 const SETTLE: Duration = Duration::from_secs(1);
+
+/// How long gossip may know nothing of an address `--peers` resolved to before a join is
+/// tried through it (a member whose gossip this node cannot hear, say).
+const PROBE_AFTER: Duration = Duration::from_secs(3);
+
+/// The first retry's delay, and the cap, of the backoff between attempts.
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// The delay before retry number `n`, jittered.
+fn retry_delay(n: u32) -> Duration {
+    peers::backoff(n, BACKOFF_BASE, BACKOFF_CAP, rand::random::<f64>())
+}
 
 impl ConsensusPlan {
     fn credentials(&self, trust: Trust, token: Option<TokenProof>) -> JoinCredentials {
@@ -138,17 +169,16 @@ impl ConsensusPlan {
             Mode::Bootstrap => self.bootstrap().await,
             Mode::Peers(peers) => {
                 let peers = peers.clone();
-                self.join_loop("--peers", || (peers.clone(), Trust::FirstUse, None))
-                    .await
+                self.peers_loop(&peers).await
             }
             Mode::Token { token, peers } => {
                 let token = token.clone();
                 let peers = peers.clone();
                 let view = self.view.clone();
                 let cluster = self.cluster.clone();
-                self.join_loop("the join token", move || {
+                self.join_loop("the join token", &peers, move |resolved| {
                     let ca = token.ca_hex();
-                    let mut seeds = peers.clone();
+                    let mut seeds = resolved;
                     seeds.extend(token.addrs.iter().copied());
                     seeds.extend(members_with_ca(&view, &cluster, &ca));
                     seeds.dedup();
@@ -187,25 +217,41 @@ impl ConsensusPlan {
         Ok((Arc::new(node), BTreeMap::new()))
     }
 
-    /// Joins through the seeds `seeds_now` gives at each attempt, retrying with backoff while
-    /// no member answers; a refusal, or a cluster that is not the one the token names, ends it.
+    /// Joins through the seeds `seeds_now` gives at each attempt from what `peers` resolve to
+    /// then, retrying with backoff while no member answers; a refusal, or a cluster that is
+    /// not the one the token names, ends it.
     async fn join_loop(
         &self,
         via: &str,
-        seeds_now: impl Fn() -> (Vec<SocketAddr>, Trust, Option<TokenProof>),
+        peers: &[PeerSpec],
+        seeds_now: impl Fn(Vec<SocketAddr>) -> (Vec<SocketAddr>, Trust, Option<TokenProof>),
     ) -> Result<(Arc<Consensus>, BTreeMap<String, String>), AgentError> {
-        let mut backoff = Duration::from_millis(250);
+        let mut failures = 0;
         let mut foreign_rounds = 0;
+        let mut said = Vec::new();
         for attempt in 0.. {
-            let (seeds, trust, token) = seeds_now();
+            let resolved = peers::resolve(peers).await;
+            if resolved.unresolved != said {
+                for (entry, why) in &resolved.unresolved {
+                    info!(via, peer = %entry, reason = %why, "a peer does not resolve yet; retrying");
+                }
+                said = resolved.unresolved.clone();
+            }
+            let (seeds, trust, token) = seeds_now(resolved.addrs);
             if seeds.is_empty() {
-                if attempt == 0 {
+                if attempt == 0 && peers.is_empty() {
                     info!(
                         via,
                         "looking for a member of the cluster on mDNS; give --peers if mDNS does not reach it"
                     );
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // Names are asked again with backoff; mDNS's view is read every 200 ms.
+                let wait = if peers.iter().any(PeerSpec::is_name) {
+                    retry_delay(attempt.min(16))
+                } else {
+                    Duration::from_millis(200)
+                };
+                tokio::time::sleep(wait).await;
                 continue;
             }
             match Consensus::join(
@@ -231,14 +277,158 @@ impl ConsensusPlan {
                             },
                         )));
                     }
+                    let backoff = retry_delay(failures);
+                    failures += 1;
                     warn!(via, attempts = ?attempts, retry_in = ?backoff, "join failed; retrying");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         unreachable!("the join loop ends only by returning")
+    }
+
+    /// `--peers`: resolves the entries (again after each backoff), seeds gossip with what they
+    /// resolve to, and follows `bootstrap::over_peers` on what gossip (and mDNS, when on) show:
+    /// join a member, try an address gossip does not know, or form the cluster.
+    async fn peers_loop(
+        self,
+        specs: &[PeerSpec],
+    ) -> Result<(Arc<Consensus>, BTreeMap<String, String>), AgentError> {
+        let me = self.config.node_id;
+        let own = self.config.advertise;
+        let voter = self.info.role == Role::Voter;
+        let started = std::time::Instant::now();
+        let mut forming_seen: BTreeSet<NodeId> = BTreeSet::new();
+        let mut since = started;
+        let mut said = String::new();
+        let mut unresolved_said = Vec::new();
+        // When each resolved address was first resolved or last tried, and whether it was.
+        let mut candidates: BTreeMap<SocketAddr, (std::time::Instant, bool)> = BTreeMap::new();
+        let mut resolve_at = started;
+        let mut rounds = 0;
+        let mut failures = 0;
+        let mut last: Vec<SocketAddr> = Vec::new();
+        loop {
+            let now = std::time::Instant::now();
+            if now >= resolve_at {
+                let resolved = peers::resolve(specs).await;
+                if resolved.unresolved != unresolved_said {
+                    for (entry, why) in &resolved.unresolved {
+                        info!(peer = %entry, reason = %why, "a peer does not resolve yet; retrying");
+                    }
+                    unresolved_said = resolved.unresolved.clone();
+                }
+                let mut addrs: Vec<SocketAddr> =
+                    resolved.addrs.into_iter().filter(|a| *a != own).collect();
+                // DNS servers rotate their answers: the order says nothing.
+                addrs.sort();
+                if addrs != last {
+                    info!(peers = ?addrs, "peers resolved");
+                    rounds = 0;
+                    last = addrs.clone();
+                }
+                candidates.retain(|a, _| addrs.contains(a));
+                for a in &addrs {
+                    candidates.entry(*a).or_insert((now, false));
+                }
+                self.gossip.add_seeds(
+                    addrs
+                        .iter()
+                        .map(|a| SocketAddr::new(a.ip(), self.gossip_port)),
+                );
+                resolve_at = std::time::Instant::now() + retry_delay(rounds);
+                rounds += 1;
+            }
+            let mut seen = gossip_peers(&self.gossip, me);
+            for p in seen_peers(&self.view, &self.cluster, me) {
+                if !seen.iter().any(|s| s.id == p.id) {
+                    seen.push(p);
+                }
+            }
+            let forming: BTreeSet<NodeId> = seen
+                .iter()
+                .filter(|p| p.voter && !p.member)
+                .map(|p| p.id)
+                .collect();
+            if forming != forming_seen {
+                forming_seen = forming;
+                since = std::time::Instant::now();
+            }
+            let stable = since.elapsed().min(started.elapsed());
+            let cands: Vec<Candidate> = candidates
+                .iter()
+                .map(|(addr, (at, tried))| Candidate {
+                    addr: *addr,
+                    unknown_for: at.elapsed(),
+                    tried: *tried,
+                })
+                .collect();
+            let step = bootstrap::over_peers(
+                me,
+                voter,
+                &seen,
+                &cands,
+                self.expect,
+                stable,
+                SETTLE,
+                PROBE_AFTER,
+            );
+            let seeds = match step {
+                PeersStep::Wait(why) => {
+                    if why != said {
+                        info!(reason = %why, "--peers: waiting");
+                        said = why;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                PeersStep::Bootstrap => {
+                    info!(
+                        expect = self.expect,
+                        "--peers: this node has the lowest id of the forming voters and forms the cluster"
+                    );
+                    return self.bootstrap().await;
+                }
+                PeersStep::Join(seeds) => {
+                    info!(seeds = ?seeds, "--peers: joining the formed cluster");
+                    seeds
+                }
+                PeersStep::Probe(seeds) => {
+                    info!(seeds = ?seeds, "--peers: gossip knows nothing of these peers; trying a join through them");
+                    for s in &seeds {
+                        candidates.insert(*s, (std::time::Instant::now(), true));
+                    }
+                    seeds
+                }
+            };
+            match Consensus::join(
+                self.config.clone(),
+                self.info.clone(),
+                &self.cluster,
+                &seeds,
+                self.credentials(Trust::FirstUse, None),
+            )
+            .await
+            {
+                Ok((node, secrets)) => return Ok((Arc::new(node), secrets)),
+                Err(e @ StartError::JoinRefused(_)) => return Err(e.into()),
+                Err(StartError::JoinFailed { attempts, .. }) => {
+                    let backoff = retry_delay(failures);
+                    failures += 1;
+                    warn!(attempts = ?attempts, retry_in = ?backoff, "--peers: join failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    // What was tried is tried from now: gossip gets its time again.
+                    let now = std::time::Instant::now();
+                    for s in &seeds {
+                        if let Some(c) = candidates.get_mut(s) {
+                            c.0 = now;
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Zero configuration: wait until mDNS shows a formed cluster to join, or enough forming
@@ -323,6 +513,25 @@ fn seen_peers(view: &MdnsView, cluster: &str, me: NodeId) -> Vec<bootstrap::Seen
             member: p.state == AdvertState::Member,
             quic: quic_addr(p),
             ca: p.ca.clone(),
+        })
+        .collect()
+}
+
+/// The live nodes gossip shows, other than `me`, as the bootstrap decision needs them (gossip
+/// carries only this cluster name's nodes; it carries no CA).
+fn gossip_peers(gossip: &quorate_gossip::Gossip, me: NodeId) -> Vec<bootstrap::Seen> {
+    gossip
+        .members()
+        .into_iter()
+        .filter(|m| m.id != me && m.status == quorate_gossip::MemberStatus::Alive)
+        .filter_map(|m| {
+            Some(bootstrap::Seen {
+                id: m.id,
+                voter: m.meta.role? == Role::Voter,
+                member: m.meta.cluster_state == "member",
+                quic: m.meta.quic_addr,
+                ca: None,
+            })
         })
         .collect()
 }

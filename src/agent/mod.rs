@@ -99,7 +99,7 @@ impl Agent {
             c.event_handler_timeout,
             &self.handler_stats,
         );
-        let plan = self.consensus_plan(&stored, view);
+        let plan = self.consensus_plan(&stored, view, gossip.clone());
         let starter = {
             let cell = consensus.clone();
             let gossip = gossip.clone();

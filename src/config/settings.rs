@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::peers::PeerSpec;
 use crate::token::{JoinToken, TokenError};
 
 /// Default UDP port of gossip.
@@ -73,13 +74,16 @@ pub struct Config {
     /// Start a new cluster with this node as its first voter. Ignored once the data dir holds
     /// a cluster (a node never bootstraps a second one).
     pub bootstrap: bool,
-    /// QUIC addresses (`ip:port`, or `ip` for port 7947) of members to join through when the
-    /// data dir holds no cluster.
+    /// Peers to join through (or form with, see `bootstrap_expect`) when the data dir holds no
+    /// cluster: QUIC addresses (`ip:port`, or `ip` for port 7947), DNS names (`host[:port]`:
+    /// every A and AAAA record) or SRV records (`srv:_quorate._udp.NAME`: every target and
+    /// port), resolved again at every attempt.
     pub peers: Vec<String>,
     /// A join token (`quorate token create`): join the cluster it names, in the role it grants.
     pub join: Option<String>,
-    /// With no bootstrap, peers or token: form a cluster once this many voter-eligible nodes
-    /// of the same cluster name are seen by mDNS (the lowest node id forms it).
+    /// With no bootstrap or token: form a cluster once this many voter-eligible nodes of the
+    /// same cluster name are seen forming, by mDNS or (with `peers`) by gossip with the peers
+    /// found (the lowest node id forms it).
     pub bootstrap_expect: usize,
     /// On SIGTERM, leave the cluster (deregister) before stopping. Off: SIGTERM stops the
     /// agent and it stays a member (a restart resumes). `quorate leave` always deregisters.
@@ -369,11 +373,13 @@ impl Config {
                 );
             }
         }
-        if let Some(bad) = self.peers.iter().find(|p| parse_peer(p, 1).is_none()) {
-            return invalid(
-                "peers",
-                format!("{bad:?} is not an ip:port (or ip) address"),
-            );
+        if let Some(Err(e)) = self
+            .peers
+            .iter()
+            .map(|p| parse_peer(p, DEFAULT_QUIC_PORT))
+            .find(Result::is_err)
+        {
+            return invalid("peers", e);
         }
         if self.bootstrap && !self.peers.is_empty() {
             return Err(Invalid {
@@ -466,16 +472,10 @@ impl Config {
     }
 }
 
-/// A peer address: `ip:port`, or `ip` with `default_port`.
-pub fn parse_peer(text: &str, default_port: u16) -> Option<SocketAddr> {
-    text.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| {
-            text.parse::<IpAddr>()
-                .ok()
-                .map(|ip| SocketAddr::new(ip, default_port))
-        })
-        .filter(|a| a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast())
+/// A `--peers` entry: `ip:port`, `ip` (with `default_port`), `host[:port]` (its A and AAAA
+/// records) or `srv:NAME` (its SRV targets); the error says what is wrong with it.
+pub fn parse_peer(text: &str, default_port: u16) -> Result<PeerSpec, String> {
+    PeerSpec::parse(text, default_port)
 }
 
 impl Config {
@@ -495,11 +495,11 @@ impl Config {
         SocketAddr::new(self.bind, self.quic_port)
     }
 
-    /// The peers to join through, as addresses.
-    pub fn peer_addrs(&self) -> Vec<SocketAddr> {
+    /// The peers to join through, parsed (names are resolved at each attempt, by the agent).
+    pub fn peer_specs(&self) -> Vec<PeerSpec> {
         self.peers
             .iter()
-            .filter_map(|p| parse_peer(p, DEFAULT_QUIC_PORT))
+            .filter_map(|p| parse_peer(p, DEFAULT_QUIC_PORT).ok())
             .collect()
     }
 }

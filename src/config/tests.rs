@@ -382,3 +382,34 @@ fn the_packaged_example_config_loads_and_lists_every_key() {
         );
     }
 }
+
+#[test]
+fn peers_take_addresses_names_and_srv_records_and_refuse_bad_syntax() {
+    let sources = Sources {
+        env: env(&[(
+            "QUORATE_PEERS",
+            "10.0.0.1,voters.example:7000,srv:_quorate._udp.quorate-voters.ns.svc.cluster.local",
+        )]),
+        ..Sources::default()
+    };
+    let c = load(&sources).expect("every form is accepted");
+    assert_eq!(
+        c.peer_specs(),
+        vec![
+            crate::peers::PeerSpec::Addr("10.0.0.1:7947".parse().unwrap()),
+            crate::peers::PeerSpec::Host {
+                name: "voters.example".into(),
+                port: 7000
+            },
+            crate::peers::PeerSpec::Srv("_quorate._udp.quorate-voters.ns.svc.cluster.local".into()),
+        ]
+    );
+    for bad in ["voters..example", "srv:voters.example", "voters.example:0"] {
+        let c = Config {
+            peers: vec![bad.into()],
+            ..Config::default()
+        };
+        let e = c.validate().expect_err(bad);
+        assert_eq!(e.key, "peers", "{bad}: {e:?}");
+    }
+}

@@ -147,8 +147,10 @@ fn contradictory_formation_settings_are_refused() {
         ],
     );
 
-    let out = quorate(&["agent", "--peers", "nowhere"], &[]);
-    assert_refused(&out, 2, &["--peers", "\"nowhere\" is not an ip:port"]);
+    let out = quorate(&["agent", "--peers", "nowhere:x"], &[]);
+    assert_refused(&out, 2, &["--peers", "\"x\" is not a port number"]);
+    let out = quorate(&["agent", "--peers", "srv:quorate.example"], &[]);
+    assert_refused(&out, 2, &["--peers", "_service._proto"]);
 }
 
 /// The CLI's cluster commands say clearly when no agent answers, with exit 1.

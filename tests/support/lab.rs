@@ -9,7 +9,9 @@
 //! address and no IPv6, so lab traffic never leaves the lab.
 //!
 //! Hosts sit on 10.99.0.0/16 (host `i` has the address 10.99.0.0 + `i + 1`), with an `eth0` that carries
-//! multicast (the bridge does not snoop, so every multicast frame reaches every host).
+//! multicast (the bridge does not snoop, so every multicast frame reaches every host). A host
+//! may get its own resolver configuration (`Lab::set_resolv_conf`), for a DNS server in the
+//! lab; the machine's own `/etc/resolv.conf` is never touched.
 
 #![allow(unsafe_code)] // setns(2): entering a host's network namespace from a test thread
 
@@ -162,6 +164,17 @@ impl Lab {
     /// Host `i`.
     pub fn host(&self, i: usize) -> &Host {
         &self.hosts[i]
+    }
+
+    /// Gives host `i` its own `/etc/resolv.conf`, with `text` as its contents, for the processes
+    /// started there from now on: `ip netns exec` bind-mounts `/etc/netns/<netns>/resolv.conf`
+    /// over `/etc/resolv.conf` when that file exists. The machine's own `/etc/resolv.conf` is
+    /// never touched; the file goes with the host's namespace.
+    pub fn set_resolv_conf(&self, i: usize, text: &str) {
+        let dir = Path::new("/etc/netns").join(&self.hosts[i].netns);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot make {}: {e}", dir.display()));
+        fs::write(dir.join("resolv.conf"), text)
+            .unwrap_or_else(|e| panic!("cannot write {}/resolv.conf: {e}", dir.display()));
     }
 
     /// A directory for host `i`'s files (data dirs, configs), inside the lab's temporary dir.
@@ -517,6 +530,10 @@ fn remove_netns(netns: &str) {
         }
     }
     let _ = quiet_ip(&["netns", "del", netns]);
+    // A resolver configuration the lab gave the host (`Lab::set_resolv_conf`).
+    if netns.starts_with(NS_PREFIX) {
+        let _ = fs::remove_dir_all(Path::new("/etc/netns").join(netns));
+    }
 }
 
 fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
