@@ -33,6 +33,12 @@ QUORATE_* environment variables (QUORATE_GOSSIP_PORT sets gossip_port), and thes
 Unknown keys and invalid values are refused at start, naming the key and where it came from.
 See packaging/quorate.toml for every key with its default.
 
+Check a configuration without starting anything: quorate agent --config FILE --check-config.
+
+Under systemd (Type=notify) the agent reports READY=1 once it serves (gossip, mDNS and the HTTP
+API run; it may still be forming or joining), STATUS= lines with its membership, STOPPING=1
+when it stops, and WATCHDOG=1 keep-alives at half of WatchdogSec=.
+
 Stops cleanly on SIGINT or SIGTERM (and stays a member; `quorate leave` deregisters).
 Exit status: 0 after a clean stop, 1 when the node cannot start or run or the cluster refused
 it, 2 for invalid arguments or configuration.
@@ -52,6 +58,11 @@ pub(crate) struct AgentArgs {
     /// Read settings from this TOML file.
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+
+    /// Load and validate the configuration (file, environment, flags), print a summary and
+    /// exit: 0 if it is valid, 2 if not. Starts nothing and uses no network.
+    #[arg(long)]
+    pub(crate) check_config: bool,
 
     /// Single node on loopback with a temporary data dir, for trying quorate out.
     #[arg(long)]
@@ -294,6 +305,26 @@ pub(crate) fn run(args: &AgentArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.check_config {
+        let file = args
+            .config
+            .as_ref()
+            .map_or_else(|| "no file".to_string(), |p| p.display().to_string());
+        let data_dir = match (&config.data_dir, config.dev) {
+            (Some(p), _) => p.display().to_string(),
+            (None, true) => "a temporary one (dev mode)".to_string(),
+            (None, false) => "the per-user default".to_string(),
+        };
+        say!(
+            "configuration valid ({file}): cluster {}, role {}, data dir {data_dir}, gossip {}, quic {}, http {}",
+            config.cluster,
+            config.role,
+            config.gossip_listen(),
+            config.quic_listen(),
+            config.http_addr
+        );
+        return ExitCode::SUCCESS;
+    }
     let rust_log = std::env::var("RUST_LOG").ok();
     quorate::logging::init(
         config.log_format,
