@@ -307,6 +307,42 @@ fn a_data_dir_in_use_is_refused_and_sigint_stops_cleanly() {
     assert!(read_log().contains("\"agent stopped\""), "{}", read_log());
 }
 
+/// `--check-config` loads and validates every layer and starts nothing: the packaged config
+/// passes with a summary on stdout and no data dir made; a bad value is refused as the agent
+/// would refuse it (exit 2, one line naming the key).
+#[test]
+fn check_config_validates_and_starts_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/quorate.toml");
+    let out = quorate(
+        &[
+            "agent",
+            "--config",
+            packaged,
+            "--data-dir",
+            data,
+            "--check-config",
+        ],
+        &[],
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", stderr(&out));
+    assert!(
+        said.starts_with(&format!(
+            "configuration valid ({packaged}): cluster default, role voter, data dir {data}"
+        )),
+        "{said}"
+    );
+    assert!(!Path::new(data).exists(), "a check makes no data dir");
+    let out = quorate(
+        &["agent", "--config", packaged, "--check-config"],
+        &[("QUORATE_GOSSIP_PORT", "70000")],
+    );
+    assert_refused(&out, 2, &["QUORATE_GOSSIP_PORT", "gossip_port"]);
+}
+
 /// Loopback ports nobody uses (gossip, QUIC, the HTTP address), so that a dev-mode agent does
 /// not depend on 7946-7948 being free.
 fn loopback_ports() -> (String, String, String) {
