@@ -130,6 +130,8 @@ impl Agent {
         let outcome = tokio::select! {
             signal = shutdown => {
                 info!(signal, "shutting down");
+                // At once, before a leave (leave_on_terminate) that may take a while.
+                systemd.stopping(&format!("stopping ({signal})"));
                 if signal == "SIGTERM" && c.leave_on_terminate {
                     match consensus.get() {
                         Some(node) => match node.admin(AdminOp::Leave { node: node.id() }).await {
@@ -161,6 +163,8 @@ impl Agent {
         if let Err(e) = &outcome {
             warn!(error = %e, "stopping");
         }
+        // For the other ways to stop (a leave asked over the API, a consensus failure); a
+        // second STOPPING=1 after a signal changes nothing.
         systemd.stopping("stopping");
         drop(status);
         for h in &handlers {

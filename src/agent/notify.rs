@@ -5,8 +5,9 @@
 //! Built on the `sd-notify` crate, which reads `NOTIFY_SOCKET` and `WATCHDOG_USEC` from the
 //! environment (systemd's protocol: the one other place the library reads the environment).
 //! Without `NOTIFY_SOCKET` (not started by systemd, or `Type=` other than notify) every call
-//! here does nothing. A message that cannot be sent is logged and otherwise ignored: the
-//! service manager's bookkeeping never stops the node. It decides nothing about the cluster.
+//! here does nothing. A message that cannot be sent is logged (once at warn) and otherwise
+//! ignored: the service manager's bookkeeping never stops the node. It decides nothing about
+//! the cluster.
 
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ impl Drop for Task {
         self.0.abort();
     }
 }
+
+/// Whether a failed notification was already logged at warn, in this process.
+static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The service manager's notification socket, if the agent has one.
 #[derive(Clone, Copy, Debug)]
@@ -55,7 +59,13 @@ impl Systemd {
             return;
         }
         if let Err(e) = sd_notify::notify(states) {
-            warn!(message = what, error = %e, "cannot notify systemd");
+            // Said once at warn (a broken socket would otherwise be logged with every
+            // keep-alive), then at debug.
+            if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                debug!(message = what, error = %e, "cannot notify systemd");
+            } else {
+                warn!(message = what, error = %e, "cannot notify systemd; further failures are logged at debug");
+            }
         }
     }
 
