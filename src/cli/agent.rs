@@ -1,6 +1,7 @@
 //! `quorate agent`: its flags, how they become the configuration's top layer
 //! ([`AgentArgs::sources`]), and the command: load the configuration, set up logging, and run
-//! the agent on a multi-threaded runtime until SIGINT or SIGTERM.
+//! the agent on a multi-threaded runtime until SIGINT or SIGTERM (or, with `--check-config`,
+//! print the validated configuration and stop there).
 //!
 //! The agent itself is the library's (`quorate::agent::run`); the rules of the configuration
 //! are `quorate::config`'s.
@@ -33,15 +34,16 @@ QUORATE_* environment variables (QUORATE_GOSSIP_PORT sets gossip_port), and thes
 Unknown keys and invalid values are refused at start, naming the key and where it came from.
 See packaging/quorate.toml for every key with its default.
 
-Check a configuration without starting anything: quorate agent --config FILE --check-config.
-
-Under systemd (Type=notify) the agent reports READY=1 once it serves (gossip, mDNS and the HTTP
-API run; it may still be forming or joining), STATUS= lines with its membership, STOPPING=1
-when it stops, and WATCHDOG=1 keep-alives at half of WatchdogSec=.
+--check-config loads and validates the settings as a start would, prints them as JSON, and
+exits without starting (for a config file, a container's environment, a Compose command).
 
 Stops cleanly on SIGINT or SIGTERM (and stays a member; `quorate leave` deregisters).
 Exit status: 0 after a clean stop, 1 when the node cannot start or run or the cluster refused
 it, 2 for invalid arguments or configuration.
+
+Under systemd (Type=notify) the agent reports READY=1 once it serves (gossip, mDNS and the HTTP
+API run; it may still be forming or joining), STATUS= lines with its membership, STOPPING=1
+when it stops, and WATCHDOG=1 keep-alives at half of WatchdogSec=.
 
 Try it on one machine: quorate agent --dev";
 
@@ -59,8 +61,9 @@ pub(crate) struct AgentArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
 
-    /// Load and validate the configuration (file, environment, flags), print a summary and
-    /// exit: 0 if it is valid, 2 if not. Starts nothing and uses no network.
+    /// Load and validate the configuration (file, environment, flags), print the effective
+    /// settings as JSON (secrets shown as set, not printed) and exit without starting: 0
+    /// valid, 2 invalid
     #[arg(long)]
     pub(crate) check_config: bool,
 
@@ -306,24 +309,24 @@ pub(crate) fn run(args: &AgentArgs) -> ExitCode {
         }
     };
     if args.check_config {
-        let file = args
-            .config
-            .as_ref()
-            .map_or_else(|| "no file".to_string(), |p| p.display().to_string());
-        let data_dir = match (&config.data_dir, config.dev) {
-            (Some(p), _) => p.display().to_string(),
-            (None, true) => "a temporary one (dev mode)".to_string(),
-            (None, false) => "the per-user default".to_string(),
+        return match serde_json::to_value(&config).and_then(|mut v| {
+            // Secrets are said to be set, never printed.
+            for key in ["cluster_key", "join"] {
+                if !v[key].is_null() {
+                    v[key] = "(set, not shown)".into();
+                }
+            }
+            serde_json::to_string_pretty(&v)
+        }) {
+            Ok(json) => {
+                say!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot print the configuration: {e}");
+                ExitCode::FAILURE
+            }
         };
-        say!(
-            "configuration valid ({file}): cluster {}, role {}, data dir {data_dir}, gossip {}, quic {}, http {}",
-            config.cluster,
-            config.role,
-            config.gossip_listen(),
-            config.quic_listen(),
-            config.http_addr
-        );
-        return ExitCode::SUCCESS;
     }
     let rust_log = std::env::var("RUST_LOG").ok();
     quorate::logging::init(
