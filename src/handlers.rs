@@ -323,6 +323,10 @@ async fn run_command(command: &str, event: &Event, timeout: Duration, stats: &Ha
         .arg("-c")
         .arg(command)
         .envs(event_env(event))
+        // systemd's notify protocol is the agent's, not its handlers' (agent/notify.rs).
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -6,7 +6,8 @@
 //! a member of: it resumes the cluster its data dir holds, or bootstraps one (`--bootstrap`,
 //! `--dev`), or joins one (`--join`, `--peers`, zero-config). Once a member, `bridge` carries
 //! facts between the layers (Raft's view into gossip and mDNS, gossip's failures to the
-//! autopilot). This module holds the lifecycle: the start, the stop order, and the signals.
+//! autopilot). This module holds the lifecycle: the start, the stop order, and the signals;
+//! `notify` tells systemd when the node is ready, how it stands and when it stops.
 //! The agent never decides membership itself: Raft does.
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use crate::keys::{SharedKeys, StoredKeys};
 mod bridge;
 mod layers;
 mod membership;
+mod notify;
 mod setup;
 
 use layers::HttpParts;
@@ -36,6 +38,8 @@ impl Agent {
     ) -> Result<(), AgentError> {
         let c = &self.config;
         let r = &self.resolved;
+        let systemd = notify::Systemd::from_env();
+        let watchdog = systemd.spawn_watchdog();
         info!(
             node_id = %self.data_dir.node_id(),
             name = %r.name,
@@ -92,6 +96,11 @@ impl Agent {
             http = %c.http_addr,
             "agent running"
         );
+        // Ready once the node serves: gossip, mDNS and the HTTP API run, and the node is on
+        // its way to membership (resuming, forming, or joining); systemd does not wait for
+        // the peers a forming node waits for. STATUS follows the membership from then on.
+        systemd.ready("serving; becoming a member of the cluster (resuming, forming or joining)");
+        let status = systemd.spawn_status(self.membership.subscribe());
         let handlers = crate::handlers::spawn(
             &c.handlers(),
             &self.events,
@@ -121,6 +130,8 @@ impl Agent {
         let outcome = tokio::select! {
             signal = shutdown => {
                 info!(signal, "shutting down");
+                // At once, before a leave (leave_on_terminate) that may take a while.
+                systemd.stopping(&format!("stopping ({signal})"));
                 if signal == "SIGTERM" && c.leave_on_terminate {
                     match consensus.get() {
                         Some(node) => match node.admin(AdminOp::Leave { node: node.id() }).await {
@@ -152,6 +163,10 @@ impl Agent {
         if let Err(e) = &outcome {
             warn!(error = %e, "stopping");
         }
+        // For the other ways to stop (a leave asked over the API, a consensus failure); a
+        // second STOPPING=1 after a signal changes nothing.
+        systemd.stopping("stopping");
+        drop(status);
         for h in &handlers {
             h.abort();
         }
@@ -194,6 +209,7 @@ impl Agent {
         let _ = http_stop.send(());
         let _ = http_done.await;
         drop(self.data_dir);
+        drop(watchdog);
         info!("agent stopped");
         outcome.map(|_| ())
     }

@@ -41,6 +41,10 @@ Stops cleanly on SIGINT or SIGTERM (and stays a member; `quorate leave` deregist
 Exit status: 0 after a clean stop, 1 when the node cannot start or run or the cluster refused
 it, 2 for invalid arguments or configuration.
 
+Under systemd (Type=notify) the agent reports READY=1 once it serves (gossip, mDNS and the HTTP
+API run; it may still be forming or joining), STATUS= lines with its membership, STOPPING=1
+when it stops, and WATCHDOG=1 keep-alives at half of WatchdogSec=.
+
 Try it on one machine: quorate agent --dev";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -256,19 +256,7 @@ fn a_data_dir_in_use_is_refused_and_sigint_stops_cleanly() {
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf-8");
     let log = dir.path().join("first.log");
-    // Loopback ports nobody uses, so that the test does not depend on 7946-7948 being free.
-    let udp = |s: &std::net::UdpSocket| s.local_addr().map(|a| a.port().to_string()).expect("port");
-    let (a, b) = (
-        std::net::UdpSocket::bind("127.0.0.1:0").expect("udp"),
-        std::net::UdpSocket::bind("127.0.0.1:0").expect("udp"),
-    );
-    let t = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp");
-    let (gossip, quic, http) = (
-        udp(&a),
-        udp(&b),
-        t.local_addr().map(|a| a.to_string()).expect("addr"),
-    );
-    drop((a, b, t));
+    let (gossip, quic, http) = loopback_ports();
     let mut first = Command::new(env!("CARGO_BIN_EXE_quorate"))
         .args(["agent", "--dev", "--data-dir", data, "--log-format", "json"])
         .args([
@@ -319,6 +307,160 @@ fn a_data_dir_in_use_is_refused_and_sigint_stops_cleanly() {
         read_log()
     );
     assert!(read_log().contains("\"agent stopped\""), "{}", read_log());
+}
+
+/// `--check-config` loads and validates every layer and starts nothing: the packaged config
+/// passes, its effective settings printed as JSON, and no data dir is made; a bad value is
+/// refused as the agent would refuse it (exit 2, one line naming the key).
+#[test]
+fn check_config_validates_and_starts_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/quorate.toml");
+    let out = quorate(
+        &[
+            "agent",
+            "--config",
+            packaged,
+            "--data-dir",
+            data,
+            "--check-config",
+        ],
+        &[],
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", stderr(&out));
+    let effective: serde_json::Value = serde_json::from_str(&said).expect("the settings as JSON");
+    assert_eq!(effective["data_dir"], data, "{said}");
+    assert_eq!(effective["cluster"], "default", "{said}");
+    assert!(!Path::new(data).exists(), "a check makes no data dir");
+    let out = quorate(
+        &["agent", "--config", packaged, "--check-config"],
+        &[("QUORATE_GOSSIP_PORT", "70000")],
+    );
+    assert_refused(&out, 2, &["QUORATE_GOSSIP_PORT", "gossip_port"]);
+}
+
+/// Loopback ports nobody uses (gossip, QUIC, the HTTP address), so that a dev-mode agent does
+/// not depend on 7946-7948 being free.
+fn loopback_ports() -> (String, String, String) {
+    let udp = |s: &std::net::UdpSocket| s.local_addr().map(|a| a.port().to_string()).expect("port");
+    let (a, b) = (
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("udp"),
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("udp"),
+    );
+    let t = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp");
+    (
+        udp(&a),
+        udp(&b),
+        t.local_addr().map(|a| a.to_string()).expect("addr"),
+    )
+}
+
+/// systemd's notify protocol, with the test as the service manager: an agent started with
+/// `NOTIFY_SOCKET` (and `WATCHDOG_USEC`) sends `READY=1` once it serves, a `STATUS=` line once
+/// it is a member, `WATCHDOG=1` again and again at half the interval, and `STOPPING=1` after
+/// SIGTERM, then stops cleanly.
+#[test]
+fn systemd_is_told_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&socket).expect("bind the notify socket");
+    manager.set_nonblocking(true).expect("nonblocking");
+    let log = dir.path().join("agent.log");
+    let (gossip, quic, http) = loopback_ports();
+    let data = dir.path().join("data");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args(["agent", "--dev", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--gossip-port",
+            &gossip,
+            "--quic-port",
+            &quic,
+            "--http-addr",
+            &http,
+        ])
+        .env("NOTIFY_SOCKET", &socket)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    // Every line the agent sent so far, in order (one datagram may carry several).
+    let mut heard: Vec<String> = Vec::new();
+    let listen = |heard: &mut Vec<String>| {
+        let mut buf = [0u8; 4096];
+        loop {
+            match manager.recv(&mut buf) {
+                Ok(n) => heard.extend(
+                    String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .map(str::to_string),
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => panic!("notify socket: {e}"),
+            }
+        }
+    };
+    let wait_for = |what: &str, heard: &mut Vec<String>, done: &dyn Fn(&[String]) -> bool| {
+        support::wait::until(what, Duration::from_secs(30), || {
+            listen(heard);
+            if done(heard) {
+                Ok(())
+            } else {
+                Err((
+                    heard.clone(),
+                    std::fs::read_to_string(&log).unwrap_or_default(),
+                ))
+            }
+        })
+    };
+    wait_for("READY=1", &mut heard, &|h| h.iter().any(|l| l == "READY=1"));
+    let ready = heard.iter().position(|l| l == "READY=1").expect("ready");
+    assert!(
+        heard[ready + 1..]
+            .first()
+            .is_some_and(|l| l.starts_with("STATUS=serving")),
+        "READY=1 comes with the status: {heard:?}"
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("\"agent running\""),
+        "ready only once the agent runs"
+    );
+    wait_for("a STATUS= line naming the membership", &mut heard, &|h| {
+        h.iter().any(|l| l.starts_with("STATUS=member of cluster"))
+    });
+    let pings = |h: &[String]| h.iter().filter(|l| *l == "WATCHDOG=1").count();
+    let before = pings(&heard);
+    wait_for("five more WATCHDOG=1", &mut heard, &|h| {
+        pings(h) >= before + 5
+    });
+    assert!(!heard.iter().any(|l| l == "STOPPING=1"), "{heard:?}");
+
+    let sent = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    wait_for("STOPPING=1", &mut heard, &|h| {
+        h.iter().any(|l| l == "STOPPING=1")
+    });
+    let status = support::wait::until(
+        "the agent to exit after SIGTERM",
+        Duration::from_secs(15),
+        || agent.try_wait().expect("wait").ok_or(()),
+    );
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status}; log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }
 
 /// Runs `shell` with `args`, the script on stdin or as a file; returns (ok, output).
