@@ -296,6 +296,16 @@ mod tests {
         );
     }
 
+    /// What node `i` of `ids` sees of the others in the partial view `mask` (two bits a node:
+    /// whether it sees each of the other two).
+    fn partial_view(ids: &[u64], i: usize, mask: u32) -> Vec<Seen> {
+        ids.iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i && mask & (1 << (i * 2 + usize::from(*j > i))) != 0)
+            .map(|(_, id)| forming(*id))
+            .collect()
+    }
+
     /// With exactly `expect` nodes and any partial views, at most one node bootstraps.
     #[test]
     fn with_expect_nodes_no_partial_view_gives_two_bootstraps() {
@@ -304,12 +314,7 @@ mod tests {
         for mask in 0..(1 << 6) {
             let mut deciders = 0;
             for (i, me) in ids.iter().enumerate() {
-                let peers: Vec<Seen> = ids
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i && mask & (1 << (i * 2 + usize::from(*j > i))) != 0)
-                    .map(|(_, id)| forming(*id))
-                    .collect();
+                let peers = partial_view(&ids, i, mask);
                 if decide(NodeId::new(*me), true, &peers, 3, S, S) == Decision::Bootstrap {
                     deciders += 1;
                 }
@@ -403,12 +408,7 @@ mod tests {
         for mask in 0..(1 << 6) {
             let mut deciders = 0;
             for (i, me) in ids.iter().enumerate() {
-                let peers: Vec<Seen> = ids
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i && mask & (1 << (i * 2 + usize::from(*j > i))) != 0)
-                    .map(|(_, id)| forming(*id))
-                    .collect();
+                let peers = partial_view(&ids, i, mask);
                 let cands: Vec<Candidate> = peers
                     .iter()
                     .map(|p| Candidate {

@@ -299,8 +299,7 @@ impl ConsensusPlan {
         let own = self.config.advertise;
         let voter = self.info.role == Role::Voter;
         let started = std::time::Instant::now();
-        let mut forming_seen: BTreeSet<NodeId> = BTreeSet::new();
-        let mut since = started;
+        let mut settling = Settling::new(started);
         let mut said = String::new();
         let mut unresolved_said = Vec::new();
         // When each resolved address was first resolved or last tried, and whether it was.
@@ -346,16 +345,7 @@ impl ConsensusPlan {
                     seen.push(p);
                 }
             }
-            let forming: BTreeSet<NodeId> = seen
-                .iter()
-                .filter(|p| p.voter && !p.member)
-                .map(|p| p.id)
-                .collect();
-            if forming != forming_seen {
-                forming_seen = forming;
-                since = std::time::Instant::now();
-            }
-            let stable = since.elapsed().min(started.elapsed());
+            let stable = settling.observe(&seen);
             let cands: Vec<Candidate> = candidates
                 .iter()
                 .map(|(addr, (at, tried))| Candidate {
@@ -436,23 +426,12 @@ impl ConsensusPlan {
     async fn zero_config(self) -> Result<(Arc<Consensus>, BTreeMap<String, String>), AgentError> {
         let me = self.config.node_id;
         let voter = self.info.role == Role::Voter;
-        let started = std::time::Instant::now();
-        let mut forming_seen: BTreeSet<NodeId> = BTreeSet::new();
-        let mut since = started;
+        let mut settling = Settling::new(std::time::Instant::now());
         let mut said = String::new();
         let mut backoff = Duration::from_millis(250);
         loop {
             let peers = seen_peers(&self.view, &self.cluster, me);
-            let forming: BTreeSet<NodeId> = peers
-                .iter()
-                .filter(|p| p.voter && !p.member)
-                .map(|p| p.id)
-                .collect();
-            if forming != forming_seen {
-                forming_seen = forming;
-                since = std::time::Instant::now();
-            }
-            let stable = since.elapsed().min(started.elapsed());
+            let stable = settling.observe(&peers);
             match bootstrap::decide(me, voter, &peers, self.expect, stable, SETTLE) {
                 Decision::Wait(why) => {
                     if why != said {
@@ -500,6 +479,36 @@ impl ConsensusPlan {
 }
 
 /// The peers of `cluster` that mDNS shows, other than `me`, as the bootstrap decision needs them.
+/// How long the set of forming voters in view has stayed the same (the settling time the
+/// formation rule waits for), counted from the first look.
+struct Settling {
+    forming: BTreeSet<NodeId>,
+    since: std::time::Instant,
+}
+
+impl Settling {
+    fn new(started: std::time::Instant) -> Settling {
+        Settling {
+            forming: BTreeSet::new(),
+            since: started,
+        }
+    }
+
+    /// Takes a look at `peers`; returns how long the forming voters among them are unchanged.
+    fn observe(&mut self, peers: &[bootstrap::Seen]) -> Duration {
+        let forming: BTreeSet<NodeId> = peers
+            .iter()
+            .filter(|p| p.voter && !p.member)
+            .map(|p| p.id)
+            .collect();
+        if forming != self.forming {
+            self.forming = forming;
+            self.since = std::time::Instant::now();
+        }
+        self.since.elapsed()
+    }
+}
+
 fn seen_peers(view: &MdnsView, cluster: &str, me: NodeId) -> Vec<bootstrap::Seen> {
     let Ok(v) = view.lock() else {
         return Vec::new();
