@@ -211,6 +211,11 @@ fn publish_membership(
     gossip: &Gossip,
     membership: &tokio::sync::watch::Sender<Option<Membership>>,
 ) {
+    // Built only while an application watches: an agent nobody embeds pays nothing. A new
+    // receiver sees the view from the next look on (within a period).
+    if membership.receiver_count() == 0 {
+        return;
+    }
     let view = crate::api::membership(node, gossip);
     membership.send_if_modified(|current| {
         if current.as_ref() == Some(&view) {

@@ -185,8 +185,8 @@ impl Agent {
         self.events.clone()
     }
 
-    /// The membership as this node sees it: `None` until it is a member, then updated
-    /// whenever a member joins, leaves, changes role, suffrage, labels or liveness, or the
+    /// The membership as this node sees it: `None` until it is a member (and until the first
+    /// look after this call, within half a second), then updated whenever a member joins, leaves, changes role, suffrage, labels or liveness, or the
     /// leader changes (checked twice a second). `changed().await` on the receiver wakes on
     /// each new view.
     pub fn membership(&self) -> tokio::sync::watch::Receiver<Option<Membership>> {
