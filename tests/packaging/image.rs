@@ -297,6 +297,21 @@ impl Image {
     }
 }
 
+/// Waits until the image's health check passes in container `p` (`who`, for the message).
+fn wait_healthy(image: &Image, lab: &Lab, p: ProcId, who: &str) {
+    wait::until(
+        &format!("{who}'s health check"),
+        Duration::from_secs(20),
+        || {
+            let out = image.health(lab, p);
+            out.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| format!("{out:?}"))
+        },
+    );
+}
+
 /// The image holds the binary, what it links and the user's files, and says how to run it:
 /// a numeric non-root user named in /etc/passwd, the data dir as a volume that user owns,
 /// gossip, QUIC and HTTP ports, a health check on readiness, `quorate agent`.
@@ -617,17 +632,7 @@ fn the_image_runs_the_compose_cluster_in_lab_hosts() {
         assert_eq!((node.uid(), node.gid()), (uid, gid), "host {i}'s node.json");
     }
     for (i, &p) in procs.iter().enumerate() {
-        wait::until(
-            &format!("host {i}'s health check"),
-            Duration::from_secs(20),
-            || {
-                let out = image.health(&lab, p);
-                out.status
-                    .success()
-                    .then_some(())
-                    .ok_or_else(|| format!("{out:?}"))
-            },
-        );
+        wait_healthy(&image, &lab, p, &format!("host {i}"));
     }
 
     for (i, name) in [(3, "storage-1"), (4, "storage-2")] {
@@ -664,16 +669,5 @@ fn the_image_runs_the_compose_cluster_in_lab_hosts() {
     for name in ["storage-1", "storage-2", "storage-token"] {
         assert_eq!(role(name), Some("storage".into()), "{name}");
     }
-    let p = procs[5];
-    wait::until(
-        "storage-token's health check",
-        Duration::from_secs(20),
-        || {
-            let out = image.health(&lab, p);
-            out.status
-                .success()
-                .then_some(())
-                .ok_or_else(|| format!("{out:?}"))
-        },
-    );
+    wait_healthy(&image, &lab, procs[5], "storage-token");
 }
