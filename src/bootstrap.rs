@@ -8,12 +8,24 @@
 //!   the one with the lowest node id bootstraps, once the set it sees has not changed for a
 //!   settling time; every other node waits for it to turn `member`, then joins it.
 //!
+//! Two things make formation quick without weakening that rule. The others need not wait
+//! for the lowest node's advertisement to turn `member` (mDNS repeats a record at most once a
+//! second): once their own view has settled a little longer than the lowest needs, they ask
+//! it directly ([`Decision::JoinNode`]: a join that trusts whatever CA the node presents as
+//! long as its certificate names the node the advertisement named), and again until it has
+//! formed; and gossip, which runs between forming nodes too, shows a member within a round. A
+//! join never makes a cluster, so asking early is safe whatever the timing.
+//!
 //! Exactly one node initializes Raft, alone; the others join it with the ordinary join
 //! handshake and the autopilot promotes them, so no node is ever put into a Raft membership
 //! before it holds a certificate of the cluster. With exactly `expect` nodes only the lowest
 //! can see `expect` forming voters with itself the lowest, so two clusters cannot form; with
 //! more, the settling time lets every node hear of the others first (mDNS announcements reach
-//! a LAN in milliseconds).
+//! a LAN in milliseconds). The agent counts the settling time from its own announcement too
+//! (`stable_for` is the shorter of the two), which closes the race of a late node with a lower
+//! id: a node that formed before hearing of it had not been told of it, so the late node's
+//! announcement came after that node formed, and the late node waits a settling time after its
+//! own announcement, in which gossip (a round is 200 ms) shows it the member.
 //!
 //! [`over_peers`] is the same decision where mDNS does not reach (Kubernetes, clouds, VPNs):
 //! the peers come from `--peers` (addresses, or DNS names resolved at each attempt), and what
@@ -63,7 +75,21 @@ pub enum Decision {
         /// Members' QUIC addresses.
         seeds: Vec<SocketAddr>,
     },
+    /// Ask this node to admit us, trusting the CA it presents if its certificate names it:
+    /// a member whose CA is not in view (gossip shows it), or the lowest forming voter, which
+    /// forms the cluster once settled (asked until it has).
+    JoinNode {
+        /// The node asked.
+        node: NodeId,
+        /// Its QUIC address.
+        seeds: Vec<SocketAddr>,
+    },
 }
+
+/// How much longer than the settling time the other forming voters wait before they ask the
+/// lowest directly: it forms the cluster once its own view has settled, which may be a little
+/// later than theirs.
+pub const ASK_AFTER: Duration = Duration::from_millis(100);
 
 /// Decides for node `me` (`voter`: it may vote) seeing `peers` (of its cluster name, itself
 /// not included), when the set of forming voters has been unchanged for `stable_for`.
@@ -92,6 +118,18 @@ pub fn decide(
             seeds: seeds.clone(),
         };
     }
+    // A member whose CA is not in view yet (gossip shows the state, not the CA).
+    if let Some((node, quic)) = peers
+        .iter()
+        .filter(|p| p.member)
+        .filter_map(|p| Some((p.id, p.quic?)))
+        .min()
+    {
+        return Decision::JoinNode {
+            node,
+            seeds: vec![quic],
+        };
+    }
     if !voter {
         return Decision::Wait(
             "a storage node waits for a formed cluster to join (it never forms one)".into(),
@@ -111,6 +149,15 @@ pub fn decide(
     }
     let lowest = forming.iter().next().copied().unwrap_or(me);
     if lowest != me {
+        let quic = peers.iter().find(|p| p.id == lowest).and_then(|p| p.quic);
+        if let Some(quic) = quic
+            && stable_for >= settle + ASK_AFTER
+        {
+            return Decision::JoinNode {
+                node: lowest,
+                seeds: vec![quic],
+            };
+        }
         return Decision::Wait(format!(
             "{} voter-eligible nodes seen; node {lowest} (the lowest id) forms the cluster",
             forming.len()
@@ -202,6 +249,12 @@ pub fn over_peers(
         )),
         Decision::Bootstrap => PeersStep::Bootstrap,
         Decision::Join { seeds, .. } => PeersStep::Join(seeds),
+        // Members in view were joined above; the lowest forming node is joined once gossip
+        // shows it a member (a join through `--peers` waits long for a node that does not
+        // serve yet).
+        Decision::JoinNode { node, .. } => PeersStep::Wait(format!(
+            "node {node} (the lowest id) forms the cluster; joining it once gossip shows it a member"
+        )),
         Decision::Wait(why) => PeersStep::Wait(why),
     }
 }
@@ -294,6 +347,69 @@ mod tests {
         assert!(
             matches!(decide(NodeId::new(1), true, &peers, 3, S, S), Decision::Join { ca, .. } if ca == "aaaaaaaaaaaaaaaa")
         );
+    }
+
+    /// Once its view has settled a little longer than the lowest needs to form, a forming
+    /// voter asks the lowest directly rather than wait for its advertisement to change.
+    #[test]
+    fn the_others_ask_the_lowest_directly_once_settled() {
+        let peers = [forming(3), forming(9)];
+        let lowest = Decision::JoinNode {
+            node: NodeId::new(3),
+            seeds: vec![SocketAddr::from(([10, 0, 0, 3], 7947))],
+        };
+        assert_eq!(
+            decide(NodeId::new(5), true, &peers, 3, S + ASK_AFTER, S),
+            lowest
+        );
+        assert!(matches!(
+            decide(NodeId::new(5), true, &peers, 3, S + ASK_AFTER / 2, S),
+            Decision::Wait(_)
+        ));
+        // Not with too few voters in view, nor without the lowest's address.
+        assert!(matches!(
+            decide(NodeId::new(5), true, &peers[..1], 3, 2 * S, S),
+            Decision::Wait(_)
+        ));
+        let silent = [
+            Seen {
+                quic: None,
+                ..forming(3)
+            },
+            forming(9),
+        ];
+        assert!(matches!(
+            decide(NodeId::new(5), true, &silent, 3, 2 * S, S),
+            Decision::Wait(_)
+        ));
+        // Over --peers the lowest is joined once gossip shows it a member.
+        assert!(matches!(
+            over_peers(NodeId::new(5), true, &peers, &[], 3, 2 * S, S, P),
+            PeersStep::Wait(w) if w.contains("0000000000000003")
+        ));
+    }
+
+    /// A member gossip shows (no CA) is asked directly, by any node, the lowest and storage
+    /// nodes included; a member whose CA is in view is joined with that CA pinned instead.
+    #[test]
+    fn a_member_without_a_ca_in_view_is_asked_directly() {
+        let m = Seen {
+            member: true,
+            ca: None,
+            ..forming(7)
+        };
+        let asked = Decision::JoinNode {
+            node: NodeId::new(7),
+            seeds: vec![SocketAddr::from(([10, 0, 0, 7], 7947))],
+        };
+        let peers = [m.clone(), forming(5), forming(9)];
+        assert_eq!(decide(NodeId::new(1), true, &peers, 3, S, S), asked);
+        assert_eq!(decide(NodeId::new(1), false, &peers, 3, S, S), asked);
+        let peers = [m, member(8, "aaaaaaaaaaaaaaaa")];
+        assert!(matches!(
+            decide(NodeId::new(1), true, &peers, 3, S, S),
+            Decision::Join { ca, .. } if ca == "aaaaaaaaaaaaaaaa"
+        ));
     }
 
     /// What node `i` of `ids` sees of the others in the partial view `mask` (two bits a node:

@@ -67,6 +67,24 @@ fn caught_up(f: &Facts, id: NodeId) -> bool {
     matches!(f.lag.get(&id), Some(Some(l)) if *l <= MAX_LAG)
 }
 
+/// Whether learner `id` may be promoted once caught up.
+fn eligible(f: &Facts, id: NodeId) -> bool {
+    f.roles.get(&id) == Some(&Role::Voter)
+        && !f.leaving.contains(&id)
+        && !f.held_back.contains(&id)
+        && !f.failed_for.contains_key(&id)
+}
+
+/// Whether a promotion waits only for a learner to catch up: the voters are below the target
+/// and an eligible learner is not caught up yet (the autopilot then looks again soon rather
+/// than at its next round).
+pub fn promotion_pending(f: &Facts) -> bool {
+    f.voters.len() < f.target
+        && f.learners
+            .iter()
+            .any(|id| eligible(f, *id) && !caught_up(f, *id))
+}
+
 /// The next change, if any.
 pub fn next_action(f: &Facts) -> Option<Action> {
     if !f.moved.is_empty() {
@@ -84,13 +102,7 @@ pub fn next_action(f: &Facts) -> Option<Action> {
             .learners
             .iter()
             .copied()
-            .filter(|id| {
-                f.roles.get(id) == Some(&Role::Voter)
-                    && !f.leaving.contains(id)
-                    && !f.held_back.contains(id)
-                    && !f.failed_for.contains_key(id)
-                    && caught_up(f, *id)
-            })
+            .filter(|id| eligible(f, *id) && caught_up(f, *id))
             .map(|id| (f.lag.get(&id).copied().flatten().unwrap_or(0), id))
             .collect();
         ready.sort();
@@ -178,6 +190,37 @@ mod tests {
         f.held_back.insert(n(5));
         f.leaving.insert(n(6));
         assert_eq!(next_action(&f), None);
+    }
+
+    /// A promotion is pending while the voters are below the target and an eligible learner
+    /// is still catching up; not for storage, held-back, leaving or failed learners, and not
+    /// at the target.
+    #[test]
+    fn a_promotion_is_pending_only_for_an_eligible_learner_catching_up() {
+        let f = facts(&[1], &[(2, Role::Voter, None)]);
+        assert!(promotion_pending(&f), "never replicated to yet");
+        let f = facts(&[1], &[(2, Role::Voter, Some(MAX_LAG + 1))]);
+        assert!(promotion_pending(&f), "behind");
+        let f = facts(&[1], &[(2, Role::Voter, Some(0))]);
+        assert!(
+            !promotion_pending(&f),
+            "caught up: promoted now, not pending"
+        );
+        let mut f = facts(
+            &[1],
+            &[
+                (2, Role::Storage, None),
+                (3, Role::Voter, None),
+                (4, Role::Voter, None),
+                (5, Role::Voter, None),
+            ],
+        );
+        f.held_back.insert(n(3));
+        f.leaving.insert(n(4));
+        f.failed_for.insert(n(5), Duration::from_secs(1));
+        assert!(!promotion_pending(&f));
+        let f = facts(&[1, 2, 3], &[(4, Role::Voter, None)]);
+        assert!(!promotion_pending(&f), "at the target");
     }
 
     #[test]

@@ -10,8 +10,8 @@
 use quorate_base::NodeId;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use mdns_sd::{DaemonEvent, IfKind, ServiceDaemon, ServiceEvent, ServiceInfo, UnregisterStatus};
 use tokio::sync::mpsc;
@@ -56,6 +56,7 @@ pub struct Mdns {
     config: MdnsConfig,
     stats: Arc<Stats>,
     registered: Mutex<Option<String>>,
+    announced: Arc<OnceLock<Instant>>,
 }
 
 impl Mdns {
@@ -85,10 +86,13 @@ impl Mdns {
         // The daemon reports some failures (an over-long service type, a socket error) and its
         // announcements only through its monitor channel: log them.
         let monitor = daemon.monitor().map_err(fail)?;
+        let announced = Arc::new(OnceLock::new());
+        let first = announced.clone();
         tokio::spawn(async move {
             while let Ok(ev) = monitor.recv_async().await {
                 match ev {
                     DaemonEvent::Announce(instance, ifaces) => {
+                        let _ = first.set(Instant::now());
                         info!(instance = %instance, interfaces = %ifaces, "mdns announced")
                     }
                     DaemonEvent::Error(e) => warn!(error = %e, "mdns daemon error"),
@@ -104,7 +108,14 @@ impl Mdns {
             config,
             stats: Arc::new(Stats::default()),
             registered: Mutex::new(None),
+            announced,
         })
+    }
+
+    /// When this node's advertisement was first announced (its names probed and claimed, so
+    /// that every responder on the link has been told of it); unset until then.
+    pub fn announced(&self) -> Arc<OnceLock<Instant>> {
+        self.announced.clone()
     }
 
     /// The counters of what the browser skipped and saw.

@@ -15,8 +15,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::keys::StoredKeys;
 use crate::peers::{self, PeerSpec};
@@ -24,7 +24,7 @@ use quorate_consensus::{
     Consensus, ConsensusConfig, JoinCredentials, NodeInfo, Settings, StartError, TokenProof, Trust,
 };
 use quorate_discovery::AdvertState;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::setup::{Agent, AgentError, MdnsView};
 use crate::NodeId;
@@ -58,6 +58,8 @@ pub(super) struct ConsensusPlan {
     expect: usize,
     key: Option<[u8; 32]>,
     view: MdnsView,
+    /// When this node's own mDNS advertisement was first announced (discovery on).
+    announced: Option<Arc<OnceLock<Instant>>>,
     gossip: Arc<quorate_gossip::Gossip>,
     gossip_port: u16,
 }
@@ -68,6 +70,7 @@ impl Agent {
         &self,
         keys: &StoredKeys,
         view: MdnsView,
+        announced: Option<Arc<OnceLock<Instant>>>,
         gossip: Arc<quorate_gossip::Gossip>,
     ) -> ConsensusPlan {
         let c = &self.config;
@@ -121,14 +124,33 @@ impl Agent {
             expect: c.bootstrap_expect,
             key: join_key,
             view,
+            announced,
             gossip,
             gossip_port: c.gossip_port,
         }
     }
 }
 
-/// How long the view of forming nodes must stay unchanged before the lowest bootstraps.
+/// How long the view of forming nodes must stay unchanged before the lowest bootstraps, over
+/// `--peers` (what gossip shows).
 const SETTLE: Duration = Duration::from_secs(1);
+
+/// The same over mDNS, counted from this node's own announcement too (see `crate::bootstrap`):
+/// announcements of nodes started together arrive within milliseconds of each other, and a
+/// node that formed is shown a member by gossip within a round (200 ms).
+const MDNS_SETTLE: Duration = Duration::from_millis(500);
+
+/// How long a join waits for the handshake of a forming node asked directly, at first, and
+/// how much longer at each failed attempt, up to the cap: it may not serve yet, and then its
+/// first packets are lost, and a new attempt is quicker than QUIC's retransmission; a longer
+/// wait each time keeps a node that answers slowly (a loaded machine) within reach.
+const ASK_DIAL: Duration = Duration::from_millis(150);
+const ASK_DIAL_STEP: Duration = Duration::from_millis(50);
+const ASK_DIAL_CAP: Duration = Duration::from_secs(2);
+
+/// The first retry's delay, and the cap, of asking a forming node again.
+const ASK_RETRY: Duration = Duration::from_millis(25);
+const ASK_RETRY_CAP: Duration = Duration::from_secs(1);
 
 /// How long gossip may know nothing of an address `--peers` resolved to before a join is
 /// tried through it (a member whose gossip this node cannot hear, say).
@@ -421,24 +443,36 @@ impl ConsensusPlan {
         }
     }
 
-    /// Zero configuration: wait until mDNS shows a formed cluster to join, or enough forming
-    /// voters for the lowest of them to make one.
+    /// Zero configuration: wait until mDNS (and gossip, which mDNS seeds) show a formed
+    /// cluster to join, or enough forming voters for the lowest of them to make one; the
+    /// others ask the lowest directly once it can have formed.
     async fn zero_config(self) -> Result<(Arc<Consensus>, BTreeMap<String, String>), AgentError> {
         let me = self.config.node_id;
         let voter = self.info.role == Role::Voter;
-        let mut settling = Settling::new(std::time::Instant::now());
+        let mut settling = Settling::new(Instant::now());
         let mut said = String::new();
         let mut backoff = Duration::from_millis(250);
+        let mut ask_retry = ASK_RETRY;
+        let mut ask_dial = ASK_DIAL;
+        let mut asked = None;
         loop {
-            let peers = seen_peers(&self.view, &self.cluster, me);
-            let stable = settling.observe(&peers);
-            match bootstrap::decide(me, voter, &peers, self.expect, stable, SETTLE) {
+            let mut peers = seen_peers(&self.view, &self.cluster, me);
+            merge_gossip(&mut peers, gossip_peers(&self.gossip, me));
+            // Settled counts from this node's own announcement too: until then the others
+            // cannot have heard of it.
+            let announced_for = self
+                .announced
+                .as_ref()
+                .and_then(|a| a.get())
+                .map_or(Duration::ZERO, Instant::elapsed);
+            let stable = settling.observe(&peers).min(announced_for);
+            match bootstrap::decide(me, voter, &peers, self.expect, stable, MDNS_SETTLE) {
                 Decision::Wait(why) => {
                     if why != said {
                         info!(reason = %why, "zero-config: waiting");
                         said = why;
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Decision::Bootstrap => {
                     info!(
@@ -446,6 +480,39 @@ impl ConsensusPlan {
                         "zero-config: this node has the lowest id of the forming voters and forms the cluster"
                     );
                     return self.bootstrap().await;
+                }
+                Decision::JoinNode { node, seeds } => {
+                    if asked != Some(node) {
+                        info!(node = %node, seeds = ?seeds, "zero-config: asking the node that forms the cluster, or is a member, to admit this node");
+                        asked = Some(node);
+                        ask_retry = ASK_RETRY;
+                        ask_dial = ASK_DIAL;
+                    }
+                    let mut config = self.config.clone();
+                    config.join_dial_deadline = ask_dial;
+                    match Consensus::join(
+                        config,
+                        self.info.clone(),
+                        &self.cluster,
+                        &seeds,
+                        self.credentials(Trust::Node(node), None),
+                    )
+                    .await
+                    {
+                        Ok((node, secrets)) => return Ok((Arc::new(node), secrets)),
+                        Err(e @ StartError::JoinRefused(_)) => {
+                            warn!(error = %e, node = %node, retry_in = "30s", "zero-config: the node asked refused this node; is --cluster-key the same on every node?");
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                        }
+                        // It has not formed the cluster yet (nothing serves), most likely.
+                        Err(e @ StartError::JoinFailed { .. }) => {
+                            debug!(error = %e, node = %node, retry_in = ?ask_retry, "zero-config: not admitted yet; asking again");
+                            tokio::time::sleep(ask_retry).await;
+                            ask_retry = (ask_retry * 3 / 2).min(ASK_RETRY_CAP);
+                            ask_dial = (ask_dial + ASK_DIAL_STEP).min(ASK_DIAL_CAP);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 Decision::Join { ca, seeds } => {
                     info!(ca = %ca, seeds = ?seeds, "zero-config: joining the formed cluster");
@@ -478,7 +545,21 @@ impl ConsensusPlan {
     }
 }
 
-/// The peers of `cluster` that mDNS shows, other than `me`, as the bootstrap decision needs them.
+/// Adds what gossip shows to what mDNS shows: a node either shows a member is one (gossip
+/// hears of it within a round, mDNS repeats a record at most once a second); the CA comes
+/// from mDNS only.
+fn merge_gossip(peers: &mut Vec<bootstrap::Seen>, gossip: Vec<bootstrap::Seen>) {
+    for g in gossip {
+        match peers.iter_mut().find(|p| p.id == g.id) {
+            Some(p) => {
+                p.member |= g.member;
+                p.quic = p.quic.or(g.quic);
+            }
+            None => peers.push(g),
+        }
+    }
+}
+
 /// How long the set of forming voters in view has stayed the same (the settling time the
 /// formation rule waits for), counted from the first look.
 struct Settling {
@@ -509,6 +590,7 @@ impl Settling {
     }
 }
 
+/// The peers of `cluster` that mDNS shows, other than `me`, as the bootstrap decision needs them.
 fn seen_peers(view: &MdnsView, cluster: &str, me: NodeId) -> Vec<bootstrap::Seen> {
     let Ok(v) = view.lock() else {
         return Vec::new();

@@ -108,7 +108,8 @@ impl Agent {
             c.event_handler_timeout,
             &self.handler_stats,
         );
-        let plan = self.consensus_plan(&stored, view, gossip.clone());
+        let announced = mdns.as_ref().map(|m| m.announced());
+        let plan = self.consensus_plan(&stored, view, announced, gossip.clone());
         let starter = {
             let cell = consensus.clone();
             let gossip = gossip.clone();

@@ -126,6 +126,7 @@ impl Inner {
             _ => None,
         };
         info!(node = %j.node_id, name = %j.node.name, role = %j.node.role, token = j.token.as_ref().map(|t| t.id.as_str()), key = proven.is_some(), "node admitted as a learner");
+        self.pilot.wake.notify_one();
         let key_proof =
             proven.map(|k| admit_proof(&k, j.node_id, &cert_pem, &self.me.ca_pem, &j.nonce));
         Ok(JoinReply {

@@ -20,7 +20,7 @@ use crate::quic::QuicNet;
 use crate::registry::Role;
 use crate::tls::{self, Identity, JoinVerifier};
 
-/// How long a joiner waits for one seed's answer.
+/// How long a joiner waits for one seed's answer to its request.
 const JOIN_DEADLINE: Duration = Duration::from_secs(15);
 
 impl Consensus {
@@ -47,7 +47,7 @@ impl Consensus {
         for seed in seeds {
             // The handshake first: the request is bound to the CA it verified, so that a
             // member of another CA that relays it to ours gets it refused.
-            if let Err(e) = net.dial_addr(*seed, JOIN_DEADLINE).await {
+            if let Err(e) = net.dial_addr(*seed, config.join_dial_deadline).await {
                 let text = e.to_string();
                 if text.contains(tls::FOREIGN_CA) {
                     foreign += 1;

@@ -267,18 +267,19 @@ impl Inner {
         Ok(m.current_leader.unwrap_or(target))
     }
 
-    /// One autopilot round on the leader.
-    pub(super) async fn autopilot_round(&self) -> Result<(), ConsensusError> {
+    /// One autopilot round on the leader; true when a promotion waits only for a learner to
+    /// catch up (look again soon).
+    pub(super) async fn autopilot_round(&self) -> Result<bool, ConsensusError> {
         let m = self.metrics();
         if m.current_leader != Some(self.id) {
-            return Ok(());
+            return Ok(false);
         }
         self.ensure_cluster().await?;
         let registry = self.registry();
         let mem = m.membership_config.membership();
         // A membership change in progress (joint config) is left to finish.
         if m.membership_config.membership().get_joint_config().len() > 1 {
-            return Ok(());
+            return Ok(false);
         }
         let now = Instant::now();
         let facts = Facts {
@@ -319,15 +320,16 @@ impl Inner {
                 .unwrap_or_default(),
             grace: self.pilot.grace.lock().map(|g| *g).unwrap_or(None),
         };
+        let pending = autopilot::promotion_pending(&facts);
         let Some(action) = autopilot::next_action(&facts) else {
-            return Ok(());
+            return Ok(pending);
         };
         let _g = self.locks.handover.read().await;
         if !self.is_leader() {
-            return Ok(());
+            return Ok(false);
         }
         info!(action = ?action, "autopilot");
-        match action {
+        let done = match action {
             Action::UpdateAddrs(addrs) => {
                 let nodes = addrs
                     .into_iter()
@@ -347,11 +349,12 @@ impl Inner {
                         .removals_unconfirmed
                         .fetch_add(1, Ordering::Relaxed);
                     debug!(node = %id, "no other voter confirms the failure yet; not removed");
-                    return Ok(());
+                    return Ok(false);
                 }
                 self.remove(id, &voters, &learners, &registry).await
             }
-        }
+        };
+        done.map(|()| pending)
     }
 
     /// Whether a failure gossip reported is confirmed: the node itself does not answer the
@@ -418,14 +421,30 @@ impl Inner {
     }
 }
 
-/// Runs an autopilot round every `every` (rounds do nothing on followers).
+/// How soon the autopilot looks again while a promotion waits only for a learner to catch up
+/// (a forming cluster's second and third voters, a replacement voter).
+const PENDING_EVERY: Duration = Duration::from_millis(25);
+
+/// Runs an autopilot round every `every`, at once when a node is admitted, and every
+/// `PENDING_EVERY` while a promotion waits for a learner to catch up (rounds do nothing on
+/// followers).
 pub(super) async fn autopilot_loop(inner: Arc<Inner>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        if let Err(e) = inner.autopilot_round().await {
-            debug!(error = %e, "autopilot round failed");
+        let soon = match inner.autopilot_round().await {
+            Ok(soon) => soon,
+            Err(e) => {
+                debug!(error = %e, "autopilot round failed");
+                false
+            }
+        };
+        let wait = if soon {
+            PENDING_EVERY.min(every)
+        } else {
+            every
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = inner.pilot.wake.notified() => {}
         }
     }
 }

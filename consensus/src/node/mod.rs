@@ -77,6 +77,10 @@ pub struct ConsensusConfig {
     /// Where the state machine publishes its events (the agent's hub, which the HTTP API
     /// serves from before this node is a member).
     pub events: Arc<crate::EventHub>,
+    /// How long a joiner waits for one seed's QUIC handshake (the join request itself is given
+    /// longer): short when the seed may not serve yet (a forming node asked before it has
+    /// formed the cluster), so that the next attempt is not held up by a lost first packet.
+    pub join_dial_deadline: Duration,
 }
 
 impl ConsensusConfig {
@@ -98,6 +102,7 @@ impl ConsensusConfig {
             cert_lifetime: crate::tls::DEFAULT_CERT_LIFETIME,
             admission: AdmissionConfig::default(),
             events: Arc::new(crate::EventHub::new()),
+            join_dial_deadline: Duration::from_secs(15),
         }
     }
 }

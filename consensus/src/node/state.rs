@@ -95,6 +95,8 @@ pub(super) struct PilotInput {
     pub(super) failed_since: Mutex<BTreeMap<NodeId, Instant>>,
     /// How long a failed node may stay (`None`: forever).
     pub(super) grace: Mutex<Option<Duration>>,
+    /// Woken when a node is admitted, so that a round looks at it at once.
+    pub(super) wake: tokio::sync::Notify,
 }
 
 /// A running member's state, shared by its tasks and the request handler.

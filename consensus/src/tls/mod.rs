@@ -492,7 +492,16 @@ pub enum Trust {
     Pinned(String),
     /// Whatever CA the server presents (an open cluster, trust on first use).
     FirstUse,
+    /// Whatever CA the server presents, as long as the server's certificate names this node:
+    /// the node a forming peer was seen as (zero-configuration formation asks the node that
+    /// forms the cluster directly, before its advertisement carries the CA). It trusts no
+    /// more than the advertisement that named the node and would name the CA.
+    Node(NodeId),
 }
+
+/// What a joiner's handshake says of a member whose certificate names another node than the
+/// one expected.
+pub const OTHER_NODE: &str = "the node's certificate names another node than the one expected";
 
 /// Verifies a cluster node's certificate for a joiner: the CA comes with the server's chain and
 /// must match the pin (or is taken on first use); the node certificate must chain to it and
@@ -551,13 +560,18 @@ impl ServerCertVerifier for JoinVerifier {
                 .iter()
                 .find(|c| matches_pin(&der_fingerprint(c.as_ref()), pin))
                 .ok_or_else(|| refuse(FOREIGN_CA))?,
-            Trust::FirstUse => intermediates
+            Trust::FirstUse | Trust::Node(_) => intermediates
                 .last()
                 .ok_or_else(|| refuse("the node presents no CA certificate"))?,
         };
         let ca = ca.clone().into_owned();
         let id = node_id_of_cert(end_entity.as_ref())
             .ok_or_else(|| refuse("the node's certificate names no node"))?;
+        if let Trust::Node(expected) = &self.trust
+            && *expected != id
+        {
+            return Err(refuse(OTHER_NODE));
+        }
         let roots = roots_of(std::slice::from_ref(&ca)).map_err(|e| refuse(&e.to_string()))?;
         let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots),

@@ -106,3 +106,28 @@ fn pins_match_whole_fingerprints_and_long_prefixes_only() {
     assert!(!matches_pin(&fp, &fp[..8]), "a short prefix pins nothing");
     assert!(!matches_pin(&fp, &"cd".repeat(32)));
 }
+
+/// A joiner that trusts a node (zero-configuration formation asking the forming node
+/// directly) takes whatever CA the server presents, but only from a certificate that names
+/// that node; first use takes any node, a pin any node of the pinned CA.
+#[test]
+fn a_joiner_trusting_a_node_accepts_that_node_only() {
+    let (ca, ca_key) = new_ca("00000000000000ab").expect("ca");
+    let (cert, _) = issue_node_cert(&ca, &ca_key, NodeId::new(0x1234), &SPEC).expect("issue");
+    let leaf = certs(&cert).expect("pem").remove(0);
+    let chain = certs(&ca).expect("pem");
+    let name = ServerName::try_from(node_name(NodeId::new(0x1234))).expect("name");
+    let verify = |trust: Trust| {
+        JoinVerifier::new(trust).verify_server_cert(&leaf, &chain, &name, &[], UnixTime::now())
+    };
+    verify(Trust::Node(NodeId::new(0x1234))).expect("the expected node");
+    let other = verify(Trust::Node(NodeId::new(0x99))).expect_err("another node");
+    assert!(other.to_string().contains(OTHER_NODE), "{other}");
+    verify(Trust::FirstUse).expect("first use takes any node");
+    let pin = ca_fingerprint(&ca).expect("fingerprint");
+    verify(Trust::Pinned(pin[..16].to_string())).expect("the pinned CA");
+    let (other_ca, _) = new_ca("00000000000000cd").expect("ca");
+    let foreign = verify(Trust::Pinned(ca_fingerprint(&other_ca).expect("fp")))
+        .expect_err("another CA's pin");
+    assert!(foreign.to_string().contains(FOREIGN_CA), "{foreign}");
+}
