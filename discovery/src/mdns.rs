@@ -55,8 +55,28 @@ pub struct Mdns {
     daemon: ServiceDaemon,
     config: MdnsConfig,
     stats: Arc<Stats>,
-    registered: Mutex<Option<String>>,
+    registered: Mutex<Option<Registered>>,
     announced: Arc<OnceLock<Instant>>,
+}
+
+/// What was last registered: the names and addresses that were probed and claimed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Registered {
+    fullname: String,
+    host: String,
+    port: u16,
+    addrs: Vec<IpAddr>,
+}
+
+impl Registered {
+    /// Whether registering `next` after `self` changes only the TXT record, once the names are
+    /// claimed (`announced`): RFC 6762 §8.4 then asks for an announcement, not a new probe.
+    /// mdns-sd would probe again (its new TXT matches no claimed record), and a service being
+    /// probed answers no query for about 750 ms: every advertisement change (forming to member,
+    /// a new leader) would leave queriers, `quorate discover` among them, unanswered that long.
+    fn only_txt_changes(&self, next: &Registered, announced: bool) -> bool {
+        announced && self == next
+    }
 }
 
 impl Mdns {
@@ -144,18 +164,34 @@ impl Mdns {
             info = info.enable_addr_auto();
         }
         let fullname = info.get_fullname().to_string();
+        let next = Registered {
+            fullname: fullname.clone(),
+            host: ad.host.clone(),
+            port: ad.port,
+            addrs,
+        };
+        let mut registered = self
+            .registered
+            .lock()
+            .map_err(|_| DiscoveryError::Daemon("the advertisement lock is poisoned".into()))?;
+        if registered
+            .as_ref()
+            .is_some_and(|r| r.only_txt_changes(&next, self.announced.get().is_some()))
+        {
+            info.set_requires_probe(false);
+        }
         self.daemon
             .register(info)
             .map_err(|e| DiscoveryError::Daemon(e.to_string()))?;
-        if let Ok(mut r) = self.registered.lock() {
-            *r = Some(fullname.clone());
-        }
+        *registered = Some(next);
         Ok(fullname)
     }
 
     /// Withdraws the advertisement: sends the goodbye and waits (up to `within`) until it is out.
     pub async fn withdraw(&self, within: Duration) -> Result<(), DiscoveryError> {
-        let Some(fullname) = self.registered.lock().ok().and_then(|mut r| r.take()) else {
+        let Some(Registered { fullname, .. }) =
+            self.registered.lock().ok().and_then(|mut r| r.take())
+        else {
             return Ok(());
         };
         let rx = self
@@ -241,5 +277,49 @@ impl Mdns {
             let _ = tokio::time::timeout(within, rx.recv_async()).await;
         }
         withdrawn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(port: u16) -> Registered {
+        Registered {
+            fullname: "n1._cluster._tcp.local.".into(),
+            host: "q-1.local.".into(),
+            port,
+            addrs: vec![],
+        }
+    }
+
+    /// An update that changes only the TXT record of claimed names is announced without a new
+    /// probe; a new name, host, port or address list, or names not claimed yet, are probed.
+    #[test]
+    fn only_a_txt_change_of_claimed_names_skips_the_probe() {
+        assert!(reg(7947).only_txt_changes(&reg(7947), true));
+        assert!(
+            !reg(7947).only_txt_changes(&reg(7947), false),
+            "still probing"
+        );
+        assert!(
+            !reg(7947).only_txt_changes(&reg(7948), true),
+            "another port"
+        );
+        let renamed = Registered {
+            fullname: "n2._cluster._tcp.local.".into(),
+            ..reg(7947)
+        };
+        assert!(!reg(7947).only_txt_changes(&renamed, true));
+        let moved = Registered {
+            host: "q-2.local.".into(),
+            ..reg(7947)
+        };
+        assert!(!reg(7947).only_txt_changes(&moved, true));
+        let fixed = Registered {
+            addrs: vec![IpAddr::from([10, 0, 0, 1])],
+            ..reg(7947)
+        };
+        assert!(!reg(7947).only_txt_changes(&fixed, true));
     }
 }
