@@ -161,3 +161,67 @@ fn an_independent_browser_resolves_quorate_advertisements() {
         }
     }
 }
+
+/// python-zeroconf, browsing before the cluster forms, sees every agent's advertisement change
+/// from `forming` to `member`: a changed TXT record is announced (with the cache-flush bit)
+/// without probing the names again, and an independent cache takes the new record.
+#[test]
+fn an_independent_browser_follows_advertisements_turning_member() {
+    let mut lab = Lab::new(4);
+    agent(&mut lab, 0, "node-0", &[]);
+    agent(&mut lab, 1, "node-1", &[]);
+    let script = helper();
+    let addr = lab.host(3).ip.to_string();
+    let browser = lab.spawn_program(
+        3,
+        "zeroconf-browser",
+        PY,
+        &[
+            &script,
+            "browse",
+            "--addr",
+            &addr,
+            "--timeout",
+            "60",
+            "--expect",
+            "3",
+            "--until",
+            "st=member",
+        ],
+    );
+    let lines = |lab: &Lab| -> Vec<serde_json::Value> {
+        lab.log(browser)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    // Two forming nodes cannot form a cluster of three: the browser sees them forming first.
+    wait::until(
+        "the browser to resolve the two forming agents",
+        Duration::from_secs(30),
+        || {
+            let forming = lines(&lab)
+                .iter()
+                .filter(|s| s["properties"]["st"] == "forming")
+                .count();
+            if forming >= 2 {
+                Ok(())
+            } else {
+                Err(lab.log(browser))
+            }
+        },
+    );
+    agent(&mut lab, 2, "node-2", &[]);
+    let status = wait::until(
+        "the browser to see all three agents turn member",
+        Duration::from_secs(60),
+        || lab.exited(browser).ok_or_else(|| lab.log(browser)),
+    );
+    assert!(status.success(), "{}", lab.log(browser));
+    let members: std::collections::BTreeSet<String> = lines(&lab)
+        .iter()
+        .filter(|s| s["properties"]["st"] == "member")
+        .filter_map(|s| s["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(members.len(), 3, "{}", lab.log(browser));
+}

@@ -47,14 +47,18 @@ def browse(args):
             seen[name] = None
 
         def update_service(self, zc, type_, name):
+            # Resolved and printed again: the TXT record changed.
             seen[name] = None
+            printed.discard(name)
 
         def remove_service(self, zc, type_, name):
             pass
 
+    printed = set()
+    matched = set()
+    want = tuple(args.until.split("=", 1)) if args.until else None
     ServiceBrowser(zc, args.type, Listener())
     deadline = time.time() + args.timeout
-    printed = set()
     while time.time() < deadline:
         for name in list(seen):
             if name in printed:
@@ -79,7 +83,10 @@ def browse(args):
                 flush=True,
             )
             printed.add(name)
-        if args.expect and len(printed) >= args.expect:
+            if want and props.get(want[0]) == want[1]:
+                matched.add(name)
+        done = matched if want else printed
+        if args.expect and len(done) >= args.expect:
             break
         time.sleep(0.05)
     zc.close()
@@ -99,6 +106,11 @@ def main():
     br.add_argument("--addr", required=True)
     br.add_argument("--timeout", type=float, default=10)
     br.add_argument("--expect", type=int, default=0)
+    br.add_argument(
+        "--until",
+        default="",
+        help="KEY=VALUE: count an instance towards --expect once its TXT has it (updates are resolved again)",
+    )
     args = p.parse_args()
     publish(args) if args.cmd == "publish" else browse(args)
 
