@@ -44,6 +44,8 @@ const ETCD: &str = "/usr/bin/etcd";
 const SERF_RPC: &str = "127.0.0.1:7373";
 /// Agents in the detection part.
 const DETECTION_N: usize = 5;
+/// How Serf's `-discover` finds its peers, for the formation results.
+const SERF_DISCOVERY: &str = "How Serf's `-discover` forms (its `command/agent/mdns.go`): the agent starts its mDNS responder, then sends one query at once and listens for answers for 1 s, joins what answered 100 ms after the last answer, and queries again only every 60 s. The agents here are started back to back, in one loop, as quorate's are, so a later agent's first query reaches an earlier agent's responder and the join follows at once; Serf takes the 60 s path only when every agent's first query goes out before any other's responder is up. quorate's end state is also the stronger one: one Raft group with a leader and three voters, where Serf's is a gossip membership list.";
 /// How long a Serf formation trial may take before it counts as not formed.
 const SERF_FORMATION_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -54,6 +56,8 @@ struct Ratio {
     quorate: f64,
     other: f64,
     unit: &'static str,
+    /// Decimals the medians are given with.
+    digits: usize,
     goal: f64,
     /// The peer's median is a lower bound (some trials did not finish), so the ratio is an
     /// upper bound.
@@ -71,7 +75,7 @@ impl Ratio {
 
     fn row(&self) -> String {
         format!(
-            "| {} | {:.2} {u} | {} | {:.2} {u}{} | {}{:.3} | <= {} | {} |",
+            "| {} | {:.d$} {u} | {} | {:.d$} {u}{} | {}{:.3} | <= {} | {} |",
             self.measure,
             self.quorate,
             self.peer,
@@ -82,6 +86,7 @@ impl Ratio {
             self.goal,
             if self.met() { "yes" } else { "no" },
             u = self.unit,
+            d = self.digits,
         )
     }
 
@@ -412,12 +417,13 @@ fn detection(trials: usize, versions: &mut Versions, report: &mut String) -> Opt
         quorate: ours.pct(0.5),
         other: serf.pct(0.5),
         unit: "s",
+        digits: 2,
         goal: 0.35,
         bound: false,
     };
     let _ = writeln!(
         report,
-        "## {heading}\n\n{DETECTION_N} agents in {DETECTION_N} hosts, joined through host 0. kill -9 one (never host 0, a different one each trial); seconds until every survivor reports it failed. quorate: each survivor's gossip view (`/v1/members`, what `quorate members` shows, read over HTTP in the host); Serf: `serf members -format json -rpc-addr {SERF_RPC}` run in each survivor, status `failed` (each read starts a process, about 10 ms). The victim restarts and all are alive again between trials.\n\n\
+        "## {heading}\n\n{DETECTION_N} agents in {DETECTION_N} hosts, joined through host 0. kill -9 one (never host 0, a different one each trial); seconds until every survivor reports it failed. quorate: each survivor's gossip view (`/v1/members`, what `quorate members` shows, read over HTTP in the host); Serf: `serf members -format json -rpc-addr {SERF_RPC}` run in each survivor, status `failed` (each read starts a `serf` process in the host). The victim restarts and all are alive again between trials.\n\n\
          | system | settings | trials | median s | p99 s | min s | max s |\n|---|---|---|---|---|---|---|\n{}\n{}\n\n\
          All trials (s): quorate {}; Serf {}.\n\n{}\n",
         ours.row("quorate | its defaults: gossip rounds of 200 ms, phi threshold 6", 2),
@@ -467,6 +473,7 @@ fn formation(trials: usize, versions: &mut Versions, report: &mut String) -> Opt
         quorate: ours.pct(0.5),
         other: serf.pct(0.5),
         unit: "s",
+        digits: 2,
         goal: 0.05,
         bound: unformed > 0,
     };
@@ -481,7 +488,7 @@ fn formation(trials: usize, versions: &mut Versions, report: &mut String) -> Opt
         report,
         "## {heading}\n\nThree agents started at the same instant in three hosts, none given another's address; seconds from the start until all agree. quorate: fresh data dirs, no flags but a name and a cluster name per trial (the formation bench's measure), until every node's `quorate status` shows one cluster, one leader and three voters. Serf: `serf agent -discover bench<trial>` (its mDNS discovery, a name per trial), until every agent's `serf members` lists all three alive, {deadline:.0} s at most per trial; the agents are killed after each trial. {unformed_text}\n\n\
          | system | settings | trials | median s | p99 s | min s | max s |\n|---|---|---|---|---|---|---|\n{}\n{}\n\n\
-         All trials (s): quorate {}; Serf {}.\n\n{}\n",
+         All trials (s): quorate {}; Serf {}.\n\n{}\n\n{SERF_DISCOVERY}\n",
         ours.row("quorate | its defaults, `--cluster bench<trial>`", 2),
         serf.row(
             "Serf | its defaults, `-discover bench<trial>`, `-bind HOST:7946`",
@@ -513,6 +520,7 @@ fn failover(trials: usize, versions: &mut Versions, report: &mut String) -> Opti
         quorate: ours.pct(0.5),
         other: etcd.pct(0.5),
         unit: "ms",
+        digits: 1,
         goal: 0.45,
         bound: false,
     };
