@@ -14,94 +14,16 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use support::lab::{Lab, ProcId};
-use support::wait;
+use common::detection::{detect, start};
+use support::http::get;
+use support::lab::Lab;
 
 const TRIALS: usize = 12;
-
-use support::http::{Stats, get};
-
-fn status_of(lab: &Lab, i: usize, name: &str) -> Option<String> {
-    let rows = get(lab, i, "/v1/members")?;
-    rows.as_array()?
-        .iter()
-        .find(|r| r["name"] == name)
-        .map(|r| r["status"].as_str().unwrap_or("").to_string())
-}
-
-fn start(lab: &mut Lab, n: usize, config: Option<&str>) -> Vec<ProcId> {
-    let seed = format!("{}:7946", lab.host(0).ip);
-    let mut procs = Vec::new();
-    for i in 0..n {
-        let dir = lab.host_dir(i);
-        let data = dir.join("data").to_str().expect("utf-8").to_string();
-        let name = format!("b{i}");
-        let mut args = vec![
-            "agent".to_string(),
-            "--data-dir".into(),
-            data,
-            "--name".into(),
-            name.clone(),
-        ];
-        args.extend([
-            "--log-format".into(),
-            "json".into(),
-            "--gossip-seeds".into(),
-            seed.clone(),
-        ]);
-        if let Some(toml) = config {
-            let path = dir.join("bench.toml");
-            std::fs::write(&path, toml).expect("write config");
-            args.extend(["--config".into(), path.to_str().expect("utf-8").into()]);
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        procs.push(lab.spawn(i, &name, &refs));
-    }
-    all_alive(lab, n);
-    procs
-}
-
-fn all_alive(lab: &Lab, n: usize) {
-    for i in 0..n {
-        wait::until("all members alive", Duration::from_secs(60), || {
-            let rows = get(lab, i, "/v1/members").ok_or("no answer")?;
-            let rows = rows.as_array().ok_or("not an array")?.clone();
-            if rows.len() == n && rows.iter().all(|r| r["status"] == "alive") {
-                Ok(())
-            } else {
-                Err(format!("{rows:?}"))
-            }
-        });
-    }
-}
-
-fn detect(n: usize, config: Option<&str>) -> Stats {
-    let mut lab = Lab::new(n);
-    let procs = start(&mut lab, n, config);
-    let mut samples = Vec::new();
-    for t in 0..TRIALS {
-        let victim = 1 + t % (n - 1);
-        let name = format!("b{victim}");
-        lab.kill9(procs[victim]);
-        let killed = Instant::now();
-        let survivors: Vec<usize> = (0..n).filter(|i| *i != victim).collect();
-        let mut pending = survivors.clone();
-        while !pending.is_empty() {
-            assert!(
-                killed.elapsed() < Duration::from_secs(60),
-                "no failure report within 60 s: {pending:?}"
-            );
-            pending.retain(|i| status_of(&lab, *i, &name).as_deref() != Some("failed"));
-        }
-        samples.push(killed.elapsed().as_secs_f64());
-        lab.restart(procs[victim]);
-        all_alive(&lab, n);
-    }
-    Stats(samples)
-}
 
 fn rest(n: usize) -> (f64, f64) {
     let mut lab = Lab::new(n);
@@ -193,7 +115,7 @@ fn main() {
              | setting | trials | median s | p99 s | min s | max s |\n|---|---|---|---|---|---|\n"
         ));
         for n in [5usize, 10] {
-            let s = detect(n, None);
+            let s = detect(n, None, TRIALS);
             println!("{}", s.row(&format!("N={n}"), 2));
             let _ = writeln!(
                 report,
@@ -205,7 +127,7 @@ fn main() {
             );
         }
         let chitchat = "[gossip]\ninterval = \"1s\"\nphi_threshold = 8.0\n";
-        let s = detect(5, Some(chitchat));
+        let s = detect(5, Some(chitchat), TRIALS);
         println!("{}", s.row("chitchat defaults N=5", 2));
         let _ = writeln!(
             report,

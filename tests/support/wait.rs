@@ -1,7 +1,8 @@
 //! Waiting on conditions with a deadline, never on the clock alone.
 //!
 //! One contract, in a blocking and an async form: poll a probe until it says yes, and when the
-//! deadline passes, panic naming what was awaited and what the last probe saw. Beside it, the
+//! deadline passes, panic naming what was awaited and what the last probe saw ([`try_until`]:
+//! return what it saw instead, for a condition that may rightly never come). Beside it, the
 //! two deliberate checks over a window: [`holds`] (an invariant stays true) and [`never`] (an
 //! event does not happen). Those are the only places a test watches the clock for a while on
 //! purpose; everything else waits for a condition.
@@ -24,16 +25,19 @@ fn timed_out(what: &str, within: Duration, seen: &dyn Debug) -> ! {
 /// Polls `probe` until it returns `Ok`, or panics once `within` has passed, printing what the
 /// last probe saw. `probe` returns `Err(seen)` to keep waiting. Blocks the thread: use
 /// [`until_async`] inside a tokio runtime.
-pub fn until<T, S: Debug>(
-    what: &str,
-    within: Duration,
-    mut probe: impl FnMut() -> Result<T, S>,
-) -> T {
+pub fn until<T, S: Debug>(what: &str, within: Duration, probe: impl FnMut() -> Result<T, S>) -> T {
+    try_until(within, probe).unwrap_or_else(|seen| timed_out(what, within, &seen))
+}
+
+/// [`until`] for a condition that may rightly never come (a benchmark's peer that does not
+/// form within its deadline): polls `probe` until it returns `Ok`, and once `within` has
+/// passed returns the last probe's `Err(seen)` instead of panicking.
+pub fn try_until<T, S>(within: Duration, mut probe: impl FnMut() -> Result<T, S>) -> Result<T, S> {
     let start = Instant::now();
     loop {
         match probe() {
-            Ok(v) => return v,
-            Err(seen) if start.elapsed() >= within => timed_out(what, within, &seen),
+            Ok(v) => return Ok(v),
+            Err(seen) if start.elapsed() >= within => return Err(seen),
             Err(_) => std::thread::sleep(POLL),
         }
     }
