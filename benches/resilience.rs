@@ -41,20 +41,37 @@ fn main() {
     );
     let _ = writeln!(
         r,
-        "## Verdict\n\n| violations | faults | terms seen | writes attempted | acknowledged | failed requests (retried) | status samples |\n|---|---|---|---|---|---|---|\n| {} | {} | {} (up to {}) | {} | {} | {} | {} |\n",
+        "## Verdict\n\n| violations | faults | terms with a leader | terms shared by two leaders | writes attempted | acknowledged | failed requests (retried) | status samples |\n|---|---|---|---|---|---|---|---|\n| {} | {} | {} (up to term {}) | {} | {} | {} | {} | {} |\n",
         verdict.violations.len(),
         verdict.faults.len(),
         verdict.terms.len(),
         verdict.terms.keys().last().copied().unwrap_or(0),
+        verdict.shared_terms.len(),
         verdict.attempted,
         verdict.acknowledged,
         verdict.failed_requests,
         verdict.samples
     );
+    if !verdict.write_ms.is_empty() {
+        let ms = Stats(verdict.write_ms.clone());
+        let _ = writeln!(
+            r,
+            "A value's first request to its acknowledgement, retries included: median {:.1} ms, p99 {:.1} ms, max {:.1} ms.\n",
+            ms.pct(0.5),
+            ms.pct(0.99),
+            ms.pct(1.0)
+        );
+    }
+    for t in &verdict.shared_terms {
+        let _ = writeln!(
+            r,
+            "- shared term (openraft's leader id is term and node id): {t}"
+        );
+    }
     for v in &verdict.violations {
         let _ = writeln!(r, "- VIOLATION: {v}");
     }
-    if !verdict.violations.is_empty() {
+    if !verdict.violations.is_empty() || !verdict.shared_terms.is_empty() {
         r.push('\n');
     }
     let _ = writeln!(
