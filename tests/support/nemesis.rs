@@ -940,6 +940,16 @@ fn committed_vote(vote: &str) -> Option<(u64, String)> {
     Some((term.parse().ok()?, id.to_string()))
 }
 
+/// Stops the writers and samplers when the run ends, also by a panic (they would otherwise
+/// go on beside the next test of the binary).
+struct StopOnDrop(Vec<Arc<AtomicBool>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|s| s.store(true, Ordering::Relaxed));
+    }
+}
+
 /// Runs `plan` against `cluster`: samplers and writers start, faults are injected until the
 /// plan's duration has passed, the writers stop, and the checker gives its verdict.
 pub fn run(cluster: &mut Cluster, plan: &Plan) -> Verdict {
@@ -954,6 +964,7 @@ pub fn run(cluster: &mut Cluster, plan: &Plan) -> Verdict {
     });
     let stop_samplers = Arc::new(AtomicBool::new(false));
     let stop_writers = Arc::new(AtomicBool::new(false));
+    let _stop = StopOnDrop(vec![stop_samplers.clone(), stop_writers.clone()]);
     let samplers: Vec<_> = (0..HOSTS)
         .map(|i| {
             let (obs, stop, every) = (obs.clone(), stop_samplers.clone(), plan.sample_every);
