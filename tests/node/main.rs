@@ -1,6 +1,6 @@
 //! The node in the LAN lab: zero-configuration formation, join tokens (and every way a token
-//! can be bad), the autopilot's removal of failed nodes, graceful leave, and the admin
-//! credential.
+//! can be bad), the autopilot's removal of failed nodes, graceful leave, the admin
+//! credential, and resilience under the nemesis.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -8,4 +8,5 @@ mod support;
 mod authority;
 mod formation;
 mod lifecycle;
+mod resilience;
 mod tokens;

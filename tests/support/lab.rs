@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 const NS_PREFIX: &str = "qlab-";
 const NFT_TABLE: &str = "quorate_lab";
+const NFT_BLACKHOLE: &str = "quorate_lab_blackhole";
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// One host of the lab.
@@ -382,6 +383,30 @@ impl Lab {
                  }}\n"
             ));
         }
+        self.nft(i, &rules);
+    }
+
+    /// Blackholes host `i` (`on`) or ends it: every frame `eth0` receives or would send is
+    /// dropped silently at the device (nftables `netdev` ingress and egress hooks, so ARP too,
+    /// no ICMP answer, and the host's own sends still succeed). The link stays up, unlike
+    /// [`Lab::cut`]: peers see nothing go down, only silence. Independent of
+    /// [`Lab::drop_share`], which has its own table.
+    pub fn blackhole(&self, i: usize, on: bool) {
+        let mut rules =
+            format!("table netdev {NFT_BLACKHOLE}\ndelete table netdev {NFT_BLACKHOLE}\n");
+        if on {
+            rules.push_str(&format!(
+                "table netdev {NFT_BLACKHOLE} {{\n\
+                 chain ingress {{ type filter hook ingress device \"eth0\" priority 0; policy drop; }}\n\
+                 chain egress {{ type filter hook egress device \"eth0\" priority 0; policy drop; }}\n\
+                 }}\n"
+            ));
+        }
+        self.nft(i, &rules);
+    }
+
+    /// Loads an nftables ruleset (`nft -f -`) in host `i`.
+    fn nft(&self, i: usize, rules: &str) {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.hosts[i].netns, "nft", "-f", "-"])
             .stdin(Stdio::piped())
@@ -401,6 +426,22 @@ impl Lab {
             "nft failed in host {i}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Starts a thread inside host `i`'s network namespace that runs `f` (a client that
+    /// works beside the test, such as a writer or a sampler of the agents' status), and returns
+    /// its handle. Unlike [`Lab::in_host`], it does not borrow the lab, so the test may kill,
+    /// restart or cut meanwhile.
+    pub fn spawn_in_host<T: Send + 'static>(
+        &self,
+        i: usize,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let netns = self.hosts[i].netns.clone();
+        std::thread::spawn(move || {
+            enter_netns(&netns);
+            f()
+        })
     }
 
     /// The names of the network namespaces this lab made (to check that they are gone).
@@ -537,24 +578,29 @@ fn remove_netns(netns: &str) {
 }
 
 fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/run/netns/{netns}");
     std::thread::scope(|s| {
         s.spawn(|| {
-            let fd = File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
-            // SAFETY: setns(2) on a valid namespace fd changes only this thread's network
-            // namespace; the thread ends when `f` returns.
-            let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(
-                rc,
-                0,
-                "setns into {netns}: {}",
-                std::io::Error::last_os_error()
-            );
+            enter_netns(netns);
             f()
         })
         .join()
         .unwrap_or_else(|e| std::panic::resume_unwind(e))
     })
+}
+
+/// Moves the calling thread into a network namespace (for good: call it on a thread of its
+/// own, which ends in it).
+fn enter_netns(netns: &str) {
+    let path = format!("/run/netns/{netns}");
+    let fd = File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+    // SAFETY: setns(2) on a valid namespace fd changes only this thread's network namespace.
+    let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "setns into {netns}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn write_sysctl_root(key: &str, value: &str) {

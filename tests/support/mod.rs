@@ -1,5 +1,5 @@
 //! Test support shared by the integration test binaries: the LAN lab, agents in it, HTTP to
-//! them, and waiting helpers.
+//! them, waiting helpers, and the nemesis with its checker.
 //!
 //! Each area's `main.rs` includes this with `#[path = "../support/mod.rs"] mod support;`, so
 //! every binary compiles only what it uses.
@@ -9,4 +9,5 @@ pub mod agents;
 pub mod flood;
 pub mod http;
 pub mod lab;
+pub mod nemesis;
 pub mod wait;
