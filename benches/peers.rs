@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::Value;
 use support::http::{Stats, request_at, request_within};
-use support::lab::{Lab, ProcId};
+use support::lab::{Gate, Lab, ProcId};
 use support::wait;
 
 const SERF: &str = "/usr/bin/serf";
@@ -137,6 +137,17 @@ fn all_trials(samples: &[f64], digits: usize) -> String {
 /// Starts `serf agent` named `s{i}` in host `i`, bound to the host's address, with `extra`
 /// flags (`-join ADDR`, `-discover NAME`); otherwise its defaults.
 fn serf_agent(lab: &mut Lab, i: usize, label: &str, extra: &[&str]) -> ProcId {
+    serf_agent_gated(lab, i, label, extra, None)
+}
+
+/// [`serf_agent`], behind `gate` when one is given.
+fn serf_agent_gated(
+    lab: &mut Lab,
+    i: usize,
+    label: &str,
+    extra: &[&str],
+    gate: Option<&Gate>,
+) -> ProcId {
     let name = format!("s{i}");
     let bind = format!("{}:7946", lab.host(i).ip);
     let mut args = vec![
@@ -149,7 +160,10 @@ fn serf_agent(lab: &mut Lab, i: usize, label: &str, extra: &[&str]) -> ProcId {
         SERF_RPC,
     ];
     args.extend_from_slice(extra);
-    lab.spawn_program(i, label, SERF, &args)
+    match gate {
+        Some(gate) => lab.spawn_gated(i, label, gate, SERF, &args),
+        None => lab.spawn_program(i, label, SERF, &args),
+    }
 }
 
 /// `(name, status)` of every member in host `i`'s `serf members -format json`.
@@ -246,10 +260,16 @@ fn serf_formation(lab: &mut Lab, trials: usize) -> Vec<Option<f64>> {
     (0..trials)
         .map(|round| {
             let discover = format!("bench{round}");
-            let start = Instant::now();
+            // Started behind a gate and released together, as quorate's agents are.
+            let mut gate = lab.gate(&format!("serf-{round}"));
             let procs: Vec<ProcId> = (0..3)
-                .map(|i| serf_agent(lab, i, &format!("s{i}-{round}"), &["-discover", &discover]))
+                .map(|i| {
+                    let label = format!("s{i}-{round}");
+                    serf_agent_gated(lab, i, &label, &["-discover", &discover], Some(&gate))
+                })
                 .collect();
+            let start = Instant::now();
+            gate.release(procs.len());
             let took = wait::try_until(SERF_FORMATION_DEADLINE, || serf_all_alive(lab, 3))
                 .map(|()| start.elapsed().as_secs_f64());
             match &took {

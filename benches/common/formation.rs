@@ -1,5 +1,5 @@
 //! Zero-configuration formation of quorate agents: three agents with no cluster flags started
-//! at the same instant in three lab hosts (fresh data dirs, a cluster name per trial), timed
+//! at the same instant (behind a start gate released at once) in three lab hosts (fresh data dirs, a cluster name per trial), timed
 //! until every node's `quorate status` shows one cluster, one leader and three voters, with
 //! what each node logged when. Used by the formation bench (with the timeline) and the peers
 //! bench (beside Serf). Does not report: the bench does.
@@ -76,17 +76,19 @@ fn timeline(lab: &Lab, p: ProcId, start: SystemTime) -> Vec<(f64, String)> {
 /// Trial number `round` in a lab of three hosts: starts the agents, waits (60 s at most) until
 /// they formed, then stops them.
 pub fn trial(lab: &mut Lab, round: usize) -> Trial {
-    let start_wall = SystemTime::now();
-    let start = Instant::now();
+    // Started behind a gate, released together: the same instant, not one after another.
+    let mut gate = lab.gate(&format!("formation-{round}"));
     let procs: Vec<(String, ProcId)> = (0..3)
         .map(|i| {
             let data = lab.host_dir(i).join(format!("data-{round}"));
             let data = data.to_str().expect("utf-8").to_string();
             let name = format!("f{i}");
             let cluster = format!("bench{round}");
-            let p = lab.spawn(
+            let p = lab.spawn_gated(
                 i,
                 &format!("{name}-{round}"),
+                &gate,
+                env!("CARGO_BIN_EXE_quorate"),
                 &[
                     "agent",
                     "--data-dir",
@@ -102,6 +104,9 @@ pub fn trial(lab: &mut Lab, round: usize) -> Trial {
             (name, p)
         })
         .collect();
+    let start_wall = SystemTime::now();
+    let start = Instant::now();
+    gate.release(procs.len());
     wait::until(
         &format!("trial {round}: one cluster of three voters"),
         Duration::from_secs(60),

@@ -276,6 +276,41 @@ impl Lab {
         ProcId(self.procs.len() - 1)
     }
 
+    /// A start gate in the lab's directory: processes spawned through it
+    /// ([`Lab::spawn_gated`]) wait, already started, until [`Gate::release`] lets them all go
+    /// at once (a FIFO each reads a line from before it execs the program).
+    pub fn gate(&self, name: &str) -> Gate {
+        let path = self.dir.path().join(format!("{name}.gate"));
+        let _ = fs::remove_file(&path);
+        let out = Command::new("mkfifo")
+            .arg(&path)
+            .output()
+            .expect("run mkfifo");
+        assert!(
+            out.status.success(),
+            "mkfifo {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Gate { path, writer: None }
+    }
+
+    /// Starts `program ARGS` in host `i` behind `gate`: the process runs, but execs the
+    /// program only when the gate is released (the pid stays the same).
+    pub fn spawn_gated(
+        &mut self,
+        i: usize,
+        label: &str,
+        gate: &Gate,
+        program: &str,
+        args: &[&str],
+    ) -> ProcId {
+        let path = gate.path.to_str().expect("utf-8 path");
+        let mut all = vec!["-c", "read _ < \"$0\"; exec \"$@\"", path, program];
+        all.extend_from_slice(args);
+        self.spawn_program(i, label, "/bin/sh", &all)
+    }
+
     /// The process's pid.
     pub fn pid(&self, p: ProcId) -> u32 {
         self.procs[p.0]
@@ -628,5 +663,25 @@ fn scrub_env(cmd: &mut Command) {
         if k.to_string_lossy().starts_with("QUORATE_") {
             cmd.env_remove(k);
         }
+    }
+}
+
+/// A start gate made by [`Lab::gate`].
+pub struct Gate {
+    path: PathBuf,
+    writer: Option<File>,
+}
+
+impl Gate {
+    /// Releases `n` processes waiting at the gate at once: one line each, written together;
+    /// the FIFO stays open (until the gate is dropped) for any still on its way to it.
+    pub fn release(&mut self, n: usize) {
+        let mut w = OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .expect("open the gate");
+        w.write_all("go\n".repeat(n).as_bytes())
+            .expect("release the gate");
+        self.writer = Some(w);
     }
 }
