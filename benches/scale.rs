@@ -146,6 +146,8 @@ struct Run {
     /// Terms that passed from the 3 voters' formation to the end of the run.
     elections: u64,
     leader_cpu: f64,
+    /// A storage node's CPU at rest, mean, share of one core.
+    storage_cpu: f64,
     leader_rss_mib: f64,
     rss_mean_mib: f64,
     rss_max_mib: f64,
@@ -193,7 +195,11 @@ fn run(n: usize) -> Run {
             Err(format!("{v} voters"))
         }
     });
-    let term = |lab: &Lab| get(lab, 0, "/v1/status").and_then(|s| s["term"].as_u64()).unwrap_or(0);
+    let term = |lab: &Lab| {
+        get(lab, 0, "/v1/status")
+            .and_then(|s| s["term"].as_u64())
+            .unwrap_or(0)
+    };
     let term0 = term(&lab);
     let admin = admin(&lab, 0);
     let out = lab.quorate(
@@ -261,9 +267,7 @@ fn run(n: usize) -> Run {
             if let Some(m) = members_on(&lab, 0) {
                 let now = Instant::now();
                 for (name, at) in &started {
-                    if !joined.contains_key(name)
-                        && m.get(name).is_some_and(|s| s == "learner")
-                    {
+                    if !joined.contains_key(name) && m.get(name).is_some_and(|s| s == "learner") {
                         joined.insert(name.clone(), (now - *at).as_secs_f64());
                     }
                 }
@@ -280,30 +284,41 @@ fn run(n: usize) -> Run {
     // Converged: every node lists every member with a suffrage, and the voters agree with
     // the leader on the whole list.
     let names: Vec<String> = (0..n)
-        .map(|i| if i < 3 { format!("v{i}") } else { format!("s{i}") })
+        .map(|i| {
+            if i < 3 {
+                format!("v{i}")
+            } else {
+                format!("s{i}")
+            }
+        })
         .collect();
     let mut waiting: Vec<usize> = (0..n).collect();
-    wait::until("every node's view converged", Duration::from_secs(300), || {
-        let leader_view = members_on(&lab, 0).ok_or("no status from v0")?;
-        waiting.retain(|&i| {
-            let Some(view) = members_on(&lab, i) else {
-                return true;
-            };
-            let complete = names
-                .iter()
-                .all(|name| view.get(name).is_some_and(|s| s == "voter" || s == "learner"));
-            !(complete && (i >= 3 || view == leader_view))
-        });
-        match waiting.first() {
-            None => Ok(()),
-            Some(i) => Err(format!(
-                "{} nodes not converged, {} sees {:?} members",
-                waiting.len(),
-                names[*i],
-                members_on(&lab, *i).map(|v| v.len())
-            )),
-        }
-    });
+    wait::until(
+        "every node's view converged",
+        Duration::from_secs(300),
+        || {
+            let leader_view = members_on(&lab, 0).ok_or("no status from v0")?;
+            waiting.retain(|&i| {
+                let Some(view) = members_on(&lab, i) else {
+                    return true;
+                };
+                let complete = names.iter().all(|name| {
+                    view.get(name)
+                        .is_some_and(|s| s == "voter" || s == "learner")
+                });
+                !(complete && (i >= 3 || view == leader_view))
+            });
+            match waiting.first() {
+                None => Ok(()),
+                Some(i) => Err(format!(
+                    "{} nodes not converged, {} sees {:?} members",
+                    waiting.len(),
+                    names[*i],
+                    members_on(&lab, *i).map(|v| v.len())
+                )),
+            }
+        },
+    );
     let converged_s = t0.elapsed().as_secs_f64();
 
     // At rest: everything joined; let the group settle, then measure over 10 s.
@@ -328,10 +343,20 @@ fn run(n: usize) -> Run {
             .expect("perf record")
     });
     let (_, cpu0) = proc_stats(leader_pid);
+    let storage_cpu0: Vec<u64> = procs[3..]
+        .iter()
+        .map(|p| proc_stats(lab.pid(*p)).1)
+        .collect();
     let window = Instant::now();
     std::thread::sleep(Duration::from_secs(10)); // the measurement window itself
     let secs = window.elapsed().as_secs_f64();
     let (_, cpu1) = proc_stats(leader_pid);
+    let storage_cpu: f64 = procs[3..]
+        .iter()
+        .zip(&storage_cpu0)
+        .map(|(p, c0)| proc_stats(lab.pid(*p)).1.saturating_sub(*c0) as f64)
+        .sum::<f64>()
+        / storage_cpu0.len() as f64;
     if let Some(mut perf) = perf {
         // perf writes its file when interrupted.
         let _ = std::process::Command::new("kill")
@@ -365,6 +390,7 @@ fn run(n: usize) -> Run {
         arp_fulls: arp_table_fulls().saturating_sub(fulls0),
         elections: term(&lab).saturating_sub(term0),
         leader_cpu: (cpu1 - cpu0) as f64 / ticks / secs * 100.0,
+        storage_cpu: storage_cpu / ticks / secs * 100.0,
         leader_rss_mib: rss[leader],
         rss_mean_mib: storage_rss.iter().sum::<f64>() / storage_rss.len() as f64,
         rss_max_mib: storage_rss.iter().copied().fold(0.0, f64::max),
@@ -388,7 +414,7 @@ fn main() {
         let mut j = r.join_s.clone();
         j.sort_by(f64::total_cmp);
         println!(
-            "N={}: single joins {:?} ms, bulk {} nodes in {:.2} s (own start to learner: median {:.2} max {:.2} s), converged after {:.2} s, ARP table full {} times, {} elections, leader cpu {:.1}% rss {:.1} MiB, storage rss mean {:.1} max {:.1} MiB, gossip {:.0}/{:.0} B/s, raft {:.0}/{:.0} B/s (leader out {:.0})",
+            "N={}: single joins {:?} ms, bulk {} nodes in {:.2} s (own start to learner: median {:.2} max {:.2} s), converged after {:.2} s, ARP table full {} times, {} elections, leader cpu {:.1}% rss {:.1} MiB, storage cpu {:.2}% rss mean {:.1} max {:.1} MiB, gossip {:.0}/{:.0} B/s, raft {:.0}/{:.0} B/s (leader out {:.0})",
             r.n,
             r.single_ms,
             r.bulk_nodes,
@@ -400,6 +426,7 @@ fn main() {
             r.elections,
             r.leader_cpu,
             r.leader_rss_mib,
+            r.storage_cpu,
             r.rss_mean_mib,
             r.rss_max_mib,
             r.gossip_out,
@@ -436,14 +463,15 @@ fn main() {
             r.elections
         );
     }
-    report.push_str("\n## At rest\n\n10 s with nothing happening, 3 s after every view converged. CPU: the leader's share of one core. RSS: the leader's, and the storage nodes' (voters left out). Gossip: UDP payload per node (chitchat, open mode). Raft: QUIC request and answer payload per node, and the leader's (heartbeats every 50 ms from the leader to every voter; learners hear one every 500 ms, the rounds between are answered by the leader's network layer, see `consensus/src/network.rs`).\n\n| hosts | leader CPU % | leader RSS MiB | storage RSS mean MiB | storage RSS max MiB | gossip out B/s | gossip in B/s | Raft out B/s | Raft in B/s | leader Raft out B/s |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    report.push_str("\n## At rest\n\n10 s with nothing happening, 3 s after every view converged. CPU: the leader's share of one core, and a storage node's (mean). RSS: the leader's, and the storage nodes' (voters left out). Gossip: UDP payload per node (chitchat, open mode). Raft: QUIC request and answer payload per node, and the leader's (heartbeats every 50 ms from the leader to every voter; learners hear one every 500 ms, the rounds between are answered by the leader's network layer, see `consensus/src/network.rs`).\n\n| hosts | leader CPU % | leader RSS MiB | storage CPU mean % | storage RSS mean MiB | storage RSS max MiB | gossip out B/s | gossip in B/s | Raft out B/s | Raft in B/s | leader Raft out B/s |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &runs {
         let _ = writeln!(
             report,
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
             r.n,
             r.leader_cpu,
             r.leader_rss_mib,
+            r.storage_cpu,
             r.rss_mean_mib,
             r.rss_max_mib,
             r.gossip_out,

@@ -30,7 +30,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use openraft::{BasicNode, LogId, Vote};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -39,6 +38,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{BasicNode, LogId, Vote};
 
 use crate::TypeConfig;
 use crate::proto::{Reply, Rpc};
@@ -218,8 +218,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        if self.beat.as_ref().is_some_and(|b| b.answers(&req)) && self.quiet.contains(self.target)
-        {
+        if self.beat.as_ref().is_some_and(|b| b.answers(&req)) && self.quiet.contains(self.target) {
             return Ok(AppendEntriesResponse::Success);
         }
         let sent = Instant::now();
@@ -292,15 +291,24 @@ mod tests {
         let last = Beat::of(&beat(2, 10, 9), sent).expect("a heartbeat");
         assert!(last.answers(&beat(2, 10, 9)), "the same heartbeat");
         assert!(!last.answers(&beat(3, 10, 9)), "a new term travels");
-        assert!(!last.answers(&beat(2, 11, 9)), "another prev_log_id travels");
-        assert!(!last.answers(&beat(2, 10, 10)), "a new commit index travels");
+        assert!(
+            !last.answers(&beat(2, 11, 9)),
+            "another prev_log_id travels"
+        );
+        assert!(
+            !last.answers(&beat(2, 10, 10)),
+            "a new commit index travels"
+        );
         let mut entries = beat(2, 10, 9);
         entries.entries.push(Entry {
             log_id: log_id(2, 11),
             payload: EntryPayload::Blank,
         });
         assert!(!last.answers(&entries), "entries travel");
-        assert!(Beat::of(&entries, sent).is_none(), "entries are no heartbeat");
+        assert!(
+            Beat::of(&entries, sent).is_none(),
+            "entries are no heartbeat"
+        );
         let old = Beat::of(&beat(2, 10, 9), sent - LEARNER_BEAT).expect("a heartbeat");
         assert!(
             !old.answers(&beat(2, 10, 9)),

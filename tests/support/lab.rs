@@ -417,7 +417,10 @@ impl Lab {
             ("net/ipv4/neigh/default/gc_thresh3", entries * 4),
         ] {
             let path = format!("/proc/sys/{key}");
-            let was = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+            let was = fs::read_to_string(&path)
+                .unwrap_or_default()
+                .trim()
+                .to_string();
             if was.parse::<u64>().is_ok_and(|v| v >= want) {
                 continue;
             }

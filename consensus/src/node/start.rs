@@ -232,7 +232,9 @@ impl Consensus {
         let quiet = tokio::spawn(follow_quiet_targets(inner.clone(), quiet));
         Ok(Consensus {
             inner,
-            tasks: vec![serve, pilot, keeper, gate, removals, renewal, leaders, quiet],
+            tasks: vec![
+                serve, pilot, keeper, gate, removals, renewal, leaders, quiet,
+            ],
         })
     }
 }

@@ -175,7 +175,12 @@ pub(super) fn quiet_targets(
     membership
         .learner_ids()
         .filter(|id| !voters.contains(id))
-        .filter(|id| registry.nodes.get(id).is_some_and(|n| n.role == Role::Storage))
+        .filter(|id| {
+            registry
+                .nodes
+                .get(id)
+                .is_some_and(|n| n.role == Role::Storage)
+        })
         .collect()
 }
 
@@ -187,7 +192,10 @@ pub(super) async fn follow_quiet_targets(inner: Arc<Inner>, quiet: crate::QuietT
     loop {
         let now = {
             let m = metrics.borrow_and_update();
-            let key = (m.membership_config.log_id().map(|l| l.index), m.last_applied.map(|l| l.index));
+            let key = (
+                m.membership_config.log_id().map(|l| l.index),
+                m.last_applied.map(|l| l.index),
+            );
             (seen != Some(key)).then(|| (key, m.membership_config.membership().clone()))
         };
         if let Some((key, membership)) = now {
@@ -313,13 +321,13 @@ mod tests {
         // 1 and 2 vote; 3 is a storage learner; 4 a voter-role learner (to be promoted); 5 a
         // storage node still voting in the old half of a joint configuration; 6 unrecorded.
         let joint = openraft::Membership::new(
-            vec![BTreeSet::from([id(1), id(2), id(5)]), BTreeSet::from([id(1), id(2)])],
+            vec![
+                BTreeSet::from([id(1), id(2), id(5)]),
+                BTreeSet::from([id(1), id(2)]),
+            ],
             nodes,
         );
-        assert_eq!(
-            quiet_targets(&joint, &registry),
-            BTreeSet::from([id(3)])
-        );
+        assert_eq!(quiet_targets(&joint, &registry), BTreeSet::from([id(3)]));
     }
 
     #[test]
