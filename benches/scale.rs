@@ -436,12 +436,17 @@ fn main() {
             r.leader_raft_out
         );
         runs.push(r);
+        // Written after every size, so that the sizes measured stay when a larger one fails.
+        write_report(path, &runs);
     }
+}
+
+fn write_report(path: &str, runs: &[Run]) {
     let mut report = String::from(
         "# Scale: the storage plane joining by token, and the cost at rest\n\n`cargo bench --bench scale`, as root, LAN lab (one network namespace per host on one bridge), release build, on a 2-core machine that runs every agent: N agents share 2 cores, so times and CPU grow with N partly because the machine is shared (and CPU figures are noisy when anything else runs on it).\n\n3 voters (one bootstraps, two join through it), then one storage token (`quorate token create --role storage`). Every agent runs with its defaults (mDNS discovery and gossip on).\n\nGoals at 3 voters + 200 storage nodes: every node a learner within 30 s of its own start, every node's view converged, leader CPU at rest <= 15 % of a core, leader RSS <= 64 MiB, storage node RSS <= 25 MiB.\n\n",
     );
     report.push_str("## Joining\n\nSingle: 5 storage agents started one after another with `--join TOKEN`; milliseconds from the process start until every voter lists the node as a learner. Bulk: the other N - 8 started at once; seconds from the first start until the first voter lists all of them as learners, and per node from its own start until that voter lists it (goal: max <= 30 s). Converged: seconds from the first bulk start until every node's `/v1/status` lists all N members as voter or learner and all voters list the same members with the same suffrage. ARP full: lookups that found the kernel's neighbour table full during the run (the lab raises its limits to N² entries; 0 means no packet was lost to it). Elections: Raft terms that passed from the voters' formation to the end of the run (0: the first leader kept the lead throughout).\n\n| hosts | single join median ms | single join max ms | bulk: nodes | bulk: all learners after s | own start to learner median s | own start to learner max s | within 30 s | converged after s | ARP full | elections |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for r in &runs {
+    for r in runs {
         let mut s = r.single_ms.clone();
         s.sort_by(f64::total_cmp);
         let mut j = r.join_s.clone();
@@ -464,7 +469,7 @@ fn main() {
         );
     }
     report.push_str("\n## At rest\n\n10 s with nothing happening, 3 s after every view converged. CPU: the leader's share of one core, and a storage node's (mean). RSS: the leader's, and the storage nodes' (voters left out). Gossip: UDP payload per node (chitchat, open mode). Raft: QUIC request and answer payload per node, and the leader's (heartbeats every 50 ms from the leader to every voter; learners hear one every 500 ms, the rounds between are answered by the leader's network layer, see `consensus/src/network.rs`).\n\n| hosts | leader CPU % | leader RSS MiB | storage CPU mean % | storage RSS mean MiB | storage RSS max MiB | gossip out B/s | gossip in B/s | Raft out B/s | Raft in B/s | leader Raft out B/s |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for r in &runs {
+    for r in runs {
         let _ = writeln!(
             report,
             "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",

@@ -132,7 +132,7 @@ struct Beat {
 
 impl Beat {
     fn of(req: &AppendEntriesRequest<TypeConfig>, sent: Instant) -> Option<Beat> {
-        req.entries.is_empty().then(|| Beat {
+        req.entries.is_empty().then_some(Beat {
             vote: req.vote,
             prev_log_id: req.prev_log_id,
             leader_commit: req.leader_commit,
