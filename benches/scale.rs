@@ -1,20 +1,33 @@
 //! Benchmark: the storage plane at scale in the LAN lab. Writes `benches/results/scale.md`.
 //!
-//! For each size N (10, 25, 50 hosts by default; `SCALE_SIZES=10,25`): 3 voters (one
+//! For each size N (50, 100, 200 hosts by default; `SCALE_SIZES=10,25`): 3 voters (one
 //! bootstraps, two join through it), then one storage token, then:
 //! - single joins: 5 storage agents started one after another with `--join TOKEN`; time from
 //!   each process start until every voter lists it as a learner;
 //! - bulk join: the other N - 8 storage agents started at once; time from the first start
-//!   until the leader lists all of them as learners;
+//!   until the first voter lists all of them as learners, and for each node the time from its
+//!   own start until that voter lists it (the goal: every one within 30 s);
+//! - converged: time from the first bulk start until every node's `/v1/status` lists all N
+//!   members (none `none`) and the voters all list the same (names and suffrage);
 //! - at rest (10 s, nothing happening): the leader's CPU (share of one core) and RSS, every
 //!   node's RSS (mean and max), and per node the gossip bytes and the Raft/QUIC payload bytes
 //!   per second, in and out.
+//!
+//! The lab makes room for N² ARP entries (the kernel's neighbour table is one for all the
+//! namespaces, see [`Lab::raise_neighbour_limits`]) and the report says how many lookups found
+//! the table full all the same (`/proc/net/stat/arp_cache`, table_fulls).
+//!
+//! Profiling: `SCALE_PERF=FILE` records the leader with `perf record -g` during the at-rest
+//! window (its CPU figure then includes perf's cost); `SCALE_WRAP_LEADER="heaptrack -o FILE"`
+//! starts the first voter (the leader) under that command (its RSS and CPU figures are then
+//! the wrapper's). The results file keeps everything from its `## Projection` heading on.
 //!
 //! Run as root: `cargo bench --bench scale`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -23,14 +36,37 @@ use support::wait;
 
 use support::http::{admin, get};
 
-fn learners_on(lab: &Lab, i: usize) -> usize {
-    get(lab, i, "/v1/status")
-        .and_then(|s| {
-            s["members"]
-                .as_array()
-                .map(|m| m.iter().filter(|m| m["suffrage"] == "learner").count())
-        })
-        .unwrap_or(0)
+/// The members host `i`'s agent lists: name and suffrage, by name.
+fn members_on(lab: &Lab, i: usize) -> Option<BTreeMap<String, String>> {
+    let s = get(lab, i, "/v1/status")?;
+    Some(
+        s["members"]
+            .as_array()?
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap_or("?").to_string(),
+                    m["suffrage"].as_str().unwrap_or("?").to_string(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Lookups that found the kernel's ARP table full, machine-wide (all rows, hex).
+fn arp_table_fulls() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/stat/arp_cache").unwrap_or_default();
+    let mut lines = text.lines();
+    let Some(col) = lines
+        .next()
+        .and_then(|h| h.split_whitespace().position(|c| c == "table_fulls"))
+    else {
+        return 0;
+    };
+    lines
+        .filter_map(|l| l.split_whitespace().nth(col))
+        .filter_map(|v| u64::from_str_radix(v, 16).ok())
+        .sum()
 }
 
 fn is_learner_on(lab: &Lab, i: usize, name: &str) -> bool {
@@ -46,6 +82,33 @@ fn is_learner_on(lab: &Lab, i: usize, name: &str) -> bool {
 
 fn spawn(lab: &mut Lab, i: usize, name: &str, extra: &[&str]) -> ProcId {
     lab.spawn_agent(i, name, "data", extra)
+}
+
+/// The first voter, under `SCALE_WRAP_LEADER` when set.
+fn spawn_first(lab: &mut Lab) -> ProcId {
+    let Ok(wrap) = std::env::var("SCALE_WRAP_LEADER") else {
+        return spawn(lab, 0, "v0", &["--bootstrap"]);
+    };
+    let dir = lab.host_dir(0).join("data");
+    let dir = dir.to_str().expect("utf-8 path").to_string();
+    let mut words: Vec<String> = wrap.split_whitespace().map(str::to_string).collect();
+    let program = words.remove(0);
+    words.extend(
+        [
+            env!("CARGO_BIN_EXE_quorate"),
+            "agent",
+            "--data-dir",
+            &dir,
+            "--name",
+            "v0",
+            "--log-format",
+            "json",
+            "--bootstrap",
+        ]
+        .map(str::to_string),
+    );
+    let args: Vec<&str> = words.iter().map(String::as_str).collect();
+    lab.spawn_program(0, "v0", &program, &args)
 }
 
 /// RSS in KiB and CPU time in clock ticks of a process.
@@ -76,7 +139,15 @@ struct Run {
     single_ms: Vec<f64>,
     bulk_s: f64,
     bulk_nodes: usize,
+    /// Seconds from each bulk node's own start until the leader listed it as a learner.
+    join_s: Vec<f64>,
+    converged_s: f64,
+    arp_fulls: u64,
+    /// Terms that passed from the 3 voters' formation to the end of the run.
+    elections: u64,
     leader_cpu: f64,
+    /// A storage node's CPU at rest, mean, share of one core.
+    storage_cpu: f64,
     leader_rss_mib: f64,
     rss_mean_mib: f64,
     rss_max_mib: f64,
@@ -103,8 +174,10 @@ fn run(n: usize) -> Run {
         "at least 3 voters, 5 single joins and one bulk join"
     );
     let mut lab = Lab::new(n);
+    lab.raise_neighbour_limits((n * n) as u64);
+    let fulls0 = arp_table_fulls();
     let seed = format!("{}:7947", lab.host(0).ip);
-    let mut procs = vec![spawn(&mut lab, 0, "v0", &["--bootstrap"])];
+    let mut procs = vec![spawn_first(&mut lab)];
     wait::until("the bootstrap", Duration::from_secs(60), || {
         get(&lab, 0, "/v1/status").ok_or("no status")
     });
@@ -122,6 +195,12 @@ fn run(n: usize) -> Run {
             Err(format!("{v} voters"))
         }
     });
+    let term = |lab: &Lab| {
+        get(lab, 0, "/v1/status")
+            .and_then(|s| s["term"].as_u64())
+            .unwrap_or(0)
+    };
+    let term0 = term(&lab);
     let admin = admin(&lab, 0);
     let out = lab.quorate(
         0,
@@ -167,28 +246,80 @@ fn run(n: usize) -> Run {
         single_ms.push(took.as_secs_f64() * 1000.0);
     }
     let t0 = Instant::now();
+    let mut started = BTreeMap::new();
     for i in 8..n {
+        let name = format!("s{i}");
         procs.push(spawn(
             &mut lab,
             i,
-            &format!("s{i}"),
+            &name,
             &["--role", "storage", "--join", &token],
         ));
+        started.insert(name, Instant::now());
     }
-    let want = n - 3;
+    // Each node's join: from its own start until the first voter lists it as a learner (the
+    // leader, unless an election moved the leadership; a voter lists an entry once committed).
+    let mut joined: BTreeMap<String, f64> = BTreeMap::new();
     wait::until(
         "every storage node a learner",
         Duration::from_secs(300),
         || {
-            let l = learners_on(&lab, 0);
-            if l == want {
+            if let Some(m) = members_on(&lab, 0) {
+                let now = Instant::now();
+                for (name, at) in &started {
+                    if !joined.contains_key(name) && m.get(name).is_some_and(|s| s == "learner") {
+                        joined.insert(name.clone(), (now - *at).as_secs_f64());
+                    }
+                }
+            }
+            if joined.len() == started.len() {
                 Ok(())
             } else {
-                Err(format!("{l}/{want}"))
+                Err(format!("{}/{} joined", joined.len(), started.len()))
             }
         },
     );
     let bulk_s = t0.elapsed().as_secs_f64();
+
+    // Converged: every node lists every member with a suffrage, and the voters agree with
+    // the leader on the whole list.
+    let names: Vec<String> = (0..n)
+        .map(|i| {
+            if i < 3 {
+                format!("v{i}")
+            } else {
+                format!("s{i}")
+            }
+        })
+        .collect();
+    let mut waiting: Vec<usize> = (0..n).collect();
+    wait::until(
+        "every node's view converged",
+        Duration::from_secs(300),
+        || {
+            let leader_view = members_on(&lab, 0).ok_or("no status from v0")?;
+            waiting.retain(|&i| {
+                let Some(view) = members_on(&lab, i) else {
+                    return true;
+                };
+                let complete = names.iter().all(|name| {
+                    view.get(name)
+                        .is_some_and(|s| s == "voter" || s == "learner")
+                });
+                !(complete && (i >= 3 || view == leader_view))
+            });
+            match waiting.first() {
+                None => Ok(()),
+                Some(i) => Err(format!(
+                    "{} nodes not converged, {} sees {:?} members",
+                    waiting.len(),
+                    names[*i],
+                    members_on(&lab, *i).map(|v| v.len())
+                )),
+            }
+        },
+    );
+    let converged_s = t0.elapsed().as_secs_f64();
 
     // At rest: everything joined; let the group settle, then measure over 10 s.
     std::thread::sleep(Duration::from_secs(3)); // settling, not synchronising a check
@@ -201,11 +332,38 @@ fn run(n: usize) -> Run {
         })
         .unwrap_or(0);
     let before: Vec<(u64, u64, u64, u64)> = (0..n).map(|i| counters(&lab, i)).collect();
-    let (_, cpu0) = proc_stats(lab.pid(procs[leader]));
+    let leader_pid = lab.pid(procs[leader]);
+    let perf = std::env::var("SCALE_PERF").ok().map(|file| {
+        std::process::Command::new("perf")
+            .args(["record", "-g", "-o", &format!("{file}.{n}"), "-p"])
+            .arg(leader_pid.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("perf record")
+    });
+    let (_, cpu0) = proc_stats(leader_pid);
+    let storage_cpu0: Vec<u64> = procs[3..]
+        .iter()
+        .map(|p| proc_stats(lab.pid(*p)).1)
+        .collect();
     let window = Instant::now();
     std::thread::sleep(Duration::from_secs(10)); // the measurement window itself
     let secs = window.elapsed().as_secs_f64();
-    let (_, cpu1) = proc_stats(lab.pid(procs[leader]));
+    let (_, cpu1) = proc_stats(leader_pid);
+    let storage_cpu: f64 = procs[3..]
+        .iter()
+        .zip(&storage_cpu0)
+        .map(|(p, c0)| proc_stats(lab.pid(*p)).1.saturating_sub(*c0) as f64)
+        .sum::<f64>()
+        / storage_cpu0.len() as f64;
+    if let Some(mut perf) = perf {
+        // perf writes its file when interrupted.
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &perf.id().to_string()])
+            .status();
+        let _ = perf.wait();
+    }
     let after: Vec<(u64, u64, u64, u64)> = (0..n).map(|i| counters(&lab, i)).collect();
     let rss: Vec<f64> = procs
         .iter()
@@ -221,15 +379,21 @@ fn run(n: usize) -> Run {
             / secs
     };
     let ticks = 100.0; // USER_HZ on Linux
+    let storage_rss = &rss[3..];
     Run {
         n,
         single_ms,
         bulk_s,
         bulk_nodes: n - 8,
+        join_s: joined.into_values().collect(),
+        converged_s,
+        arp_fulls: arp_table_fulls().saturating_sub(fulls0),
+        elections: term(&lab).saturating_sub(term0),
         leader_cpu: (cpu1 - cpu0) as f64 / ticks / secs * 100.0,
+        storage_cpu: storage_cpu / ticks / secs * 100.0,
         leader_rss_mib: rss[leader],
-        rss_mean_mib: rss.iter().sum::<f64>() / rss.len() as f64,
-        rss_max_mib: rss.iter().copied().fold(0.0, f64::max),
+        rss_mean_mib: storage_rss.iter().sum::<f64>() / storage_rss.len() as f64,
+        rss_max_mib: storage_rss.iter().copied().fold(0.0, f64::max),
         gossip_out: per_node(|c| c.0),
         gossip_in: per_node(|c| c.1),
         raft_out: per_node(|c| c.2),
@@ -242,19 +406,27 @@ fn main() {
     let sizes: Vec<usize> = std::env::var("SCALE_SIZES")
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![10, 25, 50]);
+        .unwrap_or_else(|| vec![50, 100, 200]);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results/scale.md");
     let mut runs = Vec::new();
     for n in sizes {
         let r = run(n);
+        let mut j = r.join_s.clone();
+        j.sort_by(f64::total_cmp);
         println!(
-            "N={}: single joins {:?} ms, bulk {} nodes in {:.2} s, leader cpu {:.1}% rss {:.1} MiB, node rss mean {:.1} max {:.1} MiB, gossip {:.0}/{:.0} B/s, raft {:.0}/{:.0} B/s (leader out {:.0})",
+            "N={}: single joins {:?} ms, bulk {} nodes in {:.2} s (own start to learner: median {:.2} max {:.2} s), converged after {:.2} s, ARP table full {} times, {} elections, leader cpu {:.1}% rss {:.1} MiB, storage cpu {:.2}% rss mean {:.1} max {:.1} MiB, gossip {:.0}/{:.0} B/s, raft {:.0}/{:.0} B/s (leader out {:.0})",
             r.n,
             r.single_ms,
             r.bulk_nodes,
             r.bulk_s,
+            j[j.len() / 2],
+            j[j.len() - 1],
+            r.converged_s,
+            r.arp_fulls,
+            r.elections,
             r.leader_cpu,
             r.leader_rss_mib,
+            r.storage_cpu,
             r.rss_mean_mib,
             r.rss_max_mib,
             r.gossip_out,
@@ -264,32 +436,47 @@ fn main() {
             r.leader_raft_out
         );
         runs.push(r);
+        // Written after every size, so that the sizes measured stay when a larger one fails.
+        write_report(path, &runs);
     }
+}
+
+fn write_report(path: &str, runs: &[Run]) {
     let mut report = String::from(
-        "# Scale: the storage plane joining by token, and the cost at rest\n\n`cargo bench --bench scale`, as root, LAN lab (one network namespace per host on one bridge), release build, on a 2-core machine that runs every agent: N agents share 2 cores, so times and CPU grow with N partly because the machine is shared.\n\n3 voters (one bootstraps, two join through it), then one storage token (`quorate token create --role storage`).\n\n",
+        "# Scale: the storage plane joining by token, and the cost at rest\n\n`cargo bench --bench scale`, as root, LAN lab (one network namespace per host on one bridge), release build, on a 2-core machine that runs every agent: N agents share 2 cores, so times and CPU grow with N partly because the machine is shared (and CPU figures are noisy when anything else runs on it).\n\n3 voters (one bootstraps, two join through it), then one storage token (`quorate token create --role storage`). Every agent runs with its defaults (mDNS discovery and gossip on).\n\nGoals at 3 voters + 200 storage nodes: every node a learner within 30 s of its own start, every node's view converged, leader CPU at rest <= 15 % of a core, leader RSS <= 64 MiB, storage node RSS <= 25 MiB.\n\n",
     );
-    report.push_str("## Joining\n\nSingle: 5 storage agents started one after another with `--join TOKEN`; milliseconds from the process start until every voter lists the node as a learner. Bulk: the other N - 8 started at once; seconds from the first start until the leader lists all of them as learners.\n\n| hosts | single join median ms | single join max ms | bulk: nodes | bulk: all learners after s |\n|---|---|---|---|---|\n");
-    for r in &runs {
+    report.push_str("## Joining\n\nSingle: 5 storage agents started one after another with `--join TOKEN`; milliseconds from the process start until every voter lists the node as a learner. Bulk: the other N - 8 started at once; seconds from the first start until the first voter lists all of them as learners, and per node from its own start until that voter lists it (goal: max <= 30 s). Converged: seconds from the first bulk start until every node's `/v1/status` lists all N members as voter or learner and all voters list the same members with the same suffrage. ARP full: lookups that found the kernel's neighbour table full during the run (the lab raises its limits to N² entries; 0 means no packet was lost to it). Elections: Raft terms that passed from the voters' formation to the end of the run (0: the first leader kept the lead throughout).\n\n| hosts | single join median ms | single join max ms | bulk: nodes | bulk: all learners after s | own start to learner median s | own start to learner max s | within 30 s | converged after s | ARP full | elections |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in runs {
         let mut s = r.single_ms.clone();
         s.sort_by(f64::total_cmp);
+        let mut j = r.join_s.clone();
+        j.sort_by(f64::total_cmp);
         let _ = writeln!(
             report,
-            "| {} | {:.0} | {:.0} | {} | {:.2} |",
+            "| {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {}/{} | {:.2} | {} | {} |",
             r.n,
             s[s.len() / 2],
             s[s.len() - 1],
             r.bulk_nodes,
-            r.bulk_s
+            r.bulk_s,
+            j[j.len() / 2],
+            j[j.len() - 1],
+            j.iter().filter(|t| **t <= 30.0).count(),
+            j.len(),
+            r.converged_s,
+            r.arp_fulls,
+            r.elections
         );
     }
-    report.push_str("\n## At rest\n\n10 s with nothing happening. CPU: the leader's share of one core. Gossip: UDP payload per node (chitchat, open mode). Raft: QUIC request and answer payload per node (heartbeats every 50 ms from the leader to every member).\n\n| hosts | leader CPU % | leader RSS MiB | node RSS mean MiB | node RSS max MiB | gossip out B/s | gossip in B/s | Raft out B/s | Raft in B/s | leader Raft out B/s |\n|---|---|---|---|---|---|---|---|---|---|\n");
-    for r in &runs {
+    report.push_str("\n## At rest\n\n10 s with nothing happening, 3 s after every view converged. CPU: the leader's share of one core, and a storage node's (mean). RSS: the leader's, and the storage nodes' (voters left out). Gossip: UDP payload per node (chitchat, open mode). Raft: QUIC request and answer payload per node, and the leader's (heartbeats every 50 ms from the leader to every voter; learners hear one every 500 ms, the rounds between are answered by the leader's network layer, see `consensus/src/network.rs`).\n\n| hosts | leader CPU % | leader RSS MiB | storage CPU mean % | storage RSS mean MiB | storage RSS max MiB | gossip out B/s | gossip in B/s | Raft out B/s | Raft in B/s | leader Raft out B/s |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in runs {
         let _ = writeln!(
             report,
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
             r.n,
             r.leader_cpu,
             r.leader_rss_mib,
+            r.storage_cpu,
             r.rss_mean_mib,
             r.rss_max_mib,
             r.gossip_out,
@@ -298,6 +485,12 @@ fn main() {
             r.raft_in,
             r.leader_raft_out
         );
+    }
+    // The hand-written part (the projection) is kept from the file as it was.
+    if let Ok(old) = std::fs::read_to_string(path)
+        && let Some(at) = old.find("\n## Projection")
+    {
+        report.push_str(&old[at..]);
     }
     std::fs::write(path, &report).expect("write results");
     println!("wrote {path}");

@@ -65,6 +65,8 @@ pub struct Lab {
     hosts: Vec<Host>,
     procs: Vec<Proc>,
     dir: tempfile::TempDir,
+    /// Machine-wide settings this lab changed, with the values to put back on drop.
+    restore: Vec<(String, String)>,
     _lock: File,
 }
 
@@ -97,6 +99,7 @@ impl Lab {
             hosts: Vec::new(),
             procs: Vec::new(),
             dir,
+            restore: Vec::new(),
             _lock: lock,
         };
 
@@ -479,6 +482,31 @@ impl Lab {
         })
     }
 
+    /// Makes room for `entries` ARP entries in all: the kernel keeps one neighbour table for
+    /// every network namespace of the machine (its `gc_thresh*` limits exist in the root
+    /// namespace only, 1024 entries by default), so a lab of N hosts that all talk to each
+    /// other needs about N² entries where N real machines need N each. Put back on drop.
+    pub fn raise_neighbour_limits(&mut self, entries: u64) {
+        for (key, want) in [
+            ("net/ipv4/neigh/default/gc_thresh1", entries),
+            ("net/ipv4/neigh/default/gc_thresh2", entries * 2),
+            ("net/ipv4/neigh/default/gc_thresh3", entries * 4),
+        ] {
+            let path = format!("/proc/sys/{key}");
+            let was = fs::read_to_string(&path)
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            if was.parse::<u64>().is_ok_and(|v| v >= want) {
+                continue;
+            }
+            if !self.restore.iter().any(|(k, _)| k == key) {
+                self.restore.push((key.to_string(), was));
+            }
+            write_sysctl_root(key, &want.to_string());
+        }
+    }
+
     /// The names of the network namespaces this lab made (to check that they are gone).
     pub fn netns_names(&self) -> Vec<String> {
         self.hosts.iter().map(|h| h.netns.clone()).collect()
@@ -518,6 +546,9 @@ impl Drop for Lab {
             let _ = quiet_ip(&["link", "del", &host.veth]);
         }
         let _ = quiet_ip(&["link", "del", &self.bridge]);
+        for (key, was) in self.restore.iter().rev() {
+            let _ = fs::write(format!("/proc/sys/{key}"), was);
+        }
     }
 }
 

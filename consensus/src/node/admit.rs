@@ -64,8 +64,13 @@ impl Inner {
         )
         .map_err(refuse)?;
         if !self.admission.nonces.fresh(&j.nonce, now) {
-            return Err(refuse(
-                "this join request was seen before (a replay)".into(),
+            // Refused all the same (a nonce admits once), but not as a refusal of the joiner:
+            // a voter that forwarded the request routes it again when the leadership moves
+            // while it is out, so an honest joiner's request can reach a leader twice (under
+            // load, with elections). The joiner then asks again with a new request; a replay
+            // by anybody else gets no more than this answer.
+            return Err(ConsensusError::membership(
+                "this join request reached the leader before (routed again when the leadership moved, or replayed); ask again with a new request",
             ));
         }
         let key = tls::request_key_fingerprint(&j.csr_pem).map_err(|e| refuse(e.to_string()))?;

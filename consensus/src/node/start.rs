@@ -14,7 +14,8 @@ use super::join::Admission;
 use super::membership::autopilot_loop;
 use super::state::{Counters, Inner, Locks, Me, PilotInput};
 use super::upkeep::{
-    count_leader_changes, follow_removals, keep_record, release_election, renew_certificate,
+    count_leader_changes, follow_quiet_targets, follow_removals, keep_record, release_election,
+    renew_certificate,
 };
 use super::{Consensus, ConsensusConfig, StartError};
 use crate::files::{CLUSTER_FORMAT, ClusterFile, Files};
@@ -182,10 +183,12 @@ impl Consensus {
         }
         let net = QuicNet::bind(config.listen, &identity, &deny)?;
         let log = LogStore::new(db);
+        let raft_net = RaftNet::new(net.clone());
+        let quiet = raft_net.quiet();
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            RaftNet::new(net.clone()),
+            raft_net,
             log.clone(),
             sm.clone(),
         )
@@ -226,9 +229,12 @@ impl Consensus {
         let removals = tokio::spawn(follow_removals(inner.clone()));
         let renewal = tokio::spawn(renew_certificate(inner.clone()));
         let leaders = tokio::spawn(count_leader_changes(inner.clone()));
+        let quiet = tokio::spawn(follow_quiet_targets(inner.clone(), quiet));
         Ok(Consensus {
             inner,
-            tasks: vec![serve, pilot, keeper, gate, removals, renewal, leaders],
+            tasks: vec![
+                serve, pilot, keeper, gate, removals, renewal, leaders, quiet,
+            ],
         })
     }
 }

@@ -2,8 +2,9 @@
 //! another address), its candidacy held back for a moment after a restart, no more
 //! campaigning once it was removed from the group, its certificate renewed before it runs out
 //! (same key, new certificate, no restart), the deny list kept in step with the registry
-//! (a removed identity's connections are closed at once), and the changes of leader it sees
-//! counted.
+//! (a removed identity's connections are closed at once), the changes of leader it sees
+//! counted, and the set of storage learners whose heartbeats may travel less often
+//! ([`crate::network`]) kept in step with the membership and the registry.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -163,6 +164,52 @@ pub(super) async fn count_leader_changes(inner: Arc<Inner>) {
     }
 }
 
+/// The learners of `membership` that `registry` records as storage nodes: the targets whose
+/// heartbeats may travel once per [`crate::LEARNER_BEAT`]. A voter of any configuration (a
+/// joint one included) is never one.
+pub(super) fn quiet_targets(
+    membership: &openraft::Membership<NodeId, openraft::BasicNode>,
+    registry: &Registry,
+) -> std::collections::BTreeSet<NodeId> {
+    let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+    membership
+        .learner_ids()
+        .filter(|id| !voters.contains(id))
+        .filter(|id| {
+            registry
+                .nodes
+                .get(id)
+                .is_some_and(|n| n.role == Role::Storage)
+        })
+        .collect()
+}
+
+/// Keeps `quiet` in step with Raft's effective membership and the registry, looking again
+/// whenever either may have changed (a new membership, a new entry applied).
+pub(super) async fn follow_quiet_targets(inner: Arc<Inner>, quiet: crate::QuietTargets) {
+    let mut metrics = inner.raft.metrics();
+    let mut seen = None;
+    loop {
+        let now = {
+            let m = metrics.borrow_and_update();
+            let key = (
+                m.membership_config.log_id().map(|l| l.index),
+                m.last_applied.map(|l| l.index),
+            );
+            (seen != Some(key)).then(|| (key, m.membership_config.membership().clone()))
+        };
+        if let Some((key, membership)) = now {
+            if let Ok(d) = inner.sm.data().read() {
+                quiet.set(quiet_targets(&membership, &d.registry));
+            }
+            seen = Some(key);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// When a certificate valid from `not_before` to `not_after` is due for renewal: once two
 /// thirds of its life have passed, counted from its signing ([`tls::CLOCK_SKEW`] after its
 /// `notBefore`).
@@ -251,6 +298,36 @@ mod tests {
         );
         assert_eq!(new_leader(Some(a), Some(b)), Some(b));
         assert_eq!(new_leader(None, None), None);
+    }
+
+    #[test]
+    fn only_storage_learners_are_quiet_targets() {
+        use crate::registry::tests::node;
+        use std::collections::{BTreeMap, BTreeSet};
+        let id = NodeId::new;
+        let mut registry = Registry::default();
+        for (n, role) in [
+            (1, Role::Voter),
+            (2, Role::Voter),
+            (3, Role::Storage),
+            (4, Role::Voter),
+            (5, Role::Storage),
+        ] {
+            registry.nodes.insert(id(n), node(n, role));
+        }
+        let nodes: BTreeMap<NodeId, openraft::BasicNode> = (1..=6)
+            .map(|n| (id(n), openraft::BasicNode::new("10.0.0.1:7947")))
+            .collect();
+        // 1 and 2 vote; 3 is a storage learner; 4 a voter-role learner (to be promoted); 5 a
+        // storage node still voting in the old half of a joint configuration; 6 unrecorded.
+        let joint = openraft::Membership::new(
+            vec![
+                BTreeSet::from([id(1), id(2), id(5)]),
+                BTreeSet::from([id(1), id(2)]),
+            ],
+            nodes,
+        );
+        assert_eq!(quiet_targets(&joint, &registry), BTreeSet::from([id(3)]));
     }
 
     #[test]
