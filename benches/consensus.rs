@@ -89,11 +89,7 @@ fn throughput(lab: &Lab, host: usize, clients: usize, window: Duration) -> (f64,
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let want = |part: &str| args.is_empty() || args.iter().any(|a| a == part);
+    let want = common::parts();
     let trials = common::trials("CONSENSUS_TRIALS", 25);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results/consensus.md");
     let mut report = String::from(

@@ -99,11 +99,7 @@ fn accuracy(minutes: u64) -> (usize, usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let want = |part: &str| args.is_empty() || args.iter().any(|a| a == part);
+    let want = common::parts();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results/gossip.md");
     let mut report = String::from(
         "# Gossip: failure detection, accuracy, traffic\n\n`cargo bench --bench gossip`, as root, LAN lab (network namespaces on one bridge), 2-core machine.\n\n",

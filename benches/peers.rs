@@ -229,20 +229,11 @@ fn serf_detection(lab: &mut Lab, n: usize, trials: usize) -> Stats {
     for t in 0..trials {
         let victim = 1 + t % (n - 1);
         let name = format!("s{victim}");
-        lab.kill9(procs[victim]);
-        let killed = Instant::now();
-        let mut pending: Vec<usize> = (0..n).filter(|i| *i != victim).collect();
-        while !pending.is_empty() {
-            assert!(
-                killed.elapsed() < Duration::from_secs(60),
-                "serf: no failure report within 60 s: {pending:?}"
-            );
-            pending.retain(|i| {
-                !serf_members(lab, *i)
+        let secs =
+            common::detection::kill_until_reported(lab, procs[victim], victim, n, |lab, i| {
+                serf_members(lab, i)
                     .is_ok_and(|ms| ms.iter().any(|(m, s)| *m == name && s == "failed"))
             });
-        }
-        let secs = killed.elapsed().as_secs_f64();
         println!("serf detection trial {t}: s{victim} failed everywhere after {secs:.2} s");
         samples.push(secs);
         lab.restart(procs[victim]);
@@ -565,11 +556,7 @@ fn failover(trials: usize, versions: &mut Versions, report: &mut String) -> Opti
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let want = |part: &str| args.is_empty() || args.iter().any(|a| a == part);
+    let want = common::parts();
     let all = common::trials("PEERS_TRIALS", 0);
     let trials =
         |var: &str, default: usize| common::trials(var, if all > 0 { all } else { default });

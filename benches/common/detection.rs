@@ -67,6 +67,28 @@ pub fn all_alive(lab: &Lab, n: usize) {
     }
 }
 
+/// Kills `proc` (host `victim` of `n`) with SIGKILL; the seconds until `failed(lab, i)` holds
+/// for every other host `i` (60 s at most, else it panics with the hosts still waiting).
+pub fn kill_until_reported(
+    lab: &mut Lab,
+    proc: ProcId,
+    victim: usize,
+    n: usize,
+    failed: impl Fn(&Lab, usize) -> bool,
+) -> f64 {
+    lab.kill9(proc);
+    let killed = Instant::now();
+    let mut pending: Vec<usize> = (0..n).filter(|i| *i != victim).collect();
+    while !pending.is_empty() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no failure report within 60 s: {pending:?}"
+        );
+        pending.retain(|i| !failed(lab, *i));
+    }
+    killed.elapsed().as_secs_f64()
+}
+
 /// `trials` times: kill -9 one of `n` agents (never the seed, a different one each time), and
 /// measure the seconds until every survivor reports it `failed`; the victim is restarted and
 /// all are alive again between trials.
@@ -77,17 +99,10 @@ pub fn detect(n: usize, config: Option<&str>, trials: usize) -> Stats {
     for t in 0..trials {
         let victim = 1 + t % (n - 1);
         let name = format!("b{victim}");
-        lab.kill9(procs[victim]);
-        let killed = Instant::now();
-        let mut pending: Vec<usize> = (0..n).filter(|i| *i != victim).collect();
-        while !pending.is_empty() {
-            assert!(
-                killed.elapsed() < Duration::from_secs(60),
-                "no failure report within 60 s: {pending:?}"
-            );
-            pending.retain(|i| status_of(&lab, *i, &name).as_deref() != Some("failed"));
-        }
-        samples.push(killed.elapsed().as_secs_f64());
+        let secs = kill_until_reported(&mut lab, procs[victim], victim, n, |lab, i| {
+            status_of(lab, i, &name).as_deref() == Some("failed")
+        });
+        samples.push(secs);
         lab.restart(procs[victim]);
         all_alive(&lab, n);
     }

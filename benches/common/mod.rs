@@ -14,6 +14,16 @@ pub mod formation;
 
 use std::time::{Duration, Instant};
 
+/// The parts of a bench its command line names (`cargo bench --bench NAME -- PART...`): a
+/// test of whether `part` is to run (every part when none is named).
+pub fn parts() -> impl Fn(&str) -> bool {
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    move |part: &str| named.is_empty() || named.iter().any(|a| a == part)
+}
+
 /// The number of trials: the environment variable `var` when it holds a number, else `default`.
 pub fn trials(var: &str, default: usize) -> usize {
     std::env::var(var)
