@@ -199,7 +199,7 @@ fn manifests_parse_and_give_what_a_cluster_needs() {
         let r = &c["resources"];
         let measured = match role {
             "voter" => scale_max("leader RSS MiB"),
-            _ => scale_max("node RSS mean MiB"),
+            _ => scale_max("storage RSS mean MiB"),
         };
         assert!(measured > 0.0, "scale.md gives the {role} RSS");
         let (req, lim) = (mib(&r["requests"]["memory"]), mib(&r["limits"]["memory"]));
