@@ -80,26 +80,14 @@ pub fn trial(lab: &mut Lab, round: usize) -> Trial {
     let mut gate = lab.gate(&format!("formation-{round}"));
     let procs: Vec<(String, ProcId)> = (0..3)
         .map(|i| {
-            let data = lab.host_dir(i).join(format!("data-{round}"));
-            let data = data.to_str().expect("utf-8").to_string();
             let name = format!("f{i}");
-            let cluster = format!("bench{round}");
-            let p = lab.spawn_gated(
+            let p = lab.spawn_agent_gated(
                 i,
                 &format!("{name}-{round}"),
                 &gate,
-                env!("CARGO_BIN_EXE_quorate"),
-                &[
-                    "agent",
-                    "--data-dir",
-                    &data,
-                    "--name",
-                    &name,
-                    "--cluster",
-                    &cluster,
-                    "--log-format",
-                    "json",
-                ],
+                &name,
+                &format!("data-{round}"),
+                &["--cluster", &format!("bench{round}")],
             );
             (name, p)
         })

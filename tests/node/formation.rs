@@ -55,28 +55,23 @@ fn agents_without_flags_form_one_cluster_with_standbys_and_storage() {
 fn simultaneous_starts_never_form_two_clusters() {
     let mut lab = Lab::new(3);
     for round in 0..10 {
+        // Started behind a gate and released together: the same instant, not one after another.
+        let mut gate = lab.gate(&format!("round-{round}"));
         let procs: Vec<_> = (0..3)
             .map(|i| {
-                let data = lab.host_dir(i).join(format!("data-{round}"));
-                let data = data.to_str().expect("utf-8").to_string();
                 let name = format!("s{i}");
                 // A cluster name per round: a goodbye missed by the last round cannot matter.
-                let cluster = format!("round{round}");
-                lab.spawn(
+                lab.spawn_agent_gated(
                     i,
                     &format!("{name}-{round}"),
-                    &[
-                        "agent",
-                        "--data-dir",
-                        &data,
-                        "--name",
-                        &name,
-                        "--cluster",
-                        &cluster,
-                    ],
+                    &gate,
+                    &name,
+                    &format!("data-{round}"),
+                    &["--cluster", &format!("round{round}")],
                 )
             })
             .collect();
+        gate.release(procs.len());
         let ids = wait::until(
             &format!("round {round}: one cluster of three voters"),
             Duration::from_secs(30),

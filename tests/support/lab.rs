@@ -243,19 +243,41 @@ impl Lab {
     /// Starts `quorate agent --data-dir host_dir(i)/DATA --name NAME --log-format json EXTRA`
     /// in host `i`.
     pub fn spawn_agent(&mut self, i: usize, name: &str, data: &str, extra: &[&str]) -> ProcId {
+        let args = self.agent_args(i, name, data, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.spawn(i, name, &args)
+    }
+
+    /// [`Lab::spawn_agent`] behind `gate` ([`Lab::spawn_gated`]), its log under `label` (a
+    /// name per round when the same agent name is started again with another data dir).
+    pub fn spawn_agent_gated(
+        &mut self,
+        i: usize,
+        label: &str,
+        gate: &Gate,
+        name: &str,
+        data: &str,
+        extra: &[&str],
+    ) -> ProcId {
+        let args = self.agent_args(i, name, data, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.spawn_gated(i, label, gate, env!("CARGO_BIN_EXE_quorate"), &args)
+    }
+
+    fn agent_args(&self, i: usize, name: &str, data: &str, extra: &[&str]) -> Vec<String> {
         let dir = self.host_dir(i).join(data);
-        let dir = dir.to_str().expect("utf-8 path").to_string();
+        let dir = dir.to_str().expect("utf-8 path");
         let mut args = vec![
             "agent",
             "--data-dir",
-            &dir,
+            dir,
             "--name",
             name,
             "--log-format",
             "json",
         ];
         args.extend_from_slice(extra);
-        self.spawn(i, name, &args)
+        args.into_iter().map(str::to_string).collect()
     }
 
     /// Starts `quorate ARGS` in host `i`; its stdout and stderr go to a log file.
