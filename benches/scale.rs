@@ -18,7 +18,9 @@
 //! the table full all the same (`/proc/net/stat/arp_cache`, table_fulls).
 //!
 //! Profiling: `SCALE_PERF=FILE` records the leader with `perf record -g` during the at-rest
-//! window (its CPU figure then includes perf's cost); `SCALE_WRAP_LEADER="heaptrack -o FILE"`
+//! window (its CPU figure then includes perf's cost), `SCALE_PERF_ALL=FILE` every process on
+//! the machine (`perf record -a -g`), `SCALE_PERF_STORAGE=FILE` the last storage node (with
+//! DWARF call graphs); `SCALE_WRAP_LEADER="heaptrack -o FILE"`
 //! starts the first voter (the leader) under that command (its RSS and CPU figures are then
 //! the wrapper's). The results file keeps everything from its `## Projection` heading on.
 //!
@@ -342,6 +344,30 @@ fn run(n: usize) -> Run {
             .spawn()
             .expect("perf record")
     });
+    let perf_all = std::env::var("SCALE_PERF_ALL").ok().map(|file| {
+        std::process::Command::new("perf")
+            .args(["record", "-a", "-g", "-o", &format!("{file}.{n}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("perf record")
+    });
+    let perf_storage = std::env::var("SCALE_PERF_STORAGE").ok().map(|file| {
+        std::process::Command::new("perf")
+            .args([
+                "record",
+                "--call-graph",
+                "dwarf",
+                "-o",
+                &format!("{file}.{n}"),
+                "-p",
+            ])
+            .arg(lab.pid(procs[n - 1]).to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("perf record")
+    });
     let (_, cpu0) = proc_stats(leader_pid);
     let storage_cpu0: Vec<u64> = procs[3..]
         .iter()
@@ -357,7 +383,7 @@ fn run(n: usize) -> Run {
         .map(|(p, c0)| proc_stats(lab.pid(*p)).1.saturating_sub(*c0) as f64)
         .sum::<f64>()
         / storage_cpu0.len() as f64;
-    if let Some(mut perf) = perf {
+    for mut perf in perf.into_iter().chain(perf_all).chain(perf_storage) {
         // perf writes its file when interrupted.
         let _ = std::process::Command::new("kill")
             .args(["-INT", &perf.id().to_string()])
@@ -365,6 +391,26 @@ fn run(n: usize) -> Run {
         let _ = perf.wait();
     }
     let after: Vec<(u64, u64, u64, u64)> = (0..n).map(|i| counters(&lab, i)).collect();
+    for (what, p) in [("leader", procs[leader]), ("storage node", procs[n - 1])] {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", lab.pid(p))).unwrap_or_default();
+        let parts: Vec<&str> = status
+            .lines()
+            .filter(|l| {
+                ["VmRSS", "RssAnon", "RssFile", "Threads"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .collect();
+        println!(
+            "N={n}: {what}: {}",
+            parts
+                .join(", ")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     let rss: Vec<f64> = procs
         .iter()
         .map(|p| proc_stats(lab.pid(*p)).0 as f64 / 1024.0)

@@ -10,6 +10,7 @@
 use quorate_base::NodeId;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -208,8 +209,18 @@ impl Mdns {
         }
     }
 
-    /// Browses for peers, leaving out `own_id`. The task ends when the receiver is dropped or
-    /// the daemon stops.
+    /// Stops browsing: no more queries (the cache's refresh queries among them) and no more
+    /// peer events; the receiver `browse` gave ends, and the advertisement stays. Each
+    /// browsing node refreshes every peer it caches, so N browsers on a link send O(N²)
+    /// queries; a node that no longer needs the view stops.
+    pub fn stop_browse(&self) -> Result<(), DiscoveryError> {
+        self.daemon
+            .stop_browse(&self.config.service_type)
+            .map_err(|e| DiscoveryError::Daemon(e.to_string()))
+    }
+
+    /// Browses for peers, leaving out `own_id`. The task ends when the receiver is dropped,
+    /// browsing stops (`stop_browse`) or the daemon stops.
     pub fn browse(
         &self,
         own_id: Option<NodeId>,
@@ -222,7 +233,12 @@ impl Mdns {
         let daemon = self.daemon.clone();
         let config = self.config.clone();
         let mut table = PeerTable::new(&config.service_type, own_id, self.stats.clone());
+        let stats = self.stats.clone();
+        stats.browsing.store(1, Ordering::Relaxed);
         tokio::spawn(async move {
+            // Cleared however the task ends: browsing stopped, the daemon gone, the receiver
+            // dropped.
+            let _browsing = Browsing(stats);
             let period = config.verify_every.unwrap_or(Duration::from_secs(3600));
             let mut verify = tokio::time::interval(period);
             verify.tick().await;
@@ -277,6 +293,15 @@ impl Mdns {
             let _ = tokio::time::timeout(within, rx.recv_async()).await;
         }
         withdrawn
+    }
+}
+
+/// Holds `Stats::browsing` at 1 while a browse task runs.
+struct Browsing(Arc<Stats>);
+
+impl Drop for Browsing {
+    fn drop(&mut self) {
+        self.0.browsing.store(0, Ordering::Relaxed);
     }
 }
 

@@ -107,6 +107,9 @@ pub struct Stats {
     pub resolved: AtomicU64,
     /// DNS packets that could not be parsed (one-shot queries).
     pub bad_packets: AtomicU64,
+    /// 1 while the node browses (queries and caches peers), 0 once it has stopped or never
+    /// began: an advertisement alone sends no query.
+    pub browsing: AtomicU64,
 }
 
 impl Stats {
@@ -117,6 +120,7 @@ impl Stats {
             ("malformed", self.malformed.load(Ordering::Relaxed)),
             ("resolved", self.resolved.load(Ordering::Relaxed)),
             ("bad_packets", self.bad_packets.load(Ordering::Relaxed)),
+            ("browsing", self.browsing.load(Ordering::Relaxed)),
         ])
     }
 }

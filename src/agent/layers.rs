@@ -96,7 +96,7 @@ impl Agent {
             .iter()
             .filter_map(|s| s.parse().ok())
             .collect();
-        config.interval = c.gossip.interval;
+        config.interval = c.gossip_interval();
         config.phi_threshold = c.gossip.phi_threshold;
         config.reap_after = c.gossip.reap_after;
         config.keys = keys.gossip_keys();

@@ -17,6 +17,7 @@ use std::time::Duration;
 use quorate_consensus::AdminOp;
 use tracing::{info, warn};
 
+use crate::Role;
 use crate::api::ConsensusCell;
 use crate::config::Config;
 use crate::keys::{SharedKeys, StoredKeys};
@@ -124,6 +125,19 @@ impl Agent {
                 let (node, secrets) = plan.start().await?;
                 bridge::adopt_secrets(&gossip, &data_dir, &keys, role, &secrets);
                 let _ = cell.set(node.clone());
+                // A storage node needs mDNS's view only to find the cluster; a member keeps
+                // advertising (`quorate discover` lists it) but stops browsing, since N
+                // browsers refreshing every peer they cache send O(N²) queries on the link.
+                if role == Role::Storage
+                    && let Some(mdns) = &mdns
+                {
+                    match mdns.stop_browse() {
+                        Ok(()) => info!(
+                            "member: mdns browsing stopped (a storage node keeps advertising only)"
+                        ),
+                        Err(e) => warn!(error = %e, "cannot stop mdns browsing"),
+                    }
+                }
                 bridge::run(node, gossip, keys, mdns, advert, grace, membership).await;
                 Ok::<(), AgentError>(())
             })

@@ -295,6 +295,14 @@ fn discovery(enc: &mut DescriptorEncoder, stats: &Stats) -> fmt::Result {
         "mDNS resolutions of quorate nodes taken.",
         load(&stats.resolved),
     )?;
+    one(
+        enc,
+        MetricType::Gauge,
+        "quorate_discovery_browsing",
+        "1 while this node browses mDNS for peers; a storage node stops once it is a member \
+         (it keeps advertising).",
+        load(&stats.browsing),
+    )?;
     family(
         enc,
         MetricType::Counter,

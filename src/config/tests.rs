@@ -314,7 +314,11 @@ fn gossip_section_labels_and_cluster_key() {
         ..Default::default()
     })
     .expect("valid");
-    assert_eq!(cfg.gossip.interval, std::time::Duration::from_millis(100));
+    assert_eq!(
+        cfg.gossip.interval,
+        Some(std::time::Duration::from_millis(100))
+    );
+    assert_eq!(cfg.gossip_interval(), std::time::Duration::from_millis(100));
     assert_eq!(cfg.gossip.seeds, vec!["10.0.0.1:7946"]);
     assert_eq!(cfg.labels.get("zone").map(String::as_str), Some("a"));
     let cfg = load(&Sources {
@@ -412,4 +416,26 @@ fn peers_take_addresses_names_and_srv_records_and_refuse_bad_syntax() {
         let e = c.validate().expect_err(bad);
         assert_eq!(e.key, "peers", "{bad}: {e:?}");
     }
+}
+
+#[test]
+fn the_gossip_round_defaults_by_role_and_a_set_interval_wins() {
+    let voter = load(&Sources::default()).expect("defaults");
+    assert_eq!(voter.gossip.interval, None);
+    assert_eq!(voter.gossip_interval(), VOTER_GOSSIP_INTERVAL);
+    let f = file("role = \"storage\"\n");
+    let storage = load(&Sources {
+        file: Some(f.path().to_path_buf()),
+        ..Default::default()
+    })
+    .expect("valid");
+    assert_eq!(storage.gossip_interval(), STORAGE_GOSSIP_INTERVAL);
+    assert!(STORAGE_GOSSIP_INTERVAL > VOTER_GOSSIP_INTERVAL);
+    let f = file("role = \"storage\"\n[gossip]\ninterval = \"300ms\"\n");
+    let set = load(&Sources {
+        file: Some(f.path().to_path_buf()),
+        ..Default::default()
+    })
+    .expect("valid");
+    assert_eq!(set.gossip_interval(), std::time::Duration::from_millis(300));
 }

@@ -29,6 +29,7 @@ const NODE_FAMILIES: &[&str] = &[
     "quorate_gossip_send_errors_total",
     "quorate_gossip_datagrams_dropped_total",
     "quorate_discovery_resolutions_total",
+    "quorate_discovery_browsing",
     "quorate_discovery_skipped_total",
 ];
 
