@@ -77,15 +77,24 @@ pub fn decode_request(bytes: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Raft timings for a LAN: heartbeats every 50 ms; a follower campaigns after 300 to 400 ms
 /// without a leader (openraft 0.9 waits out a leader lease of `election_timeout_max`, 200 ms,
-/// before the randomized election timeout of 100 to 200 ms); a snapshot every 1000 entries,
-/// sent in chunks of at most 1 MiB.
+/// before the randomized election timeout of 100 to 200 ms); a snapshot every 250 entries,
+/// sent in chunks of at most 1 MiB; at most 64 entries to an AppendEntries.
+///
+/// The snapshot interval is what a new learner costs the leader: a learner further behind
+/// than the log kept (100 entries behind the snapshot) gets the snapshot, the registry once
+/// (O(N) for N nodes); one nearer gets the log, and a join writes about three entries,
+/// membership changes among them, each listing every node. With a snapshot every 1000 entries
+/// a storage plane of a few hundred nodes joining at once would have the leader read and send
+/// the whole log, O(N²), to every learner. Batches of 64 entries each finish within the time
+/// a learner's AppendEntries is given (`network::LEARNER_APPEND_TTL`) on a busy host.
 pub fn raft_config(cluster_name: &str) -> Result<openraft::Config, openraft::ConfigError> {
     openraft::Config {
         cluster_name: cluster_name.to_string(),
         heartbeat_interval: 50,
         election_timeout_min: 100,
         election_timeout_max: 200,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(250),
+        max_payload_entries: 64,
         max_in_snapshot_log_to_keep: 100,
         snapshot_max_chunk_size: 1024 * 1024,
         ..Default::default()

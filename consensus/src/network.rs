@@ -50,6 +50,9 @@ use quorate_base::NodeId;
 #[error("{0}")]
 struct Message(String);
 
+/// How long entries to a quiet target (a storage learner) may take to be acknowledged.
+pub(crate) const LEARNER_APPEND_TTL: Duration = Duration::from_secs(2);
+
 /// How often a heartbeat reaches a quiet target (a storage learner): one in ten of the
 /// leader's heartbeats.
 pub const LEARNER_BEAT: Duration = Duration::from_millis(500);
@@ -223,9 +226,19 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         }
         let sent = Instant::now();
         let beat = Beat::of(&req, sent);
+        // openraft gives every AppendEntries the heartbeat interval (50 ms) to complete; a
+        // storage learner catching up takes the log in batches of hundreds of entries, which a
+        // busy host does not take in 50 ms, and a batch that times out is sent again from the
+        // start, for ever. Entries to a quiet target get `LEARNER_APPEND_TTL`: only that
+        // learner's stream waits, and its acks count for neither commit nor lease.
+        let ttl = if !req.entries.is_empty() && self.quiet.contains(self.target) {
+            option.hard_ttl().max(LEARNER_APPEND_TTL)
+        } else {
+            option.hard_ttl()
+        };
         let rpc = Rpc::AppendEntries { req };
         let res = self
-            .call(&rpc, option.hard_ttl(), |r| match r {
+            .call(&rpc, ttl, |r| match r {
                 Reply::AppendEntries { res } => Some(res),
                 _ => None,
             })

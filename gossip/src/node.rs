@@ -13,7 +13,7 @@ use chitchat::{
 use quorate_base::NodeId;
 use tokio::sync::{Mutex, broadcast, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::GossipError;
 use crate::keyring::{Key, Keyring};
@@ -354,7 +354,13 @@ async fn view_loop(
         }
         for change in diff {
             let m = change.member();
-            info!(event = change.kind(), member = %m.id, name = %m.meta.name, generation = m.generation, addr = %m.addr, "gossip member");
+            // A metadata update (a new leader, a label) reaches every node about every other
+            // node: N² lines on a cluster of N, so at debug; arrivals and departures at info.
+            if matches!(change, Change::Updated(_)) {
+                debug!(event = change.kind(), member = %m.id, name = %m.meta.name, generation = m.generation, addr = %m.addr, "gossip member");
+            } else {
+                info!(event = change.kind(), member = %m.id, name = %m.meta.name, generation = m.generation, addr = %m.addr, "gossip member");
+            }
             let _ = changes.send(change);
         }
         let _ = members.send(view.members().cloned().collect());

@@ -195,6 +195,27 @@ impl Agent {
         })
     }
 
+    /// Whether this node browses mDNS (queries, and caches every peer it hears of): a voter
+    /// does; a storage node only while it has no other way to its cluster, so not when it is a
+    /// member already (its data dir holds a cluster) nor when its join token names the voters'
+    /// addresses. Every browser on a link caches and refreshes every node, and answers to each
+    /// browser's queries come from every node: hundreds of storage nodes starting at once would
+    /// send O(N³) packet deliveries through the link.
+    pub(super) fn browses_mdns(&self) -> bool {
+        if self.config.role != crate::Role::Storage {
+            return true;
+        }
+        let member = quorate_consensus::Files::open(&self.data_dir.path().join("consensus"))
+            .ok()
+            .and_then(|f| f.cluster().ok().flatten())
+            .is_some();
+        let token_names_voters = self
+            .resolved
+            .join_token()
+            .is_some_and(|t| !t.addrs.is_empty());
+        !(member || token_names_voters)
+    }
+
     /// Advertises this node on mDNS, keeps `view` (what mDNS shows), logs the peers it hears
     /// of, and hands the gossip address of each peer of this cluster to gossip as a seed.
     pub(super) fn start_discovery(
@@ -231,6 +252,12 @@ impl Agent {
             .ok_or_else(|| DiscoveryError::Daemon("nothing to advertise".into()))?;
         let fullname = mdns.advertise(&ad)?;
         info!(instance = %fullname, service_type = %c.discovery.service_type, "advertising on mdns");
+        if !self.browses_mdns() {
+            info!(
+                "mdns: advertising only; a storage node that is a member, or whose token names the voters' addresses, needs no view of its peers"
+            );
+            return Ok(mdns);
+        }
         let mut events = mdns.browse(Some(id))?;
         let cluster = c.cluster.clone();
         tokio::spawn(async move {

@@ -130,6 +130,11 @@ impl Agent {
                 // browsers refreshing every peer they cache send O(N²) queries on the link.
                 if role == Role::Storage
                     && let Some(mdns) = &mdns
+                    && mdns
+                        .stats()
+                        .browsing
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        == 1
                 {
                     match mdns.stop_browse() {
                         Ok(()) => info!(

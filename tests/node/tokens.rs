@@ -131,24 +131,36 @@ fn good_tokens_admit_nodes_in_their_role() {
         },
     );
     println!("storage token join: a learner on every voter {took:?} after the process started");
-    // A member storage node stops browsing mDNS (N browsers refresh N² records), and still
-    // advertises: `quorate discover` on another host finds it, a member. Voters browse on.
+    // A storage node whose token names the voters' addresses never browses mDNS (N browsers
+    // refresh N² records), and still advertises: `quorate discover` on another host finds
+    // it, a member. Voters browse on.
     let browsing = |i: usize| -> Result<u64, String> {
         let m = get(&lab, i, "/v1/metrics").ok_or("no metrics")?;
         m["discovery"]["browsing"]
             .as_u64()
             .ok_or_else(|| format!("no discovery.browsing in {}", m["discovery"]))
     };
-    wait::until("t2 to stop browsing mdns", Duration::from_secs(10), || {
-        match browsing(2)? {
+    wait::until(
+        "t2 not to browse mdns",
+        Duration::from_secs(10),
+        || match browsing(2)? {
             0 => Ok(()),
             b => Err(format!("browsing = {b}")),
-        }
-    });
+        },
+    );
     assert_eq!(browsing(0), Ok(1), "a voter browses on");
     let out = lab.quorate(
         3,
-        &["discover", "--json", "--role", "storage", "--expect", "1", "--timeout", "5s"],
+        &[
+            "discover",
+            "--json",
+            "--role",
+            "storage",
+            "--expect",
+            "1",
+            "--timeout",
+            "5s",
+        ],
     );
     let found: Vec<Value> = serde_json::from_slice(&out.stdout).expect("discover --json");
     assert!(

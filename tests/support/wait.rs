@@ -29,6 +29,24 @@ pub fn until<T, S: Debug>(what: &str, within: Duration, probe: impl FnMut() -> R
     try_until(within, probe).unwrap_or_else(|seen| timed_out(what, within, &seen))
 }
 
+/// [`until`], polling every `every` instead of every 20 ms: for a probe that costs the system
+/// under test enough to disturb it (a benchmark asking a hundred agents for their status).
+pub fn until_every<T, S: Debug>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Result<T, S>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(seen) if start.elapsed() >= within => timed_out(what, within, &seen),
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
 /// [`until`] for a condition that may rightly never come (a benchmark's peer that does not
 /// form within its deadline): polls `probe` until it returns `Ok`, and once `within` has
 /// passed returns the last probe's `Err(seen)` instead of panicking.

@@ -14,6 +14,7 @@ use crate::proto::{ConsensusError, Written};
 use crate::registry::{ClusterInfo, Request};
 
 use quorate_base::NodeId;
+use tracing::debug;
 
 /// How long a membership change may take.
 const CHANGE_DEADLINE: Duration = Duration::from_secs(10);
@@ -85,6 +86,15 @@ impl Inner {
         // One change at a time from this node; one already under way (the autopilot's, an
         // operator's) is waited for, not failed on.
         let _one = self.locks.changing.lock().await;
+        self.change_locked(changes, retain).await
+    }
+
+    /// [`Inner::change`], with `locks.changing` held by the caller.
+    async fn change_locked(
+        &self,
+        changes: ChangeMembers<NodeId, BasicNode>,
+        retain: bool,
+    ) -> Result<(), ConsensusError> {
         let until = Instant::now() + CHANGE_DEADLINE;
         loop {
             self.counters
@@ -115,12 +125,32 @@ impl Inner {
         }
     }
 
+    /// Adds a learner. Learners admitted while a membership change is under way are added
+    /// together, in the next change ([`super::batch`]).
     pub(super) async fn add_learner(&self, id: NodeId, addr: String) -> Result<(), ConsensusError> {
-        self.change(
-            ChangeMembers::AddNodes(BTreeMap::from([(id, BasicNode { addr })])),
-            true,
-        )
-        .await
+        let changed = self
+            .locks
+            .learners
+            .submit((id, addr), &self.locks.changing, |learners| async move {
+                let nodes: BTreeMap<NodeId, BasicNode> = learners
+                    .into_iter()
+                    .map(|(id, addr)| (id, BasicNode { addr }))
+                    .collect();
+                if nodes.len() > 1 {
+                    debug!(
+                        learners = nodes.len(),
+                        "adding learners in one membership change"
+                    );
+                }
+                self.change_locked(ChangeMembers::AddNodes(nodes), true)
+                    .await
+            })
+            .await;
+        // `None`: the change that carried this learner was dropped half way; the joiner asks
+        // again.
+        changed.unwrap_or(Err(ConsensusError::Timeout {
+            ms: CHANGE_DEADLINE.as_millis() as u64,
+        }))
     }
 
     /// Writes on the leader and insists the registry accepted.

@@ -10,11 +10,12 @@
 //! checked and dispatched by [`serve`]; a member keeps its own record current ([`upkeep`]);
 //! [`status`] is what it shows of the group. [`state`] holds what they share.
 //!
-//! Module order, bottom up (each uses only those before it): `join`, `state`, `leader`,
+//! Module order, bottom up (each uses only those before it): `batch`, `join`, `state`, `leader`,
 //! `membership`, `admit`, `route`, `serve`, `upkeep`, `status`; then the handle declared here
 //! ([`Consensus`], [`ConsensusConfig`], [`StartError`]), which `start` and `joiner` build.
 
 mod admit;
+mod batch;
 mod join;
 mod joiner;
 mod leader;

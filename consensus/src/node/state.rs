@@ -16,6 +16,7 @@ use tracing::warn;
 
 use quorate_base::Role;
 
+use super::batch::Batches;
 use super::join::Admission;
 use crate::authority::{Caller, Forbidden, Rule};
 use crate::files::ClusterFile;
@@ -82,6 +83,9 @@ pub(super) struct Locks {
     pub(super) handover: tokio::sync::RwLock<()>,
     /// One membership change at a time from this node.
     pub(super) changing: tokio::sync::Mutex<()>,
+    /// Learners admitted and waiting to be added (by id, with their Raft address): whoever
+    /// takes `changing` next adds them all in one change (see `Inner::add_learner`).
+    pub(super) learners: Batches<(NodeId, String), Result<(), ConsensusError>>,
     /// One recording of the cluster's identity at a time.
     pub(super) initializing: tokio::sync::Mutex<()>,
 }

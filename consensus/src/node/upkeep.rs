@@ -200,7 +200,11 @@ pub(super) async fn follow_quiet_targets(inner: Arc<Inner>, quiet: crate::QuietT
         };
         if let Some((key, membership)) = now {
             if let Ok(d) = inner.sm.data().read() {
-                quiet.set(quiet_targets(&membership, &d.registry));
+                let targets = quiet_targets(&membership, &d.registry);
+                // Storage learners: heartbeats at a slower rate, and links that outlast a
+                // stall of a few seconds.
+                inner.net.set_patient(targets.clone());
+                quiet.set(targets);
             }
             seen = Some(key);
         }

@@ -137,10 +137,26 @@ pub trait Handler: Send + Sync + 'static {
 /// listening yet (it is restarting) is sent again after tens of milliseconds, not a second,
 /// so a leader reaches a restarted follower before the follower's election timeout.
 pub(crate) fn transport() -> Arc<quinn::TransportConfig> {
+    lan(Duration::from_millis(250), Duration::from_secs(2))
+}
+
+/// Timings for a link to a storage learner, dialed by the leader, and for every connection a
+/// node accepts: keep-alives every second and a 10 s idle timeout. QUIC's idle timeout is the
+/// smaller of the two ends' ([RFC 9000 §10.1]), so the dialer chooses: 2 s ([`transport`])
+/// between voters, 10 s to a storage node. A storage node's liveness is gossip's to report,
+/// and a storage host busy with its own work (or a lab of hundreds of nodes on two cores)
+/// must not lose its link, and cost the leader a new handshake, each time it stalls for 2 s.
+///
+/// [RFC 9000 §10.1]: https://www.rfc-editor.org/rfc/rfc9000#section-10.1
+pub(crate) fn patient_transport() -> Arc<quinn::TransportConfig> {
+    lan(Duration::from_secs(1), Duration::from_secs(10))
+}
+
+fn lan(keep_alive: Duration, idle: Duration) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.initial_rtt(Duration::from_millis(20));
-    t.keep_alive_interval(Some(Duration::from_millis(250)));
-    if let Ok(idle) = Duration::from_secs(2).try_into() {
+    t.keep_alive_interval(Some(keep_alive));
+    if let Ok(idle) = idle.try_into() {
         t.max_idle_timeout(Some(idle));
     }
     Arc::new(t)

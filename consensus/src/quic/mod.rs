@@ -79,6 +79,9 @@ pub struct QuicNet {
     deny: DenyList,
     /// How this node dials (its identity, renewed in place).
     client: Arc<std::sync::RwLock<quinn::ClientConfig>>,
+    /// Targets dialed with [`common::patient_transport`] (storage learners, as the node is
+    /// told), not [`transport`].
+    patient: Arc<std::sync::RwLock<std::collections::BTreeSet<NodeId>>>,
     metrics: Arc<NetMetrics>,
     epoch: std::time::Instant,
 }
@@ -184,8 +187,18 @@ impl QuicNet {
             open: Arc::default(),
             deny,
             client: Arc::new(std::sync::RwLock::new(client)),
+            patient: Arc::default(),
             metrics: Arc::default(),
             epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// The targets to dial with a patient link (keep-alives every second, 10 s idle timeout,
+    /// see [`common::patient_transport`]): the storage learners. A connection open already
+    /// keeps its timings until it is dialed again.
+    pub fn set_patient(&self, ids: std::collections::BTreeSet<NodeId>) {
+        if let Ok(mut p) = self.patient.write() {
+            *p = ids;
         }
     }
 
@@ -252,11 +265,14 @@ impl QuicNet {
                     let endpoint = self.endpoint.clone();
                     let slots = self.conns.clone();
                     let epoch = self.epoch;
-                    let client = self
+                    let mut client = self
                         .client
                         .read()
                         .map_err(|_| "lock poisoned".to_string())?
                         .clone();
+                    if self.patient.read().is_ok_and(|p| p.contains(&target)) {
+                        client.transport_config(common::patient_transport());
+                    }
                     tokio::spawn(async move {
                         let dialed = match endpoint.connect_with(client, addr, &server_name) {
                             Err(e) => Err(e.to_string()),

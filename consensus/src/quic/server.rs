@@ -16,7 +16,7 @@ use tracing::debug;
 
 use super::common::{
     Handler, MAX_MESSAGE, MAX_STRANGER_MESSAGE, NetMetrics, PeerCert, QuicError, STRANGERS,
-    STRANGERS_PER_SOURCE, transport,
+    STRANGERS_PER_SOURCE, patient_transport,
 };
 use crate::tls::{DenyList, Identity, cert_facts};
 
@@ -126,7 +126,8 @@ pub(super) fn server_config(
     let server = QuicServerConfig::try_from(identity.server_config(deny)?)
         .map_err(|e| QuicError::Config(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
-    server.transport_config(transport());
+    // The dialer's idle timeout wins (the smaller one does): see `patient_transport`.
+    server.transport_config(patient_transport());
     Ok(server)
 }
 
