@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::agents::{agent, status, wait_group};
-use crate::support::http::get;
+use crate::support::agents::{agent, mdns_browsing, status, wait_group, wait_not_browsing};
 use crate::support::lab::Lab;
 use crate::support::wait;
 
@@ -46,21 +45,8 @@ fn agents_without_flags_form_one_cluster_with_standbys_and_storage() {
     assert_eq!(role("z5"), Some("storage".into()));
     // z5 found the cluster by browsing mDNS; a member storage node stops browsing (N browsers
     // refresh N² records) and keeps advertising. Voters and standbys browse on.
-    let browsing = |i: usize| -> Result<u64, String> {
-        let m = get(&lab, i, "/v1/metrics").ok_or("no metrics")?;
-        m["discovery"]["browsing"]
-            .as_u64()
-            .ok_or_else(|| format!("no discovery.browsing in {}", m["discovery"]))
-    };
-    wait::until(
-        "z5 to stop browsing mdns",
-        Duration::from_secs(10),
-        || match browsing(5)? {
-            0 => Ok(()),
-            b => Err(format!("browsing = {b}")),
-        },
-    );
-    assert_eq!(browsing(3), Ok(1), "a standby browses on");
+    wait_not_browsing(&lab, 5, Duration::from_secs(10));
+    assert_eq!(mdns_browsing(&lab, 3), Ok(1), "a standby browses on");
     assert_eq!(
         st["open"], true,
         "a cluster formed with no key is open, and says so"

@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::agents::{agent, quic, status, wait_group};
-use crate::support::http::get;
+use crate::support::agents::{agent, mdns_browsing, quic, status, wait_group, wait_not_browsing};
 use crate::support::lab::Lab;
 use crate::support::wait;
 
@@ -134,21 +133,8 @@ fn good_tokens_admit_nodes_in_their_role() {
     // A storage node whose token names the voters' addresses never browses mDNS (N browsers
     // refresh N² records), and still advertises: `quorate discover` on another host finds
     // it, a member. Voters browse on.
-    let browsing = |i: usize| -> Result<u64, String> {
-        let m = get(&lab, i, "/v1/metrics").ok_or("no metrics")?;
-        m["discovery"]["browsing"]
-            .as_u64()
-            .ok_or_else(|| format!("no discovery.browsing in {}", m["discovery"]))
-    };
-    wait::until(
-        "t2 not to browse mdns",
-        Duration::from_secs(10),
-        || match browsing(2)? {
-            0 => Ok(()),
-            b => Err(format!("browsing = {b}")),
-        },
-    );
-    assert_eq!(browsing(0), Ok(1), "a voter browses on");
+    wait_not_browsing(&lab, 2, Duration::from_secs(10));
+    assert_eq!(mdns_browsing(&lab, 0), Ok(1), "a voter browses on");
     let out = lab.quorate(
         3,
         &[

@@ -49,6 +49,26 @@ pub fn status(lab: &Lab, i: usize) -> Result<Value, String> {
         .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// Whether host `i`'s agent browses mDNS (`discovery.browsing` in `/v1/metrics`: 1 or 0).
+pub fn mdns_browsing(lab: &Lab, i: usize) -> Result<u64, String> {
+    let m = crate::support::http::get(lab, i, "/v1/metrics").ok_or("no metrics")?;
+    m["discovery"]["browsing"]
+        .as_u64()
+        .ok_or_else(|| format!("no discovery.browsing in {}", m["discovery"]))
+}
+
+/// Waits until host `i`'s agent does not browse mDNS.
+pub fn wait_not_browsing(lab: &Lab, i: usize, within: Duration) {
+    wait::until(
+        &format!("host {i} not to browse mdns"),
+        within,
+        || match mdns_browsing(lab, i)? {
+            0 => Ok(()),
+            b => Err(format!("browsing = {b}")),
+        },
+    );
+}
+
 /// `(name, suffrage)` of every member in a status, sorted by name.
 pub fn suffrages(status: &Value) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = status["members"]
