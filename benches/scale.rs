@@ -136,6 +136,18 @@ fn spawn_voter(lab: &mut Lab, i: usize, extra: &[&str]) -> ProcId {
     lab.spawn_program(i, &name, &program, &args)
 }
 
+/// `perf record ARGS -o FILE`, quiet, until interrupted.
+fn perf_record(file: &str, args: &[&str]) -> std::process::Child {
+    std::process::Command::new("perf")
+        .arg("record")
+        .args(args)
+        .args(["-o", file])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("perf record")
+}
+
 /// RSS in KiB and CPU time in clock ticks of a process.
 fn proc_stats(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -364,39 +376,22 @@ fn run(n: usize) -> Run {
         .unwrap_or(0);
     let before: Vec<(u64, u64, u64, u64)> = (0..n).map(|i| counters(&lab, i)).collect();
     let leader_pid = lab.pid(procs[leader]);
-    let perf = std::env::var("SCALE_PERF").ok().map(|file| {
-        std::process::Command::new("perf")
-            .args(["record", "-g", "-o", &format!("{file}.{n}"), "-p"])
-            .arg(leader_pid.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("perf record")
-    });
-    let perf_all = std::env::var("SCALE_PERF_ALL").ok().map(|file| {
-        std::process::Command::new("perf")
-            .args(["record", "-a", "-g", "-o", &format!("{file}.{n}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("perf record")
-    });
-    let perf_storage = std::env::var("SCALE_PERF_STORAGE").ok().map(|file| {
-        std::process::Command::new("perf")
-            .args([
-                "record",
-                "--call-graph",
-                "dwarf",
-                "-o",
-                &format!("{file}.{n}"),
-                "-p",
-            ])
-            .arg(lab.pid(procs[n - 1]).to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("perf record")
-    });
+    let leader_arg = leader_pid.to_string();
+    let storage_arg = lab.pid(procs[n - 1]).to_string();
+    let perfs: Vec<std::process::Child> = [
+        ("SCALE_PERF", vec!["-g", "-p", &leader_arg]),
+        ("SCALE_PERF_ALL", vec!["-a", "-g"]),
+        (
+            "SCALE_PERF_STORAGE",
+            vec!["--call-graph", "dwarf", "-p", &storage_arg],
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(var, args)| {
+        let file = std::env::var(var).ok()?;
+        Some(perf_record(&format!("{file}.{n}"), &args))
+    })
+    .collect();
     let (_, cpu0) = proc_stats(leader_pid);
     let storage_cpu0: Vec<u64> = procs[3..]
         .iter()
@@ -412,7 +407,7 @@ fn run(n: usize) -> Run {
         .map(|(p, c0)| proc_stats(lab.pid(*p)).1.saturating_sub(*c0) as f64)
         .sum::<f64>()
         / storage_cpu0.len() as f64;
-    for mut perf in perf.into_iter().chain(perf_all).chain(perf_storage) {
+    for mut perf in perfs {
         // perf writes its file when interrupted.
         let _ = std::process::Command::new("kill")
             .args(["-INT", &perf.id().to_string()])

@@ -35,28 +35,30 @@ pub fn until_every<T, S: Debug>(
     what: &str,
     within: Duration,
     every: Duration,
-    mut probe: impl FnMut() -> Result<T, S>,
+    probe: impl FnMut() -> Result<T, S>,
 ) -> T {
-    let start = Instant::now();
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(seen) if start.elapsed() >= within => timed_out(what, within, &seen),
-            Err(_) => std::thread::sleep(every),
-        }
-    }
+    try_until_every(within, every, probe).unwrap_or_else(|seen| timed_out(what, within, &seen))
 }
 
 /// [`until`] for a condition that may rightly never come (a benchmark's peer that does not
 /// form within its deadline): polls `probe` until it returns `Ok`, and once `within` has
 /// passed returns the last probe's `Err(seen)` instead of panicking.
-pub fn try_until<T, S>(within: Duration, mut probe: impl FnMut() -> Result<T, S>) -> Result<T, S> {
+pub fn try_until<T, S>(within: Duration, probe: impl FnMut() -> Result<T, S>) -> Result<T, S> {
+    try_until_every(within, POLL, probe)
+}
+
+/// [`try_until`], polling every `every`.
+pub fn try_until_every<T, S>(
+    within: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Result<T, S>,
+) -> Result<T, S> {
     let start = Instant::now();
     loop {
         match probe() {
             Ok(v) => return Ok(v),
             Err(seen) if start.elapsed() >= within => return Err(seen),
-            Err(_) => std::thread::sleep(POLL),
+            Err(_) => std::thread::sleep(every),
         }
     }
 }
