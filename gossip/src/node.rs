@@ -2,6 +2,7 @@
 //! current, streams its changes, and feeds seeds that can change at runtime.
 
 use std::collections::{BTreeSet, HashSet};
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -112,7 +113,10 @@ impl Gossip {
             seed_nodes: config.seeds.iter().map(ToString::to_string).collect(),
             failure_detector_config: FailureDetectorConfig {
                 phi_threshold: config.phi_threshold,
-                sampling_window_size: 1000,
+                // chitchat's phi uses only the mean of the heartbeat intervals in the window:
+                // 100 of them (100 s of a storage node's rounds, 20 s of a voter's) make a
+                // steady mean, and 1000 cost every node 8 KB per member it knows.
+                sampling_window_size: 100,
                 max_interval: Duration::from_secs(10),
                 // The prior of the heartbeat interval: the round period, so that a new node's
                 // detector is as quick as a settled one's.
@@ -310,10 +314,39 @@ impl Gossip {
 
 type Shared = Arc<Mutex<chitchat::Chitchat>>;
 
-async fn observe(chitchat: &Shared) -> Vec<Observed> {
+/// Every how many looks the view is rebuilt even though the fingerprint has not moved: a
+/// bound on what a (2^-64 likely) fingerprint collision could hide.
+const FULL_LOOK_EVERY: u32 = 20;
+
+/// What the view is built from, in one number: every node's incarnation, address, versions
+/// (any key set or deleted moves them) and liveness. Heartbeats are left out: they move every
+/// round and change nothing the view shows.
+fn fingerprint(cc: &chitchat::Chitchat, live: &HashSet<&ChitchatId>) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    for (id, state) in cc.node_states() {
+        (
+            id,
+            state.max_version(),
+            state.last_gc_version(),
+            live.contains(id),
+        )
+            .hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The nodes as gossip knows them now, or `None` when nothing the view is built from changed
+/// since the look that left `last` (a node at rest then copies no state at all).
+async fn observe(chitchat: &Shared, last: &mut Option<u64>) -> Option<Vec<Observed>> {
     let cc = chitchat.lock().await;
     let live: HashSet<&ChitchatId> = cc.live_nodes().collect();
-    cc.node_states()
+    let now = fingerprint(&cc, &live);
+    if *last == Some(now) {
+        return None;
+    }
+    *last = Some(now);
+    let observed = cc
+        .node_states()
         .iter()
         // Every quorate node gossips under its node id; a state under any other name is not a
         // node of ours and is left out.
@@ -328,7 +361,8 @@ async fn observe(chitchat: &Shared) -> Vec<Observed> {
                 .collect(),
             live: live.contains(id),
         })
-        .collect()
+        .collect();
+    Some(observed)
 }
 
 async fn view_loop(
@@ -341,9 +375,17 @@ async fn view_loop(
     let mut view = View::default();
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
+    let mut looks = 0u32;
     loop {
         tick.tick().await;
-        let observed = observe(&chitchat).await;
+        looks = looks.wrapping_add(1);
+        if looks.is_multiple_of(FULL_LOOK_EVERY) {
+            last = None;
+        }
+        let Some(observed) = observe(&chitchat, &mut last).await else {
+            continue;
+        };
         let diff = view.update(observed);
         dead.send_if_modified(|d| {
             let now = view.dead();
