@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quorate_consensus::{AdmissionConfig, Consensus, EventKind, JoinPolicy, NodeStatus};
+use quorate_consensus::{AdmissionConfig, Consensus, EventKind, JoinPolicy, NodeStatus, Registry};
 use quorate_discovery::{AdvertState, Advertisement, Mdns};
 use quorate_gossip::{Gossip, Key, NodeMeta};
 use tracing::{info, warn};
@@ -52,13 +52,55 @@ pub(super) async fn run(
     let mut failed_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
     let mut reported: BTreeSet<NodeId> = BTreeSet::new();
     let mut seeded: BTreeSet<SocketAddr> = BTreeSet::new();
+    let mut registry = Applied::default();
     loop {
+        let fresh = registry.refresh(&node);
         sync_join_keys(&node, &keys);
-        publish_raft_view(&node, &gossip, &mut published).await;
-        report_failures(&node, &gossip, &mut failed_since, &mut reported, grace);
-        seed_members(&node, &gossip, &mut seeded);
+        publish_raft_view(&node, &gossip, &registry.registry, &mut published).await;
+        report_failures(
+            &node,
+            &gossip,
+            &registry.active,
+            &mut failed_since,
+            &mut reported,
+            grace,
+        );
+        if fresh {
+            seed_members(&node, &gossip, &registry.registry, &mut seeded);
+        }
         publish_membership(&node, &gossip, &membership);
         tokio::time::sleep(PERIOD).await;
+    }
+}
+
+/// The registry as this node last applied it, and its active members: copied again only when
+/// the applied index has moved, so that a node at rest does not copy N records every period.
+#[derive(Default)]
+struct Applied {
+    /// The applied index the copy was taken at (`None`: not taken yet, or nothing applied).
+    index: Option<Option<u64>>,
+    registry: Registry,
+    active: BTreeSet<NodeId>,
+}
+
+impl Applied {
+    /// Takes a new copy if the node applied entries since the last; true if it did.
+    fn refresh(&mut self, node: &Consensus) -> bool {
+        // The index first: the registry read after it is at least as new.
+        let index = node.applied_index();
+        if self.index == Some(index) {
+            return false;
+        }
+        self.index = Some(index);
+        self.registry = node.local_registry();
+        self.active = self
+            .registry
+            .nodes
+            .values()
+            .filter(|n| n.status == NodeStatus::Active)
+            .map(|n| n.id)
+            .collect();
+        true
     }
 }
 
@@ -110,15 +152,18 @@ pub(super) fn admission(keys: &StoredKeys) -> AdmissionConfig {
 
 /// (c) Raft's view into this node's gossip meta: state `member`, leader, term, and its labels
 /// as the registry holds them; written only when it differs from what was last `published`.
-async fn publish_raft_view(node: &Consensus, gossip: &Gossip, published: &mut Option<NodeMeta>) {
-    let status = node.status();
+async fn publish_raft_view(
+    node: &Consensus,
+    gossip: &Gossip,
+    registry: &Registry,
+    published: &mut Option<NodeMeta>,
+) {
+    let (leader, term) = node.leader_and_term();
     let mut meta = gossip.meta().await;
     meta.cluster_state = "member".to_string();
-    meta.raft_leader = status.leader_id;
-    meta.raft_term = Some(status.term);
-    if let Some(me) = status.members.iter().find(|m| m.id == status.node_id)
-        && me.name.is_some()
-    {
+    meta.raft_leader = leader;
+    meta.raft_term = Some(term);
+    if let Some(me) = registry.nodes.get(&node.id()) {
         meta.labels = me.labels.clone();
     }
     if published.as_ref() != Some(&meta) {
@@ -135,6 +180,7 @@ async fn publish_raft_view(node: &Consensus, gossip: &Gossip, published: &mut Op
 fn report_failures(
     node: &Consensus,
     gossip: &Gossip,
+    active: &BTreeSet<NodeId>,
     failed_since: &mut BTreeMap<NodeId, Instant>,
     reported: &mut BTreeSet<NodeId>,
     grace: Duration,
@@ -146,15 +192,8 @@ fn report_failures(
         failed_since.entry(*id).or_insert(now);
     }
     node.set_failed(failed_since.clone(), Some(grace));
-    let active: BTreeSet<NodeId> = node
-        .local_registry()
-        .nodes
-        .values()
-        .filter(|n| n.status == NodeStatus::Active)
-        .map(|n| n.id)
-        .collect();
     let events = node.events();
-    for kind in liveness_events(&active, &down, reported) {
+    for kind in liveness_events(active, &down, reported) {
         events.publish_local(kind);
     }
 }
@@ -188,10 +227,14 @@ pub(super) fn liveness_events(
 
 /// (e) Every registry member's gossip address is a seed (mDNS may not reach them all); each
 /// address is handed over once (`seeded`).
-fn seed_members(node: &Consensus, gossip: &Gossip, seeded: &mut BTreeSet<SocketAddr>) {
+fn seed_members(
+    node: &Consensus,
+    gossip: &Gossip,
+    registry: &Registry,
+    seeded: &mut BTreeSet<SocketAddr>,
+) {
     let me = node.id();
-    let fresh: Vec<SocketAddr> = node
-        .local_registry()
+    let fresh: Vec<SocketAddr> = registry
         .nodes
         .values()
         .filter(|n| n.id != me)

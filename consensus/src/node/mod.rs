@@ -212,6 +212,27 @@ impl Consensus {
         self.inner.registry()
     }
 
+    /// The index of the last log entry this node applied (`None` before the first): the
+    /// registry changes only when it grows, so a caller that keeps a copy of
+    /// [`Consensus::local_registry`] reads it again only when this has moved. Read it before
+    /// the registry: the registry read after is at least as new.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.inner
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+    }
+
+    /// The leader this node knows of, and its current term, read without copying the rest of
+    /// the metrics.
+    pub fn leader_and_term(&self) -> (Option<NodeId>, u64) {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        (m.current_leader, m.current_term)
+    }
+
     /// How joiners are admitted from now on (the leader's setting counts): the policy, the
     /// join keys, the secrets by role (never written to the log).
     pub fn set_admission(&self, admission: AdmissionConfig) {
