@@ -9,6 +9,12 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 
+/// jemalloc, not glibc's allocator: glibc kept in its per-thread arenas what a burst freed (a
+/// bulk join, an election that redials every learner), so that a leader's size at rest was the
+/// burst's peak; jemalloc hands freed pages back over seconds (benches/results/scale.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Agent(args) => cli::agent::run(&args),
