@@ -173,8 +173,23 @@ fn assert_families(e: &Exposition, families: &[&str], host: usize) {
 fn every_node_serves_metrics_that_promtool_passes_and_that_tell_the_cluster() {
     let mut lab = Lab::new(3);
     agent(&mut lab, 0, "m0", &[]);
-    // Alone, m0 waits for two more voters: it is forming, not a member.
-    let forming = scrape(&lab, 0, LOCAL_API, &[]).expect("a forming node serves /metrics");
+    // Alone, m0 waits for two more voters: it is forming, not a member. Its API can answer
+    // before its gossip view's first look has counted itself, so the scrape is taken once it
+    // has (the assertions below still hold it to the rest).
+    let forming = wait::until(
+        "m0's gossip view counts m0",
+        Duration::from_secs(30),
+        || {
+            let a = scrape(&lab, 0, LOCAL_API, &[])?;
+            let alive =
+                Exposition::parse(&a.body).sum("quorate_gossip_members", &[r#"status="alive""#]);
+            if alive == 1.0 {
+                Ok(a)
+            } else {
+                Err(format!("{alive} alive"))
+            }
+        },
+    );
     promtool(&forming.body).unwrap_or_else(|e| {
         panic!(
             "promtool on a forming node's metrics: {e}\n{}",
