@@ -147,7 +147,12 @@ impl Gossip {
                 dead_tx,
                 changes.clone(),
             )),
-            tokio::spawn(seed_loop(handle.clone(), seeds_rx, config.interval * 5)),
+            tokio::spawn(seed_loop(
+                handle.clone(),
+                config.advertise,
+                seeds_rx,
+                config.interval * 5,
+            )),
         ];
         info!(node = %config.node_id, generation = config.generation, listen = %config.listen, advertise = %config.advertise, sealed = !config.keys.is_empty(), "gossip started");
         Ok(Gossip {
@@ -409,28 +414,117 @@ async fn view_loop(
     }
 }
 
-/// Gossips with every seed that is not a live member yet, when the seeds change and on a period.
+/// How many seeds that are not live members one look of [`seed_loop`] gossips with, at most,
+/// once this node knows a live peer. chitchat itself gossips every round with live nodes and
+/// with one node it holds dead, so seeds only have to bring in what it cannot know of yet; a
+/// wider fan-out turns every failure this node sees (true or, on an overloaded host, false)
+/// into more traffic for every peer: with every registry member a seed, a node that held half
+/// of 200 members dead sent 100 SYNs a look, each answered with a full digest and delta.
+pub const SEED_FANOUT: usize = 3;
+
+/// The seeds one look gossips with: every one that is not a live member while no peer is live
+/// (a node finding its cluster asks every address it was given at once), else at most
+/// [`SEED_FANOUT`] of them, taken in turn from `cursor` on so that each is asked in time.
+fn seeds_to_ask(
+    wanted: &BTreeSet<SocketAddr>,
+    live: &HashSet<SocketAddr>,
+    me: SocketAddr,
+    cursor: &mut usize,
+) -> Vec<SocketAddr> {
+    let waiting: Vec<SocketAddr> = wanted
+        .iter()
+        .copied()
+        .filter(|a| *a != me && !live.contains(a))
+        .collect();
+    let peers_live = live.iter().any(|a| *a != me);
+    if !peers_live || waiting.len() <= SEED_FANOUT {
+        return waiting;
+    }
+    let start = *cursor % waiting.len();
+    *cursor = start + SEED_FANOUT;
+    waiting
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(SEED_FANOUT)
+        .copied()
+        .collect()
+}
+
+/// Gossips with seeds that are not live members yet, when the seeds change and on a period
+/// (see [`seeds_to_ask`]).
 async fn seed_loop(
     handle: Arc<ChitchatHandle>,
+    me: SocketAddr,
     mut seeds: watch::Receiver<BTreeSet<SocketAddr>>,
     period: Duration,
 ) {
     let chitchat = handle.chitchat();
     let mut tick = tokio::time::interval(period);
+    let mut cursor = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             changed = seeds.changed() => if changed.is_err() { return },
         }
-        let wanted: Vec<SocketAddr> = seeds.borrow().iter().copied().collect();
+        let wanted = seeds.borrow_and_update().clone();
         let live: HashSet<SocketAddr> = {
             let cc = chitchat.lock().await;
             cc.live_nodes().map(|id| id.gossip_advertise_addr).collect()
         };
-        for addr in wanted.into_iter().filter(|a| !live.contains(a)) {
+        for addr in seeds_to_ask(&wanted, &live, me, &mut cursor) {
             if handle.gossip(addr).is_err() {
                 return; // chitchat stopped
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(i: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], 7000 + i))
+    }
+
+    #[test]
+    fn a_node_with_no_live_peer_asks_every_seed() {
+        let wanted: BTreeSet<_> = (1..=10).map(addr).collect();
+        let live: HashSet<_> = [addr(0)].into_iter().collect();
+        let mut cursor = 0;
+        let asked = seeds_to_ask(&wanted, &live, addr(0), &mut cursor);
+        assert_eq!(asked, (1..=10).map(addr).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_node_with_live_peers_asks_a_few_seeds_in_turn_and_each_in_time() {
+        // 200 seeds, 100 of them not live: a look asks SEED_FANOUT, and looks in a row ask
+        // each of the 100 before any twice.
+        let wanted: BTreeSet<_> = (1..=200).map(addr).collect();
+        let live: HashSet<_> = (0..=100).map(addr).collect();
+        let mut cursor = 0;
+        let mut asked = Vec::new();
+        for _ in 0..100usize.div_ceil(SEED_FANOUT) {
+            let look = seeds_to_ask(&wanted, &live, addr(0), &mut cursor);
+            assert_eq!(look.len(), SEED_FANOUT, "{look:?}");
+            assert!(look.iter().all(|a| !live.contains(a)), "{look:?}");
+            asked.extend(look);
+        }
+        let distinct: BTreeSet<_> = asked.iter().copied().collect();
+        assert_eq!(distinct.len(), 100, "asked {asked:?}");
+    }
+
+    #[test]
+    fn live_seeds_and_this_node_are_never_asked() {
+        let wanted: BTreeSet<_> = (0..=4).map(addr).collect();
+        let live: HashSet<_> = [addr(0), addr(1), addr(2)].into_iter().collect();
+        let mut cursor = 0;
+        assert_eq!(
+            seeds_to_ask(&wanted, &live, addr(0), &mut cursor),
+            vec![addr(3), addr(4)]
+        );
+        let all_live: HashSet<_> = wanted.iter().copied().collect();
+        assert!(seeds_to_ask(&wanted, &all_live, addr(0), &mut cursor).is_empty());
     }
 }
