@@ -428,7 +428,7 @@ async fn view_loop(
 /// wider fan-out turns every failure this node sees (true or, on an overloaded host, false)
 /// into more traffic for every peer: with every registry member a seed, a node that held half
 /// of 200 members dead sent 100 SYNs a look, each answered with a full digest and delta.
-pub const SEED_FANOUT: usize = 3;
+const SEED_FANOUT: usize = 3;
 
 /// The seeds one look gossips with: every one that is not a live member while no peer is live
 /// (a node finding its cluster asks every address it was given at once), else at most
