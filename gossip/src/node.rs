@@ -130,8 +130,8 @@ impl Gossip {
             // heartbeat and versions, sent in every SYN and SYN-ACK) with a zstd context made
             // and freed for each message: CPU that every node pays every round, and that a
             // bulk join of hundreds of nodes waits behind. Measured at 100 hosts
-            // (benches/results/scale.md): the bulk join 1.8 s instead of 5.4 to 7.4 s, the
-            // same CPU at rest, three times the gossip bytes (39 kB/s a node instead of 13).
+            // (benches/results/scale.md): the bulk join 1.8 s instead of 5.8 s, the same CPU
+            // at rest, three times the gossip bytes (39 kB/s a node instead of 13).
             // Deltas stay compressed; the version is stamped on every message and a reply
             // echoes it, so nodes of either setting talk.
             protocol_version: ProtocolVersion::V0,

@@ -10,8 +10,9 @@
 //! addresses become gossip seeds) and [`publish_membership`] (the membership view embedding
 //! applications watch). [`run`] does the first once and the other five every 500 ms, in that
 //! order, from one copy of the registry taken again only when the node applied new entries
-//! ([`Applied`]); the seeds are looked at only when that copy is new. A node that joined with open gossip adopts the cluster's keys
-//! ([`adopt_secrets`]): a voter its cluster keys, a storage node only their gossip keys.
+//! ([`Applied`]); the seeds are looked at only when that copy is new. A node that joined
+//! with open gossip adopts the cluster's keys ([`adopt_secrets`]): a voter its cluster keys,
+//! a storage node only their gossip keys.
 //! Nothing here decides membership: the autopilot, on the leader, does, and it takes a failure
 //! only from the failure detector (never from a value a node gossips about itself), confirmed
 //! by another voter.
