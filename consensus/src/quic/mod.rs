@@ -11,8 +11,10 @@
 //! A peer that restarted must be redialed at once, not after the idle timeout, or it misses
 //! the leader's heartbeats and campaigns: its endpoint answers the old connection with a
 //! stateless reset (its keys are derived from the node's key, so the new process honours the
-//! old process's connection ids), and a connection that answers nothing for [`STALE`] while
-//! calls time out on it is dropped as well. A call that fails on a stream error drops its
+//! old process's connection ids), and a connection on which nothing is received for [`STALE`]
+//! while calls time out on it is dropped as well. A peer that answers late but whose endpoint
+//! still sends (acknowledgements, keep-alives) keeps its connection: a busy host is not made
+//! busier with handshakes. A call that fails on a stream error drops its
 //! connection too. A peer that cannot be reached is logged once when it goes and once when it
 //! comes back, not on every retry.
 //!
@@ -54,15 +56,48 @@ use crate::tls::{DenyList, Identity, JoinVerifier, node_name};
 
 use quorate_base::NodeId;
 
-/// A connection silent this long while calls time out on it is given up and dialed afresh.
+/// A connection on which nothing was received this long while calls time out on it is given up
+/// and dialed afresh.
 const STALE: Duration = Duration::from_millis(250);
 /// How long a dial may take before it is given up (and the next call dials again).
 const DIAL: Duration = Duration::from_secs(1);
 
 type DialResult = Option<Result<quinn::Connection, String>>;
 
-/// When a connection last answered, in milliseconds since the endpoint started.
-type Answered = Arc<AtomicU64>;
+/// When a connection last showed that its peer is there: a call answered, or datagrams
+/// received since the last look (keep-alives and acknowledgements count).
+type Answered = Arc<Heard>;
+
+#[derive(Debug, Default)]
+struct Heard {
+    /// Milliseconds since the endpoint started.
+    at: AtomicU64,
+    /// The connection's datagrams received when last looked at.
+    datagrams: AtomicU64,
+}
+
+impl Heard {
+    fn new(now_ms: u64) -> Answered {
+        let heard = Heard::default();
+        heard.at.store(now_ms, Ordering::Relaxed);
+        Arc::new(heard)
+    }
+
+    fn answered(&self, now_ms: u64) {
+        self.at.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the peer was last heard, counting datagrams received on `conn`
+    /// since the last look as heard now: a peer that is slow to answer but whose endpoint
+    /// still sends (it acknowledges, it keeps alive) is there, and its link is kept.
+    fn silent_ms(&self, conn: &quinn::Connection, now_ms: u64) -> u64 {
+        let received = conn.stats().udp_rx.datagrams;
+        if self.datagrams.swap(received, Ordering::Relaxed) != received {
+            self.answered(now_ms);
+        }
+        now_ms.saturating_sub(self.at.load(Ordering::Relaxed))
+    }
+}
 
 enum Slot {
     Ready(quinn::Connection, SocketAddr, Answered),
@@ -285,9 +320,7 @@ impl QuicNet {
                         if let Ok(mut slots) = slots.lock() {
                             match &dialed {
                                 Ok(c) => {
-                                    let answered = Arc::new(AtomicU64::new(
-                                        epoch.elapsed().as_millis() as u64,
-                                    ));
+                                    let answered = Heard::new(epoch.elapsed().as_millis() as u64);
                                     slots.insert(target, Slot::Ready(c.clone(), addr, answered));
                                 }
                                 Err(_) => {
@@ -317,7 +350,7 @@ impl QuicNet {
             _ => None,
         }) {
             Some(a) => a,
-            None => Arc::new(AtomicU64::new(self.epoch.elapsed().as_millis() as u64)),
+            None => Heard::new(self.epoch.elapsed().as_millis() as u64),
         };
         Ok((conn, answered))
     }
@@ -421,7 +454,7 @@ impl QuicNet {
                         self.metrics
                             .bytes_in
                             .fetch_add(answer.len() as u64, Ordering::Relaxed);
-                        answered.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        answered.answered(self.epoch.elapsed().as_millis() as u64);
                         Ok(answer)
                     }
                     Ok(Err(message)) => {
@@ -429,10 +462,12 @@ impl QuicNet {
                         Err(CallError::Network { addr, message })
                     }
                     Err(_) => {
-                        // A connection that has answered nothing for a while is presumed to
-                        // lead to a process that is gone (the peer restarted): dial afresh.
-                        let silent = (self.epoch.elapsed().as_millis() as u64)
-                            .saturating_sub(answered.load(Ordering::Relaxed));
+                        // A connection on which nothing has come for a while is presumed to
+                        // lead to a process that is gone or cut off: dial afresh. One that
+                        // still receives leads to a peer that is slow (a busy host), and a new
+                        // handshake would only add to its load: it is kept.
+                        let silent =
+                            answered.silent_ms(&conn, self.epoch.elapsed().as_millis() as u64);
                         if silent > STALE.as_millis() as u64 {
                             debug!(peer = %addr, silent_ms = silent, "connection silent; dialing afresh");
                             self.evict(target, &conn);
