@@ -22,7 +22,8 @@
 //! the machine (`perf record -a -g`), `SCALE_PERF_STORAGE=FILE` the last storage node (with
 //! DWARF call graphs); `SCALE_WRAP_LEADER="heaptrack -o FILE"`
 //! starts the first voter (the leader) under that command (its RSS and CPU figures are then
-//! the wrapper's). The results file keeps everything from its `## Projection` heading on.
+//! the wrapper's). `SCALE_STORAGE_ARGS="--config FILE"` gives every storage agent those words
+//! too (a setting tried on the storage plane only; the report says so). The results file keeps everything from its `## Projection` heading on.
 //!
 //! Run as root: `cargo bench --bench scale`.
 
@@ -81,6 +82,18 @@ fn is_learner_on(lab: &Lab, i: usize, name: &str) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A storage node's arguments: its role and the token, then the words of `SCALE_STORAGE_ARGS`
+/// if set (for trying a setting on the storage plane only, `--config FILE` say).
+fn storage_args(token: &str) -> Vec<&str> {
+    let mut args = vec!["--role", "storage", "--join", token];
+    if let Some(extra) = STORAGE_EXTRA.get_or_init(|| std::env::var("SCALE_STORAGE_ARGS").ok()) {
+        args.extend(extra.split_whitespace());
+    }
+    args
+}
+
+static STORAGE_EXTRA: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 fn spawn(lab: &mut Lab, i: usize, name: &str, extra: &[&str]) -> ProcId {
     lab.spawn_agent(i, name, "data", extra)
@@ -278,12 +291,7 @@ fn run(n: usize) -> Run {
     for i in 3..8 {
         let name = format!("s{i}");
         let t0 = Instant::now();
-        procs.push(spawn(
-            &mut lab,
-            i,
-            &name,
-            &["--role", "storage", "--join", &token],
-        ));
+        procs.push(spawn(&mut lab, i, &name, &storage_args(&token)));
         let took = wait::until(
             &format!("{name} a learner on every voter"),
             Duration::from_secs(60),
@@ -309,12 +317,7 @@ fn run(n: usize) -> Run {
             }
         }
         let name = format!("s{i}");
-        procs.push(spawn(
-            &mut lab,
-            i,
-            &name,
-            &["--role", "storage", "--join", &token],
-        ));
+        procs.push(spawn(&mut lab, i, &name, &storage_args(&token)));
         started.insert(name, Instant::now());
     }
     // Each node's join: from its own start until the first voter lists it as a learner (the
@@ -540,6 +543,17 @@ fn write_report(path: &str, runs: &[Run]) {
         "# Scale: the storage plane joining by token, and the cost at rest\n\n`cargo bench --bench scale`, as root, LAN lab (one network namespace per host on one bridge), release build, on a 2-core machine that runs every agent: N agents share 2 cores, so times and CPU grow with N partly because the machine is shared (and CPU figures are noisy when anything else runs on it).\n\n3 voters (one bootstraps, two join through it), then one storage token (`quorate token create --role storage`). Every agent runs with its defaults (mDNS discovery and gossip on: storage nodes gossip every 1 s, voters every 200 ms; a storage node whose token names the voters' addresses advertises on mDNS but does not browse). The voters run at `nice {}` (`SCALE_VOTER_NICE`): on machines of their own, as in a real cluster, storage nodes' load would not delay them; here they share 2 cores with every storage node.\n\nGoals at 3 voters + 200 storage nodes: every node a learner within 30 s of its own start, every node's view converged, leader CPU at rest <= 15 % of a core, leader RSS <= 64 MiB, storage node RSS <= 25 MiB.\n\n",
         voter_nice()
     );
+    if let Some(Some(extra)) = STORAGE_EXTRA.get() {
+        report.push_str(&format!(
+            "Not the defaults in this run: every storage agent was also given `{extra}` (`SCALE_STORAGE_ARGS`)."
+        ));
+        for word in extra.split_whitespace() {
+            if let Ok(text) = std::fs::read_to_string(word) {
+                report.push_str(&format!(" `{word}`: `{}`.", text.trim().replace('\n', " ")));
+            }
+        }
+        report.push_str("\n\n");
+    }
     report.push_str("## Joining\n\nSingle: 5 storage agents started one after another with `--join TOKEN`; milliseconds from the process start until every voter lists the node as a learner. Bulk: the other N - 8, started at once or at the rate the table gives (`SCALE_START_RATE`, nodes a second); seconds from the first start until the first voter lists all of them as learners, and per node from its own start until that voter lists it (goal: max <= 30 s). Converged: seconds from the first bulk start until every node's `/v1/status` lists all N members as voter or learner and all voters list the same members with the same suffrage. ARP full: lookups that found the kernel's neighbour table full during the run (the lab raises its limits to N² entries; 0 means no packet was lost to it). Elections: Raft terms that passed from the voters' formation to the end of the run (0: the first leader kept the lead throughout).\n\n| hosts | single join median ms | single join max ms | bulk: nodes | bulk: started | bulk: all learners after s | own start to learner median s | own start to learner max s | within 30 s | converged after s | ARP full | elections |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in runs {
         let mut s = r.single_ms.clone();
