@@ -13,8 +13,8 @@
 //! stateless reset (its keys are derived from the node's key, so the new process honours the
 //! old process's connection ids), and a connection on which nothing is received for [`STALE`]
 //! while calls time out on it is dropped as well. A peer that answers late but whose endpoint
-//! still sends (acknowledgements, keep-alives) keeps its connection: a busy host is not made
-//! busier with handshakes. A call that fails on a stream error drops its
+//! still sends (acknowledgements, keep-alives) keeps its connection, up to [`UNANSWERED`]
+//! without an answer: a busy host is not made busier with handshakes. A call that fails on a stream error drops its
 //! connection too. A peer that cannot be reached is logged once when it goes and once when it
 //! comes back, not on every retry.
 //!
@@ -59,19 +59,24 @@ use quorate_base::NodeId;
 /// A connection on which nothing was received this long while calls time out on it is given up
 /// and dialed afresh.
 const STALE: Duration = Duration::from_millis(250);
+/// A connection on which no call was answered this long while calls time out on it is given
+/// up and dialed afresh, whatever is received on it (the idle timeout between voters).
+const UNANSWERED: Duration = Duration::from_secs(2);
 /// How long a dial may take before it is given up (and the next call dials again).
 const DIAL: Duration = Duration::from_secs(1);
 
 type DialResult = Option<Result<quinn::Connection, String>>;
 
-/// When a connection last showed that its peer is there: a call answered, or datagrams
-/// received since the last look (keep-alives and acknowledgements count).
+/// What a connection has shown of its peer lately (see [`Heard`]).
 type Answered = Arc<Heard>;
 
+/// When a connection last showed that its peer is there, in milliseconds since the endpoint
+/// started: `answered`, a call answered; `heard`, that or datagrams received since the last
+/// look (keep-alives and acknowledgements count).
 #[derive(Debug, Default)]
 struct Heard {
-    /// Milliseconds since the endpoint started.
-    at: AtomicU64,
+    answered: AtomicU64,
+    heard: AtomicU64,
     /// The connection's datagrams received when last looked at.
     datagrams: AtomicU64,
 }
@@ -79,23 +84,29 @@ struct Heard {
 impl Heard {
     fn new(now_ms: u64) -> Answered {
         let heard = Heard::default();
-        heard.at.store(now_ms, Ordering::Relaxed);
+        heard.answered(now_ms);
         Arc::new(heard)
     }
 
     fn answered(&self, now_ms: u64) {
-        self.at.store(now_ms, Ordering::Relaxed);
+        self.answered.store(now_ms, Ordering::Relaxed);
+        self.heard.store(now_ms, Ordering::Relaxed);
     }
 
-    /// Milliseconds since the peer was last heard, counting datagrams received on `conn`
-    /// since the last look as heard now: a peer that is slow to answer but whose endpoint
-    /// still sends (it acknowledges, it keeps alive) is there, and its link is kept.
-    fn silent_ms(&self, conn: &quinn::Connection, now_ms: u64) -> u64 {
+    /// Whether a call that timed out on `conn` should give the connection up: nothing at all
+    /// received on it for [`STALE`] (a peer gone or cut off), or no call answered on it for
+    /// [`UNANSWERED`] whatever arrives (a link that no longer serves, its streams held by
+    /// calls the peer never finishes). A peer that is slow to answer but whose endpoint still
+    /// sends keeps its link until then: a busy host is not made busier with handshakes.
+    fn gone(&self, conn: &quinn::Connection, now_ms: u64) -> Option<u64> {
         let received = conn.stats().udp_rx.datagrams;
         if self.datagrams.swap(received, Ordering::Relaxed) != received {
-            self.answered(now_ms);
+            self.heard.store(now_ms, Ordering::Relaxed);
         }
-        now_ms.saturating_sub(self.at.load(Ordering::Relaxed))
+        let silent = now_ms.saturating_sub(self.heard.load(Ordering::Relaxed));
+        let unanswered = now_ms.saturating_sub(self.answered.load(Ordering::Relaxed));
+        (silent > STALE.as_millis() as u64 || unanswered > UNANSWERED.as_millis() as u64)
+            .then_some(silent.max(unanswered))
     }
 }
 
@@ -462,13 +473,12 @@ impl QuicNet {
                         Err(CallError::Network { addr, message })
                     }
                     Err(_) => {
-                        // A connection on which nothing has come for a while is presumed to
-                        // lead to a process that is gone or cut off: dial afresh. One that
-                        // still receives leads to a peer that is slow (a busy host), and a new
-                        // handshake would only add to its load: it is kept.
-                        let silent =
-                            answered.silent_ms(&conn, self.epoch.elapsed().as_millis() as u64);
-                        if silent > STALE.as_millis() as u64 {
+                        // Nothing received for a while: the peer is gone or cut off; nothing
+                        // answered for longer: the link no longer serves. Either way, dial
+                        // afresh. A peer that is only slow (a busy host) keeps its link.
+                        if let Some(silent) =
+                            answered.gone(&conn, self.epoch.elapsed().as_millis() as u64)
+                        {
                             debug!(peer = %addr, silent_ms = silent, "connection silent; dialing afresh");
                             self.evict(target, &conn);
                         }
