@@ -20,10 +20,11 @@
 //! Profiling: `SCALE_PERF=FILE` records the leader with `perf record -g` during the at-rest
 //! window (its CPU figure then includes perf's cost), `SCALE_PERF_ALL=FILE` every process on
 //! the machine (`perf record -a -g`), `SCALE_PERF_STORAGE=FILE` the last storage node (with
-//! DWARF call graphs); `SCALE_WRAP_LEADER="heaptrack -o FILE"`
-//! starts the first voter (the leader) under that command (its RSS and CPU figures are then
-//! the wrapper's). `SCALE_STORAGE_ARGS="--config FILE"` gives every storage agent those words
-//! too (a setting tried on the storage plane only; the report says so). The results file keeps everything from its `## Projection` heading on.
+//! DWARF call graphs); `SCALE_WRAP_LEADER="heaptrack -o FILE"` starts the first voter (the
+//! leader) under that command (its RSS and CPU figures are then the wrapper's).
+//! `SCALE_STORAGE_ARGS="--config FILE"` gives every storage agent those words too (a setting
+//! tried on the storage plane only; the report says so). The results file keeps everything from
+//! its `## Projection` heading on.
 //!
 //! Run as root: `cargo bench --bench scale`.
 

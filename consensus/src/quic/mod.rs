@@ -8,15 +8,15 @@
 //! handshake half way, and one dial at a time runs per peer however many calls wait for it. A
 //! call still waiting for a dial at its deadline fails as unreachable (Raft then backs off).
 //!
-//! A peer that restarted must be redialed at once, not after the idle timeout, or it misses
-//! the leader's heartbeats and campaigns: its endpoint answers the old connection with a
-//! stateless reset (its keys are derived from the node's key, so the new process honours the
-//! old process's connection ids), and a connection on which nothing is received for [`STALE`]
-//! while calls time out on it is dropped as well. A peer that answers late but whose endpoint
-//! still sends (acknowledgements, keep-alives) keeps its connection, up to [`UNANSWERED`]
-//! without an answer: a busy host is not made busier with handshakes. A call that fails on a stream error drops its
-//! connection too. A peer that cannot be reached is logged once when it goes and once when it
-//! comes back, not on every retry.
+//! A peer that restarted must be redialed at once, not after the idle timeout, or it misses the
+//! leader's heartbeats and campaigns: its endpoint answers the old connection with a stateless
+//! reset (its keys are derived from the node's key, so the new process honours the old
+//! process's connection ids), and a connection on which nothing is received for [`STALE`] while
+//! calls time out on it is dropped as well. A peer that answers late but whose endpoint still
+//! sends (acknowledgements, keep-alives) keeps its connection, up to [`UNANSWERED`] without an
+//! answer: a busy host is not made busier with handshakes. A call that fails on a stream error
+//! drops its connection too. A peer that cannot be reached is logged once when it goes and once
+//! when it comes back, not on every retry.
 //!
 //! What travels is opaque bytes here; [`crate::network`] speaks Raft over it and the node its
 //! own requests. The server tells the handler who called: what its certificate says
@@ -98,7 +98,8 @@ impl Heard {
     /// [`UNANSWERED`] whatever arrives (a link that no longer serves, its streams held by
     /// calls the peer never finishes). A peer that is slow to answer but whose endpoint still
     /// sends keeps its link until then: a busy host is not made busier with handshakes.
-    fn gone(&self, conn: &quinn::Connection, now_ms: u64) -> Option<u64> {
+    /// Returns how long nothing was received and how long no call was answered, when it should.
+    fn gone(&self, conn: &quinn::Connection, now_ms: u64) -> Option<(u64, u64)> {
         let received = conn.stats().udp_rx.datagrams;
         if self.datagrams.swap(received, Ordering::Relaxed) != received {
             self.heard.store(now_ms, Ordering::Relaxed);
@@ -106,7 +107,7 @@ impl Heard {
         let silent = now_ms.saturating_sub(self.heard.load(Ordering::Relaxed));
         let unanswered = now_ms.saturating_sub(self.answered.load(Ordering::Relaxed));
         (silent > STALE.as_millis() as u64 || unanswered > UNANSWERED.as_millis() as u64)
-            .then_some(silent.max(unanswered))
+            .then_some((silent, unanswered))
     }
 }
 
@@ -476,10 +477,10 @@ impl QuicNet {
                         // Nothing received for a while: the peer is gone or cut off; nothing
                         // answered for longer: the link no longer serves. Either way, dial
                         // afresh. A peer that is only slow (a busy host) keeps its link.
-                        if let Some(silent) =
+                        if let Some((silent, unanswered)) =
                             answered.gone(&conn, self.epoch.elapsed().as_millis() as u64)
                         {
-                            debug!(peer = %addr, silent_ms = silent, "connection silent; dialing afresh");
+                            debug!(peer = %addr, silent_ms = silent, unanswered_ms = unanswered, "link gone; dialing afresh");
                             self.evict(target, &conn);
                         }
                         Err(CallError::Network {

@@ -70,6 +70,24 @@ async fn calls_for(net: &QuicNet, to: SocketAddr, span: Duration) -> usize {
     failed
 }
 
+/// With the peer answering after `delay_ms`, calls `to` for `span` (see [`calls_for`]), then
+/// makes it quick again and returns how many calls failed once the next call is answered.
+async fn slow_for(
+    net: &QuicNet,
+    to: SocketAddr,
+    slow: &Slow,
+    delay_ms: u64,
+    span: Duration,
+) -> usize {
+    slow.delay_ms.store(delay_ms, Ordering::Relaxed);
+    let failed = calls_for(net, to, span).await;
+    slow.delay_ms.store(0, Ordering::Relaxed);
+    net.call(NodeId::new(1), to, b"ping", Duration::from_secs(5))
+        .await
+        .expect("answered once the peer is quick again");
+    failed
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_peer_keeps_its_link_and_a_silent_one_is_dialed_afresh() {
     logs();
@@ -103,14 +121,8 @@ async fn a_slow_peer_keeps_its_link_and_a_silent_one_is_dialed_afresh() {
 
     // The peer answers after 400 ms, every call gives up after 50 ms, for 1.2 s: far longer
     // than a link may stay silent, but the peer's endpoint acknowledges every request.
-    slow.delay_ms.store(400, Ordering::Relaxed);
-    let failed = calls_for(&client, to, Duration::from_millis(1200)).await;
+    let failed = slow_for(&client, to, &slow, 400, Duration::from_millis(1200)).await;
     assert!(failed >= 10, "only {failed} calls timed out");
-    slow.delay_ms.store(0, Ordering::Relaxed);
-    client
-        .call(NodeId::new(1), to, b"ping", Duration::from_secs(5))
-        .await
-        .expect("answered once the peer is quick again");
     assert_eq!(
         dials(),
         1,
@@ -120,14 +132,8 @@ async fn a_slow_peer_keeps_its_link_and_a_silent_one_is_dialed_afresh() {
     // A peer that never answers, though its endpoint acknowledges: after 2 s without an
     // answer the link is given up all the same (its streams are held by calls it never
     // finishes), and the next call is answered on a new connection.
-    slow.delay_ms.store(60_000, Ordering::Relaxed);
-    let failed = calls_for(&client, to, Duration::from_millis(2600)).await;
+    let failed = slow_for(&client, to, &slow, 60_000, Duration::from_millis(2600)).await;
     assert!(failed >= 20, "only {failed} calls timed out");
-    slow.delay_ms.store(0, Ordering::Relaxed);
-    client
-        .call(NodeId::new(1), to, b"ping", Duration::from_secs(5))
-        .await
-        .expect("answered on a new link");
     assert_eq!(
         dials(),
         2,
