@@ -8,15 +8,13 @@
 //! handshake half way, and one dial at a time runs per peer however many calls wait for it. A
 //! call still waiting for a dial at its deadline fails as unreachable (Raft then backs off).
 //!
-//! A peer that restarted must be redialed at once, not after the idle timeout, or it misses the
-//! leader's heartbeats and campaigns: its endpoint answers the old connection with a stateless
-//! reset (its keys are derived from the node's key, so the new process honours the old
-//! process's connection ids), and a connection on which nothing is received for [`STALE`] while
-//! calls time out on it is dropped as well. A peer that answers late but whose endpoint still
-//! sends (acknowledgements, keep-alives) keeps its connection, up to [`UNANSWERED`] without an
-//! answer: a busy host is not made busier with handshakes. A call that fails on a stream error
-//! drops its connection too. A peer that cannot be reached is logged once when it goes and once
-//! when it comes back, not on every retry.
+//! A peer that restarted must be redialed at once, not after the idle timeout, or it misses
+//! the leader's heartbeats and campaigns: its endpoint answers the old connection with a
+//! stateless reset (its keys are derived from the node's key, so the new process honours the
+//! old process's connection ids), and a connection that answers nothing for [`STALE`] while
+//! calls time out on it is dropped as well. A call that fails on a stream error drops its
+//! connection too. A peer that cannot be reached is logged once when it goes and once when it
+//! comes back, not on every retry.
 //!
 //! What travels is opaque bytes here; [`crate::network`] speaks Raft over it and the node its
 //! own requests. The server tells the handler who called: what its certificate says
@@ -56,60 +54,15 @@ use crate::tls::{DenyList, Identity, JoinVerifier, node_name};
 
 use quorate_base::NodeId;
 
-/// A connection on which nothing was received this long while calls time out on it is given up
-/// and dialed afresh.
+/// A connection silent this long while calls time out on it is given up and dialed afresh.
 const STALE: Duration = Duration::from_millis(250);
-/// A connection on which no call was answered this long while calls time out on it is given
-/// up and dialed afresh, whatever is received on it (the idle timeout between voters).
-const UNANSWERED: Duration = Duration::from_secs(2);
 /// How long a dial may take before it is given up (and the next call dials again).
 const DIAL: Duration = Duration::from_secs(1);
 
 type DialResult = Option<Result<quinn::Connection, String>>;
 
-/// What a connection has shown of its peer lately (see [`Heard`]).
-type Answered = Arc<Heard>;
-
-/// When a connection last showed that its peer is there, in milliseconds since the endpoint
-/// started: `answered`, a call answered; `heard`, that or datagrams received since the last
-/// look (keep-alives and acknowledgements count).
-#[derive(Debug, Default)]
-struct Heard {
-    answered: AtomicU64,
-    heard: AtomicU64,
-    /// The connection's datagrams received when last looked at.
-    datagrams: AtomicU64,
-}
-
-impl Heard {
-    fn new(now_ms: u64) -> Answered {
-        let heard = Heard::default();
-        heard.answered(now_ms);
-        Arc::new(heard)
-    }
-
-    fn answered(&self, now_ms: u64) {
-        self.answered.store(now_ms, Ordering::Relaxed);
-        self.heard.store(now_ms, Ordering::Relaxed);
-    }
-
-    /// Whether a call that timed out on `conn` should give the connection up: nothing at all
-    /// received on it for [`STALE`] (a peer gone or cut off), or no call answered on it for
-    /// [`UNANSWERED`] whatever arrives (a link that no longer serves, its streams held by
-    /// calls the peer never finishes). A peer that is slow to answer but whose endpoint still
-    /// sends keeps its link until then: a busy host is not made busier with handshakes.
-    /// Returns how long nothing was received and how long no call was answered, when it should.
-    fn gone(&self, conn: &quinn::Connection, now_ms: u64) -> Option<(u64, u64)> {
-        let received = conn.stats().udp_rx.datagrams;
-        if self.datagrams.swap(received, Ordering::Relaxed) != received {
-            self.heard.store(now_ms, Ordering::Relaxed);
-        }
-        let silent = now_ms.saturating_sub(self.heard.load(Ordering::Relaxed));
-        let unanswered = now_ms.saturating_sub(self.answered.load(Ordering::Relaxed));
-        (silent > STALE.as_millis() as u64 || unanswered > UNANSWERED.as_millis() as u64)
-            .then_some((silent, unanswered))
-    }
-}
+/// When a connection last answered, in milliseconds since the endpoint started.
+type Answered = Arc<AtomicU64>;
 
 enum Slot {
     Ready(quinn::Connection, SocketAddr, Answered),
@@ -332,7 +285,9 @@ impl QuicNet {
                         if let Ok(mut slots) = slots.lock() {
                             match &dialed {
                                 Ok(c) => {
-                                    let answered = Heard::new(epoch.elapsed().as_millis() as u64);
+                                    let answered = Arc::new(AtomicU64::new(
+                                        epoch.elapsed().as_millis() as u64,
+                                    ));
                                     slots.insert(target, Slot::Ready(c.clone(), addr, answered));
                                 }
                                 Err(_) => {
@@ -362,7 +317,7 @@ impl QuicNet {
             _ => None,
         }) {
             Some(a) => a,
-            None => Heard::new(self.epoch.elapsed().as_millis() as u64),
+            None => Arc::new(AtomicU64::new(self.epoch.elapsed().as_millis() as u64)),
         };
         Ok((conn, answered))
     }
@@ -466,7 +421,7 @@ impl QuicNet {
                         self.metrics
                             .bytes_in
                             .fetch_add(answer.len() as u64, Ordering::Relaxed);
-                        answered.answered(self.epoch.elapsed().as_millis() as u64);
+                        answered.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
                         Ok(answer)
                     }
                     Ok(Err(message)) => {
@@ -474,13 +429,12 @@ impl QuicNet {
                         Err(CallError::Network { addr, message })
                     }
                     Err(_) => {
-                        // Nothing received for a while: the peer is gone or cut off; nothing
-                        // answered for longer: the link no longer serves. Either way, dial
-                        // afresh. A peer that is only slow (a busy host) keeps its link.
-                        if let Some((silent, unanswered)) =
-                            answered.gone(&conn, self.epoch.elapsed().as_millis() as u64)
-                        {
-                            debug!(peer = %addr, silent_ms = silent, unanswered_ms = unanswered, "link gone; dialing afresh");
+                        // A connection that has answered nothing for a while is presumed to
+                        // lead to a process that is gone (the peer restarted): dial afresh.
+                        let silent = (self.epoch.elapsed().as_millis() as u64)
+                            .saturating_sub(answered.load(Ordering::Relaxed));
+                        if silent > STALE.as_millis() as u64 {
+                            debug!(peer = %addr, silent_ms = silent, "connection silent; dialing afresh");
                             self.evict(target, &conn);
                         }
                         Err(CallError::Network {

@@ -26,7 +26,6 @@ use quorate_consensus::{
 mod wait;
 
 mod authority;
-mod links;
 
 /// Logs to the test's output when `RUST_LOG` is set.
 fn logs() {
