@@ -24,6 +24,18 @@
 //! learner, so a voter's heartbeats always travel. A learner that died is found out within
 //! [`LEARNER_BEAT`] (its next real heartbeat fails), and nothing waits on that: learners
 //! never hold anything up.
+//!
+//! **Calls to storage learners outlive openraft's deadline.** openraft gives every
+//! AppendEntries one heartbeat interval (50 ms) and drops the call then. A storage node on a
+//! busy host answers later than that, so every call to it timed out, was sent again in full
+//! and timed out again: the learner never caught up, and its heartbeats, never recorded as
+//! answered, all travelled. A call to a quiet target now runs on its own for up to
+//! [`LEARNER_APPEND_TTL`], at most one at a time; openraft's next call to that target waits
+//! for it, and takes its answer when the answer covers the new request (same vote, and the
+//! learner now holds the new request's entries, or the same heartbeat), else sends the new
+//! request. Only the learner's own answers are given back, so the reasoning above holds: a
+//! learner's ack moves nothing but its own matching log id, and counts for neither commit
+//! nor lease.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -50,7 +62,8 @@ use quorate_base::NodeId;
 #[error("{0}")]
 struct Message(String);
 
-/// How long entries to a quiet target (a storage learner) may take to be acknowledged.
+/// How long a call to a quiet target (a storage learner) may take to be answered: it runs
+/// on past openraft's deadline of one heartbeat interval.
 pub(crate) const LEARNER_APPEND_TTL: Duration = Duration::from_secs(2);
 
 /// How often a heartbeat reaches a quiet target (a storage learner): one in ten of the
@@ -106,23 +119,108 @@ impl RaftNetworkFactory<TypeConfig> for RaftNet {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         RaftPeer {
-            net: self.net.clone(),
-            target,
-            addr: node.addr.parse().map_err(|_| node.addr.clone()),
+            to: Callee {
+                net: self.net.clone(),
+                target,
+                addr: node.addr.parse().map_err(|_| node.addr.clone()),
+            },
             quiet: self.quiet.clone(),
             beat: None,
+            pending: None,
         }
     }
 }
 
 /// Raft RPCs to one peer.
 pub struct RaftPeer {
-    net: QuicNet,
-    target: NodeId,
-    addr: Result<SocketAddr, String>,
+    to: Callee,
     quiet: QuietTargets,
     /// The last heartbeat that reached the peer and its success: what may be answered here.
     beat: Option<Beat>,
+    /// The call to a quiet target still running, if openraft gave up waiting for it.
+    pending: Option<Pending>,
+}
+
+/// Where a peer's calls go; cloned into a call that runs on its own.
+#[derive(Clone)]
+struct Callee {
+    net: QuicNet,
+    target: NodeId,
+    addr: Result<SocketAddr, String>,
+}
+
+type AppendResult =
+    Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>>;
+
+/// What an AppendEntries asked: enough to tell whether its answer covers another request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Asked {
+    vote: Vote<NodeId>,
+    prev_log_id: Option<LogId<NodeId>>,
+    /// The last entry's log id; `prev_log_id` for a heartbeat.
+    last: Option<LogId<NodeId>>,
+    leader_commit: Option<LogId<NodeId>>,
+    heartbeat: bool,
+}
+
+impl Asked {
+    fn of(req: &AppendEntriesRequest<TypeConfig>) -> Asked {
+        Asked {
+            vote: req.vote,
+            prev_log_id: req.prev_log_id,
+            last: req.entries.last().map(|e| e.log_id).or(req.prev_log_id),
+            leader_commit: req.leader_commit,
+            heartbeat: req.entries.is_empty(),
+        }
+    }
+
+    /// The answer `req` gets from the learner's `answer` to this request, when that answer
+    /// says all `req` would learn: the same request answered anything; or, from the same
+    /// leader, a success that leaves the learner holding `req`'s entries (`Success`, or
+    /// `PartialSuccess` up to where it holds them), or a heartbeat with the same commit index
+    /// and a `prev_log_id` the learner holds. `None`: `req` must travel.
+    fn covers(
+        &self,
+        answer: &AppendEntriesResponse<NodeId>,
+        req: &Asked,
+    ) -> Option<AppendEntriesResponse<NodeId>> {
+        if self == req {
+            return Some(match answer {
+                AppendEntriesResponse::Success => AppendEntriesResponse::Success,
+                AppendEntriesResponse::PartialSuccess(m) => {
+                    AppendEntriesResponse::PartialSuccess(*m)
+                }
+                AppendEntriesResponse::Conflict => AppendEntriesResponse::Conflict,
+                AppendEntriesResponse::HigherVote(v) => AppendEntriesResponse::HigherVote(*v),
+            });
+        }
+        let held = match answer {
+            AppendEntriesResponse::Success => self.last,
+            AppendEntriesResponse::PartialSuccess(m) => *m,
+            _ => return None,
+        };
+        if req.vote != self.vote || held < req.prev_log_id {
+            return None;
+        }
+        if req.heartbeat {
+            return (req.leader_commit == self.leader_commit)
+                .then_some(AppendEntriesResponse::Success);
+        }
+        if held >= req.last {
+            Some(AppendEntriesResponse::Success)
+        } else if held > req.prev_log_id {
+            Some(AppendEntriesResponse::PartialSuccess(held))
+        } else {
+            None
+        }
+    }
+}
+
+/// A call to a quiet target running on its own.
+struct Pending {
+    asked: Asked,
+    sent: Instant,
+    answer: tokio::sync::oneshot::Receiver<AppendResult>,
 }
 
 /// A heartbeat the peer answered with success, and when it was sent.
@@ -166,7 +264,7 @@ fn refused<E: std::error::Error>(reason: &str) -> RPCError<NodeId, BasicNode, E>
     ))))
 }
 
-impl RaftPeer {
+impl Callee {
     /// Sends `rpc` and takes the answer `pick` expects: the remote's `Result`, whose error
     /// becomes a `RemoteError`. A refusal or an answer to another request is a network error.
     async fn call<T, E: std::error::Error>(
@@ -206,6 +304,35 @@ impl RaftPeer {
     }
 }
 
+impl Callee {
+    async fn append(&self, req: AppendEntriesRequest<TypeConfig>, ttl: Duration) -> AppendResult {
+        let rpc = Rpc::AppendEntries { req };
+        self.call(&rpc, ttl, |r| match r {
+            Reply::AppendEntries { res } => Some(res),
+            _ => None,
+        })
+        .await
+    }
+}
+
+impl RaftPeer {
+    /// Keeps a heartbeat the learner answered with success, to answer its repeats.
+    fn record_beat(
+        &mut self,
+        asked: &Asked,
+        sent: Instant,
+        answer: &AppendEntriesResponse<NodeId>,
+    ) {
+        self.beat =
+            (asked.heartbeat && *answer == AppendEntriesResponse::Success).then_some(Beat {
+                vote: asked.vote,
+                prev_log_id: asked.prev_log_id,
+                leader_commit: asked.leader_commit,
+                sent,
+            });
+    }
+}
+
 impl RaftNetwork<TypeConfig> for RaftPeer {
     /// 100 ms between attempts to an unreachable peer, not openraft's 500 ms: heartbeats are
     /// drained during a backoff, and a peer that comes back must hear from the leader before
@@ -220,33 +347,52 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         &mut self,
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        if self.beat.as_ref().is_some_and(|b| b.answers(&req)) && self.quiet.contains(self.target) {
+    ) -> AppendResult {
+        if !self.quiet.contains(self.to.target) {
+            self.pending = None;
+            let sent = Instant::now();
+            let beat = Beat::of(&req, sent);
+            let res = self.to.append(req, option.hard_ttl()).await;
+            self.beat = beat.filter(|_| matches!(res, Ok(AppendEntriesResponse::Success)));
+            return res;
+        }
+        let asked = Asked::of(&req);
+        // openraft drops this future at its deadline; a call still running stays in
+        // `pending` for the next request.
+        if let Some(p) = self.pending.as_mut() {
+            let done = (&mut p.answer).await;
+            let p = self.pending.take().expect("pending while awaited");
+            if let Ok(Ok(answer)) = done {
+                self.record_beat(&p.asked, p.sent, &answer);
+                if let Some(covered) = p.asked.covers(&answer, &asked) {
+                    return Ok(covered);
+                }
+            }
+        }
+        if self.beat.as_ref().is_some_and(|b| b.answers(&req)) {
             return Ok(AppendEntriesResponse::Success);
         }
+        let (tx, answer) = tokio::sync::oneshot::channel();
+        let to = self.to.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(to.append(req, LEARNER_APPEND_TTL).await);
+        });
         let sent = Instant::now();
-        let beat = Beat::of(&req, sent);
-        // openraft gives every AppendEntries the heartbeat interval (50 ms) to complete; a
-        // storage learner catching up takes the log in batches of hundreds of entries, which a
-        // busy host does not take in 50 ms, and a batch that times out is sent again from the
-        // start, for ever. Entries to a quiet target get `LEARNER_APPEND_TTL`: only that
-        // learner's stream waits, and its acks count for neither commit nor lease.
-        let ttl = if !req.entries.is_empty() && self.quiet.contains(self.target) {
-            option.hard_ttl().max(LEARNER_APPEND_TTL)
-        } else {
-            option.hard_ttl()
-        };
-        let rpc = Rpc::AppendEntries { req };
-        let res = self
-            .call(&rpc, ttl, |r| match r {
-                Reply::AppendEntries { res } => Some(res),
-                _ => None,
-            })
-            .await;
-        self.beat = match &res {
-            Ok(AppendEntriesResponse::Success) => beat,
-            _ => None,
-        };
+        let p = self.pending.insert(Pending {
+            asked,
+            sent,
+            answer,
+        });
+        let done = (&mut p.answer).await;
+        self.pending = None;
+        let res = done.unwrap_or_else(|_| {
+            Err(RPCError::Network(NetworkError::new(&Message(
+                "the call ended without an answer".to_string(),
+            ))))
+        });
+        if let Ok(answer) = &res {
+            self.record_beat(&asked, sent, answer);
+        }
         res
     }
 
@@ -259,11 +405,12 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         let rpc = Rpc::InstallSnapshot { req };
-        self.call(&rpc, option.hard_ttl(), |r| match r {
-            Reply::InstallSnapshot { res } => Some(res),
-            _ => None,
-        })
-        .await
+        self.to
+            .call(&rpc, option.hard_ttl(), |r| match r {
+                Reply::InstallSnapshot { res } => Some(res),
+                _ => None,
+            })
+            .await
     }
 
     async fn vote(
@@ -272,11 +419,12 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let rpc = Rpc::Vote { req };
-        self.call(&rpc, option.hard_ttl(), |r| match r {
-            Reply::Vote { res } => Some(res),
-            _ => None,
-        })
-        .await
+        self.to
+            .call(&rpc, option.hard_ttl(), |r| match r {
+                Reply::Vote { res } => Some(res),
+                _ => None,
+            })
+            .await
     }
 }
 
@@ -296,6 +444,73 @@ mod tests {
             leader_commit: Some(log_id(term, commit)),
             entries: vec![],
         }
+    }
+
+    fn append(term: u64, prev: u64, last: u64, commit: u64) -> AppendEntriesRequest<TypeConfig> {
+        let mut req = beat(term, prev, commit);
+        for i in prev + 1..=last {
+            req.entries.push(Entry {
+                log_id: log_id(term, i),
+                payload: EntryPayload::Blank,
+            });
+        }
+        req
+    }
+
+    #[test]
+    fn an_answer_covers_only_what_the_learner_then_holds() {
+        use AppendEntriesResponse::{Conflict, PartialSuccess, Success};
+        let batch = Asked::of(&append(2, 10, 20, 9));
+        // The same request: whatever it was answered.
+        assert_eq!(batch.covers(&Success, &batch), Some(Success));
+        assert_eq!(batch.covers(&Conflict, &batch), Some(Conflict));
+        // The learner holds up to 20: a retry from 10 to 25 has 20 of its entries held.
+        assert_eq!(
+            batch.covers(&Success, &Asked::of(&append(2, 10, 25, 9))),
+            Some(PartialSuccess(Some(log_id(2, 20))))
+        );
+        assert_eq!(
+            batch.covers(&Success, &Asked::of(&append(2, 12, 18, 9))),
+            Some(Success),
+            "entries all held"
+        );
+        assert_eq!(
+            batch.covers(&Success, &Asked::of(&append(2, 20, 30, 9))),
+            None,
+            "nothing of it held: it travels"
+        );
+        assert_eq!(
+            batch.covers(&Success, &Asked::of(&append(2, 21, 30, 9))),
+            None,
+            "a prev_log_id past what is held"
+        );
+        assert_eq!(
+            batch.covers(&Success, &Asked::of(&append(3, 10, 25, 9))),
+            None,
+            "another leader's request travels"
+        );
+        assert_eq!(
+            batch.covers(&Conflict, &Asked::of(&append(2, 10, 25, 9))),
+            None,
+            "a conflict answers only its own request"
+        );
+        // Heartbeats: held prev and the same commit index, or they travel.
+        assert_eq!(
+            batch.covers(&Success, &Asked::of(&beat(2, 15, 9))),
+            Some(Success)
+        );
+        assert_eq!(
+            batch.covers(&Success, &Asked::of(&beat(2, 15, 12))),
+            None,
+            "a new commit index travels"
+        );
+        assert_eq!(batch.covers(&Success, &Asked::of(&beat(2, 21, 9))), None);
+        // A partial success holds only what it says.
+        let partial = PartialSuccess(Some(log_id(2, 15)));
+        assert_eq!(
+            batch.covers(&partial, &Asked::of(&append(2, 10, 20, 10))),
+            Some(PartialSuccess(Some(log_id(2, 15))))
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Members over QUIC with mutual TLS, in-process on loopback: bootstrap and joins, forwarded
 //! writes, learners that never vote, leader loss and restart, hand-over, promotion and
-//! demotion under load, restarts from disk, join tokens, and refusal of strangers, impostors
+//! demotion under load, restarts from disk, join tokens, refusal of strangers, impostors
 //! and forged claims.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +26,7 @@ use quorate_consensus::{
 mod wait;
 
 mod authority;
+mod slow;
 
 /// Logs to the test's output when `RUST_LOG` is set.
 fn logs() {
