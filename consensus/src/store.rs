@@ -48,7 +48,33 @@ fn io_err(e: impl std::error::Error + 'static) -> AnyError {
 }
 
 /// Opens (creating) the database file that holds a node's Raft state.
+///
+/// A new database is made under a temporary name and renamed into place once complete:
+/// redb writes a new file's magic number last, so a process killed while creating it (a
+/// node killed just as it is admitted) left a file that no later open accepts ("invalid
+/// data"), and the node could not start again. A leftover temporary file never held a
+/// commit and is made again.
 pub fn open_db(path: &Path) -> Result<Arc<Database>, redb::DatabaseError> {
+    if !path.exists() {
+        let io = |e: std::io::Error| redb::DatabaseError::Storage(redb::StorageError::Io(e));
+        let mut name = path.as_os_str().to_owned();
+        name.push(".new");
+        let new = std::path::PathBuf::from(name);
+        match std::fs::remove_file(&new) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        drop(Database::create(&new)?);
+        std::fs::File::open(&new)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&new, path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+    }
     let db = Database::create(path)?;
     Ok(Arc::new(db))
 }

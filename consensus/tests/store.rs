@@ -588,3 +588,46 @@ async fn a_recovered_survivor_leads_alone_and_keeps_the_learner() {
         "{again:?}"
     );
 }
+
+/// A database is made under a temporary name and renamed into place once complete: a
+/// leftover of a creation cut short (what a kill -9 at admission left, a file redb never
+/// finished) is made again, and the node's database opens; a file in place is never
+/// replaced, even one that does not open.
+#[tokio::test]
+async fn a_database_cut_short_while_made_is_made_again_and_one_in_place_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft.redb");
+    let leftover = dir.path().join("raft.redb.new");
+    // What redb leaves when killed after sizing the file and before its magic number.
+    std::fs::write(&leftover, vec![0u8; 8192]).expect("leftover");
+    let db = open_db(&path).expect("made again");
+    assert!(!leftover.exists(), "the leftover is gone");
+    let vote = openraft::Vote::new(3, NodeId::new(1));
+    LogStore::new(db.clone())
+        .save_vote(&vote)
+        .await
+        .expect("save vote");
+    drop(db);
+    let db = wait::until_async("the database to reopen", Duration::from_secs(5), || {
+        open_db(&path)
+    })
+    .await;
+    assert_eq!(
+        LogStore::new(db).read_vote().await.expect("read vote"),
+        Some(vote),
+        "what was written is read back"
+    );
+
+    let other = dir.path().join("other.redb");
+    std::fs::write(&other, vec![0u8; 8192]).expect("a file in place");
+    let e = match open_db(&other) {
+        Ok(_) => panic!("a file that is no database opened"),
+        Err(e) => e,
+    };
+    assert!(e.to_string().contains("invalid data"), "{e}");
+    assert_eq!(
+        std::fs::read(&other).expect("read").len(),
+        8192,
+        "a file in place is left as it was"
+    );
+}
