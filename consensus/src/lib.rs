@@ -86,7 +86,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<Vec<u8>, String> {
 /// membership changes among them, each listing every node. With a snapshot every 1000 entries
 /// a storage plane of a few hundred nodes joining at once would have the leader read and send
 /// the whole log, O(N²), to every learner. Batches of 64 entries each finish within the time
-/// an AppendEntries with entries is given (`network::APPEND_TTL`) on a busy host.
+/// a learner's AppendEntries is given (`network::LEARNER_APPEND_TTL`) on a busy host.
 pub fn raft_config(cluster_name: &str) -> Result<openraft::Config, openraft::ConfigError> {
     openraft::Config {
         cluster_name: cluster_name.to_string(),

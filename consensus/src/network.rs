@@ -30,25 +30,12 @@
 //! busy host answers later than that, so every call to it timed out, was sent again in full
 //! and timed out again: the learner never caught up, and its heartbeats, never recorded as
 //! answered, all travelled. A call to a quiet target now runs on its own for up to
-//! [`APPEND_TTL`], at most one at a time; openraft's next call to that target waits
+//! [`LEARNER_APPEND_TTL`], at most one at a time; openraft's next call to that target waits
 //! for it, and takes its answer when the answer covers the new request (same vote, and the
 //! learner now holds the new request's entries, or the same heartbeat), else sends the new
 //! request. Only the learner's own answers are given back, so the reasoning above holds: a
 //! learner's ack moves nothing but its own matching log id, and counts for neither commit
 //! nor lease.
-//!
-//! **Entries to a voter outlive the deadline too.** A voter behind by a few batches on a busy
-//! host (a membership entry lists every member: 64 of them at 200 hosts are megabytes of
-//! JSON) had the same fate, and stayed behind for minutes. Entries to a voter run on their
-//! own the same way, and a covered answer is given back the same way: the voter holds those
-//! entries, so counting it for the commit index is true. Its acks time nothing openraft 0.9
-//! decides on: the leader's clock of acks feeds only the `millis_since_quorum_ack` metric,
-//! and a linearizable read confirms the leadership with heartbeats of its own on new
-//! clients, which never see a call running here. A voter's heartbeats always travel, at
-//! once, never answered here: they keep its election timer from running out. While entries
-//! to a voter are on their way past half of openraft's deadline, its retry sends a heartbeat
-//! from the same `prev_log_id` instead of the batch again, and is told the entries are still
-//! on their way (a network error: openraft asks again).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -75,9 +62,9 @@ use quorate_base::NodeId;
 #[error("{0}")]
 struct Message(String);
 
-/// How long a call running on its own (anything to a storage learner, entries to a voter)
-/// may take to be answered: it runs on past openraft's deadline of one heartbeat interval.
-pub(crate) const APPEND_TTL: Duration = Duration::from_secs(2);
+/// How long a call to a quiet target (a storage learner) may take to be answered: it runs
+/// on past openraft's deadline of one heartbeat interval.
+pub(crate) const LEARNER_APPEND_TTL: Duration = Duration::from_secs(2);
 
 /// How often a heartbeat reaches a quiet target (a storage learner): one in ten of the
 /// leader's heartbeats.
@@ -245,7 +232,6 @@ struct Beat {
 }
 
 impl Beat {
-    #[cfg(test)]
     fn of(req: &AppendEntriesRequest<TypeConfig>, sent: Instant) -> Option<Beat> {
         req.entries.is_empty().then_some(Beat {
             vote: req.vote,
@@ -330,41 +316,6 @@ impl Callee {
 }
 
 impl RaftPeer {
-    /// While entries to a voter are on their way: a heartbeat from `req`'s `prev_log_id`,
-    /// so that the voter hears from its leader. A conflict or a higher vote is the voter's
-    /// answer to `req`'s position and is given back.
-    async fn keep_alive(
-        &self,
-        req: &AppendEntriesRequest<TypeConfig>,
-        ttl: Duration,
-    ) -> AppendResult {
-        let beat = AppendEntriesRequest {
-            vote: req.vote,
-            prev_log_id: req.prev_log_id,
-            leader_commit: req.leader_commit,
-            entries: vec![],
-        };
-        // On a task of its own, so that openraft's deadline cannot cut it before it is sent.
-        let to = self.to.clone();
-        let sent = tokio::spawn(async move { to.append(beat, ttl).await });
-        let answer = sent.await.map_err(|e| {
-            RPCError::Network(NetworkError::new(&Message(format!(
-                "the heartbeat's task failed: {e}"
-            ))))
-        })?;
-        // Its success claims nothing for the entries (a partial success up to `prev_log_id`
-        // would be true, but openraft panics on one of `None`, a new member's first batch):
-        // openraft is told the entries are still on their way, and asks again.
-        match answer? {
-            AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_) => {
-                Err(RPCError::Network(NetworkError::new(&Message(
-                    "entries still on their way; the voter was sent a heartbeat".to_string(),
-                ))))
-            }
-            other => Ok(other),
-        }
-    }
-
     /// Keeps a heartbeat the learner answered with success, to answer its repeats.
     fn record_beat(
         &mut self,
@@ -397,26 +348,19 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> AppendResult {
-        let quiet = self.quiet.contains(self.to.target);
-        if !quiet {
-            self.beat = None;
-            if req.entries.is_empty() {
-                // A voter's heartbeat: at once, whatever else is on its way.
-                return self.to.append(req, option.hard_ttl()).await;
-            }
+        if !self.quiet.contains(self.to.target) {
+            self.pending = None;
+            let sent = Instant::now();
+            let beat = Beat::of(&req, sent);
+            let res = self.to.append(req, option.hard_ttl()).await;
+            self.beat = beat.filter(|_| matches!(res, Ok(AppendEntriesResponse::Success)));
+            return res;
         }
         let asked = Asked::of(&req);
         // openraft drops this future at its deadline; a call still running stays in
         // `pending` for the next request.
         if let Some(p) = self.pending.as_mut() {
-            let done = if quiet {
-                (&mut p.answer).await
-            } else {
-                match tokio::time::timeout(option.hard_ttl() / 2, &mut p.answer).await {
-                    Ok(done) => done,
-                    Err(_) => return self.keep_alive(&req, option.hard_ttl()).await,
-                }
-            };
+            let done = (&mut p.answer).await;
             let p = self.pending.take().expect("pending while awaited");
             if let Ok(Ok(answer)) = done {
                 self.record_beat(&p.asked, p.sent, &answer);
@@ -431,7 +375,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         let (tx, answer) = tokio::sync::oneshot::channel();
         let to = self.to.clone();
         tokio::spawn(async move {
-            let _ = tx.send(to.append(req, APPEND_TTL).await);
+            let _ = tx.send(to.append(req, LEARNER_APPEND_TTL).await);
         });
         let sent = Instant::now();
         let p = self.pending.insert(Pending {

@@ -1,13 +1,10 @@
-//! Members on a busy host: answers that come later than openraft's deadline for an
-//! AppendEntries (one heartbeat interval, 50 ms). A storage learner still catches up and
-//! follows; a voter-role learner whose batches of entries are late catches up, is promoted,
-//! and holds every write.
+//! A storage learner on a busy host: its answers come later than openraft's deadline for an
+//! AppendEntries (one heartbeat interval, 50 ms), and it still catches up and follows.
 
 use super::*;
 
-/// A UDP relay in front of `server` that holds every datagram of at least `min_len` bytes
-/// for `delay`, each way, and passes the others at once.
-async fn delaying_relay(server: SocketAddr, delay: Duration, min_len: usize) -> SocketAddr {
+/// A UDP relay in front of `server` that holds every datagram for `delay`, each way.
+async fn delaying_relay(server: SocketAddr, delay: Duration) -> SocketAddr {
     let front = Arc::new(tokio::net::UdpSocket::bind(addr(0)).await.expect("bind"));
     let back = Arc::new(tokio::net::UdpSocket::bind(addr(0)).await.expect("bind"));
     let at = front.local_addr().expect("addr");
@@ -22,9 +19,7 @@ async fn delaying_relay(server: SocketAddr, delay: Duration, min_len: usize) -> 
                     *client.lock().expect("client") = Some(from);
                     let (back, d) = (back.clone(), a[..n].to_vec());
                     tokio::spawn(async move {
-                        if d.len() >= min_len {
-                            tokio::time::sleep(delay).await; // the fault under test
-                        }
+                        tokio::time::sleep(delay).await; // the fault under test
                         let _ = back.send_to(&d, server).await;
                     });
                 }
@@ -33,9 +28,7 @@ async fn delaying_relay(server: SocketAddr, delay: Duration, min_len: usize) -> 
                     if let Some(to) = to {
                         let (front, d) = (front.clone(), b[..n].to_vec());
                         tokio::spawn(async move {
-                            if d.len() >= min_len {
-                                tokio::time::sleep(delay).await; // the fault under test
-                            }
+                            tokio::time::sleep(delay).await; // the fault under test
                             let _ = front.send_to(&d, to).await;
                         });
                     }
@@ -63,7 +56,7 @@ async fn a_storage_learner_answering_after_the_deadline_catches_up() {
     let id = NodeId::new(2);
     let port = free_port();
     let listen = addr(port);
-    let advertised = delaying_relay(listen, Duration::from_millis(40), 0).await;
+    let advertised = delaying_relay(listen, Duration::from_millis(40)).await;
     let mut cfg = ConsensusConfig::new(id, c.dir.path().join("n2"), listen, advertised);
     cfg.admission.policy = JoinPolicy::Open;
     let (node, _) = Consensus::join(
@@ -116,68 +109,5 @@ async fn a_storage_learner_answering_after_the_deadline_catches_up() {
         during <= 10,
         "the slow learner was called {during} times in 2 s at rest"
     );
-    c.shutdown().await;
-}
-
-/// Node 3, of the voter role, is reached through a relay that holds every datagram of 1000
-/// bytes or more for 150 ms: its heartbeats are answered at once, its batches of entries only
-/// after openraft's 50 ms deadline. It catches up, is promoted, and holds every write.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_voter_whose_entries_arrive_after_the_deadline_catches_up_and_is_promoted() {
-    let mut c = Cluster::bootstrap(NodeId::new(1)).await;
-    let leader = NodeId::new(1);
-    c.join(NodeId::new(2), Role::Voter).await;
-    c.wait_membership(&[leader, NodeId::new(2)], &[]).await;
-    // Entries of about 250 bytes each, so that a batch takes many datagrams.
-    let key = |i: usize| format!("entry-{i}");
-    for i in 0..40 {
-        let w = c.nodes[&leader]
-            .write(Request::SetLabel {
-                node: leader,
-                key: key(i),
-                value: "x".repeat(200),
-            })
-            .await
-            .expect("write");
-        assert!(w.outcome.is_ok(), "{w:?}");
-    }
-    let id = NodeId::new(3);
-    let port = free_port();
-    let listen = addr(port);
-    let advertised = delaying_relay(listen, Duration::from_millis(150), 1000).await;
-    let mut cfg = ConsensusConfig::new(id, c.dir.path().join("n3"), listen, advertised);
-    cfg.admission.policy = JoinPolicy::Open;
-    let seeds = vec![c.seed()];
-    let (node, _) = Consensus::join(
-        cfg,
-        info(id, Role::Voter),
-        "test",
-        &seeds,
-        JoinCredentials {
-            trust: Trust::FirstUse,
-            token: None,
-            key: None,
-        },
-    )
-    .await
-    .expect("join");
-    c.ports.insert(id, port);
-    c.nodes.insert(id, node);
-    c.wait_membership(&[1, 2, 3].map(NodeId::new), &[]).await;
-    let want: BTreeSet<String> = (0..40).map(key).collect();
-    c.until(
-        "the late voter holding every write",
-        Duration::from_secs(15),
-        |c| {
-            let held = labels_of(&c.nodes[&id], leader);
-            let missing = want.difference(&held).count();
-            if missing == 0 {
-                Ok(())
-            } else {
-                Err(format!("{missing} writes missing"))
-            }
-        },
-    )
-    .await;
     c.shutdown().await;
 }
