@@ -153,21 +153,26 @@ impl Cluster {
         token: Option<TokenProof>,
         key: Option<[u8; 32]>,
     ) -> Result<(), StartError> {
-        let port = free_port();
+        let at = SocketAddr::from((ip, free_port()));
+        self.join_advertised(id, role, at, at, JoinCredentials { trust, token, key })
+            .await
+    }
+
+    /// Joins listening on `listen` and telling the cluster it is reached at `advertise`.
+    async fn join_advertised(
+        &mut self,
+        id: NodeId,
+        role: Role,
+        listen: SocketAddr,
+        advertise: SocketAddr,
+        credentials: JoinCredentials,
+    ) -> Result<(), StartError> {
         let seeds = vec![self.seed()];
-        let at = SocketAddr::from((ip, port));
-        let mut cfg =
-            ConsensusConfig::new(id, self.dir.path().join(format!("n{}", id.get())), at, at);
+        let dir = self.dir.path().join(format!("n{}", id.get()));
+        let mut cfg = ConsensusConfig::new(id, dir, listen, advertise);
         cfg.admission.policy = JoinPolicy::Open;
-        let (node, _) = Consensus::join(
-            cfg,
-            info(id, role),
-            "test",
-            &seeds,
-            JoinCredentials { trust, token, key },
-        )
-        .await?;
-        self.ports.insert(id, port);
+        let (node, _) = Consensus::join(cfg, info(id, role), "test", &seeds, credentials).await?;
+        self.ports.insert(id, listen.port());
         self.nodes.insert(id, node);
         Ok(())
     }

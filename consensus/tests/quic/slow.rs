@@ -39,6 +39,18 @@ async fn delaying_relay(server: SocketAddr, delay: Duration) -> SocketAddr {
     at
 }
 
+/// Writes labels `{prefix}-0` to `{prefix}-{n-1}` on `node`'s record through `node`, each
+/// applied.
+async fn write_labels(c: &Cluster, node: NodeId, prefix: &str, n: usize) {
+    for i in 0..n {
+        let w = c.nodes[&node]
+            .write(label(node, &format!("{prefix}-{i}")))
+            .await
+            .expect("write");
+        assert!(w.outcome.is_ok(), "{w:?}");
+    }
+}
+
 /// The leader reaches storage node 2 through a relay that adds 40 ms each way: every
 /// AppendEntries to it is answered after openraft's 50 ms deadline. It joins, takes the
 /// writes made before and after, and the leader's heartbeats to it stay few.
@@ -46,42 +58,20 @@ async fn delaying_relay(server: SocketAddr, delay: Duration) -> SocketAddr {
 async fn a_storage_learner_answering_after_the_deadline_catches_up() {
     let mut c = Cluster::bootstrap(NodeId::new(1)).await;
     let leader = NodeId::new(1);
-    for i in 0..20 {
-        let w = c.nodes[&leader]
-            .write(label(leader, &format!("before-{i}")))
-            .await
-            .expect("write");
-        assert!(w.outcome.is_ok(), "{w:?}");
-    }
+    write_labels(&c, leader, "before", 20).await;
     let id = NodeId::new(2);
-    let port = free_port();
-    let listen = addr(port);
+    let listen = addr(free_port());
     let advertised = delaying_relay(listen, Duration::from_millis(40)).await;
-    let mut cfg = ConsensusConfig::new(id, c.dir.path().join("n2"), listen, advertised);
-    cfg.admission.policy = JoinPolicy::Open;
-    let (node, _) = Consensus::join(
-        cfg,
-        info(id, Role::Storage),
-        "test",
-        &[c.seed()],
-        JoinCredentials {
-            trust: Trust::FirstUse,
-            token: None,
-            key: None,
-        },
-    )
-    .await
-    .expect("join");
-    c.ports.insert(id, port);
-    c.nodes.insert(id, node);
+    let first_use = JoinCredentials {
+        trust: Trust::FirstUse,
+        token: None,
+        key: None,
+    };
+    c.join_advertised(id, Role::Storage, listen, advertised, first_use)
+        .await
+        .expect("join");
     c.wait_membership(&[leader], &[id]).await;
-    for i in 0..20 {
-        let w = c.nodes[&leader]
-            .write(label(leader, &format!("after-{i}")))
-            .await
-            .expect("write");
-        assert!(w.outcome.is_ok(), "{w:?}");
-    }
+    write_labels(&c, leader, "after", 20).await;
     let want: BTreeSet<String> = (0..20)
         .flat_map(|i| [format!("before-{i}"), format!("after-{i}")])
         .collect();
