@@ -225,29 +225,21 @@ struct Pending {
 
 /// A heartbeat the peer answered with success, and when it was sent.
 struct Beat {
-    vote: Vote<NodeId>,
-    prev_log_id: Option<LogId<NodeId>>,
-    leader_commit: Option<LogId<NodeId>>,
+    asked: Asked,
     sent: Instant,
 }
 
 impl Beat {
-    fn of(req: &AppendEntriesRequest<TypeConfig>, sent: Instant) -> Option<Beat> {
-        req.entries.is_empty().then_some(Beat {
-            vote: req.vote,
-            prev_log_id: req.prev_log_id,
-            leader_commit: req.leader_commit,
+    fn of(asked: &Asked, sent: Instant) -> Option<Beat> {
+        asked.heartbeat.then_some(Beat {
+            asked: *asked,
             sent,
         })
     }
 
     /// Whether `req` is the same heartbeat, within [`LEARNER_BEAT`] of the one that travelled.
-    fn answers(&self, req: &AppendEntriesRequest<TypeConfig>) -> bool {
-        req.entries.is_empty()
-            && req.vote == self.vote
-            && req.prev_log_id == self.prev_log_id
-            && req.leader_commit == self.leader_commit
-            && self.sent.elapsed() < LEARNER_BEAT
+    fn answers(&self, req: &Asked) -> bool {
+        *req == self.asked && self.sent.elapsed() < LEARNER_BEAT
     }
 }
 
@@ -302,9 +294,7 @@ impl Callee {
             None => Err(refused("an answer to another request")),
         }
     }
-}
 
-impl Callee {
     async fn append(&self, req: AppendEntriesRequest<TypeConfig>, ttl: Duration) -> AppendResult {
         let rpc = Rpc::AppendEntries { req };
         self.call(&rpc, ttl, |r| match r {
@@ -316,20 +306,11 @@ impl Callee {
 }
 
 impl RaftPeer {
-    /// Keeps a heartbeat the learner answered with success, to answer its repeats.
-    fn record_beat(
-        &mut self,
-        asked: &Asked,
-        sent: Instant,
-        answer: &AppendEntriesResponse<NodeId>,
-    ) {
+    /// Keeps a heartbeat the peer answered with success, to answer its repeats; anything
+    /// else forgets the last one.
+    fn record_beat(&mut self, asked: &Asked, sent: Instant, res: &AppendResult) {
         self.beat =
-            (asked.heartbeat && *answer == AppendEntriesResponse::Success).then_some(Beat {
-                vote: asked.vote,
-                prev_log_id: asked.prev_log_id,
-                leader_commit: asked.leader_commit,
-                sent,
-            });
+            Beat::of(asked, sent).filter(|_| matches!(res, Ok(AppendEntriesResponse::Success)));
     }
 }
 
@@ -348,28 +329,29 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> AppendResult {
+        let asked = Asked::of(&req);
         if !self.quiet.contains(self.to.target) {
             self.pending = None;
             let sent = Instant::now();
-            let beat = Beat::of(&req, sent);
             let res = self.to.append(req, option.hard_ttl()).await;
-            self.beat = beat.filter(|_| matches!(res, Ok(AppendEntriesResponse::Success)));
+            self.record_beat(&asked, sent, &res);
             return res;
         }
-        let asked = Asked::of(&req);
         // openraft drops this future at its deadline; a call still running stays in
         // `pending` for the next request.
         if let Some(p) = self.pending.as_mut() {
             let done = (&mut p.answer).await;
             let p = self.pending.take().expect("pending while awaited");
-            if let Ok(Ok(answer)) = done {
-                self.record_beat(&p.asked, p.sent, &answer);
-                if let Some(covered) = p.asked.covers(&answer, &asked) {
+            if let Ok(res) = done {
+                self.record_beat(&p.asked, p.sent, &res);
+                if let Ok(answer) = &res
+                    && let Some(covered) = p.asked.covers(answer, &asked)
+                {
                     return Ok(covered);
                 }
             }
         }
-        if self.beat.as_ref().is_some_and(|b| b.answers(&req)) {
+        if self.beat.as_ref().is_some_and(|b| b.answers(&asked)) {
             return Ok(AppendEntriesResponse::Success);
         }
         let (tx, answer) = tokio::sync::oneshot::channel();
@@ -390,9 +372,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
                 "the call ended without an answer".to_string(),
             ))))
         });
-        if let Ok(answer) = &res {
-            self.record_beat(&asked, sent, answer);
-        }
+        self.record_beat(&asked, sent, &res);
         res
     }
 
@@ -516,15 +496,21 @@ mod tests {
     #[test]
     fn only_the_same_heartbeat_within_the_learner_beat_is_answered_again() {
         let sent = Instant::now();
-        let last = Beat::of(&beat(2, 10, 9), sent).expect("a heartbeat");
-        assert!(last.answers(&beat(2, 10, 9)), "the same heartbeat");
-        assert!(!last.answers(&beat(3, 10, 9)), "a new term travels");
+        let last = Beat::of(&Asked::of(&beat(2, 10, 9)), sent).expect("a heartbeat");
         assert!(
-            !last.answers(&beat(2, 11, 9)),
+            last.answers(&Asked::of(&beat(2, 10, 9))),
+            "the same heartbeat"
+        );
+        assert!(
+            !last.answers(&Asked::of(&beat(3, 10, 9))),
+            "a new term travels"
+        );
+        assert!(
+            !last.answers(&Asked::of(&beat(2, 11, 9))),
             "another prev_log_id travels"
         );
         assert!(
-            !last.answers(&beat(2, 10, 10)),
+            !last.answers(&Asked::of(&beat(2, 10, 10))),
             "a new commit index travels"
         );
         let mut entries = beat(2, 10, 9);
@@ -532,14 +518,14 @@ mod tests {
             log_id: log_id(2, 11),
             payload: EntryPayload::Blank,
         });
-        assert!(!last.answers(&entries), "entries travel");
+        assert!(!last.answers(&Asked::of(&entries)), "entries travel");
         assert!(
-            Beat::of(&entries, sent).is_none(),
+            Beat::of(&Asked::of(&entries), sent).is_none(),
             "entries are no heartbeat"
         );
-        let old = Beat::of(&beat(2, 10, 9), sent - LEARNER_BEAT).expect("a heartbeat");
+        let old = Beat::of(&Asked::of(&beat(2, 10, 9)), sent - LEARNER_BEAT).expect("a heartbeat");
         assert!(
-            !old.answers(&beat(2, 10, 9)),
+            !old.answers(&Asked::of(&beat(2, 10, 9))),
             "one heartbeat per LEARNER_BEAT travels"
         );
     }
