@@ -221,7 +221,6 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), FilesError> {
 /// Writes `data` to `path` so that a crash leaves the old file or the new one, never a part.
 fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), FilesError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -234,10 +233,15 @@ fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), FilesError> {
     f.sync_all().map_err(io_error(&tmp))?;
     drop(f);
     set_mode(&tmp, mode)?;
-    fs::rename(&tmp, path).map_err(io_error(path))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))
+    rename_durably(&tmp, path).map_err(io_error(path))
+}
+
+/// Renames `from` (a complete file, already synced) to `to` and syncs the directory, so that
+/// a crash leaves either name, never neither.
+pub(crate) fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)?;
+    let dir = to.parent().filter(|d| !d.as_os_str().is_empty());
+    fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 #[cfg(test)]

@@ -68,12 +68,7 @@ pub fn open_db(path: &Path) -> Result<Arc<Database>, redb::DatabaseError> {
         std::fs::File::open(&new)
             .and_then(|f| f.sync_all())
             .map_err(io)?;
-        std::fs::rename(&new, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
+        crate::files::rename_durably(&new, path).map_err(io)?;
     }
     let db = Database::create(path)?;
     Ok(Arc::new(db))

@@ -173,8 +173,9 @@ impl Consensus {
                 .map_err(|e| StartError::Raft(e.to_string()))?,
         };
         let lease = Duration::from_millis(raft_config.election_timeout_max);
-        let db = open_db(&files.raft_db())
-            .map_err(|e| StartError::Storage(format!("{}: {e}", files.raft_db().display())))?;
+        let db_path = files.raft_db();
+        let db = open_db(&db_path)
+            .map_err(|e| StartError::Storage(format!("{}: {e}", db_path.display())))?;
         let sm = StateMachineStore::open_with_events(db.clone(), config.events.clone())
             .map_err(|e| StartError::Storage(e.to_string()))?;
         // Removed identities are refused from the first handshake on.
