@@ -22,7 +22,9 @@
 //! the machine (`perf record -a -g`), `SCALE_PERF_STORAGE=FILE` the last storage node (with
 //! DWARF call graphs); `SCALE_WRAP_LEADER="heaptrack -o FILE"` starts the first voter (the
 //! leader) under that command (its RSS and CPU figures are then the wrapper's).
-//! `SCALE_STORAGE_ARGS="--config FILE"` gives every storage agent those words too (a setting
+//! `SCALE_VOTER_ARGS` gives every voter its words (`--config FILE`, a file with a `log` filter
+//! that shows openraft's elections, say). `SCALE_STORAGE_ARGS="--config FILE"` gives every
+//! storage agent those words too (a setting
 //! tried on the storage plane only; the report says so). The results file keeps everything from
 //! its `## Projection` heading on.
 //!
@@ -129,6 +131,8 @@ fn start_rate() -> Option<f64> {
 /// `SCALE_WRAP_LEADER` when set.
 fn spawn_voter(lab: &mut Lab, i: usize, extra: &[&str]) -> ProcId {
     let name = format!("v{i}");
+    let extra: Vec<&str> = extra.iter().copied().chain(voter_extra()).collect();
+    let extra = extra.as_slice();
     let dir = lab.host_dir(i).join("data");
     let dir = dir.to_str().expect("utf-8 path").to_string();
     let mut words: Vec<String> = Vec::new();
@@ -161,6 +165,17 @@ fn spawn_voter(lab: &mut Lab, i: usize, extra: &[&str]) -> ProcId {
     words.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = words.iter().map(String::as_str).collect();
     lab.spawn_program(i, &name, &program, &args)
+}
+
+/// The words of `SCALE_VOTER_ARGS`, given to every voter (`--config FILE` with a `log` filter
+/// that shows openraft's elections, say).
+fn voter_extra() -> Vec<&'static str> {
+    static VOTER_EXTRA: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    VOTER_EXTRA
+        .get_or_init(|| std::env::var("SCALE_VOTER_ARGS").ok())
+        .as_deref()
+        .map(|w| w.split_whitespace().collect())
+        .unwrap_or_default()
 }
 
 /// `perf record ARGS -o FILE`, quiet, until interrupted.
