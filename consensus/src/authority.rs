@@ -100,7 +100,8 @@ impl Caller {
 /// What a caller asks for, as far as authority goes.
 #[derive(Clone, Copy, Debug)]
 pub enum Action<'a> {
-    /// AppendEntries, Vote or InstallSnapshot.
+    /// AppendEntries, Vote, PreVote or InstallSnapshot, and the voters' own calls among
+    /// themselves (a hand-over's Elect, Suspects).
     Raft,
     /// A registry write.
     Write(&'a Request),

@@ -56,6 +56,10 @@ pub(crate) enum Rpc {
     },
     /// The leader asks a voter which nodes its failure detector holds dead.
     Suspects,
+    /// A voter asks another whether it would vote for it, before it campaigns.
+    PreVote {
+        q: crate::node::PreVote,
+    },
 }
 
 impl Rpc {
@@ -99,6 +103,11 @@ pub(crate) enum Reply {
     },
     Suspects {
         dead: Vec<NodeId>,
+    },
+    /// The answer to a pre-vote; `reason` says why not.
+    PreVoted {
+        granted: bool,
+        reason: String,
     },
     /// The request was not understood or not allowed for this caller.
     Refused {

@@ -450,6 +450,29 @@ fn raft(enc: &mut DescriptorEncoder, node: &Consensus, counts: &Counts) -> fmt::
         "quorate_raft_membership_changes",
         "Raft membership changes this node attempted as leader.",
         counts.membership_changes,
+    )?;
+    one(
+        enc,
+        Counter,
+        "quorate_raft_quorum_checks",
+        "Leadership confirmations this node ran as leader for reads and joins (heartbeats a \
+         majority must answer); callers that arrive during one share the next.",
+        counts.quorum_checks,
+    )?;
+    one(
+        enc,
+        Counter,
+        "quorate_raft_campaigns",
+        "Elections this node started, each after a pre-vote that a majority of voters granted.",
+        counts.campaigns,
+    )?;
+    one(
+        enc,
+        Counter,
+        "quorate_raft_pre_votes_lost",
+        "Pre-votes this node asked for, having heard no leader, that found no majority: it did \
+         not campaign (the leader was alive to the others, or this node's log was behind).",
+        counts.pre_votes_lost,
     )
 }
 

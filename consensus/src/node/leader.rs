@@ -23,8 +23,12 @@ const QUORUM_FRESH: Duration = Duration::from_millis(100);
 
 impl Inner {
     /// Confirms that this node leads with a majority behind it, at most every
-    /// [`QUORUM_FRESH`] (always when `fresh`). A check that fails is tried again for up to a
-    /// second (a fresh leader may still be dialing its followers) before the answer is no.
+    /// [`QUORUM_FRESH`] (always when `fresh`).
+    ///
+    /// Callers that arrive while a check is under way wait for the next one, which starts after
+    /// all of them arrived, and share its answer (etcd batches its ReadIndex rounds the same
+    /// way): a bulk start of hundreds of joiners costs a few rounds of heartbeats to the voters,
+    /// not one each, retried every 50 ms when the voters answer late.
     pub(super) async fn check_quorum(&self, fresh: bool) -> Result<(), ConsensusError> {
         if !fresh
             && let Ok(q) = self.quorum_ok.lock()
@@ -32,8 +36,26 @@ impl Inner {
         {
             return Ok(());
         }
+        loop {
+            let checked = self
+                .locks
+                .quorum_checks
+                .submit((), &self.locks.confirming, |_| self.confirm_quorum())
+                .await;
+            // `None`: the caller running the check that carried this one went away half way;
+            // ask again (a check changes nothing).
+            if let Some(outcome) = checked {
+                return outcome;
+            }
+        }
+    }
+
+    /// One quorum check: a check that fails is tried again for up to a second (a fresh leader
+    /// may still be dialing its followers) before the answer is no.
+    async fn confirm_quorum(&self) -> Result<(), ConsensusError> {
         let until = Instant::now() + Duration::from_secs(1);
         loop {
+            self.counters.quorum_checks.fetch_add(1, Ordering::Relaxed);
             let r =
                 tokio::time::timeout(Duration::from_secs(1), self.raft.ensure_linearizable()).await;
             match r {

@@ -207,10 +207,10 @@ impl Inner {
             .ok_or_else(|| ConsensusError::internal("the successor has no address"))?;
         info!(to = target.to_string(), "handing leadership over");
         self.raft.runtime_config().heartbeat(false);
-        self.raft.runtime_config().elect(false);
+        self.campaign.allow(false);
         let result = self.hand_over(target, addr).await;
         self.raft.runtime_config().heartbeat(true);
-        self.raft.runtime_config().elect(true);
+        self.campaign.allow(true);
         match result {
             Ok(new) => {
                 info!(leader = new.to_string(), "leadership handed over");

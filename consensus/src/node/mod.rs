@@ -10,12 +10,16 @@
 //! checked and dispatched by [`serve`]; a member keeps its own record current ([`upkeep`]);
 //! [`status`] is what it shows of the group. [`state`] holds what they share.
 //!
-//! Module order, bottom up (each uses only those before it): `batch`, `join`, `state`, `leader`,
-//! `membership`, `admit`, `route`, `serve`, `upkeep`, `status`; then the handle declared here
+//! A voter campaigns only after a pre-vote that a majority granted ([`campaign`]).
+//!
+//! Module order, bottom up (each uses only those before it, but for the `Campaign` that
+//! `state` holds): `batch`, `join`, `state`, `leader`, `membership`, `admit`, `route`,
+//! `campaign`, `serve`, `upkeep`, `status`; then the handle declared here
 //! ([`Consensus`], [`ConsensusConfig`], [`StartError`]), which `start` and `joiner` build.
 
 mod admit;
 mod batch;
+mod campaign;
 mod join;
 mod joiner;
 mod leader;
@@ -39,6 +43,8 @@ use tracing::warn;
 
 pub use join::{AdmissionConfig, JoinCredentials, JoinPolicy, key_proof, same, secret_hash};
 pub use status::{Counts, MemberView, Status};
+
+pub(crate) use campaign::PreVote;
 
 use route::{Done, Op};
 use state::Inner;
@@ -367,6 +373,9 @@ impl Consensus {
             ("joins_rate_limited", c.joins_rate_limited),
             ("requests_refused", c.requests_refused),
             ("membership_changes", c.membership_changes),
+            ("quorum_checks", c.quorum_checks),
+            ("campaigns", c.campaigns),
+            ("pre_votes_lost", c.pre_votes_lost),
             ("certificates_renewed", c.certificates_renewed),
             ("removals_unconfirmed", c.removals_unconfirmed),
         ]

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use openraft::raft::AppendEntriesResponse;
 use quorate_base::Role;
 use tracing::{debug, warn};
 
@@ -53,7 +54,8 @@ fn action(rpc: &Rpc) -> Action<'_> {
         | Rpc::Vote { .. }
         | Rpc::InstallSnapshot { .. }
         | Rpc::Elect
-        | Rpc::Suspects => Action::Raft,
+        | Rpc::Suspects
+        | Rpc::PreVote { .. } => Action::Raft,
         Rpc::Write { req } => Action::Write(req),
         Rpc::Read => Action::Read,
         Rpc::Snapshot => Action::Snapshot,
@@ -75,7 +77,8 @@ fn refusal(rpc: &Rpc, e: ConsensusError) -> Reply {
         Rpc::AppendEntries { .. }
         | Rpc::Vote { .. }
         | Rpc::InstallSnapshot { .. }
-        | Rpc::Suspects => Reply::Refused {
+        | Rpc::Suspects
+        | Rpc::PreVote { .. } => Reply::Refused {
             reason: e.to_string(),
         },
     }
@@ -94,6 +97,7 @@ fn kind(rpc: &Rpc) -> &'static str {
         Rpc::Join { .. } => "join",
         Rpc::Renew { .. } => "renew",
         Rpc::Suspects => "suspects",
+        Rpc::PreVote { .. } => "pre_vote",
     }
 }
 
@@ -160,6 +164,7 @@ impl Inner {
             Rpc::AppendEntries { req } => Some(req.vote.leader_id().voted_for()),
             Rpc::Vote { req } => Some(req.vote.leader_id().voted_for()),
             Rpc::InstallSnapshot { req } => Some(req.vote.leader_id().voted_for()),
+            Rpc::PreVote { q } => Some(Some(q.candidate)),
             _ => None,
         };
         if let Some(claimed) = claimed
@@ -174,15 +179,31 @@ impl Inner {
             };
         }
         match rpc {
-            Rpc::AppendEntries { req } => Reply::AppendEntries {
-                res: self.raft.append_entries(req).await,
-            },
-            Rpc::Vote { req } => Reply::Vote {
-                res: self.raft.vote(req).await,
-            },
-            Rpc::InstallSnapshot { req } => Reply::InstallSnapshot {
-                res: self.raft.install_snapshot(req).await,
-            },
+            // A leader's entries, heartbeat or snapshot taken, or a vote granted, starts this
+            // node's election timer again (see `campaign`).
+            Rpc::AppendEntries { req } => {
+                let res = self.raft.append_entries(req).await;
+                if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                    self.campaign.heard();
+                }
+                Reply::AppendEntries { res }
+            }
+            Rpc::Vote { req } => {
+                let res = self.raft.vote(req).await;
+                if matches!(&res, Ok(r) if r.vote_granted) {
+                    self.campaign.heard();
+                }
+                Reply::Vote { res }
+            }
+            Rpc::InstallSnapshot { req } => {
+                let vote = req.vote;
+                let res = self.raft.install_snapshot(req).await;
+                if matches!(&res, Ok(r) if r.vote == vote) {
+                    self.campaign.heard();
+                }
+                Reply::InstallSnapshot { res }
+            }
+            Rpc::PreVote { q } => self.answer_pre_vote(&q).await,
             Rpc::Elect => {
                 let m = self.metrics();
                 if m.current_leader != Some(peer.id) {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use openraft::{BasicNode, Raft};
 use tracing::{info, warn};
 
+use super::campaign::{Campaign, campaign_loop};
 use super::join::Admission;
 use super::membership::autopilot_loop;
 use super::state::{Counters, Inner, Locks, Me, PilotInput};
@@ -187,6 +188,14 @@ impl Consensus {
         let log = LogStore::new(db);
         let raft_net = RaftNet::new(net.clone());
         let quiet = raft_net.quiet();
+        // openraft's own election timer is off: this node campaigns after a pre-vote
+        // ([`super::campaign`]).
+        let timeouts = (
+            Duration::from_millis(raft_config.election_timeout_min),
+            Duration::from_millis(raft_config.election_timeout_max),
+        );
+        let mut raft_config = raft_config;
+        raft_config.enable_elect = false;
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -214,6 +223,7 @@ impl Consensus {
             },
             write_timeout: config.write_timeout,
             lease,
+            campaign: Campaign::new(!hold, timeouts),
             locks: Locks::default(),
             quorum_ok: Mutex::new(None),
             pilot: PilotInput::default(),
@@ -222,9 +232,7 @@ impl Consensus {
             counters: Counters::default(),
         });
         let serve = net.serve(inner.clone());
-        if hold {
-            inner.raft.runtime_config().elect(false);
-        }
+        let campaign = tokio::spawn(campaign_loop(inner.clone()));
         let pilot = tokio::spawn(autopilot_loop(inner.clone(), config.autopilot_every));
         let gate = tokio::spawn(release_election(inner.clone()));
         let keeper = tokio::spawn(keep_record(inner.clone()));
@@ -235,7 +243,7 @@ impl Consensus {
         Ok(Consensus {
             inner,
             tasks: vec![
-                serve, pilot, keeper, gate, removals, renewal, leaders, quiet,
+                serve, campaign, pilot, keeper, gate, removals, renewal, leaders, quiet,
             ],
         })
     }

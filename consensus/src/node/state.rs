@@ -44,6 +44,12 @@ pub(super) struct Counters {
     /// Refusals by the authority rules, in the order of [`Rule::ALL`].
     pub(super) refused_by_rule: [AtomicU64; Rule::ALL.len()],
     pub(super) membership_changes: AtomicU64,
+    /// Leadership confirmations (heartbeats answered by a majority) run for reads and joins.
+    pub(super) quorum_checks: AtomicU64,
+    /// Elections this node started, each after a pre-vote a majority granted.
+    pub(super) campaigns: AtomicU64,
+    /// Pre-votes this node asked for that found no majority (so it did not campaign).
+    pub(super) pre_votes_lost: AtomicU64,
     /// Certificates this node renewed for itself.
     pub(super) renewals: AtomicU64,
     /// Failure removals the autopilot held back because no other voter confirmed them.
@@ -88,6 +94,11 @@ pub(super) struct Locks {
     pub(super) learners: Batches<(NodeId, String), Result<(), ConsensusError>>,
     /// One recording of the cluster's identity at a time.
     pub(super) initializing: tokio::sync::Mutex<()>,
+    /// Callers waiting for a fresh quorum check: whoever takes `confirming` next confirms the
+    /// leadership once for all of them (see `Inner::check_quorum`).
+    pub(super) quorum_checks: Batches<(), Result<(), ConsensusError>>,
+    /// One quorum check at a time.
+    pub(super) confirming: tokio::sync::Mutex<()>,
 }
 
 /// What the autopilot is told from outside Raft.
@@ -116,6 +127,8 @@ pub(super) struct Inner {
     pub(super) write_timeout: Duration,
     /// The followers' leader lease (`election_timeout_max`).
     pub(super) lease: Duration,
+    /// When this node campaigns (see [`super::campaign`]).
+    pub(super) campaign: super::campaign::Campaign,
     pub(super) locks: Locks,
     /// When a quorum was last confirmed.
     pub(super) quorum_ok: Mutex<Option<Instant>>,

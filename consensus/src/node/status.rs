@@ -92,6 +92,13 @@ pub struct Counts {
     pub refused_by_rule: Vec<(Rule, u64)>,
     /// Membership changes this node attempted as leader.
     pub membership_changes: u64,
+    /// Leadership confirmations this node ran as leader, for reads and joins (one for all the
+    /// callers that arrived while the one before was under way).
+    pub quorum_checks: u64,
+    /// Elections this node started, each after a pre-vote that a majority granted.
+    pub campaigns: u64,
+    /// Pre-votes this node asked for that found no majority, so it did not campaign.
+    pub pre_votes_lost: u64,
     /// Certificates this node renewed for itself.
     pub certificates_renewed: u64,
     /// Failure removals the autopilot held back because no other voter confirmed them.
@@ -121,6 +128,9 @@ impl Inner {
                 .map(|(r, n)| (*r, g(n)))
                 .collect(),
             membership_changes: g(&c.membership_changes),
+            quorum_checks: g(&c.quorum_checks),
+            campaigns: g(&c.campaigns),
+            pre_votes_lost: g(&c.pre_votes_lost),
             certificates_renewed: g(&c.renewals),
             removals_unconfirmed: g(&c.removals_unconfirmed),
             leader_changes: g(&c.leader_changes),

@@ -72,7 +72,7 @@ impl Inner {
 /// to campaign).
 pub(super) async fn release_election(inner: Arc<Inner>) {
     tokio::time::sleep(HOLD_ELECTION).await;
-    inner.raft.runtime_config().elect(true);
+    inner.campaign.allow(true);
 }
 
 /// Keeps this node's own registry record current (after a restart on another address), and
@@ -91,7 +91,7 @@ pub(super) async fn keep_record(inner: Arc<Inner>) {
             was_member = true;
         } else if was_member && m.current_leader.is_some() {
             warn!("this node was removed from the cluster; it no longer takes part in elections");
-            inner.raft.runtime_config().elect(false);
+            inner.campaign.allow(false);
             was_member = false;
         }
         if !done && m.current_leader.is_some() && member {

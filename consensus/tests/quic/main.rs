@@ -421,6 +421,54 @@ async fn step_down_hands_leadership_to_another_voter() {
     c.shutdown().await;
 }
 
+/// Forty linearizable reads at once on the leader are all answered, by a few leadership
+/// confirmations shared among them, not one each: a bulk start of hundreds of joiners (each
+/// admission confirms the leadership) must not send the voters a round of heartbeats apiece.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_share_leadership_confirmations() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    const READS: usize = 40;
+    let c = Cluster::three_voters().await;
+    let leader = &c.nodes[&c.any().status().leader_id.expect("a leader")];
+    let before = leader.counters()["quorum_checks"];
+    type Read<'a> = Pin<Box<dyn Future<Output = Result<(), ConsensusError>> + Send + 'a>>;
+    let mut reads: Vec<Read<'_>> = (0..READS)
+        .map(|_| Box::pin(async { leader.read().await.map(drop) }) as Read<'_>)
+        .collect();
+    let mut answers: Vec<Option<Result<(), ConsensusError>>> = (0..READS).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (read, answer) in reads.iter_mut().zip(answers.iter_mut()) {
+            if answer.is_none()
+                && let Poll::Ready(r) = read.as_mut().poll(cx)
+            {
+                *answer = Some(r);
+            }
+        }
+        if answers.iter().all(Option::is_some) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    let failed: Vec<_> = answers
+        .iter()
+        .flatten()
+        .filter_map(|r| r.as_ref().err())
+        .collect();
+    assert!(failed.is_empty(), "reads failed: {failed:?}");
+    let checks = leader.counters()["quorum_checks"] - before;
+    assert!(
+        (1..=READS as u64 / 4).contains(&checks),
+        "{READS} concurrent reads took {checks} leadership confirmations"
+    );
+    drop(reads);
+    c.shutdown().await;
+}
+
 /// After every node stops and restarts from its directory, the registry and the cluster id are
 /// intact and the group commits again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

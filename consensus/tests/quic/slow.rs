@@ -1,10 +1,12 @@
-//! A storage learner on a busy host: its answers come later than openraft's deadline for an
-//! AppendEntries (one heartbeat interval, 50 ms), and it still catches up and follows.
+//! Peers behind a relay: a storage learner on a busy host, whose answers come later than
+//! openraft's deadline for an AppendEntries (one heartbeat interval, 50 ms), still catches up
+//! and follows; a voter that hears nothing from its leader for a while does not depose it.
 
 use super::*;
 
-/// A UDP relay in front of `server` that holds every datagram for `delay`, each way.
-async fn delaying_relay(server: SocketAddr, delay: Duration) -> SocketAddr {
+/// A UDP relay in front of `server` that holds every datagram for `delay`, each way, and
+/// drops every one while `cut` is set.
+async fn relay(server: SocketAddr, delay: Duration, cut: Arc<AtomicBool>) -> SocketAddr {
     let front = Arc::new(tokio::net::UdpSocket::bind(addr(0)).await.expect("bind"));
     let back = Arc::new(tokio::net::UdpSocket::bind(addr(0)).await.expect("bind"));
     let at = front.local_addr().expect("addr");
@@ -17,6 +19,9 @@ async fn delaying_relay(server: SocketAddr, delay: Duration) -> SocketAddr {
             tokio::select! {
                 Ok((n, from)) = front.recv_from(&mut a) => {
                     *client.lock().expect("client") = Some(from);
+                    if cut.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     let (back, d) = (back.clone(), a[..n].to_vec());
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await; // the fault under test
@@ -25,7 +30,7 @@ async fn delaying_relay(server: SocketAddr, delay: Duration) -> SocketAddr {
                 }
                 Ok((n, _)) = back.recv_from(&mut b) => {
                     let to = *client.lock().expect("client");
-                    if let Some(to) = to {
+                    if let Some(to) = to && !cut.load(Ordering::Relaxed) {
                         let (front, d) = (front.clone(), b[..n].to_vec());
                         tokio::spawn(async move {
                             tokio::time::sleep(delay).await; // the fault under test
@@ -37,6 +42,14 @@ async fn delaying_relay(server: SocketAddr, delay: Duration) -> SocketAddr {
         }
     });
     at
+}
+
+fn first_use() -> JoinCredentials {
+    JoinCredentials {
+        trust: Trust::FirstUse,
+        token: None,
+        key: None,
+    }
 }
 
 /// Writes labels `{prefix}-0` to `{prefix}-{n-1}` on `node`'s record through `node`, each
@@ -61,13 +74,9 @@ async fn a_storage_learner_answering_after_the_deadline_catches_up() {
     write_labels(&c, leader, "before", 20).await;
     let id = NodeId::new(2);
     let listen = addr(free_port());
-    let advertised = delaying_relay(listen, Duration::from_millis(40)).await;
-    let first_use = JoinCredentials {
-        trust: Trust::FirstUse,
-        token: None,
-        key: None,
-    };
-    c.join_advertised(id, Role::Storage, listen, advertised, first_use)
+    let cut = Arc::new(AtomicBool::new(false));
+    let advertised = relay(listen, Duration::from_millis(40), cut).await;
+    c.join_advertised(id, Role::Storage, listen, advertised, first_use())
         .await
         .expect("join");
     c.wait_membership(&[leader], &[id]).await;
@@ -99,5 +108,66 @@ async fn a_storage_learner_answering_after_the_deadline_catches_up() {
         during <= 10,
         "the slow learner was called {during} times in 2 s at rest"
     );
+    c.shutdown().await;
+}
+
+/// Every datagram to voter 3 is dropped for a while, then none: meanwhile it heard no leader,
+/// asked the others for a pre-vote, and was refused (the leader leads, voter 2 hears it), so it
+/// took no new term, and once it hears the leader again the leader and its term are as before.
+/// (Without the pre-vote it would campaign in a new term, and the leader would step down when
+/// it met that term.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_cut_off_from_its_leader_does_not_depose_it() {
+    let mut c = Cluster::bootstrap(NodeId::new(1)).await;
+    c.join(NodeId::new(2), Role::Voter).await;
+    let id = NodeId::new(3);
+    let listen = addr(free_port());
+    let cut = Arc::new(AtomicBool::new(false));
+    let advertised = relay(listen, Duration::ZERO, cut.clone()).await;
+    c.join_advertised(id, Role::Voter, listen, advertised, first_use())
+        .await
+        .expect("join");
+    c.wait_membership(&[1, 2, 3].map(NodeId::new), &[]).await;
+    let before = c.nodes[&NodeId::new(1)].status();
+    let leader = before.leader_id.expect("a leader");
+    assert_ne!(leader, id);
+
+    cut.store(true, Ordering::Relaxed);
+    c.until(
+        "voter 3 to ask for pre-votes twice and be refused",
+        Duration::from_secs(10),
+        |c| {
+            let lost = c.nodes[&id].counters()["pre_votes_lost"];
+            if lost >= 2 {
+                Ok(())
+            } else {
+                Err(format!("pre-votes lost: {lost}"))
+            }
+        },
+    )
+    .await;
+    cut.store(false, Ordering::Relaxed);
+
+    write_labels(&c, leader, "healed", 1).await;
+    c.until(
+        "voter 3 to take a write after the heal",
+        Duration::from_secs(15),
+        |c| {
+            let held = labels_of(&c.nodes[&id], leader);
+            if held.contains("healed-0") {
+                Ok(())
+            } else {
+                Err(format!("voter 3 holds {held:?}"))
+            }
+        },
+    )
+    .await;
+    let after = c.nodes[&leader].status();
+    assert_eq!(
+        (after.leader_id, after.term),
+        (Some(leader), before.term),
+        "the leader or its term changed"
+    );
+    assert_eq!(c.nodes[&id].counters()["campaigns"], 0);
     c.shutdown().await;
 }

@@ -1,0 +1,352 @@
+//! Elections with a pre-vote (the Raft thesis, section 9.6; etcd's `PreVote`).
+//!
+//! openraft 0.9 campaigns as soon as a voter has heard no leader for its election timeout:
+//! it takes a new term first and asks for votes after. One voter that hears its leader late
+//! (a busy host, a lossy link) then deposes a leader the others still follow, since the leader
+//! steps down when it meets the higher term; and a voter whose log is behind, unable to win,
+//! takes term after term and keeps the voter that could win from winning. At 200 hosts on one
+//! machine that was hundreds of terms during a bulk join.
+//!
+//! Here openraft's own timer is off, and this module campaigns instead: a voter that has heard
+//! no leader for its election timeout (the leader lease plus a random 100 to 200 ms, as
+//! openraft's timer was) first asks the other voters whether they would vote for it. A voter
+//! says yes only when it is no leader, has heard no leader itself for the leader lease (when
+//! openraft would grant the vote, too) and holds no entry the candidate lacks. Only with a
+//! majority of yeses (in each half of a joint configuration) does the candidate ask openraft to
+//! campaign. The pre-vote changes no term and no vote, so a refused one leaves the group as it
+//! was; safety stays openraft's (its vote rules are untouched).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use openraft::storage::RaftLogStorage;
+use openraft::{LogId, ServerState, Vote};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info};
+
+use super::state::Inner;
+use crate::NodeId;
+use crate::proto::{Reply, Rpc};
+
+/// How often the campaign loop looks.
+const TICK: Duration = Duration::from_millis(20);
+/// How long a pre-vote waits for the other voters' answers.
+const ASK_WITHIN: Duration = Duration::from_millis(150);
+
+/// A voter's question before it campaigns: would you vote for me?
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PreVote {
+    /// The candidate (the caller's certificate must name it).
+    pub(crate) candidate: NodeId,
+    /// The term it would campaign in.
+    pub(crate) term: u64,
+    /// Its last log entry.
+    pub(crate) last_log_id: Option<LogId<NodeId>>,
+}
+
+/// What a voter knows of itself when asked for a pre-vote.
+#[derive(Clone, Debug)]
+pub(super) struct Standing {
+    pub(super) voter: bool,
+    pub(super) leader: bool,
+    /// How long since it last heard a leader.
+    pub(super) silent: Duration,
+    /// The followers' leader lease: openraft grants no vote before it ran out.
+    pub(super) lease: Duration,
+    pub(super) last_log_id: Option<LogId<NodeId>>,
+}
+
+/// Whether a voter standing as `me` would vote for a candidate whose last entry is
+/// `candidate_last`; `Err` says why not.
+pub(super) fn grants(me: &Standing, candidate_last: Option<&LogId<NodeId>>) -> Result<(), String> {
+    if !me.voter {
+        return Err("not a voter".into());
+    }
+    if me.leader {
+        return Err("this node leads".into());
+    }
+    if me.silent < me.lease {
+        return Err(format!("heard the leader {} ms ago", me.silent.as_millis()));
+    }
+    if candidate_last < me.last_log_id.as_ref() {
+        return Err("this node holds entries the candidate lacks".into());
+    }
+    Ok(())
+}
+
+/// Whether the nodes in `granted` are a majority of every configuration in `joint`.
+pub(super) fn is_quorum(joint: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> bool {
+    !joint.is_empty()
+        && joint
+            .iter()
+            .all(|c| c.iter().filter(|id| granted.contains(id)).count() * 2 > c.len())
+}
+
+/// What the campaign loop and the request handler share.
+pub(super) struct Campaign {
+    /// Whether this node may campaign: not while it holds its candidacy after a restart, nor
+    /// while it hands its leadership over, nor once it was removed.
+    allowed: AtomicBool,
+    /// When this node last heard a leader (took its entries, heartbeat or snapshot) or granted
+    /// a vote, in milliseconds since `epoch`.
+    heard: AtomicU64,
+    epoch: Instant,
+    /// openraft's `election_timeout_min` and `_max`.
+    timeout: (Duration, Duration),
+    /// The followers' leader lease (`election_timeout_max`).
+    lease: Duration,
+}
+
+impl Campaign {
+    pub(super) fn new(allowed: bool, timeout: (Duration, Duration)) -> Campaign {
+        Campaign {
+            allowed: AtomicBool::new(allowed),
+            heard: AtomicU64::new(0),
+            epoch: Instant::now(),
+            timeout,
+            lease: timeout.1,
+        }
+    }
+
+    pub(super) fn allow(&self, allowed: bool) {
+        self.allowed.store(allowed, Ordering::Relaxed);
+    }
+
+    fn allowed(&self) -> bool {
+        self.allowed.load(Ordering::Relaxed)
+    }
+
+    /// This node heard a leader, or granted a vote: its election timer starts again.
+    pub(super) fn heard(&self) {
+        self.heard
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn silent(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.heard.load(Ordering::Relaxed)))
+    }
+
+    /// A new election timeout: the lease, then a random share of openraft's range.
+    fn next_timeout(&self) -> Duration {
+        let (min, max) = self.timeout;
+        let spread = max.saturating_sub(min).as_millis() as u64;
+        self.lease + min + Duration::from_millis(rand::random_range(0..=spread))
+    }
+}
+
+impl Inner {
+    /// The answer to a voter's pre-vote.
+    pub(super) async fn answer_pre_vote(&self, q: &PreVote) -> Reply {
+        let m = self.metrics();
+        let last_log_id = match self.log.clone().get_log_state().await {
+            Ok(s) => s.last_log_id,
+            Err(e) => {
+                return Reply::PreVoted {
+                    granted: false,
+                    reason: format!("cannot read this node's log: {e}"),
+                };
+            }
+        };
+        let me = Standing {
+            voter: m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == self.id),
+            leader: m.state == ServerState::Leader,
+            silent: self.campaign.silent(),
+            lease: self.campaign.lease,
+            last_log_id,
+        };
+        let answer = grants(&me, q.last_log_id.as_ref());
+        debug!(candidate = %q.candidate, term = q.term, granted = answer.is_ok(), why = ?answer.as_ref().err(), "pre-vote asked");
+        match answer {
+            Ok(()) => Reply::PreVoted {
+                granted: true,
+                reason: String::new(),
+            },
+            Err(reason) => Reply::PreVoted {
+                granted: false,
+                reason,
+            },
+        }
+    }
+
+    /// Asks the other voters for a pre-vote; the voters that would vote for this node.
+    async fn pre_vote(&self) -> BTreeSet<NodeId> {
+        let m = self.metrics();
+        let mut granted = BTreeSet::from([self.id]);
+        let last_log_id = match self.log.clone().get_log_state().await {
+            Ok(s) => s.last_log_id,
+            Err(_) => return BTreeSet::new(),
+        };
+        let q = PreVote {
+            candidate: self.id,
+            term: m.vote.leader_id().term + 1,
+            last_log_id,
+        };
+        let Ok(body) = serde_json::to_vec(&Rpc::PreVote { q }) else {
+            return BTreeSet::new();
+        };
+        let body = Arc::new(body);
+        let membership = m.membership_config.membership();
+        let mut asks = tokio::task::JoinSet::new();
+        for v in membership.voter_ids().filter(|v| *v != self.id) {
+            let Some(addr) = membership
+                .get_node(&v)
+                .and_then(|n| n.addr.parse::<SocketAddr>().ok())
+            else {
+                continue;
+            };
+            let (net, body) = (self.net.clone(), body.clone());
+            asks.spawn(async move {
+                let answer = net.call(v, addr, &body, ASK_WITHIN).await;
+                let yes = matches!(
+                    answer.as_deref().map(serde_json::from_slice::<Reply>),
+                    Ok(Ok(Reply::PreVoted { granted: true, .. }))
+                );
+                (v, yes)
+            });
+        }
+        let joint: Vec<BTreeSet<NodeId>> = membership.get_joint_config().clone();
+        while !is_quorum(&joint, &granted)
+            && let Some(Ok((v, yes))) = asks.join_next().await
+        {
+            if yes {
+                granted.insert(v);
+            }
+        }
+        granted
+    }
+}
+
+/// Campaigns for this node, after a pre-vote, when it has heard no leader for its election
+/// timeout (see the module's documentation); runs on every node, campaigns only as a voter.
+pub(super) async fn campaign_loop(inner: Arc<Inner>) {
+    let c = &inner.campaign;
+    c.heard();
+    let mut timeout = c.next_timeout();
+    let mut last_try = Instant::now();
+    loop {
+        tokio::time::sleep(TICK).await;
+        let (leads, votes) = {
+            let m = inner.raft.metrics();
+            let m = m.borrow();
+            (
+                m.state == ServerState::Leader,
+                m.membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == inner.id),
+            )
+        };
+        if leads {
+            // A leader hears itself: once it steps down, its timer starts from then.
+            c.heard();
+            continue;
+        }
+        if !votes || !c.allowed() || c.silent() < timeout || last_try.elapsed() < timeout {
+            continue;
+        }
+        let m = inner.metrics();
+        last_try = Instant::now();
+        timeout = c.next_timeout();
+        let granted = inner.pre_vote().await;
+        let joint = m.membership_config.membership().get_joint_config().clone();
+        if !is_quorum(&joint, &granted) {
+            inner
+                .counters
+                .pre_votes_lost
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(granted = ?granted, silent_ms = c.silent().as_millis() as u64, "pre-vote without a majority; not campaigning");
+            continue;
+        }
+        // A leader may have been heard while the pre-vote ran.
+        if !c.allowed() || c.silent() < c.lease {
+            continue;
+        }
+        inner.counters.campaigns.fetch_add(1, Ordering::Relaxed);
+        info!(
+            term = Vote::leader_id(&m.vote).term + 1,
+            silent_ms = c.silent().as_millis() as u64,
+            "no leader heard; a majority would vote for this node: campaigning"
+        );
+        if inner.raft.trigger().elect().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn log(term: u64, index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(term, NodeId::new(1)), index)
+    }
+
+    fn standing() -> Standing {
+        Standing {
+            voter: true,
+            leader: false,
+            silent: Duration::from_millis(300),
+            lease: Duration::from_millis(200),
+            last_log_id: Some(log(2, 10)),
+        }
+    }
+
+    /// A follower that has heard no leader for the lease grants a candidate with as much log.
+    #[test]
+    fn a_silent_follower_grants_a_candidate_with_as_much_log() {
+        assert_eq!(grants(&standing(), Some(&log(2, 10))), Ok(()));
+        assert_eq!(grants(&standing(), Some(&log(3, 4))), Ok(()));
+    }
+
+    /// Refused: by a follower that heard its leader within the lease, by the leader, by a
+    /// learner, and when the candidate lacks entries the voter holds.
+    #[test]
+    fn a_leader_heard_a_leader_a_learner_or_a_shorter_log_refuse() {
+        let heard = Standing {
+            silent: Duration::from_millis(150),
+            ..standing()
+        };
+        assert!(grants(&heard, Some(&log(2, 10))).is_err());
+        let leader = Standing {
+            leader: true,
+            ..standing()
+        };
+        assert!(grants(&leader, Some(&log(2, 10))).is_err());
+        let learner = Standing {
+            voter: false,
+            ..standing()
+        };
+        assert!(grants(&learner, Some(&log(2, 10))).is_err());
+        assert!(grants(&standing(), Some(&log(2, 9))).is_err());
+        assert!(grants(&standing(), Some(&log(1, 50))).is_err());
+        assert!(grants(&standing(), None).is_err());
+    }
+
+    /// A majority of each configuration is needed; half is not a majority.
+    #[test]
+    fn a_quorum_is_a_majority_of_every_configuration() {
+        let set = |ids: &[u64]| ids.iter().map(|i| NodeId::new(*i)).collect::<BTreeSet<_>>();
+        assert!(is_quorum(&[set(&[1, 2, 3])], &set(&[1, 3])));
+        assert!(!is_quorum(&[set(&[1, 2, 3])], &set(&[1])));
+        assert!(!is_quorum(&[set(&[1, 2, 3, 4])], &set(&[1, 2])));
+        assert!(is_quorum(&[set(&[1])], &set(&[1])));
+        assert!(!is_quorum(
+            &[set(&[1, 2, 3]), set(&[3, 4, 5])],
+            &set(&[1, 2])
+        ));
+        assert!(is_quorum(
+            &[set(&[1, 2, 3]), set(&[3, 4, 5])],
+            &set(&[1, 3, 4])
+        ));
+        assert!(!is_quorum(&[], &set(&[1])));
+    }
+}
