@@ -76,9 +76,14 @@ pub fn decode_request(bytes: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Raft timings for a LAN: heartbeats every 50 ms; a follower campaigns after 300 to 400 ms
-/// without a leader (openraft 0.9 waits out a leader lease of `election_timeout_max`, 200 ms,
-/// before the randomized election timeout of 100 to 200 ms); a snapshot every 250 entries,
-/// sent in chunks of at most 1 MiB; at most 64 entries to an AppendEntries.
+/// without a leader (the leader lease of `election_timeout_max`, 200 ms, then a randomized
+/// election timeout of 100 to 200 ms; `node::campaign` runs the timer, after a pre-vote); a
+/// snapshot every 250 entries, sent in chunks of at most 1 MiB, each given 4 s to be sent and
+/// installed; at most 64 entries to an AppendEntries.
+///
+/// openraft's default for a snapshot chunk is 200 ms: on a busy host (a bulk join of hundreds
+/// of storage nodes, the snapshot listing every one) the send timed out again and again and the
+/// leader sent it from the start each time, thousands of times in a run at 200 hosts.
 ///
 /// The snapshot interval is what a new learner costs the leader: a learner further behind
 /// than the log kept (100 entries behind the snapshot) gets the snapshot, the registry once
@@ -97,6 +102,7 @@ pub fn raft_config(cluster_name: &str) -> Result<openraft::Config, openraft::Con
         max_payload_entries: 64,
         max_in_snapshot_log_to_keep: 100,
         snapshot_max_chunk_size: 1024 * 1024,
+        install_snapshot_timeout: 4000,
         ..Default::default()
     }
     .validate()

@@ -12,13 +12,13 @@
 //! last entry that changed the registry or the Raft membership) are part of the state, so
 //! they are the same on every node and survive in snapshots.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -100,12 +100,21 @@ fn write_meta<T: Serialize>(db: &Database, key: &str, value: &T) -> Result<(), A
     txn.commit().map_err(io_err)
 }
 
+/// How many of the latest log entries a [`LogStore`] keeps parsed in memory.
+const RECENT_ENTRIES: usize = 256;
+
 /// The Raft log, vote and committed index.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
     /// The committed index last saved or read, plus one (0: none), shared by the clones.
     committed: Arc<AtomicU64>,
+    /// The latest entries appended by this process (at most [`RECENT_ENTRIES`]), by index:
+    /// a leader sends each entry to every learner, and reading it from disk is a parse each
+    /// time, for each of hundreds of replication streams. Empty, or contiguous and ending at the
+    /// log's last entry (each write to the log changes it too: an append after the disk, a
+    /// truncation or purge before).
+    recent: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
 }
 
 impl LogStore {
@@ -114,6 +123,7 @@ impl LogStore {
         LogStore {
             db,
             committed: Arc::default(),
+            recent: Arc::default(),
         }
     }
 
@@ -122,6 +132,23 @@ impl LogStore {
     /// first commit.
     pub fn committed_index(&self) -> Option<u64> {
         self.committed.load(Ordering::Relaxed).checked_sub(1)
+    }
+
+    fn recent(&self) -> MutexGuard<'_, BTreeMap<u64, Entry<TypeConfig>>> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The entries `start..end` from memory, if all of them are there.
+    fn recent_range(&self, start: u64, end: u64) -> Option<Vec<Entry<TypeConfig>>> {
+        let recent = self.recent();
+        if start >= end {
+            return Some(Vec::new());
+        }
+        // Contiguous: holding the first and the last means holding all between.
+        if !recent.contains_key(&start) || !recent.contains_key(&(end - 1)) {
+            return None;
+        }
+        Some(recent.range(start..end).map(|(_, e)| e.clone()).collect())
     }
 
     fn note_committed(&self, committed: Option<&LogId<NodeId>>) {
@@ -188,6 +215,7 @@ impl LogStore {
             let mut meta = txn.open_table(META).map_err(io_err)?;
             meta.insert(VOTE, vote.as_slice()).map_err(io_err)?;
         }
+        self.recent().clear();
         txn.commit().map_err(io_err)
     }
 }
@@ -207,6 +235,21 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let end = match range.end_bound() {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        let first = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        if let Some(end) = end
+            && let Some(entries) = self.recent_range(first, end)
+        {
+            return Ok(entries);
+        }
         let read = || -> Result<Vec<Entry<TypeConfig>>, AnyError> {
             let txn = self.db.begin_read().map_err(io_err)?;
             let table = match txn.open_table(LOGS) {
@@ -287,12 +330,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
         let write = || -> Result<(), AnyError> {
             let txn = self.db.begin_write().map_err(io_err)?;
             {
                 let mut table = txn.open_table(LOGS).map_err(io_err)?;
-                for entry in entries {
-                    let bytes = serde_json::to_vec(&entry).map_err(io_err)?;
+                for entry in &entries {
+                    let bytes = serde_json::to_vec(entry).map_err(io_err)?;
                     table
                         .insert(entry.log_id.index, bytes.as_slice())
                         .map_err(io_err)?;
@@ -303,6 +347,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         match write() {
             Ok(()) => {
+                let mut recent = self.recent();
+                for entry in entries {
+                    // A gap (the first append after a start, or after a purge past what was
+                    // held) starts the memory afresh, so that it stays contiguous.
+                    if let Some((last, _)) = recent.last_key_value()
+                        && last.saturating_add(1) != entry.log_id.index
+                    {
+                        recent.retain(|k, _| *k < entry.log_id.index);
+                        if recent
+                            .last_key_value()
+                            .is_some_and(|(l, _)| l.saturating_add(1) != entry.log_id.index)
+                        {
+                            recent.clear();
+                        }
+                    }
+                    recent.insert(entry.log_id.index, entry);
+                }
+                while recent.len() > RECENT_ENTRIES {
+                    recent.pop_first();
+                }
+                drop(recent);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -314,6 +379,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.recent().retain(|k, _| *k < log_id.index);
         let write = || -> Result<(), AnyError> {
             let txn = self.db.begin_write().map_err(io_err)?;
             {
@@ -326,6 +392,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.recent().retain(|k, _| *k > log_id.index);
         let write = || -> Result<(), AnyError> {
             let bytes = serde_json::to_vec(&log_id).map_err(io_err)?;
             let txn = self.db.begin_write().map_err(io_err)?;
@@ -372,6 +439,9 @@ pub struct StateMachineStore {
     data: Arc<RwLock<StateMachineData>>,
     snapshots_built: Arc<std::sync::atomic::AtomicU64>,
     events: Arc<EventHub>,
+    /// The snapshot last saved or read, kept in memory: a leader sends it to every learner
+    /// that is behind, and reading it from disk is a parse of the whole registry each time.
+    current: Arc<Mutex<Option<Arc<StoredSnapshot>>>>,
 }
 
 impl StateMachineStore {
@@ -400,6 +470,7 @@ impl StateMachineStore {
             data: Arc::new(RwLock::new(data)),
             snapshots_built: Arc::default(),
             events,
+            current: Arc::default(),
         })
     }
 
@@ -414,8 +485,20 @@ impl StateMachineStore {
         self.data.clone()
     }
 
-    fn save_snapshot(&self, s: &StoredSnapshot) -> Result<(), AnyError> {
-        write_meta(&self.db, SNAPSHOT, s)
+    /// Saves `s` as the current snapshot, on disk and in memory.
+    fn save_snapshot(&self, s: StoredSnapshot) -> Result<(), AnyError> {
+        write_meta(&self.db, SNAPSHOT, &s)?;
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(s));
+        Ok(())
+    }
+
+    /// The current snapshot: from memory, or read from disk once.
+    fn current_snapshot(&self) -> Result<Option<Arc<StoredSnapshot>>, AnyError> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.is_none() {
+            *current = read_meta::<StoredSnapshot>(&self.db, SNAPSHOT)?.map(Arc::new);
+        }
+        Ok(current.clone())
     }
 }
 
@@ -445,7 +528,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data: bytes.clone(),
         };
-        self.save_snapshot(&stored)
+        self.save_snapshot(stored)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         Ok(Snapshot {
             meta,
@@ -541,7 +624,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data: bytes,
         };
-        self.save_snapshot(&stored)
+        self.save_snapshot(stored)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         let mut d = self
             .data
@@ -563,11 +646,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let stored: Option<StoredSnapshot> =
-            read_meta(&self.db, SNAPSHOT).map_err(|e| StorageIOError::read_snapshot(None, e))?;
+        let stored = self
+            .current_snapshot()
+            .map_err(|e| StorageIOError::read_snapshot(None, e))?;
         Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+            meta: s.meta.clone(),
+            snapshot: Box::new(Cursor::new(s.data.clone())),
         }))
     }
 }
