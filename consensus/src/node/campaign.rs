@@ -91,7 +91,7 @@ pub(super) struct Campaign {
     /// while it hands its leadership over, nor once it was removed.
     allowed: AtomicBool,
     /// When this node last heard a leader (took its entries, heartbeat or snapshot) or granted
-    /// a vote, in milliseconds since `epoch`.
+    /// a vote or a pre-vote, in milliseconds since `epoch`.
     heard: AtomicU64,
     epoch: Instant,
     /// openraft's `election_timeout_min` and `_max`.
@@ -119,7 +119,8 @@ impl Campaign {
         self.allowed.load(Ordering::Relaxed)
     }
 
-    /// This node heard a leader, or granted a vote: its election timer starts again.
+    /// This node heard a leader, or granted a vote or a pre-vote: its election timer starts
+    /// again.
     pub(super) fn heard(&self) {
         self.heard
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -165,10 +166,15 @@ impl Inner {
         let answer = grants(&me, q.last_log_id.as_ref());
         debug!(candidate = %q.candidate, term = q.term, granted = answer.is_ok(), why = ?answer.as_ref().err(), "pre-vote asked");
         match answer {
-            Ok(()) => Reply::PreVoted {
-                granted: true,
-                reason: String::new(),
-            },
+            Ok(()) => {
+                // The candidate is about to campaign: this node holds its own campaign back
+                // for a timeout, so that the two do not split the vote.
+                self.campaign.heard();
+                Reply::PreVoted {
+                    granted: true,
+                    reason: String::new(),
+                }
+            }
             Err(reason) => Reply::PreVoted {
                 granted: false,
                 reason,
