@@ -27,6 +27,8 @@ use openraft::{LogId, ServerState, Vote};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
+use quorate_base::Role;
+
 use super::state::Inner;
 use crate::NodeId;
 use crate::proto::{Reply, Rpc};
@@ -231,8 +233,14 @@ impl Inner {
 }
 
 /// Campaigns for this node, after a pre-vote, when it has heard no leader for its election
-/// timeout (see the module's documentation); runs on every node, campaigns only as a voter.
+/// timeout (see the module's documentation); runs on voter-role nodes (a storage node is never
+/// a voter, and hundreds of them need not wake every 20 ms), campaigns only as a voter.
 pub(super) async fn campaign_loop(inner: Arc<Inner>) {
+    // The role it runs as: a voter restarted as a storage node does not campaign (one
+    // candidate fewer costs no safety).
+    if inner.me.info.role != Role::Voter {
+        return;
+    }
     let c = &inner.campaign;
     c.heard();
     let mut timeout = c.next_timeout();
