@@ -93,7 +93,7 @@ fn main() {
     let trials = common::trials("CONSENSUS_TRIALS", 25);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results/consensus.md");
     let mut report = String::from(
-        "# Consensus: failover, commit latency, throughput\n\n`cargo bench --bench consensus`, as root, LAN lab (network namespaces on one bridge), release build, 2-core machine (every agent and the clients share its 2 cores). Raft timings are quorate's defaults: heartbeat 50 ms, election timeout 100 to 200 ms after a leader lease of 200 ms.\n\n",
+        "# Consensus: failover, commit latency, throughput\n\n`cargo bench --bench consensus`, as root, LAN lab (network namespaces on one bridge), release build, 2-core machine (every agent and the clients share its 2 cores). Raft timings are quorate's defaults: heartbeat 50 ms, election timeout 100 to 200 ms after a leader lease of 200 ms, then a pre-vote before a voter campaigns.\n\n",
     );
     if want("failover") {
         let (s, failed) = failover(trials);

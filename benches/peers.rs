@@ -541,7 +541,7 @@ fn failover(trials: usize, versions: &mut Versions, report: &mut String) -> Opti
          | system | settings | trials | median ms | p99 ms | min ms | max ms |\n|---|---|---|---|---|---|---|\n{}\n{}\n\n\
          All trials (ms): quorate {}; etcd {}.\n\n{}\n",
         ours.row(
-            "quorate | its defaults: heartbeat 50 ms, election timeout 100 to 200 ms after a leader lease of 200 ms",
+            "quorate | its defaults: heartbeat 50 ms, election timeout 100 to 200 ms after a leader lease of 200 ms, then a pre-vote",
             1
         ),
         etcd.row(
