@@ -349,20 +349,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(()) => {
                 let mut recent = self.recent();
                 for entry in entries {
-                    // A gap (the first append after a start, or after a purge past what was
-                    // held) starts the memory afresh, so that it stays contiguous.
-                    if let Some((last, _)) = recent.last_key_value()
-                        && last.saturating_add(1) != entry.log_id.index
+                    let at = entry.log_id.index;
+                    // An entry written over replaces it and what followed; a gap (the first
+                    // append after a start, or after a purge past what was held) starts the
+                    // memory afresh, so that it stays contiguous.
+                    drop(recent.split_off(&at));
+                    if recent
+                        .last_key_value()
+                        .is_some_and(|(last, _)| last.saturating_add(1) != at)
                     {
-                        recent.retain(|k, _| *k < entry.log_id.index);
-                        if recent
-                            .last_key_value()
-                            .is_some_and(|(l, _)| l.saturating_add(1) != entry.log_id.index)
-                        {
-                            recent.clear();
-                        }
+                        recent.clear();
                     }
-                    recent.insert(entry.log_id.index, entry);
+                    recent.insert(at, entry);
                 }
                 while recent.len() > RECENT_ENTRIES {
                     recent.pop_first();

@@ -96,10 +96,9 @@ pub(super) struct Campaign {
     /// a vote or a pre-vote, in milliseconds since `epoch`.
     heard: AtomicU64,
     epoch: Instant,
-    /// openraft's `election_timeout_min` and `_max`.
+    /// openraft's `election_timeout_min` and `_max` (the latter is also the followers'
+    /// leader lease).
     timeout: (Duration, Duration),
-    /// The followers' leader lease (`election_timeout_max`).
-    lease: Duration,
 }
 
 impl Campaign {
@@ -109,8 +108,12 @@ impl Campaign {
             heard: AtomicU64::new(0),
             epoch: Instant::now(),
             timeout,
-            lease: timeout.1,
         }
+    }
+
+    /// The followers' leader lease: openraft grants no vote before it ran out.
+    pub(super) fn lease(&self) -> Duration {
+        self.timeout.1
     }
 
     pub(super) fn allow(&self, allowed: bool) {
@@ -137,7 +140,7 @@ impl Campaign {
     fn next_timeout(&self) -> Duration {
         let (min, max) = self.timeout;
         let spread = max.saturating_sub(min).as_millis() as u64;
-        self.lease + min + Duration::from_millis(rand::random_range(0..=spread))
+        self.lease() + min + Duration::from_millis(rand::random_range(0..=spread))
     }
 }
 
@@ -162,7 +165,7 @@ impl Inner {
                 .any(|v| v == self.id),
             leader: m.state == ServerState::Leader,
             silent: self.campaign.silent(),
-            lease: self.campaign.lease,
+            lease: self.campaign.lease(),
             last_log_id,
         };
         let answer = grants(&me, q.last_log_id.as_ref());
@@ -280,7 +283,7 @@ pub(super) async fn campaign_loop(inner: Arc<Inner>) {
             continue;
         }
         // A leader may have been heard while the pre-vote ran.
-        if !c.allowed() || c.silent() < c.lease {
+        if !c.allowed() || c.silent() < c.lease() {
             continue;
         }
         inner.counters.campaigns.fetch_add(1, Ordering::Relaxed);

@@ -241,7 +241,7 @@ impl Inner {
             )));
         }
         // With no heartbeats, the followers' leader lease runs out; then they grant votes.
-        let lease_end = started + self.lease + Duration::from_millis(25);
+        let lease_end = started + self.campaign.lease() + Duration::from_millis(25);
         tokio::time::sleep_until(lease_end.into()).await;
         let body = serde_json::to_vec(&Rpc::Elect).map_err(ConsensusError::internal)?;
         let answer = self

@@ -173,7 +173,6 @@ impl Consensus {
             None => crate::raft_config(&cluster.cluster_name)
                 .map_err(|e| StartError::Raft(e.to_string()))?,
         };
-        let lease = Duration::from_millis(raft_config.election_timeout_max);
         let db_path = files.raft_db();
         let db = open_db(&db_path)
             .map_err(|e| StartError::Storage(format!("{}: {e}", db_path.display())))?;
@@ -222,7 +221,6 @@ impl Consensus {
                 dir: config.dir.clone(),
             },
             write_timeout: config.write_timeout,
-            lease,
             campaign: Campaign::new(!hold, timeouts),
             locks: Locks::default(),
             quorum_ok: Mutex::new(None),

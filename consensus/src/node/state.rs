@@ -125,8 +125,6 @@ pub(super) struct Inner {
     pub(super) me: Me,
     /// How long a write may wait to be committed.
     pub(super) write_timeout: Duration,
-    /// The followers' leader lease (`election_timeout_max`).
-    pub(super) lease: Duration,
     /// When this node campaigns (see [`super::campaign`]).
     pub(super) campaign: super::campaign::Campaign,
     pub(super) locks: Locks,
