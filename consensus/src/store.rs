@@ -257,13 +257,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
                 Err(e) => return Err(io_err(e)),
             };
-            let start = match range.start_bound() {
-                Bound::Included(i) => *i,
-                Bound::Excluded(i) => i.saturating_add(1),
-                Bound::Unbounded => 0,
-            };
             let mut out = Vec::new();
-            for item in table.range(start..).map_err(io_err)? {
+            for item in table.range(first..).map_err(io_err)? {
                 let (k, v) = item.map_err(io_err)?;
                 if !range.contains(&k.value()) {
                     break;

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use openraft::storage::RaftLogStorage;
-use openraft::{LogId, ServerState, Vote};
+use openraft::{BasicNode, LogId, RaftMetrics, ServerState};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
@@ -79,6 +79,14 @@ pub(super) fn grants(me: &Standing, candidate_last: Option<&LogId<NodeId>>) -> R
     Ok(())
 }
 
+/// Whether `id` is a voter of the membership `m` shows.
+fn is_voter(m: &RaftMetrics<NodeId, BasicNode>, id: NodeId) -> bool {
+    m.membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == id)
+}
+
 /// Whether the nodes in `granted` are a majority of every configuration in `joint`.
 pub(super) fn is_quorum(joint: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> bool {
     !joint.is_empty()
@@ -102,12 +110,16 @@ pub(super) struct Campaign {
 }
 
 impl Campaign {
-    pub(super) fn new(allowed: bool, timeout: (Duration, Duration)) -> Campaign {
+    /// A campaign on `config`'s election timeouts.
+    pub(super) fn new(allowed: bool, config: &openraft::Config) -> Campaign {
         Campaign {
             allowed: AtomicBool::new(allowed),
             heard: AtomicU64::new(0),
             epoch: Instant::now(),
-            timeout,
+            timeout: (
+                Duration::from_millis(config.election_timeout_min),
+                Duration::from_millis(config.election_timeout_max),
+            ),
         }
     }
 
@@ -158,11 +170,7 @@ impl Inner {
             }
         };
         let me = Standing {
-            voter: m
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == self.id),
+            voter: is_voter(&m, self.id),
             leader: m.state == ServerState::Leader,
             silent: self.campaign.silent(),
             lease: self.campaign.lease(),
@@ -187,9 +195,9 @@ impl Inner {
         }
     }
 
-    /// Asks the other voters for a pre-vote; the voters that would vote for this node.
-    async fn pre_vote(&self) -> BTreeSet<NodeId> {
-        let m = self.metrics();
+    /// Asks the other voters of `m`'s membership for a pre-vote; the voters that would vote
+    /// for this node, this one included (asking stops at a majority).
+    async fn pre_vote(&self, m: &RaftMetrics<NodeId, BasicNode>) -> BTreeSet<NodeId> {
         let mut granted = BTreeSet::from([self.id]);
         let last_log_id = match self.log.clone().get_log_state().await {
             Ok(s) => s.last_log_id,
@@ -223,8 +231,8 @@ impl Inner {
                 (v, yes)
             });
         }
-        let joint: Vec<BTreeSet<NodeId>> = membership.get_joint_config().clone();
-        while !is_quorum(&joint, &granted)
+        let joint = membership.get_joint_config();
+        while !is_quorum(joint, &granted)
             && let Some(Ok((v, yes))) = asks.join_next().await
         {
             if yes {
@@ -253,13 +261,7 @@ pub(super) async fn campaign_loop(inner: Arc<Inner>) {
         let (leads, votes) = {
             let m = inner.raft.metrics();
             let m = m.borrow();
-            (
-                m.state == ServerState::Leader,
-                m.membership_config
-                    .membership()
-                    .voter_ids()
-                    .any(|v| v == inner.id),
-            )
+            (m.state == ServerState::Leader, is_voter(&m, inner.id))
         };
         if leads {
             // A leader hears itself: once it steps down, its timer starts from then.
@@ -272,9 +274,11 @@ pub(super) async fn campaign_loop(inner: Arc<Inner>) {
         let m = inner.metrics();
         last_try = Instant::now();
         timeout = c.next_timeout();
-        let granted = inner.pre_vote().await;
-        let joint = m.membership_config.membership().get_joint_config().clone();
-        if !is_quorum(&joint, &granted) {
+        let granted = inner.pre_vote(&m).await;
+        if !is_quorum(
+            m.membership_config.membership().get_joint_config(),
+            &granted,
+        ) {
             inner
                 .counters
                 .pre_votes_lost
@@ -288,7 +292,7 @@ pub(super) async fn campaign_loop(inner: Arc<Inner>) {
         }
         inner.counters.campaigns.fetch_add(1, Ordering::Relaxed);
         info!(
-            term = Vote::leader_id(&m.vote).term + 1,
+            term = m.vote.leader_id().term + 1,
             silent_ms = c.silent().as_millis() as u64,
             "no leader heard; a majority would vote for this node: campaigning"
         );

@@ -188,11 +188,8 @@ impl Consensus {
         let raft_net = RaftNet::new(net.clone());
         let quiet = raft_net.quiet();
         // openraft's own election timer is off: this node campaigns after a pre-vote
-        // ([`super::campaign`]).
-        let timeouts = (
-            Duration::from_millis(raft_config.election_timeout_min),
-            Duration::from_millis(raft_config.election_timeout_max),
-        );
+        // ([`super::campaign`]), on openraft's timings.
+        let campaign = Campaign::new(!hold, &raft_config);
         let mut raft_config = raft_config;
         raft_config.enable_elect = false;
         let raft = Raft::new(
@@ -221,7 +218,7 @@ impl Consensus {
                 dir: config.dir.clone(),
             },
             write_timeout: config.write_timeout,
-            campaign: Campaign::new(!hold, timeouts),
+            campaign,
             locks: Locks::default(),
             quorum_ok: Mutex::new(None),
             pilot: PilotInput::default(),
@@ -230,7 +227,7 @@ impl Consensus {
             counters: Counters::default(),
         });
         let serve = net.serve(inner.clone());
-        let campaign = tokio::spawn(campaign_loop(inner.clone()));
+        let campaigner = tokio::spawn(campaign_loop(inner.clone()));
         let pilot = tokio::spawn(autopilot_loop(inner.clone(), config.autopilot_every));
         let gate = tokio::spawn(release_election(inner.clone()));
         let keeper = tokio::spawn(keep_record(inner.clone()));
@@ -241,7 +238,7 @@ impl Consensus {
         Ok(Consensus {
             inner,
             tasks: vec![
-                serve, campaign, pilot, keeper, gate, removals, renewal, leaders, quiet,
+                serve, campaigner, pilot, keeper, gate, removals, renewal, leaders, quiet,
             ],
         })
     }
