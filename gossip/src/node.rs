@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use crate::GossipError;
 use crate::keyring::{Key, Keyring};
 use crate::meta::{LEAVING, NodeMeta, STATUS_KEY};
-use crate::transport::{Metrics, SealedTransport};
+use crate::transport::{LiveAddrs, Metrics, SealedTransport};
 use crate::view::{Change, Member, Observed, View};
 
 /// How a node gossips.
@@ -95,11 +95,14 @@ impl Gossip {
                 "gossip is open: datagrams are neither encrypted nor authenticated; set a cluster key to seal them"
             );
         }
+        let live = LiveAddrs::default();
         let transport = SealedTransport {
             keyring: keyring.clone(),
             metrics: metrics.clone(),
             sender_id: config.node_id.to_string(),
             epoch: config.generation,
+            live: live.clone(),
+            round: config.interval,
         };
         let chitchat_config = ChitchatConfig {
             chitchat_id: ChitchatId::new(
@@ -151,6 +154,7 @@ impl Gossip {
             tokio::spawn(view_loop(
                 handle.chitchat(),
                 config.interval / 2,
+                live,
                 members_tx,
                 dead_tx,
                 changes.clone(),
@@ -381,6 +385,7 @@ async fn observe(chitchat: &Shared, last: &mut Option<u64>) -> Option<Vec<Observ
 async fn view_loop(
     chitchat: Shared,
     period: Duration,
+    live: LiveAddrs,
     members: watch::Sender<Vec<Member>>,
     dead: watch::Sender<BTreeSet<NodeId>>,
     changes: broadcast::Sender<Change>,
@@ -399,6 +404,8 @@ async fn view_loop(
         let Some(observed) = observe(&chitchat, &mut last).await else {
             continue;
         };
+        *live.write().unwrap_or_else(|p| p.into_inner()) =
+            observed.iter().filter(|o| o.live).map(|o| o.addr).collect();
         let diff = view.update(observed);
         dead.send_if_modified(|d| {
             let now = view.dead();

@@ -222,6 +222,13 @@ fn gossip(enc: &mut DescriptorEncoder, gossip: &Gossip) -> fmt::Result {
         "Gossip datagrams that could not be sent (unreachable peer, link down).",
         load(&m.send_errors),
     )?;
+    one(
+        enc,
+        Counter,
+        "quorate_gossip_syns_skipped",
+        "Gossip SYNs not sent: above 128 live members a round gossips with fewer peers than three.",
+        load(&m.syns_skipped),
+    )?;
     family(
         enc,
         Counter,

@@ -27,6 +27,7 @@ const NODE_FAMILIES: &[&str] = &[
     "quorate_gossip_datagrams_total",
     "quorate_gossip_bytes_total",
     "quorate_gossip_send_errors_total",
+    "quorate_gossip_syns_skipped_total",
     "quorate_gossip_datagrams_dropped_total",
     "quorate_discovery_resolutions_total",
     "quorate_discovery_browsing",
