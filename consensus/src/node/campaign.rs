@@ -15,15 +15,35 @@
 //! majority of yeses (in each half of a joint configuration) does the candidate ask openraft to
 //! campaign. The pre-vote changes no term and no vote, so a refused one leaves the group as it
 //! was; safety stays openraft's (its vote rules are untouched).
+//!
+//! **A voter that was itself stalled does not count its stall as the leader's silence.** On a
+//! host short of CPU a process can be kept off the cores for hundreds of milliseconds; when
+//! it runs again, the leader's heartbeats may still wait in its socket, unread, and the
+//! silence it measures is its own. The loop wakes every [`TICK`]; the time by which a wake
+//! came late (beyond [`STALL`]) is set against the silence until the next leader contact, so
+//! a stalled voter waits for that much more (memberlist's Lifeguard does the like for its
+//! probes: a node that sees itself slow widens its timeouts). A leader that is really gone is
+//! still replaced: the timeout runs on in the time the voter does run.
+//!
+//! **A leader whose heartbeats come unevenly gets more patience.** A voter times the gaps
+//! between one leader's messages (entries or heartbeats, stamped when they arrive, before
+//! they wait for this node's log). Its election timeout is at least twice the widest gap of
+//! the last [`WINDOW`] or two, up to [`PATIENCE_MAX`]: on a quiet LAN the gaps are the 50 ms
+//! heartbeat interval and nothing changes, while a leader on a host short of CPU, whose
+//! heartbeats come 150 to 250 ms apart, is not deposed for a gap a little wider than the
+//! ones before (each election there costs the new leader a round of dials and streams to every
+//! member, which widens the next gaps: a storm). Only one leader's gaps count, so the silence
+//! of a failover does not make the next failover slower. A voter that grants a pre-vote holds
+//! to the same patience (the same rule as openraft's leader lease, widened).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use openraft::storage::RaftLogStorage;
-use openraft::{BasicNode, LogId, RaftMetrics, ServerState};
+use openraft::{BasicNode, LogId, RaftMetrics, ServerState, Vote};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
@@ -37,6 +57,102 @@ use crate::proto::{Reply, Rpc};
 const TICK: Duration = Duration::from_millis(20);
 /// How long a pre-vote waits for the other voters' answers.
 const ASK_WITHIN: Duration = Duration::from_millis(150);
+/// A wake of the loop later than this after its [`TICK`] is a stall of this node's own.
+const STALL: Duration = Duration::from_millis(40);
+/// How long a gap between a leader's messages is remembered: for this window and the next.
+const WINDOW: Duration = Duration::from_secs(5);
+/// The most patience uneven heartbeats earn: a leader that is gone is replaced within it.
+const PATIENCE_MAX: Duration = Duration::from_secs(2);
+
+/// The gaps between one leader's messages (see the module's documentation); times in
+/// milliseconds since the campaign's epoch.
+#[derive(Debug, Default)]
+pub(super) struct Gaps {
+    /// The leader (its vote) whose messages are timed.
+    leader: Option<Vote<NodeId>>,
+    /// Its last message.
+    last: u64,
+    /// When the current window began.
+    window: u64,
+    /// The widest gap in the current window, and in the one before.
+    widest: u64,
+    before: u64,
+}
+
+impl Gaps {
+    /// A message from the leader `vote` at `now`.
+    pub(super) fn contact(&mut self, vote: Vote<NodeId>, now: u64) {
+        let window = WINDOW.as_millis() as u64;
+        if self.leader != Some(vote) {
+            *self = Gaps {
+                leader: Some(vote),
+                last: now,
+                window: now,
+                widest: 0,
+                before: 0,
+            };
+            return;
+        }
+        let age = now.saturating_sub(self.window);
+        if age >= window {
+            self.before = if age >= 2 * window { 0 } else { self.widest };
+            self.widest = 0;
+            self.window = now;
+        }
+        self.widest = self.widest.max(now.saturating_sub(self.last));
+        self.last = now;
+    }
+
+    /// The election timeout these gaps ask for at `now`: twice the widest remembered, at most
+    /// [`PATIENCE_MAX`].
+    pub(super) fn patience(&self, now: u64) -> Duration {
+        let window = WINDOW.as_millis() as u64;
+        let age = now.saturating_sub(self.window);
+        let widest = match age {
+            a if a < window => self.widest.max(self.before),
+            a if a < 2 * window => self.widest,
+            _ => 0,
+        };
+        Duration::from_millis(2 * widest).min(PATIENCE_MAX)
+    }
+}
+
+/// This node's own stalls since it last heard a leader (see the module's documentation).
+#[derive(Debug)]
+pub(super) struct Stalls {
+    /// When the loop last woke.
+    woke: Instant,
+    /// The last leader contact seen (`Campaign::heard`'s stamp).
+    heard: u64,
+    /// The time the loop's wakes came late since that contact.
+    stalled: Duration,
+}
+
+impl Stalls {
+    pub(super) fn new(now: Instant, heard: u64) -> Stalls {
+        Stalls {
+            woke: now,
+            heard,
+            stalled: Duration::ZERO,
+        }
+    }
+
+    /// A wake at `now`, with the leader contact stamp `heard`; the stall time since it.
+    pub(super) fn woke(&mut self, now: Instant, heard: u64) -> Duration {
+        if heard != self.heard {
+            self.heard = heard;
+            self.stalled = Duration::ZERO;
+        }
+        let late = now
+            .saturating_duration_since(self.woke)
+            .saturating_sub(TICK);
+        if late > STALL {
+            self.stalled += late;
+        }
+        self.woke = now;
+        self.stalled
+    }
+}
 
 /// A voter's question before it campaigns: would you vote for me?
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +219,8 @@ pub(super) struct Campaign {
     /// When this node last heard a leader (took its entries, heartbeat or snapshot) or granted
     /// a vote or a pre-vote, in milliseconds since `epoch`.
     heard: AtomicU64,
+    /// The gaps between the current leader's messages.
+    gaps: Mutex<Gaps>,
     epoch: Instant,
     /// openraft's `election_timeout_min` and `_max` (the latter is also the followers'
     /// leader lease).
@@ -115,6 +233,7 @@ impl Campaign {
         Campaign {
             allowed: AtomicBool::new(allowed),
             heard: AtomicU64::new(0),
+            gaps: Mutex::new(Gaps::default()),
             epoch: Instant::now(),
             timeout: (
                 Duration::from_millis(config.election_timeout_min),
@@ -143,9 +262,34 @@ impl Campaign {
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// A message (entries or a heartbeat) arrived from the leader `vote`, the one this node
+    /// follows: its election timer starts again, and the gap since the last one is timed.
+    pub(super) fn heard_leader(&self, vote: Vote<NodeId>) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.gaps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contact(vote, now);
+        self.heard.store(now, Ordering::Relaxed);
+    }
+
+    /// The election timeout the current leader's uneven messages ask for (zero when even).
+    fn patience(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.gaps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .patience(now)
+    }
+
     fn silent(&self) -> Duration {
         let now = self.epoch.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.heard.load(Ordering::Relaxed)))
+    }
+
+    /// The stamp of the last leader contact.
+    fn heard_stamp(&self) -> u64 {
+        self.heard.load(Ordering::Relaxed)
     }
 
     /// A new election timeout: the lease, then a random share of openraft's range.
@@ -173,7 +317,7 @@ impl Inner {
             voter: is_voter(&m, self.id),
             leader: m.state == ServerState::Leader,
             silent: self.campaign.silent(),
-            lease: self.campaign.lease(),
+            lease: self.campaign.lease().max(self.campaign.patience()),
             last_log_id,
         };
         let answer = grants(&me, q.last_log_id.as_ref());
@@ -256,8 +400,10 @@ pub(super) async fn campaign_loop(inner: Arc<Inner>) {
     c.heard();
     let mut timeout = c.next_timeout();
     let mut last_try = Instant::now();
+    let mut stalls = Stalls::new(Instant::now(), c.heard_stamp());
     loop {
         tokio::time::sleep(TICK).await;
+        let stalled = stalls.woke(Instant::now(), c.heard_stamp());
         let (leads, votes) = {
             let m = inner.raft.metrics();
             let m = m.borrow();
@@ -268,7 +414,9 @@ pub(super) async fn campaign_loop(inner: Arc<Inner>) {
             c.heard();
             continue;
         }
-        if !votes || !c.allowed() || c.silent() < timeout || last_try.elapsed() < timeout {
+        let silent = c.silent().saturating_sub(stalled);
+        let patience = timeout.max(c.patience());
+        if !votes || !c.allowed() || silent < patience || last_try.elapsed() < timeout {
             continue;
         }
         let m = inner.metrics();
@@ -294,6 +442,8 @@ pub(super) async fn campaign_loop(inner: Arc<Inner>) {
         info!(
             term = m.vote.leader_id().term + 1,
             silent_ms = c.silent().as_millis() as u64,
+            stalled_ms = stalled.as_millis() as u64,
+            patience_ms = patience.as_millis() as u64,
             "no leader heard; a majority would vote for this node: campaigning"
         );
         if inner.raft.trigger().elect().await.is_err() {
@@ -350,6 +500,83 @@ mod tests {
         assert!(grants(&standing(), Some(&log(2, 9))).is_err());
         assert!(grants(&standing(), Some(&log(1, 50))).is_err());
         assert!(grants(&standing(), None).is_err());
+    }
+
+    /// Wakes on time add no stall; a late wake adds its lateness beyond the tick, until the
+    /// next leader contact clears it.
+    #[test]
+    fn late_wakes_count_as_stalls_until_a_leader_is_heard() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = Stalls::new(t, 7);
+        assert_eq!(s.woke(t + ms(21), 7), Duration::ZERO, "on time");
+        assert_eq!(
+            s.woke(t + ms(21 + 50), 7),
+            Duration::ZERO,
+            "late within STALL"
+        );
+        assert_eq!(s.woke(t + ms(71 + 320), 7), ms(300), "kept off the cores");
+        assert_eq!(s.woke(t + ms(391 + 20), 7), ms(300), "the stall stays");
+        assert_eq!(s.woke(t + ms(411 + 120), 7), ms(400), "stalls add up");
+        assert_eq!(
+            s.woke(t + ms(531 + 20), 8),
+            Duration::ZERO,
+            "a leader was heard"
+        );
+    }
+
+    fn vote(term: u64, node: u64) -> Vote<NodeId> {
+        Vote::new_committed(term, NodeId::new(node))
+    }
+
+    /// Even 50 ms heartbeats ask for no more than the base timeout; one wide gap asks for twice
+    /// it, for its window and the next, and is forgotten after.
+    #[test]
+    fn a_wide_gap_between_one_leaders_messages_widens_the_timeout_for_a_while() {
+        let mut g = Gaps::default();
+        let w = WINDOW.as_millis() as u64;
+        for t in (0..=1000).step_by(50) {
+            g.contact(vote(2, 1), t);
+        }
+        assert_eq!(g.patience(1000), Duration::from_millis(100));
+        g.contact(vote(2, 1), 1250);
+        assert_eq!(g.patience(1250), Duration::from_millis(500));
+        for t in (1300..=w + 100).step_by(50) {
+            g.contact(vote(2, 1), t);
+        }
+        assert_eq!(
+            g.patience(w + 100),
+            Duration::from_millis(500),
+            "in the next window"
+        );
+        for t in (w + 150..=2 * w + 200).step_by(50) {
+            g.contact(vote(2, 1), t);
+        }
+        assert_eq!(
+            g.patience(2 * w + 200),
+            Duration::from_millis(100),
+            "forgotten"
+        );
+        // Silence since the last contact does not count until a message ends it.
+        assert_eq!(g.patience(2 * w + 1200), Duration::from_millis(100));
+        assert_eq!(
+            g.patience(4 * w + 1200),
+            Duration::ZERO,
+            "nothing remembered"
+        );
+    }
+
+    /// The silence between two leaders (a failover) is no gap; patience is capped.
+    #[test]
+    fn a_new_leader_starts_afresh_and_patience_is_capped() {
+        let mut g = Gaps::default();
+        g.contact(vote(2, 1), 0);
+        g.contact(vote(2, 1), 50);
+        g.contact(vote(3, 2), 450);
+        g.contact(vote(3, 2), 500);
+        assert_eq!(g.patience(500), Duration::from_millis(100));
+        g.contact(vote(3, 2), 3500);
+        assert_eq!(g.patience(3500), PATIENCE_MAX);
     }
 
     /// A majority of each configuration is needed; half is not a majority.

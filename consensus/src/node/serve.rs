@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use openraft::ServerState;
 use openraft::raft::AppendEntriesResponse;
 use quorate_base::Role;
 use tracing::{debug, warn};
@@ -182,9 +183,23 @@ impl Inner {
             // A leader's entries, heartbeat or snapshot taken, or a vote granted, starts this
             // node's election timer again (see `campaign`).
             Rpc::AppendEntries { req } => {
+                // From the leader this node follows: heard on arrival, before the request
+                // waits for this node's log (a busy follower's own delay is not the leader's
+                // silence). From another (a new leader), once accepted.
+                let vote = req.vote;
+                let followed = {
+                    let m = self.raft.metrics();
+                    let m = m.borrow();
+                    m.vote == vote && vote.is_committed() && m.state != ServerState::Leader
+                };
+                if followed {
+                    self.campaign.heard_leader(vote);
+                }
                 let res = self.raft.append_entries(req).await;
-                if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-                    self.campaign.heard();
+                if !followed
+                    && matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_)))
+                {
+                    self.campaign.heard_leader(vote);
                 }
                 Reply::AppendEntries { res }
             }
