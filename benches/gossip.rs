@@ -1,7 +1,7 @@
 //! Benchmark: gossip failure detection and accuracy in the LAN lab. Writes
 //! `benches/results/gossip.md`.
 //!
-//! - detect: N agents (N = 5 and 10); kill -9 one; time until every survivor's
+//! - detect: N agents (N = 5, 10 and 60); kill -9 one; time until every survivor's
 //!   `/v1/members` reports it failed. Repeated, with the victim restarted in between. Also with
 //!   chitchat's own timing defaults (1 s rounds, phi 8) for comparison.
 //! - rest: gossip bytes per second per node at rest.
@@ -110,7 +110,7 @@ fn main() {
              ({TRIALS} trials each, the victim restarted between trials).\n\n\
              | setting | trials | median s | p99 s | min s | max s |\n|---|---|---|---|---|---|\n"
         ));
-        for n in [5usize, 10] {
+        for n in [5usize, 10, 60] {
             let s = detect(n, None, TRIALS);
             println!("{}", s.row(&format!("N={n}"), 2));
             let _ = writeln!(
