@@ -19,17 +19,18 @@
 //! with the digest's size and with the fan-out. The SYNs to live members that travel a round
 //! are capped so that, times the live members, they stay within [`ROUND_BUDGET`]: chitchat's
 //! three up to 128 live members, two from 129 to 192, one from 193 up (see [`Fanout`]), so a
-//! node's gossip stops growing at 128 members until 384. A SYN to a node held dead or to a seed that is not a live member always
-//! travels, for those are what heal a partition and bring a joining node in. An exchange is
-//! push-pull (the SYN-ACK and ACK carry what either side lacks), so news still reaches every
-//! member in O(log N) rounds (Karp et al., "Randomized rumor spreading", 2000), but a member's
-//! heartbeat reaches the others less evenly, so the failure detector, which learns the gaps
-//! between heartbeats, takes longer to call a silent member failed (measured in
-//! `benches/results/gossip.md`). memberlist likewise spaces out its full-state push-pull above
-//! 32 members (`pushPullScale`); this keeps the round and narrows it instead. The budget is
-//! set high: a narrower round much slows detection (one SYN a round at 60 members took a
-//! failure from about 1.7 s to 9.5 s to be reported), and is worth it only where a node's
-//! gossip would otherwise cost more than it does at 128 members.
+//! node's gossip stops growing at 128 members, until 384. A SYN to a node held dead or to a
+//! seed that is not a live member always travels, for those are what heal a partition and
+//! bring a joining node in. An exchange is push-pull (the SYN-ACK and ACK carry what either
+//! side lacks), so news still reaches every member in O(log N) rounds (Karp et al.,
+//! "Randomized rumor spreading", 2000). But chitchat's failure detector learns a member's
+//! heartbeat from every digest a node receives, and a node that starts one exchange a round
+//! receives about two digests a round instead of six, so it takes longer to call a silent
+//! member failed: one SYN a round at 60 members, tried, took a failure from 3.7 s to 9.5 s to
+//! be reported (`benches/results/scale.md`). Hence the high budget: a round narrows only where
+//! a node's gossip would otherwise cost more than it does at 128 members. memberlist likewise
+//! spaces out its full-state push-pull above 32 members (`pushPullScale`); this keeps the
+//! round and narrows it instead.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
