@@ -154,13 +154,14 @@ impl Gossip {
             tokio::spawn(view_loop(
                 handle.chitchat(),
                 config.interval / 2,
-                live,
+                live.clone(),
                 members_tx,
                 dead_tx,
                 changes.clone(),
             )),
             tokio::spawn(seed_loop(
                 handle.clone(),
+                live,
                 config.advertise,
                 seeds_rx,
                 config.interval * 5,
@@ -466,15 +467,15 @@ fn seeds_to_ask(
         .collect()
 }
 
-/// Gossips with seeds that are not live members yet, when the seeds change and on a period
-/// (see [`seeds_to_ask`]).
+/// Gossips with seeds that are not live members yet (as the view loop last saw them), when
+/// the seeds change and on a period (see [`seeds_to_ask`]).
 async fn seed_loop(
     handle: Arc<ChitchatHandle>,
+    live: LiveAddrs,
     me: SocketAddr,
     mut seeds: watch::Receiver<BTreeSet<SocketAddr>>,
     period: Duration,
 ) {
-    let chitchat = handle.chitchat();
     let mut tick = tokio::time::interval(period);
     let mut cursor = 0;
     loop {
@@ -483,11 +484,11 @@ async fn seed_loop(
             changed = seeds.changed() => if changed.is_err() { return },
         }
         let wanted = seeds.borrow_and_update().clone();
-        let live: HashSet<SocketAddr> = {
-            let cc = chitchat.lock().await;
-            cc.live_nodes().map(|id| id.gossip_advertise_addr).collect()
+        let ask = {
+            let live = live.read().unwrap_or_else(|p| p.into_inner());
+            seeds_to_ask(&wanted, &live, me, &mut cursor)
         };
-        for addr in seeds_to_ask(&wanted, &live, me, &mut cursor) {
+        for addr in ask {
             if handle.gossip(addr).is_err() {
                 return; // chitchat stopped
             }
