@@ -258,14 +258,18 @@ impl Campaign {
     /// This node heard a leader, or granted a vote or a pre-vote: its election timer starts
     /// again.
     pub(super) fn heard(&self) {
-        self.heard
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.heard.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// Milliseconds since `epoch`: the clock of `heard` and of the gaps.
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     /// A message (entries or a heartbeat) arrived from the leader `vote`, the one this node
     /// follows: its election timer starts again, and the gap since the last one is timed.
     pub(super) fn heard_leader(&self, vote: Vote<NodeId>) {
-        let now = self.epoch.elapsed().as_millis() as u64;
+        let now = self.now();
         self.gaps
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -275,7 +279,7 @@ impl Campaign {
 
     /// The election timeout the current leader's uneven messages ask for (zero when even).
     fn patience(&self) -> Duration {
-        let now = self.epoch.elapsed().as_millis() as u64;
+        let now = self.now();
         self.gaps
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -283,7 +287,7 @@ impl Campaign {
     }
 
     fn silent(&self) -> Duration {
-        let now = self.epoch.elapsed().as_millis() as u64;
+        let now = self.now();
         Duration::from_millis(now.saturating_sub(self.heard.load(Ordering::Relaxed)))
     }
 
