@@ -190,27 +190,78 @@ fn perf_record(file: &str, args: &[&str]) -> std::process::Child {
         .expect("perf record")
 }
 
-/// RSS in KiB and CPU time in clock ticks of a process.
-fn proc_stats(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+/// CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of stat; after the ')' they are the 12th and 13th.
-    let cpu = fields
-        .get(11)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
+    let field = |i: usize| {
+        fields
+            .get(i)
             .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    (rss, cpu)
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// A process's resident memory in MiB, split as the kernel counts it.
+struct Rss {
+    total: f64,
+    anon: f64,
+    file: f64,
+    threads: u64,
+}
+
+fn rss_of(pid: u32) -> Rss {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Rss {
+        total: field("VmRSS:") as f64 / 1024.0,
+        // RssShmem is left out: an agent maps no shared memory.
+        anon: field("RssAnon:") as f64 / 1024.0,
+        file: field("RssFile:") as f64 / 1024.0,
+        threads: field("Threads:"),
+    }
+}
+
+/// The `count` mappings of a process with the most resident memory, from `/proc/PID/smaps`,
+/// as "name KiB" (anonymous mappings named by their address range).
+fn largest_mappings(pid: u32, count: usize) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut maps: Vec<(String, u64)> = Vec::new();
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: range perms offset dev inode [name].
+            let name = line.split_whitespace().nth(5).unwrap_or(first);
+            maps.push((name.rsplit('/').next().unwrap_or(name).to_string(), 0));
+        } else if first == "Rss:"
+            && let Some(last) = maps.last_mut()
+        {
+            last.1 += words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    // One entry per file (its text, data and relro mappings together).
+    let mut by_name: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for (name, kib) in maps {
+        *by_name.entry(name).or_default() += kib;
+    }
+    let mut sorted: Vec<(String, u64)> = by_name.into_iter().collect();
+    sorted.sort_by_key(|m| std::cmp::Reverse(m.1));
+    sorted
+        .iter()
+        .take(count)
+        .map(|(name, kib)| format!("{name} {kib} KiB"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 struct Run {
@@ -232,6 +283,10 @@ struct Run {
     leader_rss_mib: f64,
     rss_mean_mib: f64,
     rss_max_mib: f64,
+    /// The largest storage node's own memory (heap, stacks) and the pages of files it maps
+    /// (the binary, libc) that it has touched.
+    rss_max_anon_mib: f64,
+    rss_max_file_mib: f64,
     gossip_out: f64,
     gossip_in: f64,
     raft_out: f64,
@@ -434,19 +489,16 @@ fn run(n: usize) -> Run {
         Some(perf_record(&format!("{file}.{n}"), &args))
     })
     .collect();
-    let (_, cpu0) = proc_stats(leader_pid);
-    let storage_cpu0: Vec<u64> = procs[3..]
-        .iter()
-        .map(|p| proc_stats(lab.pid(*p)).1)
-        .collect();
+    let cpu0 = cpu_ticks(leader_pid);
+    let storage_cpu0: Vec<u64> = procs[3..].iter().map(|p| cpu_ticks(lab.pid(*p))).collect();
     let window = Instant::now();
     std::thread::sleep(Duration::from_secs(10)); // the measurement window itself
     let secs = window.elapsed().as_secs_f64();
-    let (_, cpu1) = proc_stats(leader_pid);
+    let cpu1 = cpu_ticks(leader_pid);
     let storage_cpu: f64 = procs[3..]
         .iter()
         .zip(&storage_cpu0)
-        .map(|(p, c0)| proc_stats(lab.pid(*p)).1.saturating_sub(*c0) as f64)
+        .map(|(p, c0)| cpu_ticks(lab.pid(*p)).saturating_sub(*c0) as f64)
         .sum::<f64>()
         / storage_cpu0.len() as f64;
     for mut perf in perfs {
@@ -457,30 +509,21 @@ fn run(n: usize) -> Run {
         let _ = perf.wait();
     }
     let after: Vec<(u64, u64, u64, u64)> = (0..n).map(|i| counters(&lab, i)).collect();
-    for (what, p) in [("leader", procs[leader]), ("storage node", procs[n - 1])] {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", lab.pid(p))).unwrap_or_default();
-        let parts: Vec<&str> = status
-            .lines()
-            .filter(|l| {
-                ["VmRSS", "RssAnon", "RssFile", "Threads"]
-                    .iter()
-                    .any(|k| l.starts_with(k))
-            })
-            .collect();
+    let rss: Vec<Rss> = procs.iter().map(|p| rss_of(lab.pid(*p))).collect();
+    let largest = (3..n)
+        .max_by(|a, b| rss[*a].total.total_cmp(&rss[*b].total))
+        .expect("storage nodes");
+    for (what, i) in [("leader", leader), ("largest storage node", largest)] {
+        let r = &rss[i];
         println!(
-            "N={n}: {what}: {}",
-            parts
-                .join(", ")
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
+            "N={n}: {what} (host {i}): RSS {:.1} MiB, anonymous {:.1}, file-backed {:.1}, {} threads; largest mappings: {}",
+            r.total,
+            r.anon,
+            r.file,
+            r.threads,
+            largest_mappings(lab.pid(procs[i]), 6)
         );
     }
-    let rss: Vec<f64> = procs
-        .iter()
-        .map(|p| proc_stats(lab.pid(*p)).0 as f64 / 1024.0)
-        .collect();
     let per_node = |f: fn(&(u64, u64, u64, u64)) -> u64| {
         before
             .iter()
@@ -491,7 +534,7 @@ fn run(n: usize) -> Run {
             / secs
     };
     let ticks = 100.0; // USER_HZ on Linux
-    let storage_rss = &rss[3..];
+    let storage_rss: Vec<f64> = rss[3..].iter().map(|r| r.total).collect();
     Run {
         n,
         single_ms,
@@ -504,9 +547,11 @@ fn run(n: usize) -> Run {
         elections: term(&lab).saturating_sub(term0),
         leader_cpu: (cpu1 - cpu0) as f64 / ticks / secs * 100.0,
         storage_cpu: storage_cpu / ticks / secs * 100.0,
-        leader_rss_mib: rss[leader],
+        leader_rss_mib: rss[leader].total,
         rss_mean_mib: storage_rss.iter().sum::<f64>() / storage_rss.len() as f64,
-        rss_max_mib: storage_rss.iter().copied().fold(0.0, f64::max),
+        rss_max_mib: rss[largest].total,
+        rss_max_anon_mib: rss[largest].anon,
+        rss_max_file_mib: rss[largest].file,
         gossip_out: per_node(|c| c.0),
         gossip_in: per_node(|c| c.1),
         raft_out: per_node(|c| c.2),
@@ -595,17 +640,19 @@ fn write_report(path: &str, runs: &[Run]) {
             r.elections
         );
     }
-    report.push_str("\n## At rest\n\n10 s with nothing happening, 3 s after every view converged. CPU: the leader's share of one core, and a storage node's (mean). RSS: the leader's, and the storage nodes' (voters left out). Gossip: UDP payload per node (chitchat, open mode). Raft: QUIC request and answer payload per node, and the leader's (heartbeats every 50 ms from the leader to every voter; learners hear one every 500 ms, the rounds between are answered by the leader's network layer, see `consensus/src/network.rs`).\n\n| hosts | leader CPU % | leader RSS MiB | storage CPU mean % | storage RSS mean MiB | storage RSS max MiB | gossip out B/s | gossip in B/s | Raft out B/s | Raft in B/s | leader Raft out B/s |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    report.push_str("\n## At rest\n\n10 s with nothing happening, 3 s after every view converged. CPU: the leader's share of one core, and a storage node's (mean). RSS: the leader's, and the storage nodes' (voters left out); the largest storage node's is split into its own memory (anonymous: heap, stacks) and the pages of the files it maps that it has touched (the quorate binary and libc, shared with every agent on a host but counted in each one's RSS). Gossip: UDP payload per node (chitchat, open mode). Raft: QUIC request and answer payload per node, and the leader's (heartbeats every 50 ms from the leader to every voter; learners hear one every 500 ms, the rounds between are answered by the leader's network layer, see `consensus/src/network.rs`).\n\n| hosts | leader CPU % | leader RSS MiB | storage CPU mean % | storage RSS mean MiB | storage RSS max MiB (own + files) | gossip out B/s | gossip in B/s | Raft out B/s | Raft in B/s | leader Raft out B/s |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in runs {
         let _ = writeln!(
             report,
-            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} ({:.1} + {:.1}) | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
             r.n,
             r.leader_cpu,
             r.leader_rss_mib,
             r.storage_cpu,
             r.rss_mean_mib,
             r.rss_max_mib,
+            r.rss_max_anon_mib,
+            r.rss_max_file_mib,
             r.gossip_out,
             r.gossip_in,
             r.raft_out,
