@@ -159,6 +159,13 @@ impl Inner {
                 "{node} is not a member of this cluster"
             )));
         }
+        // A demotion that committed after `voters` was read (the autopilot demotes a voter
+        // that is leaving) made the node a learner, which RemoveVoters leaves in place: it goes
+        // as a node then, so that no learner is left without its record.
+        if self.voters_learners().1.contains(&node) {
+            self.change(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false)
+                .await?;
+        }
         if registry.nodes.contains_key(&node) {
             self.write_ok(Request::RemoveNode { node }).await?;
         }
