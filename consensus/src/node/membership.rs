@@ -151,17 +151,14 @@ impl Inner {
             }
             self.change(ChangeMembers::RemoveVoters(BTreeSet::from([node])), false)
                 .await?;
-        } else if learners.contains(&node) {
-            self.change(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false)
-                .await?;
-        } else if !registry.nodes.contains_key(&node) {
+        } else if !learners.contains(&node) && !registry.nodes.contains_key(&node) {
             return Err(ConsensusError::membership(format!(
                 "{node} is not a member of this cluster"
             )));
         }
-        // A demotion that committed after `voters` was read (the autopilot demotes a voter
-        // that is leaving) made the node a learner, which RemoveVoters leaves in place: it goes
-        // as a node then, so that no learner is left without its record.
+        // A learner goes as a node, read from the membership as it is now: a demotion that
+        // committed after `voters` was read (the autopilot demotes a voter that is leaving)
+        // made this one a learner, which RemoveVoters leaves in place.
         if self.voters_learners().1.contains(&node) {
             self.change(ChangeMembers::RemoveNodes(BTreeSet::from([node])), false)
                 .await?;
