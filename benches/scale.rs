@@ -235,24 +235,20 @@ fn rss_of(pid: u32) -> Rss {
 /// as "name KiB" (anonymous mappings named by their address range).
 fn largest_mappings(pid: u32, count: usize) -> String {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let mut maps: Vec<(String, u64)> = Vec::new();
+    // One entry per file (its text, data and relro mappings together).
+    let mut by_name: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut current = String::new();
     for line in smaps.lines() {
         let mut words = line.split_whitespace();
         let first = words.next().unwrap_or("");
         if first.contains('-') && !first.ends_with(':') {
             // A mapping's header: range perms offset dev inode [name].
-            let name = line.split_whitespace().nth(5).unwrap_or(first);
-            maps.push((name.rsplit('/').next().unwrap_or(name).to_string(), 0));
-        } else if first == "Rss:"
-            && let Some(last) = maps.last_mut()
-        {
-            last.1 += words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let name = words.nth(4).unwrap_or(first);
+            current = name.rsplit('/').next().unwrap_or(name).to_string();
+        } else if first == "Rss:" {
+            let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            *by_name.entry(current.clone()).or_default() += kib;
         }
-    }
-    // One entry per file (its text, data and relro mappings together).
-    let mut by_name: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for (name, kib) in maps {
-        *by_name.entry(name).or_default() += kib;
     }
     let mut sorted: Vec<(String, u64)> = by_name.into_iter().collect();
     sorted.sort_by_key(|m| std::cmp::Reverse(m.1));
@@ -534,7 +530,6 @@ fn run(n: usize) -> Run {
             / secs
     };
     let ticks = 100.0; // USER_HZ on Linux
-    let storage_rss: Vec<f64> = rss[3..].iter().map(|r| r.total).collect();
     Run {
         n,
         single_ms,
@@ -548,7 +543,7 @@ fn run(n: usize) -> Run {
         leader_cpu: (cpu1 - cpu0) as f64 / ticks / secs * 100.0,
         storage_cpu: storage_cpu / ticks / secs * 100.0,
         leader_rss_mib: rss[leader].total,
-        rss_mean_mib: storage_rss.iter().sum::<f64>() / storage_rss.len() as f64,
+        rss_mean_mib: rss[3..].iter().map(|r| r.total).sum::<f64>() / (n - 3) as f64,
         rss_max_mib: rss[largest].total,
         rss_max_anon_mib: rss[largest].anon,
         rss_max_file_mib: rss[largest].file,
