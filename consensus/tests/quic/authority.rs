@@ -11,7 +11,7 @@ use quorate_consensus::quic::{Handler, PeerCert};
 mod flood;
 
 /// A node's identity as its consensus directory holds it.
-fn identity_of(c: &Cluster, id: NodeId) -> Identity {
+pub(crate) fn identity_of(c: &Cluster, id: NodeId) -> Identity {
     let dir = c.dir.path().join(format!("n{}", id.get()));
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("identity file");
     Identity {
@@ -50,7 +50,7 @@ fn rule_of(answer: &serde_json::Value) -> Option<String> {
     .map(str::to_string)
 }
 
-fn leader_of(c: &Cluster) -> NodeId {
+pub(crate) fn leader_of(c: &Cluster) -> NodeId {
     c.any()
         .raft()
         .metrics()

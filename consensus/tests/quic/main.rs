@@ -26,6 +26,7 @@ use quorate_consensus::{
 mod wait;
 
 mod authority;
+mod hostile;
 mod slow;
 
 /// Logs to the test's output when `RUST_LOG` is set.

@@ -1,0 +1,186 @@
+//! A hostile member, for the tests only: built from the project's crates, it holds what its
+//! role holds (a member's certificate and key, served on the member's own address) and
+//! answers with whatever the attack needs. Never part of the shipped binary.
+//!
+//! - [`ForgedVotes`]: a Raft learner that answers every append and snapshot chunk with a vote
+//!   above the leader's (the next term, or `u64::MAX`), to depose the leader or overflow its
+//!   term arithmetic.
+//! - [`Relay`]: a member that takes a stranger's join request, forwards it to a real voter as
+//!   a stranger itself, and hands the answer back, keeping every byte it saw both ways.
+//!
+//! Included by the consensus QUIC tests with
+//! `#[path = "../../../tests/support/rogue.rs"] mod rogue;`; it needs `quorate-consensus`,
+//! openraft, serde_json and tokio.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use openraft::Vote;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest};
+use quorate_consensus::quic::{Handler, PeerCert, QuicNet};
+use quorate_consensus::tls::JoinVerifier;
+use quorate_consensus::{NodeId, Trust, TypeConfig};
+use serde_json::{Value, json};
+
+/// How far above the leader's term a [`ForgedVotes`] answer claims to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Forge {
+    /// Answer like an honest learner would (the leader's own vote, success).
+    Honest = 0,
+    /// The leader's term plus one: a leader that believes it steps down at every append.
+    NextTerm = 1,
+    /// `u64::MAX`: the next election's `term + 1` overflows.
+    MaxTerm = 2,
+}
+
+/// A learner that forges votes in its answers. Switch the attack with [`ForgedVotes::set`].
+pub struct ForgedVotes {
+    id: NodeId,
+    mode: AtomicU8,
+    /// Appends and snapshot chunks answered with a forged vote.
+    pub forged: AtomicU64,
+    /// Every Raft request received.
+    pub received: AtomicU64,
+}
+
+impl ForgedVotes {
+    pub fn new(id: NodeId, mode: Forge) -> ForgedVotes {
+        ForgedVotes {
+            id,
+            mode: AtomicU8::new(mode as u8),
+            forged: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set(&self, mode: Forge) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    fn mode(&self) -> Forge {
+        match self.mode.load(Ordering::SeqCst) {
+            1 => Forge::NextTerm,
+            2 => Forge::MaxTerm,
+            _ => Forge::Honest,
+        }
+    }
+
+    /// The vote this learner claims, given the leader's.
+    fn claim(&self, leader: Vote<NodeId>) -> Option<Vote<NodeId>> {
+        match self.mode() {
+            Forge::Honest => None,
+            Forge::NextTerm => Some(Vote::new(leader.leader_id().term + 1, self.id)),
+            Forge::MaxTerm => Some(Vote::new(u64::MAX, self.id)),
+        }
+    }
+
+    fn answer(&self, request: &[u8]) -> Value {
+        let Ok(v) = serde_json::from_slice::<Value>(request) else {
+            return json!({ "refused": { "reason": "unreadable" } });
+        };
+        if let Some(req) = v.pointer("/append_entries/req") {
+            self.received.fetch_add(1, Ordering::Relaxed);
+            let Ok(req) = serde_json::from_value::<AppendEntriesRequest<TypeConfig>>(req.clone())
+            else {
+                return json!({ "refused": { "reason": "unreadable append" } });
+            };
+            return match self.claim(req.vote) {
+                Some(vote) => {
+                    self.forged.fetch_add(1, Ordering::Relaxed);
+                    json!({ "append_entries": { "res": { "Ok": { "HigherVote": vote } } } })
+                }
+                // An honest answer: everything held (the leader then sends what follows).
+                None => json!({ "append_entries": { "res": { "Ok": "Success" } } }),
+            };
+        }
+        if let Some(req) = v.pointer("/install_snapshot/req") {
+            self.received.fetch_add(1, Ordering::Relaxed);
+            let Ok(req) = serde_json::from_value::<InstallSnapshotRequest<TypeConfig>>(req.clone())
+            else {
+                return json!({ "refused": { "reason": "unreadable snapshot" } });
+            };
+            let vote = match self.claim(req.vote) {
+                Some(v) => {
+                    self.forged.fetch_add(1, Ordering::Relaxed);
+                    v
+                }
+                None => req.vote,
+            };
+            return json!({ "install_snapshot": { "res": { "Ok": { "vote": vote } } } });
+        }
+        json!({ "refused": { "reason": "not served by this rogue" } })
+    }
+}
+
+impl Handler for ForgedVotes {
+    async fn handle(
+        &self,
+        _peer: Option<PeerCert>,
+        _remote: SocketAddr,
+        request: Vec<u8>,
+    ) -> Vec<u8> {
+        serde_json::to_vec(&self.answer(&request)).unwrap_or_default()
+    }
+}
+
+/// A member that relays strangers' requests to `to` (a real voter), as a stranger itself,
+/// and keeps every byte it saw: the requests it was sent and the answers it passed back.
+pub struct Relay {
+    pub to: SocketAddr,
+    pub seen: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Relay {
+    pub fn new(to: SocketAddr) -> Relay {
+        Relay {
+            to,
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Everything captured, requests and answers, in the order seen.
+    pub fn captured(&self) -> Vec<Vec<u8>> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Whether any captured message contains `needle`.
+    pub fn holds(&self, needle: &[u8]) -> bool {
+        !needle.is_empty()
+            && self
+                .captured()
+                .iter()
+                .any(|m| m.windows(needle.len()).any(|w| w == needle))
+    }
+
+    fn keep(&self, bytes: &[u8]) {
+        if let Ok(mut s) = self.seen.lock() {
+            s.push(bytes.to_vec());
+        }
+    }
+}
+
+impl Handler for Relay {
+    async fn handle(
+        &self,
+        _peer: Option<PeerCert>,
+        _remote: SocketAddr,
+        request: Vec<u8>,
+    ) -> Vec<u8> {
+        self.keep(&request);
+        let verifier = JoinVerifier::new(Trust::FirstUse);
+        let Ok(net) = QuicNet::joiner(SocketAddr::from(([127, 0, 0, 1], 0)), &verifier) else {
+            return Vec::new();
+        };
+        let answer = net
+            .call_addr(self.to, &request, Duration::from_secs(15))
+            .await
+            .unwrap_or_default();
+        net.close();
+        self.keep(&answer);
+        answer
+    }
+}
