@@ -39,7 +39,7 @@ pub mod tls;
 
 pub use events::{Compacted, Event, EventHub, EventIndex, EventKind, Subscription};
 pub use files::{ClusterFile, Files, FilesError};
-pub use network::{LEARNER_BEAT, QuietTargets, RaftNet};
+pub use network::{AnswerGuard, LEARNER_BEAT, MAX_TERM_AHEAD, QuietTargets, RaftNet, TERM_CEILING};
 pub use node::{
     AdmissionConfig, Consensus, ConsensusConfig, Counts, JoinCredentials, JoinPolicy, MemberView,
     StartError, Status, key_proof, same as constant_time_eq, secret_hash,

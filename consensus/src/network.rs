@@ -36,9 +36,20 @@
 //! request. Only the learner's own answers are given back, so the reasoning above holds: a
 //! learner's ack moves nothing but its own matching log id, and counts for neither commit
 //! nor lease.
+//!
+//! **Answers are checked like requests.** openraft steps down for a higher vote in any
+//! target's answer, learners included, and persists it. A learner has no vote: a higher vote
+//! in its answer (an append's `HigherVote`, a snapshot answer's vote above the request's) is
+//! refused here, counted and logged, and never reaches openraft; the leader hears of a newer
+//! leader from the voters. From anyone, a term more than [`MAX_TERM_AHEAD`] above this node's
+//! is refused the same way, so no answer can bring a term near `u64::MAX` (where the next
+//! election's `term + 1` would overflow). A refused answer is a network error to openraft:
+//! it retries after its backoff, as for a peer that did not answer. [`AnswerGuard`] holds
+//! what the answers are checked against, kept current by the node.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -57,6 +68,7 @@ use crate::proto::{Reply, Rpc};
 use crate::quic::{CallError, QuicNet};
 
 use quorate_base::NodeId;
+use tracing::{debug, warn};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -92,11 +104,127 @@ impl QuietTargets {
     }
 }
 
+/// How far above this node's current term a term in an answer may be. Terms grow by one an
+/// election, and a voter campaigns only after a pre-vote a majority granted: no honest peer is
+/// this far ahead of a member that hears from the group.
+pub const MAX_TERM_AHEAD: u64 = 1 << 16;
+
+/// The highest term a request or an answer may carry, whatever this node's own: far above any
+/// term a real group reaches (one election every 50 ms for over 400,000 years), and far enough
+/// below `u64::MAX` that term arithmetic never overflows.
+pub const TERM_CEILING: u64 = 1 << 48;
+
+/// What Raft's answers are checked against: the voters of the effective membership and this
+/// node's current term, kept current by the node; and the answers refused so far.
+#[derive(Clone, Debug, Default)]
+pub struct AnswerGuard(Arc<Guarded>);
+
+#[derive(Debug, Default)]
+struct Guarded {
+    voters: RwLock<BTreeSet<NodeId>>,
+    term: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// Why an answer was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Forged {
+    /// A vote above the leader's from a node that is not a voter.
+    VoteFromNonVoter,
+    /// A term more than [`MAX_TERM_AHEAD`] above this node's, or above [`TERM_CEILING`].
+    TermTooFar,
+}
+
+impl std::fmt::Display for Forged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Forged::VoteFromNonVoter => "a higher vote from a node that is not a voter",
+            Forged::TermTooFar => "a term far above this node's",
+        })
+    }
+}
+
+impl AnswerGuard {
+    /// Sets the voters of the effective membership (of every configuration of a joint one).
+    pub fn set_voters(&self, voters: BTreeSet<NodeId>) {
+        if let Ok(mut v) = self.0.voters.write()
+            && *v != voters
+        {
+            *v = voters;
+        }
+    }
+
+    /// Sets this node's current term.
+    pub fn set_term(&self, term: u64) {
+        self.0.term.store(term, Ordering::Relaxed);
+    }
+
+    /// Answers refused so far.
+    pub fn refused(&self) -> u64 {
+        self.0.refused.load(Ordering::Relaxed)
+    }
+
+    fn is_voter(&self, id: NodeId) -> bool {
+        self.0.voters.read().is_ok_and(|v| v.contains(&id))
+    }
+
+    /// Whether `from` may answer with `vote` to a request that carried `asked`.
+    pub(crate) fn check(
+        &self,
+        from: NodeId,
+        asked: &Vote<NodeId>,
+        vote: &Vote<NodeId>,
+    ) -> Result<(), Forged> {
+        check_answer(
+            self.is_voter(from),
+            self.0.term.load(Ordering::Relaxed),
+            asked,
+            vote,
+        )
+    }
+
+    /// Counts and logs a refused answer (the first, then at every power of two, so that a
+    /// flood of them is seen without filling the log).
+    fn refuse(&self, from: NodeId, vote: &Vote<NodeId>, why: Forged) {
+        let n = self.0.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            warn!(peer = %from, term = vote.leader_id().term, refused = n, reason = %why, "Raft answer refused");
+        } else {
+            debug!(peer = %from, term = vote.leader_id().term, reason = %why, "Raft answer refused");
+        }
+    }
+}
+
+/// The rule [`AnswerGuard::check`] applies (pure): an answer's vote is refused when its term is
+/// above [`TERM_CEILING`] or more than [`MAX_TERM_AHEAD`] above `term` (this node's), or,
+/// from a node that is not a voter, when it is not at or below the vote of the request it
+/// answers.
+pub(crate) fn check_answer(
+    from_voter: bool,
+    term: u64,
+    asked: &Vote<NodeId>,
+    vote: &Vote<NodeId>,
+) -> Result<(), Forged> {
+    let t = vote.leader_id().term;
+    if t > TERM_CEILING
+        || t > term
+            .max(asked.leader_id().term)
+            .saturating_add(MAX_TERM_AHEAD)
+    {
+        return Err(Forged::TermTooFar);
+    }
+    if !from_voter && !(vote <= asked) {
+        return Err(Forged::VoteFromNonVoter);
+    }
+    Ok(())
+}
+
 /// The network factory openraft uses.
 #[derive(Clone)]
 pub struct RaftNet {
     pub(crate) net: QuicNet,
     quiet: QuietTargets,
+    guard: AnswerGuard,
 }
 
 impl RaftNet {
@@ -105,7 +233,13 @@ impl RaftNet {
         RaftNet {
             net,
             quiet: QuietTargets::default(),
+            guard: AnswerGuard::default(),
         }
+    }
+
+    /// What answers are checked against (a handle: the node keeps it current).
+    pub fn guard(&self) -> AnswerGuard {
+        self.guard.clone()
     }
 
     /// The set of quiet targets this network reads (a handle: the node keeps it current).
@@ -125,6 +259,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftNet {
                 addr: node.addr.parse().map_err(|_| node.addr.clone()),
             },
             quiet: self.quiet.clone(),
+            guard: self.guard.clone(),
             beat: None,
             pending: None,
         }
@@ -135,6 +270,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftNet {
 pub struct RaftPeer {
     to: Callee,
     quiet: QuietTargets,
+    guard: AnswerGuard,
     /// The last heartbeat that reached the peer and its success: what may be answered here.
     beat: Option<Beat>,
     /// The call to a quiet target still running, if openraft gave up waiting for it.
@@ -312,19 +448,9 @@ impl RaftPeer {
         self.beat =
             Beat::of(asked, sent).filter(|_| matches!(res, Ok(AppendEntriesResponse::Success)));
     }
-}
 
-impl RaftNetwork<TypeConfig> for RaftPeer {
-    /// 100 ms between attempts to an unreachable peer, not openraft's 500 ms: heartbeats are
-    /// drained during a backoff, and a peer that comes back must hear from the leader before
-    /// its own election timeout (300 to 400 ms) or it campaigns and disrupts the group. The
-    /// cost is small: a call to a peer being dialed returns at its deadline without dialing
-    /// again (one dial at a time per peer), and the log says once that the peer is down.
-    fn backoff(&self) -> openraft::network::Backoff {
-        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(100)))
-    }
-
-    async fn append_entries(
+    /// The append, before its answer is checked.
+    async fn append(
         &mut self,
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
@@ -376,6 +502,48 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         res
     }
 
+    /// `res` unless it carries a vote the guard refuses: then a network error.
+    fn checked<T, E: std::error::Error>(
+        &self,
+        asked: &Vote<NodeId>,
+        vote: Option<&Vote<NodeId>>,
+        res: Result<T, RPCError<NodeId, BasicNode, E>>,
+    ) -> Result<T, RPCError<NodeId, BasicNode, E>> {
+        let Some(vote) = vote else { return res };
+        match self.guard.check(self.to.target, asked, vote) {
+            Ok(()) => res,
+            Err(why) => {
+                self.guard.refuse(self.to.target, vote, why);
+                Err(refused(&format!("answer refused: {why}")))
+            }
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for RaftPeer {
+    /// 100 ms between attempts to an unreachable peer, not openraft's 500 ms: heartbeats are
+    /// drained during a backoff, and a peer that comes back must hear from the leader before
+    /// its own election timeout (300 to 400 ms) or it campaigns and disrupts the group. The
+    /// cost is small: a call to a peer being dialed returns at its deadline without dialing
+    /// again (one dial at a time per peer), and the log says once that the peer is down.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(100)))
+    }
+
+    async fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> AppendResult {
+        let asked = req.vote;
+        let res = self.append(req, option).await;
+        let vote = match &res {
+            Ok(AppendEntriesResponse::HigherVote(v)) => Some(*v),
+            _ => None,
+        };
+        self.checked(&asked, vote.as_ref(), res)
+    }
+
     async fn install_snapshot(
         &mut self,
         req: InstallSnapshotRequest<TypeConfig>,
@@ -384,13 +552,17 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
+        let asked = req.vote;
         let rpc = Rpc::InstallSnapshot { req };
-        self.to
+        let res = self
+            .to
             .call(&rpc, option.hard_ttl(), |r| match r {
                 Reply::InstallSnapshot { res } => Some(res),
                 _ => None,
             })
-            .await
+            .await;
+        let vote = res.as_ref().ok().map(|r| r.vote);
+        self.checked(&asked, vote.as_ref(), res)
     }
 
     async fn vote(
@@ -398,13 +570,19 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
         req: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let asked = req.vote;
         let rpc = Rpc::Vote { req };
-        self.to
+        let res = self
+            .to
             .call(&rpc, option.hard_ttl(), |r| match r {
                 Reply::Vote { res } => Some(res),
                 _ => None,
             })
-            .await
+            .await;
+        // A voter's answer may carry a higher vote (it voted for another candidate): only
+        // its distance from this node's term is checked.
+        let vote = res.as_ref().ok().map(|r| r.vote);
+        self.checked(&asked, vote.as_ref(), res)
     }
 }
 
@@ -435,6 +613,40 @@ mod tests {
             });
         }
         req
+    }
+
+    #[test]
+    fn a_vote_in_an_answer_is_checked_by_who_sent_it_and_how_far_it_goes() {
+        let asked = Vote::new_committed(5, NodeId::from(1u64));
+        let higher = Vote::new(6, NodeId::from(4u64));
+        // A voter may know a newer leader; a learner may not depose one.
+        assert_eq!(check_answer(true, 5, &asked, &higher), Ok(()));
+        assert_eq!(
+            check_answer(false, 5, &asked, &higher),
+            Err(Forged::VoteFromNonVoter)
+        );
+        // A learner's honest answer: the leader's own vote, or one below it.
+        assert_eq!(check_answer(false, 5, &asked, &asked), Ok(()));
+        assert_eq!(
+            check_answer(
+                false,
+                5,
+                &asked,
+                &Vote::new_committed(4, NodeId::from(2u64))
+            ),
+            Ok(())
+        );
+        // From anyone: not far above this node's term, never near u64::MAX.
+        let far = Vote::new(5 + MAX_TERM_AHEAD + 1, NodeId::from(2u64));
+        assert_eq!(check_answer(true, 5, &asked, &far), Err(Forged::TermTooFar));
+        let edge = Vote::new(5 + MAX_TERM_AHEAD, NodeId::from(2u64));
+        assert_eq!(check_answer(true, 5, &asked, &edge), Ok(()));
+        let max = Vote::new(u64::MAX, NodeId::from(2u64));
+        assert_eq!(
+            check_answer(true, u64::MAX - 1, &asked, &max),
+            Err(Forged::TermTooFar),
+            "above the ceiling whatever this node's term"
+        );
     }
 
     #[test]

@@ -198,7 +198,16 @@ impl Recovery {
             .or(snapshot_applied);
         let last_index = last.map_or(0, |l| l.index);
         let vote_term = whole.vote.map_or(0, |v| v.leader_id.term);
-        let term = vote_term.max(last.map_or(0, |l| l.leader_id.term)) + 1;
+        let term = vote_term
+            .max(last.map_or(0, |l| l.leader_id.term))
+            .checked_add(1)
+            .filter(|t| *t <= crate::TERM_CEILING)
+            .ok_or_else(|| {
+                storage(&format!(
+                    "the log's term is at the ceiling of {}: it was forged, not reached",
+                    crate::TERM_CEILING
+                ))
+            })?;
         let leader = CommittedLeaderId::new(term, node);
         let records_removed: BTreeSet<NodeId> = lost
             .iter()

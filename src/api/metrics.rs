@@ -520,6 +520,14 @@ fn member_counts(enc: &mut DescriptorEncoder, c: &Counts) -> fmt::Result {
     one(
         enc,
         Counter,
+        "quorate_raft_answers_refused",
+        "Raft answers this node refused as leader or candidate: a higher vote from a node that \
+         is not a voter, or a term far above this node's.",
+        c.answers_refused,
+    )?;
+    one(
+        enc,
+        Counter,
         "quorate_certificate_renewals",
         "Certificates this node renewed for itself.",
         c.certificates_renewed,

@@ -351,9 +351,14 @@ impl Inner {
             Ok(s) => s.last_log_id,
             Err(_) => return BTreeSet::new(),
         };
+        // No term near the top is ever taken (answers and requests above the ceiling are
+        // refused), so there is always a next one; without it, no campaign.
+        let Some(term) = m.vote.leader_id().term.checked_add(1) else {
+            return BTreeSet::new();
+        };
         let q = PreVote {
             candidate: self.id,
-            term: m.vote.leader_id().term + 1,
+            term,
             last_log_id,
         };
         let Ok(body) = serde_json::to_vec(&Rpc::PreVote { q }) else {
@@ -444,7 +449,7 @@ pub(super) async fn campaign_loop(inner: Arc<Inner>) {
         }
         inner.counters.campaigns.fetch_add(1, Ordering::Relaxed);
         info!(
-            term = m.vote.leader_id().term + 1,
+            term = m.vote.leader_id().term.saturating_add(1),
             silent_ms = c.silent().as_millis() as u64,
             stalled_ms = stalled.as_millis() as u64,
             patience_ms = patience.as_millis() as u64,

@@ -179,6 +179,27 @@ impl Inner {
                 reason: "the request's node is not the certificate's node".into(),
             };
         }
+        let term = match &rpc {
+            Rpc::AppendEntries { req } => Some(req.vote.leader_id().term),
+            Rpc::Vote { req } => Some(req.vote.leader_id().term),
+            Rpc::InstallSnapshot { req } => Some(req.vote.leader_id().term),
+            Rpc::PreVote { q } => Some(q.term),
+            _ => None,
+        };
+        if let Some(term) = term
+            && term > crate::TERM_CEILING
+        {
+            self.counters
+                .requests_refused
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(peer = %peer.id, term, "a raft request with a term no group reaches; refused");
+            return Reply::Refused {
+                reason: format!(
+                    "term {term} is above the ceiling of {}",
+                    crate::TERM_CEILING
+                ),
+            };
+        }
         match rpc {
             // A leader's entries, heartbeat or snapshot taken, or a vote granted, starts this
             // node's election timer again (see `campaign`).

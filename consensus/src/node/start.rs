@@ -187,6 +187,7 @@ impl Consensus {
         let log = LogStore::new(db);
         let raft_net = RaftNet::new(net.clone());
         let quiet = raft_net.quiet();
+        let answers = raft_net.guard();
         // openraft's own election timer is off: this node campaigns after a pre-vote
         // ([`super::campaign`]), on openraft's timings.
         let campaign = Campaign::new(!hold, &raft_config);
@@ -224,6 +225,7 @@ impl Consensus {
             pilot: PilotInput::default(),
             admission: Admission::new(config.admission.clone()),
             deny,
+            answers,
             counters: Counters::default(),
         });
         let serve = net.serve(inner.clone());

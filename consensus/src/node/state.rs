@@ -135,6 +135,8 @@ pub(super) struct Inner {
     /// Identities removed from the cluster, as the registry applied here lists them; the
     /// handshake refuses them.
     pub(super) deny: DenyList,
+    /// What Raft's answers are checked against ([`crate::network`]), and their refusals.
+    pub(super) answers: crate::AnswerGuard,
     pub(super) counters: Counters,
 }
 

@@ -90,6 +90,9 @@ pub struct Counts {
     pub requests_refused: u64,
     /// Requests refused by each authority rule, in the order of [`Rule::ALL`].
     pub refused_by_rule: Vec<(Rule, u64)>,
+    /// Raft answers refused: a higher vote from a node that is not a voter, or a term far
+    /// above this node's ([`crate::MAX_TERM_AHEAD`]).
+    pub answers_refused: u64,
     /// Membership changes this node attempted as leader.
     pub membership_changes: u64,
     /// Leadership confirmations this node ran as leader, for reads and joins (one for all the
@@ -127,6 +130,7 @@ impl Inner {
                 .zip(c.refused_by_rule.iter())
                 .map(|(r, n)| (*r, g(n)))
                 .collect(),
+            answers_refused: self.answers.refused(),
             membership_changes: g(&c.membership_changes),
             quorum_checks: g(&c.quorum_checks),
             campaigns: g(&c.campaigns),

@@ -184,14 +184,16 @@ pub(super) fn quiet_targets(
         .collect()
 }
 
-/// Keeps `quiet` in step with Raft's effective membership and the registry, looking again
-/// whenever either may have changed (a new membership, a new entry applied).
+/// Keeps `quiet` in step with Raft's effective membership and the registry, and the answer
+/// guard with the membership's voters and this node's term, looking again whenever any may
+/// have changed (a new membership, a new entry applied, a new term).
 pub(super) async fn follow_quiet_targets(inner: Arc<Inner>, quiet: crate::QuietTargets) {
     let mut metrics = inner.raft.metrics();
     let mut seen = None;
     loop {
         let now = {
             let m = metrics.borrow_and_update();
+            inner.answers.set_term(m.current_term);
             let key = (
                 m.membership_config.log_id().map(|l| l.index),
                 m.last_applied.map(|l| l.index),
@@ -199,6 +201,7 @@ pub(super) async fn follow_quiet_targets(inner: Arc<Inner>, quiet: crate::QuietT
             (seen != Some(key)).then(|| (key, m.membership_config.membership().clone()))
         };
         if let Some((key, membership)) = now {
+            inner.answers.set_voters(membership.voter_ids().collect());
             if let Ok(d) = inner.sm.data().read() {
                 let targets = quiet_targets(&membership, &d.registry);
                 // Storage learners: heartbeats at a slower rate, and links that outlast a

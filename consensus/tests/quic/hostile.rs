@@ -113,6 +113,11 @@ async fn a_learner_forging_higher_votes_cannot_depose_the_leader() {
                 "{tag}: node {v} no longer holds the leader in its term: {views:?}"
             );
         }
+        let refused = c.nodes[&leader].counts().answers_refused;
+        assert!(
+            refused >= rogue.forged.load(Ordering::Relaxed).min(5),
+            "{tag}: the leader counted {refused} refused answers"
+        );
         assert!(
             p99(&took) <= bound,
             "{tag}: p99 {:?} above {bound:?}",
