@@ -213,7 +213,11 @@ pub(crate) fn check_answer(
     {
         return Err(Forged::TermTooFar);
     }
-    if !from_voter && !(vote <= asked) {
+    let at_most_asked = matches!(
+        vote.partial_cmp(asked),
+        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+    );
+    if !from_voter && !at_most_asked {
         return Err(Forged::VoteFromNonVoter);
     }
     Ok(())
