@@ -6,6 +6,8 @@ use super::*;
 
 use std::time::Instant;
 
+use quorate_consensus::JoinRequest;
+
 #[path = "../../../tests/support/rogue.rs"]
 mod rogue;
 
@@ -127,4 +129,252 @@ async fn a_learner_forging_higher_votes_cannot_depose_the_leader() {
     serving.abort();
     net.close();
     c.shutdown().await;
+}
+
+/// The secrets a sealed cluster hands joiners in these tests, by role.
+fn sealed_admission(key: [u8; 32]) -> AdmissionConfig {
+    AdmissionConfig {
+        policy: JoinPolicy::KeyOrToken,
+        keys: vec![key],
+        voter_secrets: BTreeMap::from([(
+            "cluster_keys".to_string(),
+            "c1u5t3r-k3y-0f-th3-v0t3rs-0000000000000000".to_string(),
+        )]),
+        storage_secrets: BTreeMap::from([(
+            "gossip_keys".to_string(),
+            "g0ss1p-k3y-0f-th3-st0r4g3-n0d3s-000000000".to_string(),
+        )]),
+    }
+}
+
+/// A line of the CA private key's PEM body: present in any copy of the key, as JSON escapes
+/// the PEM's line breaks but not its base64.
+fn ca_key_line(c: &Cluster) -> String {
+    let dir = c.dir.path().join("n1");
+    let key = std::fs::read_to_string(dir.join("ca.key")).expect("the CA key on a voter");
+    key.lines()
+        .find(|l| l.len() >= 60 && !l.starts_with("-----"))
+        .expect("a base64 line")
+        .to_string()
+}
+
+/// A storage node whose host relays strangers' joins to a voter, listed first in a joiner's
+/// seeds, and a removed voter's host doing the same with its voter certificate: whether the
+/// joiner refuses the rogue or is admitted through it, nothing the rogue captured holds the CA
+/// key, the cluster's secrets or a token secret, for a voter joining with the cluster key
+/// (the zero-config and `--peers` path of a sealed cluster) and with a join token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rogue_relaying_joins_learns_no_secret() {
+    let c = three_voters_and_storage().await;
+    let key = [42u8; 32];
+    for n in c.nodes.values() {
+        n.set_admission(sealed_admission(key));
+    }
+    let leader = leader_of(&c);
+    let leader_addr = addr(c.ports[&leader]);
+    let ca_line = ca_key_line(&c);
+    let token_secret = "70k3n-s3cr3t-70k3n-s3cr3t-70k3n-s3cr3t-00";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    c.nodes[&leader]
+        .write(Request::CreateToken {
+            token: TokenRecord {
+                id: "00000000000000a7".into(),
+                secret_hash: secret_hash(token_secret),
+                role: Role::Voter,
+                expires_ms: now + 600_000,
+                max_uses: None,
+                uses: 0,
+                revoked: false,
+                created_ms: now,
+            },
+        })
+        .await
+        .expect("a token")
+        .outcome
+        .expect("created");
+
+    // Rogue one: the storage node's own identity. Rogue two: a voter certificate for an id
+    // the registry does not hold, as a removed voter that kept the CA key mints.
+    let ca_pem = c.any().ca_pem().to_string();
+    let ca_key = std::fs::read_to_string(c.dir.path().join("n1/ca.key")).expect("ca key");
+    let rogues = [
+        ("storage", identity_of(&c, NodeId::new(4))),
+        ("voter", identity(&(ca_pem, ca_key), NodeId::new(0x99))),
+    ];
+    let mut next = 5;
+    for (kind, id) in rogues {
+        let port = free_port();
+        let net = QuicNet::bind(addr(port), &id, &DenyList::default()).expect("bind");
+        let relay = Arc::new(rogue::Relay::new(leader_addr));
+        let serving = net.serve(relay.clone());
+        let ways: [(&str, Option<TokenProof>, Option<[u8; 32]>); 2] = [
+            ("cluster key", None, Some(key)),
+            (
+                "token",
+                Some(TokenProof {
+                    id: "00000000000000a7".into(),
+                    secret: token_secret.into(),
+                }),
+                None,
+            ),
+        ];
+        for (how, token, k) in ways {
+            let joiner = NodeId::new(next);
+            next += 1;
+            let dir = c.dir.path().join(format!("n{}", joiner.get()));
+            let listen = addr(free_port());
+            let mut cfg = ConsensusConfig::new(joiner, dir, listen, listen);
+            cfg.admission = sealed_admission(key);
+            let joined = Consensus::join(
+                cfg,
+                info(joiner, Role::Voter),
+                "test",
+                &[addr(port), leader_addr],
+                JoinCredentials {
+                    trust: Trust::FirstUse,
+                    token,
+                    key: k,
+                },
+            )
+            .await;
+            let through = relay.captured().len();
+            eprintln!(
+                "{kind} rogue, {how}: joined {}, {through} messages captured",
+                joined.is_ok()
+            );
+            for (what, needle) in [
+                ("the CA key", ca_line.as_str()),
+                ("the voters' secrets", "c1u5t3r-k3y-0f-th3-v0t3rs"),
+                ("the storage nodes' secrets", "g0ss1p-k3y-0f-th3-st0r4g3"),
+                ("the token secret", token_secret),
+            ] {
+                assert!(
+                    !relay.holds(needle.as_bytes()),
+                    "the {kind} rogue captured {what} from a {how} join"
+                );
+            }
+            let (node, _) = joined.unwrap_or_else(|e| panic!("{kind}, {how}: not admitted: {e}"));
+            node.shutdown().await;
+        }
+        serving.abort();
+        net.close();
+    }
+    c.shutdown().await;
+}
+
+/// A thousand join requests with bad tokens (a wrong secret, a token that does not exist,
+/// another role than the token grants) from twenty addresses: every one refused, and none
+/// costs a Raft write (the leader's write count and its log are unchanged by them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_token_joins_cost_no_raft_write() {
+    let c = Cluster::bootstrap(NodeId::new(1)).await;
+    c.any()
+        .set_admission(admission(JoinPolicy::TokenOnly, Vec::new()));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    c.any()
+        .write(Request::CreateToken {
+            token: TokenRecord {
+                id: "00000000000000b7".into(),
+                secret_hash: secret_hash("the-right-secret"),
+                role: Role::Storage,
+                expires_ms: now + 600_000,
+                max_uses: None,
+                uses: 0,
+                revoked: false,
+                created_ms: now,
+            },
+        })
+        .await
+        .expect("a token")
+        .outcome
+        .expect("created");
+    let fingerprint = quorate_consensus::tls::ca_fingerprint(c.any().ca_pem()).expect("fp");
+    let writes = c.any().counts().writes;
+    let log = c.any().raft().metrics().borrow().last_log_index;
+    let registry = c.any().local_registry();
+    let key_pem = quorate_consensus::tls::new_node_key().expect("key");
+    let target = c.seed();
+    let mut tasks = Vec::new();
+    for source in 0..20u8 {
+        let key_pem = key_pem.clone();
+        let fingerprint = fingerprint.clone();
+        tasks.push(tokio::spawn(async move {
+            let verifier = JoinVerifier::new(Trust::FirstUse);
+            let net = QuicNet::joiner(SocketAddr::from(([127, 0, 1, 10 + source], 0)), &verifier)
+                .expect("bind");
+            let mut answers = Vec::new();
+            for i in 0..50u64 {
+                let id = NodeId::new(0x1000 + u64::from(source) * 100 + i);
+                let (token_id, secret, role) = match i % 3 {
+                    0 => ("00000000000000b7", "a-wrong-secret", Role::Storage),
+                    1 => ("00000000000000ff", "the-right-secret", Role::Storage),
+                    _ => ("00000000000000b7", "the-right-secret", Role::Voter),
+                };
+                let join = JoinRequest {
+                    node_id: id,
+                    raft_addr: "127.0.0.1:9".into(),
+                    node: info(id, role),
+                    csr_pem: quorate_consensus::tls::node_request_with(id, &key_pem).expect("csr"),
+                    token: Some(TokenProof {
+                        id: token_id.into(),
+                        secret: secret.into(),
+                    }),
+                    cluster_name: "test".into(),
+                    key_proof: None,
+                    ca_fingerprint: fingerprint.clone(),
+                    nonce: format!("{:032x}", rand_nonce(source, i)),
+                    at_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .expect("clock")
+                        .as_millis() as u64,
+                };
+                let body = serde_json::to_vec(&serde_json::json!({ "join": { "join": join } }))
+                    .expect("json");
+                let answer = net
+                    .call_addr(target, &body, Duration::from_secs(5))
+                    .await
+                    .map(|a| String::from_utf8_lossy(&a).into_owned())
+                    .unwrap_or_else(|e| format!("call failed: {e}"));
+                answers.push(answer);
+            }
+            net.close();
+            answers
+        }));
+    }
+    let mut admitted = Vec::new();
+    let mut total = 0;
+    for t in tasks {
+        for a in t.await.expect("task") {
+            total += 1;
+            if !a.contains("join_refused") {
+                admitted.push(a);
+            }
+        }
+    }
+    assert_eq!(total, 1000);
+    assert!(
+        admitted.is_empty(),
+        "not refused: {:?}",
+        &admitted[..admitted.len().min(3)]
+    );
+    let counts = c.any().counts();
+    eprintln!(
+        "refused {}, rate limited {}, writes {} -> {}",
+        counts.joins_refused, counts.joins_rate_limited, writes, counts.writes
+    );
+    assert_eq!(counts.writes, writes, "bad token joins cost Raft writes");
+    assert_eq!(c.any().raft().metrics().borrow().last_log_index, log);
+    assert_eq!(c.any().local_registry(), registry);
+    c.shutdown().await;
+}
+
+/// A nonce unique to a request of this test.
+fn rand_nonce(source: u8, i: u64) -> u128 {
+    (u128::from(source) << 64) | u128::from(i) | (0xfeed_u128 << 100)
 }
