@@ -103,16 +103,27 @@ pub fn decide(
 ) -> Decision {
     // Formed clusters, by CA: the one with the most members visible wins (two clusters of one
     // name is an operator's mistake; joining the larger one is the least surprising).
-    let mut formed: BTreeMap<&str, Vec<SocketAddr>> = BTreeMap::new();
+    // Every member counts for seeing a cluster formed; only its voters are seeds, since only
+    // voters admit nodes (a joiner refuses any other at the handshake).
+    let mut formed: BTreeMap<&str, (usize, Vec<SocketAddr>)> = BTreeMap::new();
     for p in peers.iter().filter(|p| p.member) {
         if let (Some(ca), Some(q)) = (p.ca.as_deref(), p.quic) {
-            formed.entry(ca).or_default().push(q);
+            let e = formed.entry(ca).or_default();
+            e.0 += 1;
+            if p.voter {
+                e.1.push(q);
+            }
         }
     }
-    if let Some((ca, seeds)) = formed
+    if let Some((ca, (_, seeds))) = formed
         .iter()
-        .max_by_key(|(ca, seeds)| (seeds.len(), std::cmp::Reverse(*ca)))
+        .max_by_key(|(ca, (seen, _))| (*seen, std::cmp::Reverse(*ca)))
     {
+        if seeds.is_empty() {
+            return Decision::Wait(format!(
+                "a formed cluster (CA {ca}) is in view, but none of its voters yet"
+            ));
+        }
         return Decision::Join {
             ca: ca.to_string(),
             seeds: seeds.clone(),
@@ -121,7 +132,7 @@ pub fn decide(
     // A member whose CA is not in view yet (gossip shows the state, not the CA).
     if let Some((node, quic)) = peers
         .iter()
-        .filter(|p| p.member)
+        .filter(|p| p.member && p.voter)
         .filter_map(|p| Some((p.id, p.quic?)))
         .min()
     {
@@ -129,6 +140,9 @@ pub fn decide(
             node,
             seeds: vec![quic],
         };
+    }
+    if peers.iter().any(|p| p.member) {
+        return Decision::Wait("a formed cluster is in view, but none of its voters yet".into());
     }
     if !voter {
         return Decision::Wait(
@@ -210,17 +224,17 @@ pub fn over_peers(
     settle: Duration,
     probe_after: Duration,
 ) -> PeersStep {
-    let members: Vec<SocketAddr> = peers
+    let voters: Vec<SocketAddr> = peers
         .iter()
-        .filter(|p| p.member)
+        .filter(|p| p.member && p.voter)
         .filter_map(|p| p.quic)
         .collect();
-    if !members.is_empty() {
-        return PeersStep::Join(members);
+    if !voters.is_empty() {
+        return PeersStep::Join(voters);
     }
     if peers.iter().any(|p| p.member) {
         return PeersStep::Wait(
-            "a formed cluster is in view but no member gives its QUIC address yet".into(),
+            "a formed cluster is in view but no voter of it gives its QUIC address yet".into(),
         );
     }
     let known = |a: SocketAddr| {
@@ -282,6 +296,46 @@ mod tests {
     }
 
     const S: Duration = Duration::from_secs(1);
+
+    /// Storage members count for seeing a formed cluster (no new one is formed beside it), but
+    /// are never seeds: only voters admit nodes, and a storage node could relay a join.
+    #[test]
+    fn storage_members_are_never_seeds() {
+        let storage = |id| Seen {
+            voter: false,
+            ..member(id, "aaaaaaaaaaaaaaaa")
+        };
+        let peers = [storage(1), member(7, "aaaaaaaaaaaaaaaa"), forming(2)];
+        assert_eq!(
+            decide(NodeId::new(3), true, &peers, 3, S, S),
+            Decision::Join {
+                ca: "aaaaaaaaaaaaaaaa".into(),
+                seeds: vec![SocketAddr::from(([10, 0, 0, 7], 7947))],
+            }
+        );
+        let only_storage = [storage(1), forming(2), forming(5)];
+        assert!(matches!(
+            decide(NodeId::new(3), true, &only_storage, 3, S, S),
+            Decision::Wait(w) if w.contains("none of its voters")
+        ));
+        let no_ca = |voter| Seen {
+            ca: None,
+            voter,
+            ..member(1, "")
+        };
+        assert!(matches!(
+            decide(NodeId::new(3), true, &[no_ca(false)], 3, S, S),
+            Decision::Wait(_)
+        ));
+        assert!(matches!(
+            decide(NodeId::new(3), true, &[no_ca(true)], 3, S, S),
+            Decision::JoinNode { .. }
+        ));
+        assert!(matches!(
+            over_peers(NodeId::new(3), true, &[storage(1)], &[], 3, S, S, S),
+            PeersStep::Wait(w) if w.contains("no voter")
+        ));
+    }
 
     #[test]
     fn the_lowest_of_enough_settled_voters_bootstraps_and_only_it() {

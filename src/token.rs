@@ -265,6 +265,7 @@ pub fn mint(
     let record = quorate_consensus::TokenRecord {
         id: token.id_hex(),
         secret_hash: quorate_consensus::secret_hash(&token.secret_hex()),
+        proof_key: Some(quorate_consensus::token_proof_key(&token.secret_hex())),
         role: m.role,
         expires_ms: token.expires_ms,
         max_uses: m.uses,
@@ -369,6 +370,11 @@ mod tests {
             record.secret_hash,
             token.secret_hex(),
             "only a hash is kept"
+        );
+        assert_eq!(
+            record.proof_key,
+            Some(quorate_consensus::token_proof_key(&token.secret_hex())),
+            "the public key that checks the holder's proofs"
         );
         assert_eq!(record.role, quorate_consensus::Role::Storage);
         assert_eq!(

@@ -298,6 +298,7 @@ mod tests {
         let token = TokenRecord {
             id: "t".into(),
             secret_hash: "h".into(),
+            proof_key: None,
             role: Role::Voter,
             expires_ms: 10,
             max_uses: None,

@@ -221,7 +221,7 @@ pub struct JoinRequest {
     pub node: NodeInfo,
     /// A certificate signing request (PEM) for its key; the key stays with the joiner.
     pub csr_pem: String,
-    /// Join token id and secret, if it has one.
+    /// The join token it proves it holds, if it has one (the secret is not sent).
     pub token: Option<TokenProof>,
     /// The cluster name the joiner expects.
     pub cluster_name: String,
@@ -241,21 +241,20 @@ pub struct JoinRequest {
     /// clock is refused, so that a nonce need be remembered only for a while.
     #[serde(default)]
     pub at_ms: u64,
+    /// The public half of an X25519 key the joiner made for this request, hex: the secrets
+    /// of the answer are sealed to it (see `node/seal.rs`), so that only the joiner reads them.
+    #[serde(default)]
+    pub seal_to: String,
 }
 
-/// The proof of a join token: its public id and its secret.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The proof of a join token: its public id and the joiner's signature over its request with
+/// the key the token's secret stands for (see [`crate::token_proof`]); never the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenProof {
     /// Token id.
     pub id: String,
-    /// The secret.
-    pub secret: String,
-}
-
-impl std::fmt::Debug for TokenProof {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TokenProof {{ id: {:?}, .. }}", self.id) // never print the secret
-    }
+    /// The signature, hex.
+    pub proof: String,
 }
 
 /// What a joiner receives.
@@ -269,10 +268,10 @@ pub struct JoinReply {
     pub ca_pem: String,
     /// The joiner's certificate, PEM.
     pub cert_pem: String,
-    /// The CA's private key, PEM: voters only (any voter may lead, and the leader signs).
-    pub ca_key_pem: Option<String>,
-    /// Extra secrets the node layer hands over (the gossip key), opaque here.
-    pub secrets: BTreeMap<String, String>,
+    /// What only the joiner may read, sealed to the key its request named (hex): the CA's
+    /// private key for a voter (any voter may lead, and the leader signs) and the node
+    /// layer's secrets for its role (the gossip key).
+    pub sealed: String,
     /// The leader that admitted the node.
     pub leader_id: NodeId,
     /// Proof that the admitting leader holds the cluster key, when the joiner proved it does.
@@ -285,7 +284,6 @@ impl std::fmt::Debug for JoinReply {
         f.debug_struct("JoinReply")
             .field("cluster_id", &self.cluster_id)
             .field("cluster_name", &self.cluster_name)
-            .field("voter_keys", &self.ca_key_pem.is_some())
             .field("leader_id", &self.leader_id)
             .finish_non_exhaustive()
     }

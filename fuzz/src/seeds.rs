@@ -274,6 +274,7 @@ fn quic_request(dir: &Path) {
         labels: BTreeMap::from([("rack".into(), "r1".into())]),
         status: NodeStatus::Active,
         joined_ms: 1_700_000_000_000,
+        key: Some("ab".repeat(32)),
     };
     let append = AppendEntriesRequest::<TypeConfig> {
         vote: Vote::new_committed(3, n(1)),
@@ -321,10 +322,14 @@ fn quic_request(dir: &Path) {
             .into(),
         token: Some(TokenProof {
             id: "00000000000000a1".into(),
-            secret: "ab".repeat(20),
+            proof: "ab".repeat(64),
         }),
         cluster_name: "default".into(),
         key_proof: Some("00".repeat(32)),
+        ca_fingerprint: "cd".repeat(32),
+        nonce: "ef".repeat(16),
+        at_ms: 1_700_000_000_000,
+        seal_to: "12".repeat(32),
     };
     let write_label = Request::SetLabel {
         node: n(4),
@@ -333,7 +338,8 @@ fn quic_request(dir: &Path) {
     };
     let use_token = Request::UseToken {
         id: "00000000000000a1".into(),
-        secret_hash: "cd".repeat(32),
+        secret_hash: String::new(),
+        proof_key: Some("cd".repeat(32)),
         role: Role::Voter,
         at_ms: 1_700_000_000_000,
     };

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::keys::StoredKeys;
 use crate::peers::{self, PeerSpec};
 use quorate_consensus::{
-    Consensus, ConsensusConfig, JoinCredentials, NodeInfo, Settings, StartError, TokenProof, Trust,
+    Consensus, ConsensusConfig, JoinCredentials, NodeInfo, Settings, StartError, TokenSecret, Trust,
 };
 use quorate_discovery::AdvertState;
 use tracing::{debug, info, warn};
@@ -166,7 +166,7 @@ fn retry_delay(n: u32) -> Duration {
 }
 
 impl ConsensusPlan {
-    fn credentials(&self, trust: Trust, token: Option<TokenProof>) -> JoinCredentials {
+    fn credentials(&self, trust: Trust, token: Option<TokenSecret>) -> JoinCredentials {
         JoinCredentials {
             trust,
             token,
@@ -204,7 +204,7 @@ impl ConsensusPlan {
                     seeds.extend(token.addrs.iter().copied());
                     seeds.extend(members_with_ca(&view, &cluster, &ca));
                     seeds.dedup();
-                    let proof = TokenProof {
+                    let proof = TokenSecret {
                         id: token.id_hex(),
                         secret: token.secret_hex(),
                     };
@@ -246,7 +246,7 @@ impl ConsensusPlan {
         &self,
         via: &str,
         peers: &[PeerSpec],
-        seeds_now: impl Fn(Vec<SocketAddr>) -> (Vec<SocketAddr>, Trust, Option<TokenProof>),
+        seeds_now: impl Fn(Vec<SocketAddr>) -> (Vec<SocketAddr>, Trust, Option<TokenSecret>),
     ) -> Result<(Arc<Consensus>, BTreeMap<String, String>), AgentError> {
         let mut failures = 0;
         let mut foreign_rounds = 0;
@@ -627,13 +627,15 @@ fn gossip_peers(gossip: &quorate_gossip::Gossip, me: NodeId) -> Vec<bootstrap::S
         .collect()
 }
 
-/// QUIC addresses of members of `cluster` whose advertised CA prefix matches `ca`.
+/// QUIC addresses of voter members of `cluster` whose advertised CA prefix matches `ca` (only
+/// voters admit nodes; a joiner refuses any other at the handshake).
 fn members_with_ca(view: &MdnsView, cluster: &str, ca: &str) -> Vec<SocketAddr> {
     let Ok(v) = view.lock() else {
         return Vec::new();
     };
     v.values()
         .filter(|p| p.cluster == cluster && p.state == AdvertState::Member)
+        .filter(|p| p.role == Role::Voter)
         .filter(|p| {
             p.ca.as_deref()
                 .is_some_and(|pre| pre.len() >= 16 && ca.starts_with(pre))

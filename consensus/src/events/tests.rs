@@ -17,6 +17,7 @@ fn token(tid: &str) -> TokenRecord {
     TokenRecord {
         id: tid.into(),
         secret_hash: "a".repeat(64),
+        proof_key: None,
         role: Role::Storage,
         expires_ms: 10_000,
         max_uses: None,
@@ -210,6 +211,7 @@ fn token_requests_give_token_events() {
     let use_it = Request::UseToken {
         id: TID.into(),
         secret_hash: "a".repeat(64),
+        proof_key: None,
         role: Role::Storage,
         at_ms: 5,
     };
@@ -234,6 +236,7 @@ fn a_refused_request_gives_no_event() {
         Request::UseToken {
             id: TID.into(),
             secret_hash: "b".repeat(64),
+            proof_key: None,
             role: Role::Storage,
             at_ms: 5,
         },

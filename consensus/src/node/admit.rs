@@ -1,10 +1,13 @@
 //! The leader's half of the join handshake: check the joiner against the cluster and the
 //! admission rules ([`super::join`]) before anything is signed, refuse a registered node id
-//! asked for with another key, consume its token through Raft, sign its certificate request
-//! (with its role and a bounded lifetime), record it with its key, add it as a learner, and
-//! answer with what its role needs (the CA, its certificate, the CA key for a voter only, the
-//! secrets for its role, the leader's key proof bound to its nonce). The joiner's half is
-//! [`super::joiner`]. Also the leader's renewal of a member's certificate.
+//! asked for with another key, check its token proof and the token itself against the
+//! registry, and only then consume the token through Raft (a refused token costs no write),
+//! sign its certificate request (with its role and a bounded lifetime), record it with its
+//! key, add it as a learner, and answer with the CA, its certificate, what its role needs
+//! (the CA key for a voter only, the secrets for its role) sealed to the key its request
+//! named ([`super::seal`]), and the leader's key proof bound to its nonce and the sealed
+//! secrets. The joiner's half is [`super::joiner`]. Also the leader's renewal of a member's
+//! certificate.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -14,7 +17,8 @@ use tracing::info;
 
 use quorate_base::NodeId;
 
-use super::join::{Admit, admit_proof, decide, same, secret_hash};
+use super::join::{Admit, admit_proof, decide, same, token_proof_ok};
+use super::seal::{Secrets, seal};
 use super::state::{Inner, not_leader, now_ms};
 use crate::proto::{ConsensusError, JoinReply, JoinRequest};
 use crate::registry::{Refusal, Request, Role};
@@ -73,6 +77,11 @@ impl Inner {
                 "this join request reached the leader before (routed again when the leadership moved, or replayed); ask again with a new request",
             ));
         }
+        if !super::seal::valid_key(&j.seal_to) {
+            return Err(refuse(
+                "the request names no key to seal its secrets to: the joiner runs an older version; upgrade it".into(),
+            ));
+        }
         let key = tls::request_key_fingerprint(&j.csr_pem).map_err(|e| refuse(e.to_string()))?;
         if let Some(old) = registry.nodes.get(&j.node_id)
             && old.key.as_deref() != Some(key.as_str())
@@ -86,15 +95,35 @@ impl Inner {
         let ca_key = self.me.ca_key.as_ref().ok_or_else(|| {
             ConsensusError::internal("the leader holds no CA key and cannot sign certificates")
         })?;
-        if let (Admit::Token, Some(t)) = (how, &j.token) {
-            let used = self
-                .write_local(Request::UseToken {
+        // The token is checked in full against the registry before its use is written: a
+        // refused token costs no Raft write.
+        let use_token = match (how, &j.token) {
+            (Admit::Token, Some(t)) => {
+                let record = registry.tokens.get(&t.id).ok_or_else(|| {
+                    refuse(Refusal::UnknownToken { id: t.id.clone() }.to_string())
+                })?;
+                let Some(proof_key) = record.proof_key.clone() else {
+                    return Err(refuse(
+                        "this join token was made by an older version and cannot be proven: create a new one (quorate token create)".into(),
+                    ));
+                };
+                if !token_proof_ok(&proof_key, &j, &t.proof) {
+                    return Err(refuse(Refusal::WrongSecret.to_string()));
+                }
+                let use_it = Request::UseToken {
                     id: t.id.clone(),
-                    secret_hash: secret_hash(&t.secret),
+                    secret_hash: String::new(),
+                    proof_key: Some(proof_key),
                     role: j.node.role,
                     at_ms: now,
-                })
-                .await?;
+                };
+                registry.check(&use_it).map_err(|r| refuse(r.to_string()))?;
+                Some(use_it)
+            }
+            _ => None,
+        };
+        if let Some(use_it) = use_token {
+            let used = self.write_local(use_it).await?;
             used.outcome.map_err(|r| refuse(r.to_string()))?;
         }
         let spec = CertSpec {
@@ -132,16 +161,21 @@ impl Inner {
         };
         info!(node = %j.node_id, name = %j.node.name, role = %j.node.role, token = j.token.as_ref().map(|t| t.id.as_str()), key = proven.is_some(), "node admitted as a learner");
         self.pilot.wake.notify_one();
-        let key_proof =
-            proven.map(|k| admit_proof(&k, j.node_id, &cert_pem, &self.me.ca_pem, &j.nonce));
+        let secrets = Secrets {
+            ca_key_pem: (j.node.role == Role::Voter).then(|| ca_key.clone()),
+            secrets: admission.secrets_for(j.node.role),
+        };
+        let sealed = seal(&secrets, &j.seal_to, j.node_id, &j.nonce, &cert_pem)
+            .map_err(|e| ConsensusError::internal(e.to_string()))?;
+        let key_proof = proven
+            .map(|k| admit_proof(&k, j.node_id, &cert_pem, &self.me.ca_pem, &j.nonce, &sealed));
         Ok(JoinReply {
             cluster_id: cluster.id,
             cluster_name: cluster.name,
             ca_pem: self.me.ca_pem.clone(),
             cert_pem,
-            ca_key_pem: (j.node.role == Role::Voter).then(|| ca_key.clone()),
+            sealed,
             key_proof,
-            secrets: admission.secrets_for(j.node.role),
             leader_id: self.id,
         })
     }

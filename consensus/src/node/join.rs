@@ -1,7 +1,13 @@
 //! The rules of admission, free of IO: how a joiner proves itself (a join token, or the
 //! cluster's join key), how the admitting leader proves itself back, which joins a policy
 //! admits ([`decide`]), the nonces that make a request good once, and the per-source limit on
-//! refused attempts. The two halves of the handshake that use these
+//! refused attempts.
+//!
+//! Both proofs cover the whole request, the key the joiner asks its secrets to be sealed to
+//! ([`super::seal`]) included, so a node in the middle can neither change a request nor send
+//! one of its own with a proof it saw. A token's secret never leaves the joiner: it stands for
+//! an Ed25519 key pair whose public half the registry keeps ([`token_proof_key`]), and the
+//! joiner signs its request with the private half ([`token_proof`]). The two halves of the handshake that use these
 //! rules are [`super::joiner`] (the node asking) and [`super::admit`] (the leader answering).
 //!
 //! Nothing here touches the network, Raft or a clock of its own: callers pass `now`.
@@ -13,16 +19,32 @@ use std::time::{Duration, Instant};
 use quorate_base::{NodeId, Role};
 use sha2::Digest;
 
-use crate::proto::{JoinRequest, TokenProof};
+use crate::proto::JoinRequest;
 use crate::tls::Trust;
+
+/// A join token as its holder has it: the public id and the secret, which never leaves the
+/// joiner (it signs the request with it, [`token_proof`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenSecret {
+    /// Token id.
+    pub id: String,
+    /// The secret.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for TokenSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenSecret {{ id: {:?}, .. }}", self.id) // never print the secret
+    }
+}
 
 /// How a joiner trusts the cluster and proves itself to it.
 #[derive(Clone, Debug)]
 pub struct JoinCredentials {
     /// How the cluster's CA is trusted.
     pub trust: Trust,
-    /// A join token's proof.
-    pub token: Option<TokenProof>,
+    /// A join token.
+    pub token: Option<TokenSecret>,
     /// The cluster's join key (derived from the cluster key), when the joiner has it: it
     /// proves it holds it and demands the same of the member that admits it.
     pub key: Option<[u8; 32]>,
@@ -90,44 +112,106 @@ fn hmac_hex(key: &[u8; 32], purpose: &str, parts: &[&[u8]]) -> String {
     hex::encode(ctx.sign().as_ref())
 }
 
-/// A joiner's proof that it holds the join key, over everything its request says that matters:
-/// its node id, certificate request, role and cluster name, the CA its handshake verified, a
-/// fresh nonce and its clock. It cannot be replayed (nonce, clock), moved to another node,
-/// role or request, or relayed by a member of another CA (the fingerprint).
+/// What a joiner's proofs cover: everything its request says that matters (its node id,
+/// address, what it says of itself, certificate request, role and cluster name, the CA its
+/// handshake verified, a fresh nonce and its clock, the key its secrets are sealed to, the
+/// token it names), each length-prefixed after `purpose`.
+fn transcript(purpose: &str, j: &JoinRequest) -> Vec<Vec<u8>> {
+    vec![
+        purpose.as_bytes().to_vec(),
+        j.node_id.get().to_be_bytes().to_vec(),
+        j.raft_addr.as_bytes().to_vec(),
+        serde_json::to_vec(&j.node).unwrap_or_default(),
+        j.csr_pem.as_bytes().to_vec(),
+        j.node.role.as_str().as_bytes().to_vec(),
+        j.cluster_name.as_bytes().to_vec(),
+        j.ca_fingerprint.as_bytes().to_vec(),
+        j.nonce.as_bytes().to_vec(),
+        j.at_ms.to_be_bytes().to_vec(),
+        j.seal_to.as_bytes().to_vec(),
+        j.token
+            .as_ref()
+            .map_or(&[][..], |t| t.id.as_bytes())
+            .to_vec(),
+    ]
+}
+
+/// The transcript's parts as one message.
+fn message(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut m = Vec::new();
+    for p in parts {
+        m.extend_from_slice(&(p.len() as u64).to_be_bytes());
+        m.extend_from_slice(p);
+    }
+    m
+}
+
+/// A joiner's proof that it holds the join key, over its whole request ([`transcript`]). It
+/// cannot be replayed (nonce, clock), moved to another node, role, request or sealing key, or
+/// relayed by a member of another CA (the fingerprint).
 pub fn key_proof(key: &[u8; 32], j: &JoinRequest) -> String {
-    hmac_hex(
-        key,
-        "quorate join/2",
-        &[
-            &j.node_id.get().to_be_bytes(),
-            j.csr_pem.as_bytes(),
-            j.node.role.as_str().as_bytes(),
-            j.cluster_name.as_bytes(),
-            j.ca_fingerprint.as_bytes(),
-            j.nonce.as_bytes(),
-            &j.at_ms.to_be_bytes(),
-        ],
-    )
+    let parts = transcript("quorate join/3", j);
+    let refs: Vec<&[u8]> = parts[1..].iter().map(Vec::as_slice).collect();
+    hmac_hex(key, "quorate join/3", &refs)
+}
+
+/// The Ed25519 key pair a token secret stands for.
+fn token_key_pair(secret: &str) -> Option<ring::signature::Ed25519KeyPair> {
+    let seed = sha2::Sha256::new()
+        .chain_update(b"quorate token key/1")
+        .chain_update(secret.as_bytes())
+        .finalize();
+    ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed).ok()
+}
+
+/// The public half of the key pair `secret` stands for, hex: what the registry keeps of a
+/// token to check its proofs.
+pub fn token_proof_key(secret: &str) -> String {
+    use ring::signature::KeyPair;
+    token_key_pair(secret).map_or_else(String::new, |k| hex::encode(k.public_key().as_ref()))
+}
+
+/// A joiner's proof that it holds a token's secret: its signature, hex, over its whole
+/// request ([`transcript`]); the secret is not sent.
+pub fn token_proof(secret: &str, j: &JoinRequest) -> String {
+    token_key_pair(secret).map_or_else(String::new, |k| {
+        hex::encode(
+            k.sign(&message(&transcript("quorate token join/1", j)))
+                .as_ref(),
+        )
+    })
+}
+
+/// Whether `proof` is a token proof of `j` under the token's public key `proof_key` (hex).
+pub(super) fn token_proof_ok(proof_key: &str, j: &JoinRequest, proof: &str) -> bool {
+    let (Ok(key), Ok(sig)) = (hex::decode(proof_key), hex::decode(proof)) else {
+        return false;
+    };
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+        .verify(&message(&transcript("quorate token join/1", j)), &sig)
+        .is_ok()
 }
 
 /// The admitting leader's proof that it holds the join key: bound to the certificate it issued,
-/// the CA, and the joiner's nonce, so a rogue member without the key cannot admit anybody, and
-/// an old answer cannot be replayed.
+/// the CA, the joiner's nonce and the sealed secrets, so a rogue member without the key cannot
+/// admit anybody, an old answer cannot be replayed, and no one on the way can swap the secrets.
 pub(super) fn admit_proof(
     key: &[u8; 32],
     node_id: NodeId,
     cert_pem: &str,
     ca_pem: &str,
     nonce: &str,
+    sealed: &str,
 ) -> String {
     hmac_hex(
         key,
-        "quorate admit/2",
+        "quorate admit/3",
         &[
             &node_id.get().to_be_bytes(),
             cert_pem.as_bytes(),
             ca_pem.as_bytes(),
             nonce.as_bytes(),
+            sealed.as_bytes(),
         ],
     )
 }
@@ -321,6 +405,7 @@ impl JoinLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::TokenProof;
 
     #[test]
     fn a_source_is_blocked_after_a_burst_of_refusals_until_the_window_passes() {
@@ -358,8 +443,29 @@ mod tests {
             ca_fingerprint: "ab".repeat(32),
             nonce: "0".repeat(32),
             at_ms: 1_000_000,
+            seal_to: "ef".repeat(32),
         }
     }
+
+    /// Every field of a request a proof must cover: changing any one of them.
+    const CHANGES: [fn(&mut JoinRequest); 11] = [
+        |j| j.node_id = NodeId::new(8),
+        |j| j.raft_addr = "10.0.0.8:7947".into(),
+        |j| j.node.api_addr = "10.0.0.8:7948".into(),
+        |j| j.csr_pem = "csr2".into(),
+        |j| j.node.role = Role::Storage,
+        |j| j.cluster_name = "d".into(),
+        |j| j.ca_fingerprint = "cd".repeat(32),
+        |j| j.nonce = "1".repeat(32),
+        |j| j.at_ms += 1,
+        |j| j.seal_to = "ee".repeat(32),
+        |j| {
+            j.token = Some(TokenProof {
+                id: "00000000000000aa".into(),
+                proof: String::new(),
+            })
+        },
+    ];
 
     /// A key proof binds every field of the request that matters, and the key: changing any
     /// one of them gives another proof; join and admit proofs differ.
@@ -369,26 +475,41 @@ mod tests {
         let j = request();
         let p = key_proof(&k, &j);
         assert!(same(&p, &key_proof(&k, &j)));
-        let changes: [fn(&mut JoinRequest); 7] = [
-            |j| j.node_id = NodeId::new(8),
-            |j| j.csr_pem = "csr2".into(),
-            |j| j.node.role = Role::Storage,
-            |j| j.cluster_name = "d".into(),
-            |j| j.ca_fingerprint = "cd".repeat(32),
-            |j| j.nonce = "1".repeat(32),
-            |j| j.at_ms += 1,
-        ];
-        for (i, change) in changes.iter().enumerate() {
+        for (i, change) in CHANGES.iter().enumerate() {
             let mut other = request();
             change(&mut other);
             assert!(!same(&p, &key_proof(&k, &other)), "change {i}");
         }
         assert!(!same(&p, &key_proof(&[2u8; 32], &j)));
+        let admit = admit_proof(&k, NodeId::new(7), "csr", "c", &j.nonce, "sealed");
+        assert_ne!(p, admit, "join and admit proofs differ");
         assert_ne!(
-            p,
-            admit_proof(&k, NodeId::new(7), "csr", "c", &j.nonce),
-            "join and admit proofs differ"
+            admit,
+            admit_proof(&k, NodeId::new(7), "csr", "c", &j.nonce, "other"),
+            "the admit proof binds the sealed secrets"
         );
+    }
+
+    /// A token proof is checked with the public key alone, which does not reveal the secret;
+    /// it holds for its request only (any change of a field breaks it) and for its secret only.
+    #[test]
+    fn token_proofs_are_checked_without_the_secret_and_bind_the_request() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let key = token_proof_key(secret);
+        assert_eq!(key.len(), 64);
+        assert!(!key.contains(secret));
+        let j = request();
+        let p = token_proof(secret, &j);
+        assert!(token_proof_ok(&key, &j, &p));
+        for (i, change) in CHANGES.iter().enumerate() {
+            let mut other = request();
+            change(&mut other);
+            assert!(!token_proof_ok(&key, &other, &p), "change {i}");
+        }
+        assert!(!token_proof_ok(&token_proof_key("another"), &j, &p));
+        assert!(!token_proof_ok(&key, &j, &token_proof("another", &j)));
+        assert!(!token_proof_ok(&key, &j, "zz"), "not hex");
+        assert!(!token_proof_ok("zz", &j, &p), "no key");
     }
 
     /// The decision before anything is signed: another CA, a stale clock, a missing nonce, a
@@ -422,7 +543,7 @@ mod tests {
         let mut t = request();
         t.token = Some(TokenProof {
             id: "t".into(),
-            secret: "s".into(),
+            proof: "p".into(),
         });
         assert_eq!(
             decide(&t, &ca, JoinPolicy::TokenOnly, &[], now),

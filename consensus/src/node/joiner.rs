@@ -1,9 +1,13 @@
-//! The joiner's half of the join handshake: to each seed in turn, complete the handshake, then
-//! send a certificate request (the key never leaves this node, and stays the same across
-//! attempts) with a token or a key proof bound to the CA the handshake verified, a fresh nonce
-//! and the time; check that the answer comes from that CA (and, with a join key, that the
-//! admitting leader holds it and answered this request), then save the identity and start as a
-//! member. The leader's half is [`super::admit`].
+//! The joiner's half of the join handshake: to each seed in turn, complete the handshake (the
+//! seed must present a voter's certificate: only voters admit nodes, and a storage node in
+//! the seed list is passed over), then send a certificate request (the key never leaves this
+//! node, and stays the same across attempts) with a token proof or a key proof over the whole
+//! request, bound to the CA the handshake verified, a fresh nonce, the time and a key of this
+//! attempt's to seal the answer's secrets to; check that the answer comes from that CA (and,
+//! with a join key, that the admitting leader holds it and answered this request), open the
+//! secrets, then save the identity and start as a member. Whoever relays the request sees no
+//! secret: the token's secret is never sent, and the answer's secrets are sealed to this
+//! node. The leader's half is [`super::admit`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,11 +15,12 @@ use std::time::Duration;
 
 use tracing::info;
 
-use super::join::{JoinCredentials, admit_proof, key_proof, same};
+use super::join::{JoinCredentials, admit_proof, key_proof, same, token_proof};
+use super::seal::Opener;
 use super::state::now_ms;
 use super::{Consensus, ConsensusConfig, StartError};
 use crate::files::{CLUSTER_FORMAT, ClusterFile, Files};
-use crate::proto::{ConsensusError, JoinRequest, NodeInfo, Reply, Rpc};
+use crate::proto::{ConsensusError, JoinRequest, NodeInfo, Reply, Rpc, TokenProof};
 use crate::quic::QuicNet;
 use crate::registry::Role;
 use crate::tls::{self, Identity, JoinVerifier};
@@ -59,18 +64,29 @@ impl Consensus {
                 attempts.push(format!("{seed}: the handshake verified no CA"));
                 continue;
             };
+            let opener = Opener::new().map_err(|e| StartError::Raft(e.to_string()))?;
             let mut join = JoinRequest {
                 node_id: config.node_id,
                 raft_addr: config.advertise.to_string(),
                 node: info.clone(),
                 key_proof: None,
                 csr_pem: csr_pem.clone(),
-                token: token.clone(),
+                token: token.as_ref().map(|t| TokenProof {
+                    id: t.id.clone(),
+                    proof: String::new(),
+                }),
                 cluster_name: cluster_name.to_string(),
                 ca_fingerprint: tls::der_fingerprint(verified.as_ref()),
                 nonce: hex::encode(rand::random::<[u8; 16]>()),
                 at_ms: now_ms(),
+                seal_to: opener.public().to_string(),
             };
+            if let (Some(t), Some(p)) = (&token, join.token.clone()) {
+                join.token = Some(TokenProof {
+                    proof: token_proof(&t.secret, &join),
+                    ..p
+                });
+            }
             join.key_proof = key.map(|k| key_proof(&k, &join));
             let nonce = join.nonce.clone();
             let body = serde_json::to_vec(&Rpc::Join { join })
@@ -85,7 +101,7 @@ impl Consensus {
             answered += 1;
             match serde_json::from_slice::<Reply>(&answer) {
                 Ok(Reply::Joined { res: Ok(reply) }) => {
-                    admitted = Some((reply, nonce));
+                    admitted = Some((reply, nonce, opener));
                     break;
                 }
                 Ok(Reply::Joined {
@@ -101,7 +117,7 @@ impl Consensus {
             }
         }
         net.close();
-        let Some((reply, nonce)) = admitted else {
+        let Some((reply, nonce, opener)) = admitted else {
             if attempts.is_empty() {
                 attempts.push("no seed addresses".into());
             }
@@ -121,7 +137,14 @@ impl Consensus {
         }
         tls::check_node_cert(&reply.cert_pem, &key_pem, config.node_id)?;
         if let Some(k) = key {
-            let expected = admit_proof(&k, config.node_id, &reply.cert_pem, &reply.ca_pem, &nonce);
+            let expected = admit_proof(
+                &k,
+                config.node_id,
+                &reply.cert_pem,
+                &reply.ca_pem,
+                &nonce,
+                &reply.sealed,
+            );
             if !reply
                 .key_proof
                 .as_deref()
@@ -132,13 +155,20 @@ impl Consensus {
                 }));
             }
         }
+        let secrets = opener
+            .open(&reply.sealed, config.node_id, &nonce, &reply.cert_pem)
+            .map_err(|e| {
+                StartError::JoinRefused(ConsensusError::JoinRefused {
+                    message: e.to_string(),
+                })
+            })?;
         let identity = Identity {
             ca_pem: reply.ca_pem.clone(),
             cert_pem: reply.cert_pem.clone(),
             key_pem,
         };
         let ca_key = match info.role {
-            Role::Voter => reply.ca_key_pem.as_deref(),
+            Role::Voter => secrets.ca_key_pem.as_deref(),
             Role::Storage => None,
         };
         files.save_identity(&identity, ca_key)?;
@@ -155,6 +185,6 @@ impl Consensus {
         info!(cluster_id = %reply.cluster_id, cluster = %reply.cluster_name, leader = reply.leader_id.to_string(), role = ?info.role, "admitted to the cluster");
         // A new member has no stale term to disrupt the group with: no hold.
         let node = Self::start(config, info, false).await?;
-        Ok((node, reply.secrets))
+        Ok((node, secrets.secrets))
     }
 }

@@ -13,7 +13,7 @@
 //! A voter campaigns only after a pre-vote that a majority granted ([`campaign`]).
 //!
 //! Module order, bottom up (each uses only those before it, but for the `Campaign` that
-//! `state` holds): `batch`, `join`, `state`, `leader`, `membership`, `admit`, `route`,
+//! `state` holds): `batch`, `join`, `seal`, `state`, `leader`, `membership`, `admit`, `route`,
 //! `campaign`, `serve`, `upkeep`, `status`; then the handle declared here
 //! ([`Consensus`], [`ConsensusConfig`], [`StartError`]), which `start` and `joiner` build.
 
@@ -25,6 +25,7 @@ mod joiner;
 mod leader;
 mod membership;
 mod route;
+mod seal;
 mod serve;
 mod start;
 mod state;
@@ -41,7 +42,10 @@ use openraft::Raft;
 use prometheus_client::metrics::histogram::Histogram;
 use tracing::warn;
 
-pub use join::{AdmissionConfig, JoinCredentials, JoinPolicy, key_proof, same, secret_hash};
+pub use join::{
+    AdmissionConfig, JoinCredentials, JoinPolicy, TokenSecret, key_proof, same, secret_hash,
+    token_proof, token_proof_key,
+};
 pub use status::{Counts, MemberView, Status};
 
 pub(crate) use campaign::PreVote;

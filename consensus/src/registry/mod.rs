@@ -80,6 +80,11 @@ pub struct TokenRecord {
     pub id: String,
     /// SHA-256 of the secret, hex.
     pub secret_hash: String,
+    /// The public key the secret stands for (Ed25519, hex), which checks a joiner's proof
+    /// (`crate::token_proof_key`); `None` in tokens made before join proofs, which admit no
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_key: Option<String>,
     /// Role the token grants.
     pub role: Role,
     /// Expiry (ms since the epoch).
@@ -161,8 +166,12 @@ pub enum Request {
     UseToken {
         /// Token id.
         id: String,
-        /// SHA-256 of the presented secret, hex.
+        /// SHA-256 of the presented secret, hex: in entries from before join proofs.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         secret_hash: String,
+        /// The token's proof key that the leader checked the joiner's proof with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof_key: Option<String>,
         /// The role the joiner asks for.
         role: Role,
         /// The leader's clock when the join was checked.
@@ -407,6 +416,9 @@ impl Registry {
                 }
                 check_hex("token id", &token.id, 16)?;
                 check_hex("token secret hash", &token.secret_hash, 64)?;
+                if let Some(k) = &token.proof_key {
+                    check_hex("token proof key", k, 64)?;
+                }
                 if token.max_uses == Some(0) {
                     return Err(invalid("token uses", "at least 1"));
                 }
@@ -415,6 +427,7 @@ impl Registry {
             Request::UseToken {
                 id,
                 secret_hash,
+                proof_key,
                 role,
                 at_ms,
             } => {
@@ -422,7 +435,11 @@ impl Registry {
                     .tokens
                     .get(id)
                     .ok_or_else(|| Refusal::UnknownToken { id: id.clone() })?;
-                if t.secret_hash != *secret_hash {
+                let proven = match proof_key {
+                    Some(k) => t.proof_key.as_ref() == Some(k),
+                    None => t.secret_hash == *secret_hash,
+                };
+                if !proven {
                     return Err(Refusal::WrongSecret);
                 }
                 if t.revoked {

@@ -138,6 +138,9 @@ impl Registry {
             }
             check_hex("token id", &t.id, 16)?;
             check_hex("token secret hash", &t.secret_hash, 64)?;
+            if let Some(k) = &t.proof_key {
+                check_hex("token proof key", k, 64)?;
+            }
         }
         for (id, n) in &snapshot.nodes {
             if self.nodes.contains_key(id) {

@@ -22,6 +22,7 @@ fn token(id: &str, role: Role, expires_ms: u64, max_uses: Option<u32>) -> TokenR
     TokenRecord {
         id: id.into(),
         secret_hash: "a".repeat(64),
+        proof_key: None,
         role,
         expires_ms,
         max_uses,
@@ -35,6 +36,7 @@ fn use_token(id: &str, role: Role, at_ms: u64) -> Request {
     Request::UseToken {
         id: id.into(),
         secret_hash: "a".repeat(64),
+        proof_key: None,
         role,
         at_ms,
     }
@@ -107,6 +109,7 @@ fn refused_requests_change_nothing() {
         Request::CreateToken {
             token: TokenRecord {
                 secret_hash: "short".into(),
+                proof_key: None,
                 ..token("00000000000000t1", Role::Voter, 10, None)
             },
         },
@@ -122,6 +125,53 @@ fn refused_requests_change_nothing() {
     }
 }
 
+/// A use written by a leader that checked the joiner's proof names the token's proof key; a
+/// use naming another key, or a token made without one, is refused. Uses from before proofs
+/// (a secret hash) still apply as they did.
+#[test]
+fn a_token_use_names_the_proof_key_it_was_checked_with() {
+    let mut r = Registry::default();
+    let id = "0123456789abcdef";
+    let mut t = token(id, Role::Storage, 5_000, None);
+    t.proof_key = Some("c".repeat(64));
+    r.apply(&Request::CreateToken { token: t }).expect("create");
+    let use_with = |key: Option<String>| Request::UseToken {
+        id: id.into(),
+        secret_hash: String::new(),
+        proof_key: key,
+        role: Role::Storage,
+        at_ms: 1,
+    };
+    assert_eq!(
+        r.apply(&use_with(Some("d".repeat(64)))),
+        Err(Refusal::WrongSecret)
+    );
+    assert_eq!(r.apply(&use_with(None)), Err(Refusal::WrongSecret));
+    r.apply(&use_with(Some("c".repeat(64)))).expect("used");
+    assert_eq!(r.tokens[id].uses, 1);
+    let legacy = "0123456789abcde0";
+    r.apply(&Request::CreateToken {
+        token: token(legacy, Role::Storage, 5_000, None),
+    })
+    .expect("create");
+    assert_eq!(
+        r.apply(&Request::UseToken {
+            id: legacy.into(),
+            secret_hash: String::new(),
+            proof_key: Some("c".repeat(64)),
+            role: Role::Storage,
+            at_ms: 1,
+        }),
+        Err(Refusal::WrongSecret),
+        "a token without a proof key admits no proof"
+    );
+    r.apply(&use_token(legacy, Role::Storage, 1))
+        .expect("a use from before proofs applies as before");
+    let mut bad = token("0123456789abcde1", Role::Storage, 5_000, None);
+    bad.proof_key = Some("short".into());
+    assert!(r.apply(&Request::CreateToken { token: bad }).is_err());
+}
+
 #[test]
 fn tokens_check_secret_expiry_uses_revocation_and_role_by_the_request_time() {
     let mut r = Registry::default();
@@ -133,6 +183,7 @@ fn tokens_check_secret_expiry_uses_revocation_and_role_by_the_request_time() {
     let wrong = Request::UseToken {
         id: id.into(),
         secret_hash: "b".repeat(64),
+        proof_key: None,
         role: Role::Storage,
         at_ms: 1,
     };

@@ -503,9 +503,14 @@ pub enum Trust {
 /// one expected.
 pub const OTHER_NODE: &str = "the node's certificate names another node than the one expected";
 
+/// What a joiner's handshake says of a member whose certificate does not state the voter role.
+pub const NOT_A_VOTER: &str =
+    "the node is not a voter (its certificate states another role): only voters admit nodes";
+
 /// Verifies a cluster node's certificate for a joiner: the CA comes with the server's chain and
-/// must match the pin (or is taken on first use); the node certificate must chain to it and
-/// name a node. The CA it accepted is kept for the caller.
+/// must match the pin (or is taken on first use); the node certificate must chain to it, name
+/// a node and state the voter role (only voters admit nodes: a storage node that holds the
+/// joiner's connection could relay the join). The CA it accepted is kept for the caller.
 #[derive(Debug)]
 pub struct JoinVerifier {
     trust: Trust,
@@ -581,6 +586,9 @@ impl ServerCertVerifier for JoinVerifier {
         .map_err(|e| refuse(&e.to_string()))?;
         let name = ServerName::try_from(node_name(id)).map_err(|e| refuse(&e.to_string()))?;
         let verified = inner.verify_server_cert(end_entity, &[], &name, ocsp_response, now)?;
+        if cert_facts(end_entity.as_ref()).and_then(|f| f.role) != Some(Role::Voter) {
+            return Err(refuse(NOT_A_VOTER));
+        }
         if let Ok(mut seen) = self.seen_ca.lock() {
             *seen = Some(ca);
         }

@@ -131,3 +131,29 @@ fn a_joiner_trusting_a_node_accepts_that_node_only() {
         .expect_err("another CA's pin");
     assert!(foreign.to_string().contains(FOREIGN_CA), "{foreign}");
 }
+
+/// A joiner accepts only a server whose certificate states the voter role: a storage node of
+/// the same CA, whatever the joiner trusts, is refused at the handshake.
+#[test]
+fn a_joiner_accepts_voters_only() {
+    let (ca, ca_key) = new_ca("00000000000000ab").expect("ca");
+    let storage = CertSpec {
+        role: Role::Storage,
+        ..SPEC
+    };
+    let (cert, _) = issue_node_cert(&ca, &ca_key, NodeId::new(0x1234), &storage).expect("issue");
+    let leaf = certs(&cert).expect("pem").remove(0);
+    let chain = certs(&ca).expect("pem");
+    let name = ServerName::try_from(node_name(NodeId::new(0x1234))).expect("name");
+    let pin = ca_fingerprint(&ca).expect("fingerprint");
+    for trust in [
+        Trust::FirstUse,
+        Trust::Pinned(pin),
+        Trust::Node(NodeId::new(0x1234)),
+    ] {
+        let e = JoinVerifier::new(trust.clone())
+            .verify_server_cert(&leaf, &chain, &name, &[], UnixTime::now())
+            .expect_err("a storage node");
+        assert!(e.to_string().contains(NOT_A_VOTER), "{trust:?}: {e}");
+    }
+}

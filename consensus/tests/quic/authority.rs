@@ -82,6 +82,7 @@ async fn a_storage_member_cannot_govern_over_quic_with_its_certificate() {
     let token = TokenRecord {
         id: "00000000000000b1".into(),
         secret_hash: secret_hash("s"),
+        proof_key: None,
         role: Role::Voter,
         expires_ms: u64::MAX,
         max_uses: None,

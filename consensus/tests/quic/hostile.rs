@@ -6,7 +6,7 @@ use super::*;
 
 use std::time::Instant;
 
-use quorate_consensus::JoinRequest;
+use quorate_consensus::{JoinRequest, TokenProof};
 
 #[path = "../../../tests/support/rogue.rs"]
 mod rogue;
@@ -131,6 +131,9 @@ async fn a_learner_forging_higher_votes_cannot_depose_the_leader() {
     c.shutdown().await;
 }
 
+/// A cluster's join key.
+type JoinKey = [u8; 32];
+
 /// The secrets a sealed cluster hands joiners in these tests, by role.
 fn sealed_admission(key: [u8; 32]) -> AdmissionConfig {
     AdmissionConfig {
@@ -183,6 +186,7 @@ async fn a_rogue_relaying_joins_learns_no_secret() {
             token: TokenRecord {
                 id: "00000000000000a7".into(),
                 secret_hash: secret_hash(token_secret),
+                proof_key: Some(token_proof_key(token_secret)),
                 role: Role::Voter,
                 expires_ms: now + 600_000,
                 max_uses: None,
@@ -210,11 +214,11 @@ async fn a_rogue_relaying_joins_learns_no_secret() {
         let net = QuicNet::bind(addr(port), &id, &DenyList::default()).expect("bind");
         let relay = Arc::new(rogue::Relay::new(leader_addr));
         let serving = net.serve(relay.clone());
-        let ways: [(&str, Option<TokenProof>, Option<[u8; 32]>); 2] = [
+        let ways: [(&str, Option<TokenSecret>, Option<JoinKey>); 2] = [
             ("cluster key", None, Some(key)),
             (
                 "token",
-                Some(TokenProof {
+                Some(TokenSecret {
                     id: "00000000000000a7".into(),
                     secret: token_secret.into(),
                 }),
@@ -282,6 +286,7 @@ async fn bad_token_joins_cost_no_raft_write() {
             token: TokenRecord {
                 id: "00000000000000b7".into(),
                 secret_hash: secret_hash("the-right-secret"),
+                proof_key: Some(token_proof_key("the-right-secret")),
                 role: Role::Storage,
                 expires_ms: now + 600_000,
                 max_uses: None,
@@ -316,14 +321,14 @@ async fn bad_token_joins_cost_no_raft_write() {
                     1 => ("00000000000000ff", "the-right-secret", Role::Storage),
                     _ => ("00000000000000b7", "the-right-secret", Role::Voter),
                 };
-                let join = JoinRequest {
+                let mut join = JoinRequest {
                     node_id: id,
                     raft_addr: "127.0.0.1:9".into(),
                     node: info(id, role),
                     csr_pem: quorate_consensus::tls::node_request_with(id, &key_pem).expect("csr"),
                     token: Some(TokenProof {
                         id: token_id.into(),
-                        secret: secret.into(),
+                        proof: String::new(),
                     }),
                     cluster_name: "test".into(),
                     key_proof: None,
@@ -333,7 +338,12 @@ async fn bad_token_joins_cost_no_raft_write() {
                         .duration_since(std::time::UNIX_EPOCH)
                         .expect("clock")
                         .as_millis() as u64,
+                    seal_to: "ab".repeat(32),
                 };
+                let proof = quorate_consensus::token_proof(secret, &join);
+                if let Some(t) = join.token.as_mut() {
+                    t.proof = proof;
+                }
                 let body = serde_json::to_vec(&serde_json::json!({ "join": { "join": join } }))
                     .expect("json");
                 let answer = net

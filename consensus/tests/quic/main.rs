@@ -18,8 +18,8 @@ use quorate_consensus::quic::QuicNet;
 use quorate_consensus::tls::{CertSpec, DenyList, Identity, JoinVerifier, issue_node_cert, new_ca};
 use quorate_consensus::{
     AdminOp, AdmissionConfig, Consensus, ConsensusConfig, ConsensusError, JoinCredentials,
-    JoinPolicy, NodeInfo, RaftNet, Request, Role, Settings, StartError, TokenProof, TokenRecord,
-    Trust, secret_hash,
+    JoinPolicy, NodeInfo, RaftNet, Request, Role, Settings, StartError, TokenRecord, TokenSecret,
+    Trust, secret_hash, token_proof_key,
 };
 
 #[path = "../../../tests/support/wait.rs"]
@@ -127,7 +127,7 @@ impl Cluster {
         id: NodeId,
         role: Role,
         trust: Trust,
-        token: Option<TokenProof>,
+        token: Option<TokenSecret>,
     ) -> Result<(), StartError> {
         self.join_keyed(id, role, trust, token, None).await
     }
@@ -137,7 +137,7 @@ impl Cluster {
         id: NodeId,
         role: Role,
         trust: Trust,
-        token: Option<TokenProof>,
+        token: Option<TokenSecret>,
         key: Option<[u8; 32]>,
     ) -> Result<(), StartError> {
         self.join_from([127, 0, 0, 1], id, role, trust, token, key)
@@ -151,7 +151,7 @@ impl Cluster {
         id: NodeId,
         role: Role,
         trust: Trust,
-        token: Option<TokenProof>,
+        token: Option<TokenSecret>,
         key: Option<[u8; 32]>,
     ) -> Result<(), StartError> {
         let at = SocketAddr::from((ip, free_port()));
@@ -641,6 +641,7 @@ async fn joins_are_checked_against_tokens_and_pins() {
                 token: TokenRecord {
                     id: id.into(),
                     secret_hash: secret_hash(secret),
+                    proof_key: Some(token_proof_key(secret)),
                     role: Role::Storage,
                     expires_ms: expires,
                     max_uses: Some(2),
@@ -654,7 +655,7 @@ async fn joins_are_checked_against_tokens_and_pins() {
         assert_eq!(w.outcome, Ok(()));
     }
     let proof = |id: &str, secret: &str| {
-        Some(TokenProof {
+        Some(TokenSecret {
             id: id.into(),
             secret: secret.into(),
         })
