@@ -22,7 +22,7 @@ pub(crate) fn identity_of(c: &Cluster, id: NodeId) -> Identity {
 }
 
 /// Sends one request (JSON) to node `to` as whoever `net` is, and returns the answer (JSON).
-async fn ask(
+pub(crate) async fn ask(
     c: &Cluster,
     net: &QuicNet,
     to: NodeId,

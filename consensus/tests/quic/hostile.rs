@@ -11,7 +11,7 @@ use quorate_consensus::{JoinRequest, TokenProof};
 #[path = "../../../tests/support/rogue.rs"]
 mod rogue;
 
-use super::authority::{identity_of, leader_of};
+use super::authority::{ask, identity_of, leader_of};
 use rogue::{Forge, ForgedVotes};
 
 /// Writes `n` labels of `node` through `via`, one after another; the time each took, sorted,
@@ -387,4 +387,64 @@ async fn bad_token_joins_cost_no_raft_write() {
 /// A nonce unique to a request of this test.
 fn rand_nonce(source: u8, i: u64) -> u128 {
     (u128::from(source) << 64) | u128::from(i) | (0xfeed_u128 << 100)
+}
+
+/// A host that kept the CA key (a removed voter's, until the CA is rotated) mints
+/// certificates: one for a node id the registry does not hold, and one for a current voter's
+/// id with a key of its own. Either, presented to the leader, governs nothing: removing a
+/// node, writing a label, creating a token and reading the registry are each refused, and
+/// the registry and the group are unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_minted_outside_the_cluster_have_no_authority() {
+    let c = three_voters_and_storage().await;
+    let leader = leader_of(&c);
+    let victim = *[1, 2, 3]
+        .map(NodeId::new)
+        .iter()
+        .find(|v| **v != leader)
+        .expect("a follower");
+    let ca_pem = c.any().ca_pem().to_string();
+    let ca_key = std::fs::read_to_string(c.dir.path().join("n1/ca.key")).expect("ca key");
+    let before = c.nodes[&leader].local_registry();
+    let minted = [
+        (
+            "a new id",
+            identity(&(ca_pem.clone(), ca_key.clone()), NodeId::new(0x99)),
+        ),
+        ("a voter's id", identity(&(ca_pem, ca_key), victim)),
+    ];
+    for (what, id) in minted {
+        let net = QuicNet::bind(addr(0), &id, &DenyList::default()).expect("bind");
+        let requests = [
+            serde_json::json!({ "admin": { "op": AdminOp::Remove { node: NodeId::new(4) } } }),
+            serde_json::json!({ "write": { "req": label(NodeId::new(4), "minted") } }),
+            serde_json::json!({ "write": { "req": Request::CreateToken { token: TokenRecord {
+                id: "00000000000000c7".into(),
+                secret_hash: "a".repeat(64),
+                proof_key: None,
+                role: Role::Voter,
+                expires_ms: u64::MAX,
+                max_uses: None,
+                uses: 0,
+                revoked: false,
+                created_ms: 0,
+            } } } }),
+            serde_json::json!("read"),
+        ];
+        for rpc in requests {
+            let answer = ask(&c, &net, leader, rpc.clone()).await;
+            let text = format!("{answer:?}");
+            assert!(
+                text.contains("forbidden") || text.contains("refused"),
+                "a certificate for {what} was served {rpc}: {text}"
+            );
+        }
+        net.close();
+    }
+    assert_eq!(
+        c.nodes[&leader].local_registry(),
+        before,
+        "the registry changed"
+    );
+    c.shutdown().await;
 }
