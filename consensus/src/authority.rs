@@ -19,7 +19,12 @@
 //! | renew its own certificate | yes | yes | no |
 //! | join (CSR and token or key proof) | - | - | yes, answered by voters |
 //!
-//! A removed node is refused before this: its certificate fails the handshake.
+//! A removed node is refused before this: its certificate fails the handshake. A certificate
+//! is the caller's only as far as the registry agrees ([`Caller::of_cert`]): its key must be
+//! the one the registry records for its node id, and a node id the registry does not hold has
+//! no authority, so a certificate minted outside the cluster (with a kept CA key) governs
+//! nothing. Only a node that has applied no registry yet (a learner catching up) takes a
+//! certificate's stated role, for the Raft RPCs that bring it the registry.
 
 use quorate_base::{NodeId, Role};
 
@@ -42,6 +47,8 @@ pub enum Rule {
     JoinsByVoters,
     /// The caller is not a member of this cluster.
     MembersOnly,
+    /// A certificate's key must be the one the registry records for its node.
+    RecordedKey,
 }
 
 impl Rule {
@@ -54,17 +61,19 @@ impl Rule {
             Rule::OwnRecordOnly => "own-record-only",
             Rule::JoinsByVoters => "joins-by-voters",
             Rule::MembersOnly => "members-only",
+            Rule::RecordedKey => "recorded-key",
         }
     }
 
     /// Every rule, for counters.
-    pub const ALL: [Rule; 6] = [
+    pub const ALL: [Rule; 7] = [
         Rule::RaftByVoters,
         Rule::AdminByVoters,
         Rule::TokensByVoters,
         Rule::OwnRecordOnly,
         Rule::JoinsByVoters,
         Rule::MembersOnly,
+        Rule::RecordedKey,
     ];
 }
 
@@ -85,6 +94,23 @@ pub struct Caller {
     pub role: Option<Role>,
 }
 
+/// What the registry applied on this node says of a certificate's node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded<'a> {
+    /// A record: the node's role and its key's fingerprint (`None` in records from before
+    /// keys were recorded, which any key matches until the node brings its record up to date).
+    Node {
+        /// The recorded role.
+        role: Role,
+        /// The recorded key fingerprint.
+        key: Option<&'a str>,
+    },
+    /// No record, in a registry that holds the cluster: not a member.
+    Absent,
+    /// This node has applied no registry yet (a learner catching up).
+    Nothing,
+}
+
 impl Caller {
     /// The caller as the registry's record (`recorded`) and its certificate (`stated`) describe
     /// it: the registry wins; the certificate speaks only for a node the registry does not know
@@ -93,6 +119,29 @@ impl Caller {
         Caller {
             id,
             role: recorded.or(stated),
+        }
+    }
+
+    /// The caller a certificate makes (`id`, its `stated` role, its `key` fingerprint), as far
+    /// as the registry agrees: the recorded role when the key is the recorded one, refused by
+    /// [`Rule::RecordedKey`] when it is not; no role for a node the registry does not hold;
+    /// the stated role only on a node that has applied no registry yet.
+    pub fn of_cert(
+        id: NodeId,
+        stated: Option<Role>,
+        key: &str,
+        recorded: Recorded<'_>,
+    ) -> Result<Caller, Forbidden> {
+        match recorded {
+            Recorded::Node { key: Some(k), .. } if k != key => Err(Forbidden {
+                rule: Rule::RecordedKey,
+                message: format!(
+                    "node {id}'s certificate holds another key than the one the registry records for it: a certificate minted outside the cluster, or a removed node's"
+                ),
+            }),
+            Recorded::Node { role, .. } => Ok(Caller::of(id, Some(role), None)),
+            Recorded::Absent => Ok(Caller::of(id, None, None)),
+            Recorded::Nothing => Ok(Caller::of(id, None, stated)),
         }
     }
 }
@@ -239,6 +288,40 @@ fn write(me: NodeId, req: &Request) -> Result<(), Forbidden> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A certificate is a caller only as far as the registry agrees: the recorded role for
+    /// the recorded key, a refusal for another key, nothing for an id without a record, and
+    /// the stated role only where no registry has been applied yet.
+    #[test]
+    fn a_certificate_speaks_only_with_the_recorded_key() {
+        let voter = |key| Recorded::Node {
+            role: Role::Voter,
+            key,
+        };
+        assert_eq!(
+            Caller::of_cert(ME, Some(Role::Voter), "k1", voter(Some("k1"))),
+            Ok(Caller::of(ME, Some(Role::Voter), None))
+        );
+        let other = Caller::of_cert(ME, Some(Role::Voter), "k2", voter(Some("k1")))
+            .expect_err("another key");
+        assert_eq!(other.rule, Rule::RecordedKey);
+        assert_eq!(
+            Caller::of_cert(ME, Some(Role::Storage), "k2", voter(None)),
+            Ok(Caller::of(ME, Some(Role::Voter), None)),
+            "a record from before keys: the registry's role"
+        );
+        let stranger = Caller::of_cert(ME, Some(Role::Voter), "k", Recorded::Absent)
+            .expect("a caller without a role");
+        assert_eq!(
+            check(stranger, Action::Read).map_err(|f| f.rule),
+            Err(Rule::MembersOnly)
+        );
+        assert_eq!(
+            Caller::of_cert(ME, Some(Role::Voter), "k", Recorded::Nothing),
+            Ok(Caller::of(ME, Some(Role::Voter), None)),
+            "a node that applied nothing yet takes the certificate's word"
+        );
+    }
     use crate::registry::{Carried, ClusterInfo, NodeRecord, NodeStatus, Settings, TokenRecord};
 
     const ME: NodeId = NodeId::new(7);

@@ -128,6 +128,7 @@ fn refused_counter(rule: crate::authority::Rule) -> &'static str {
         Rule::OwnRecordOnly => "refused_own_record_only",
         Rule::JoinsByVoters => "refused_joins_by_voters",
         Rule::MembersOnly => "refused_members_only",
+        Rule::RecordedKey => "refused_recorded_key",
     }
 }
 

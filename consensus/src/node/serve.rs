@@ -155,8 +155,13 @@ impl Inner {
             return refusal(&rpc, ConsensusError::Removed);
         }
         // On every request (heartbeats included): a read of one record, not a registry copy.
-        let recorded = self.recorded_role(peer.id);
-        let caller = Caller::of(peer.id, recorded, peer.role);
+        let caller = match self.caller_of(&peer) {
+            Ok(c) => c,
+            Err(f) => {
+                self.refused(Caller::of(peer.id, None, None), kind(&rpc), &f);
+                return refusal(&rpc, ConsensusError::from(f));
+            }
+        };
         if let Err(f) = authority::check(caller, action(&rpc)) {
             self.refused(caller, kind(&rpc), &f);
             return refusal(&rpc, ConsensusError::from(f));

@@ -188,6 +188,28 @@ impl Inner {
             .and_then(|d| d.registry.nodes.get(&id).map(|n| n.role))
     }
 
+    /// The caller `peer`'s certificate makes, as far as the registry applied here agrees
+    /// ([`Caller::of_cert`]).
+    pub(super) fn caller_of(
+        &self,
+        peer: &crate::quic::PeerCert,
+    ) -> Result<Caller, crate::authority::Forbidden> {
+        use crate::authority::Recorded;
+        let data = self.sm.data();
+        let Ok(d) = data.read() else {
+            return Ok(Caller::of(peer.id, None, None));
+        };
+        let recorded = match d.registry.nodes.get(&peer.id) {
+            Some(n) => Recorded::Node {
+                role: n.role,
+                key: n.key.as_deref(),
+            },
+            None if d.registry.cluster.is_none() => Recorded::Nothing,
+            None => Recorded::Absent,
+        };
+        Caller::of_cert(peer.id, peer.role, &peer.key, recorded)
+    }
+
     /// This node's role: the registry's record, else the one it started with.
     pub(super) fn role(&self) -> Role {
         self.recorded_role(self.id).unwrap_or(self.me.info.role)
