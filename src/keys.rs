@@ -132,6 +132,22 @@ impl StoredKeys {
         self.gossip_keys().iter().map(Key::fingerprint).collect()
     }
 
+    /// Adds a gossip key to a gossip-only keyring (a storage node's; an empty keyring becomes
+    /// one), after the others; already there, or a keyring of cluster keys: no change.
+    pub fn install_gossip(&mut self, gossip: Key) {
+        if self.kind == KeyKind::Cluster && self.sealed() {
+            return;
+        }
+        self.kind = KeyKind::Gossip;
+        if !self
+            .keys
+            .iter()
+            .any(|k| k.fingerprint() == gossip.fingerprint())
+        {
+            self.keys.push(gossip);
+        }
+    }
+
     /// Adds a cluster key (as the kind keeps it), after the others; already there: no change.
     pub fn install(&mut self, cluster: Key) {
         let key = match self.kind {

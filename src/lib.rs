@@ -14,6 +14,7 @@ pub mod config;
 mod data_dir;
 pub mod discover;
 pub mod handlers;
+pub mod keyring;
 pub mod keys;
 pub mod logging;
 pub mod peers;

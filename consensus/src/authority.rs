@@ -17,6 +17,7 @@
 //! | backup: take a snapshot, restore one | yes | no | no |
 //! | forward a stranger's join | yes | no | no |
 //! | renew its own certificate | yes | yes | no |
+//! | hand another member its role's keys (a rotation) | yes | no | no |
 //! | join (CSR and token or key proof) | - | - | yes, answered by voters |
 //!
 //! A removed node is refused before this: its certificate fails the handshake. A certificate
@@ -164,6 +165,8 @@ pub enum Action<'a> {
     ForwardJoin,
     /// A new certificate for the caller's own identity.
     Renew,
+    /// Hand the callee a change of the secrets its role holds (a cluster-wide key rotation).
+    Secrets,
 }
 
 /// A refusal: the rule and what it means for this request.
@@ -221,6 +224,10 @@ pub fn check(caller: Caller, action: Action<'_>) -> Result<(), Forbidden> {
         Action::ForwardJoin => refuse(
             Rule::JoinsByVoters,
             format!("{storage} do not admit nodes; ask a voter"),
+        ),
+        Action::Secrets => refuse(
+            Rule::AdminByVoters,
+            format!("{storage} do not hand keys to other nodes; rotate keys on a voter"),
         ),
         Action::Admin(AdminOp::Leave { node }) if *node == caller.id => Ok(()),
         Action::Admin(AdminOp::Leave { .. }) => refuse(
@@ -288,6 +295,19 @@ fn write(me: NodeId, req: &Request) -> Result<(), Forbidden> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a voter-role member hands another member keys (a rotation's step).
+    #[test]
+    fn only_voters_hand_keys() {
+        assert_eq!(
+            check(Caller::of(ME, Some(Role::Voter), None), Action::Secrets),
+            Ok(())
+        );
+        assert_eq!(
+            check(Caller::of(ME, Some(Role::Storage), None), Action::Secrets).map_err(|f| f.rule),
+            Err(Rule::AdminByVoters)
+        );
+    }
 
     /// A certificate is a caller only as far as the registry agrees: the recorded role for
     /// the recorded key, a refusal for another key, nothing for an id without a record, and

@@ -42,8 +42,8 @@ pub use files::{ClusterFile, Files, FilesError};
 pub use network::{AnswerGuard, LEARNER_BEAT, MAX_TERM_AHEAD, QuietTargets, RaftNet, TERM_CEILING};
 pub use node::{
     AdmissionConfig, Consensus, ConsensusConfig, Counts, JoinCredentials, JoinPolicy, MemberView,
-    StartError, Status, TokenSecret, key_proof, same as constant_time_eq, secret_hash, token_proof,
-    token_proof_key,
+    SecretsHandler, StartError, Status, TokenSecret, key_proof, same as constant_time_eq,
+    secret_hash, token_proof, token_proof_key,
 };
 pub use proto::{
     AdminOp, ConsensusError, JoinReply, JoinRequest, NodeInfo, RegistryAt, TokenProof, Written,

@@ -60,6 +60,12 @@ pub(crate) enum Rpc {
     PreVote {
         q: crate::node::PreVote,
     },
+    /// A voter hands this member a change of what its role holds (a keyring change chosen
+    /// for the member's recorded role by the node layer; opaque here). Never logged, never
+    /// written to Raft.
+    Secrets {
+        secrets: BTreeMap<String, String>,
+    },
 }
 
 impl Rpc {

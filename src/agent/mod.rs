@@ -124,6 +124,11 @@ impl Agent {
             tokio::spawn(async move {
                 let (node, secrets) = plan.start().await?;
                 bridge::adopt_secrets(&gossip, &data_dir, &keys, role, &secrets);
+                node.on_secrets(crate::keyring::handler(
+                    keys.clone(),
+                    gossip.clone(),
+                    data_dir.clone(),
+                ));
                 let _ = cell.set(node.clone());
                 // A storage node needs mDNS's view only to find the cluster; a member keeps
                 // advertising (`quorate discover` lists it) but stops browsing, since N

@@ -1,18 +1,19 @@
-//! The gossip keyring over HTTP: `GET /v1/gossip/keys` (fingerprints only, never keys) and
-//! `POST /v1/gossip/keys` (install, use, remove; behind the admin credential).
+//! The gossip keyring over HTTP: `GET /v1/gossip/keys` (fingerprints only, never keys),
+//! `POST /v1/gossip/keys` (install, use, remove on this node) and `POST /v1/keyring/rotate`
+//! (the cluster key on every member, from a voter), behind the admin credential.
 //!
 //! A change is applied to the running gossip first, then saved in the data dir; the keyring
 //! rules themselves (primary first, the primary cannot be removed) are gossip's.
 
-use crate::keys;
+use crate::keyring::{self, KeyringError};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quorate_gossip::{Gossip, Key};
 
-use super::state::{ApiState, error};
-use super::wire::{KeyringOp, KeyringView};
+use super::state::{ApiState, error, not_member};
+use super::wire::{KeyringOp, KeyringView, RotateRequest};
 
 fn keyring_view(g: &Gossip) -> KeyringView {
     let keys = g.key_fingerprints();
@@ -32,39 +33,27 @@ pub(super) async fn keys(State(s): State<ApiState>) -> Json<KeyringView> {
 /// `quorate keygen` makes them) and are named by their gossip key's fingerprint; a storage
 /// node keeps only the gossip key derived from one.
 pub(super) async fn change_keys(State(s): State<ApiState>, Json(op): Json<KeyringOp>) -> Response {
-    let Ok(mut stored) = s.keys.lock() else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the keyring is unavailable",
-        );
-    };
-    let mut next = stored.clone();
-    let done = match &op {
-        KeyringOp::Install { key } => match Key::from_base64(key) {
-            Ok(k) => {
-                next.install(k.clone());
-                s.gossip.install_key(keys::gossip_key(&k))
-            }
-            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-        },
-        KeyringOp::Use { fingerprint } => s.gossip.use_key(fingerprint).map(|()| {
-            next.make_primary(fingerprint);
-        }),
-        KeyringOp::Remove { fingerprint } => s.gossip.remove_key(fingerprint).map(|()| {
-            next.remove(fingerprint);
-        }),
-    };
-    if let Err(e) = done {
-        return error(StatusCode::BAD_REQUEST, e.to_string());
+    match keyring::apply(&s.keys, &s.gossip, &s.data_dir, &op) {
+        Ok(()) => Json(keyring_view(&s.gossip)).into_response(),
+        Err(e @ KeyringError::Refused(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
-    if let Err(e) = s.data_dir.save_keyring(&next) {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the keyring changed but could not be saved: {e}"),
-        );
+}
+
+/// `POST /v1/keyring/rotate`: rotate the cluster key on every member from this voter-role
+/// node (see [`crate::keyring`]); answers the report of each step, complete or not.
+pub(super) async fn rotate(State(s): State<ApiState>, Json(req): Json<RotateRequest>) -> Response {
+    let Some(node) = s.consensus.get() else {
+        return not_member();
+    };
+    let new = match Key::from_base64(&req.key) {
+        Ok(k) => k,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let here = |op: &KeyringOp| keyring::apply(&s.keys, &s.gossip, &s.data_dir, op);
+    match keyring::rotate(node, &s.keys, here, new).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e @ KeyringError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
-    *stored = next;
-    drop(stored);
-    tracing::info!(op = ?std::mem::discriminant(&op), primary = ?s.gossip.key_fingerprints().first(), "gossip keyring changed");
-    Json(keyring_view(&s.gossip)).into_response()
 }

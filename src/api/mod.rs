@@ -12,6 +12,7 @@
 //! - `POST /v1/leave`: this node deregisters, then the agent stops.
 //! - `GET /v1/tokens`, `POST /v1/tokens`, `POST /v1/tokens/{id}/revoke`: join tokens.
 //! - `GET /v1/gossip/keys`, `POST /v1/gossip/keys`: the gossip keyring (install, use, remove).
+//! - `POST /v1/keyring/rotate`: the cluster key rotated on every member, from a voter.
 //! - `GET /v1/metrics`: gossip and discovery counters and member gauges.
 //! - `GET /metrics`: the same and more for Prometheus (the OpenMetrics or Prometheus text
 //!   format), see `metrics`.
@@ -42,7 +43,7 @@ pub mod wire;
 pub use state::{ApiState, ConsensusCell};
 pub use wire::{
     KeyringOp, KeyringView, LabelChange, MemberRow, Membership, NodeRef, RestoreRequest,
-    RestoreView, StatusMember, StatusView, TokenRequest, TokenView,
+    RestoreView, RotateRequest, StatusMember, StatusView, TokenRequest, TokenView,
 };
 
 pub(crate) use members::membership;
@@ -53,6 +54,7 @@ pub fn router(state: ApiState) -> Router {
     let prometheus = metrics::router(&state);
     let admin = Router::new()
         .route("/v1/gossip/keys", post(keyring::change_keys))
+        .route("/v1/keyring/rotate", post(keyring::rotate))
         .route("/v1/labels", post(admin::labels))
         .route("/v1/step-down", post(admin::step_down))
         .route("/v1/leave", post(admin::leave))

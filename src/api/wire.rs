@@ -57,12 +57,19 @@ pub struct KeyringView {
 }
 
 /// A keyring change.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum KeyringOp {
-    /// Install a key (base64) for opening datagrams.
+    /// Install a cluster key (base64) for opening datagrams; a storage node keeps only the
+    /// gossip key derived from it.
     Install {
         /// The key, base64.
+        key: String,
+    },
+    /// Install a gossip key (base64, derived from a cluster key) on a storage node, which
+    /// keeps no cluster key: what a rotation hands a storage node.
+    InstallGossip {
+        /// The gossip key, base64.
         key: String,
     },
     /// Make an installed key primary.
@@ -75,6 +82,31 @@ pub enum KeyringOp {
         /// Its fingerprint.
         fingerprint: String,
     },
+}
+
+impl KeyringOp {
+    /// The change's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            KeyringOp::Install { .. } => "install",
+            KeyringOp::InstallGossip { .. } => "install_gossip",
+            KeyringOp::Use { .. } => "use",
+            KeyringOp::Remove { .. } => "remove",
+        }
+    }
+}
+
+/// `POST /v1/keyring/rotate`: the new cluster key, base64 (in the body, never a command line).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RotateRequest {
+    /// The new cluster key, as `quorate keygen` prints it.
+    pub key: String,
+}
+
+impl std::fmt::Debug for RotateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RotateRequest { .. }") // never print the key
+    }
 }
 
 /// One member in `quorate status`: the registry's and the Raft group's view of it, and its

@@ -46,6 +46,7 @@ pub use join::{
     AdmissionConfig, JoinCredentials, JoinPolicy, TokenSecret, key_proof, same, secret_hash,
     token_proof, token_proof_key,
 };
+pub use state::SecretsHandler;
 pub use status::{Counts, MemberView, Status};
 
 pub(crate) use campaign::PreVote;
@@ -249,6 +250,57 @@ impl Consensus {
     pub fn set_admission(&self, admission: AdmissionConfig) {
         if let Ok(mut a) = self.inner.admission.config.lock() {
             *a = admission;
+        }
+    }
+
+    /// What takes the keys a voter hands this node (a cluster-wide key rotation): without
+    /// one, such requests are refused. The consensus layer checks only that a voter-role
+    /// member sent them; what they mean is the caller's.
+    pub fn on_secrets(&self, handler: SecretsHandler) {
+        if let Ok(mut h) = self.inner.secrets.write() {
+            *h = Some(handler);
+        }
+    }
+
+    /// Hands member `node` a change of the keys its role holds, over its own mutually
+    /// authenticated connection (the certificate must name `node`); returns what the member
+    /// says it did. Only a voter-role node may, and the member checks that it is one.
+    pub async fn send_secrets(
+        &self,
+        node: NodeId,
+        secrets: BTreeMap<String, String>,
+    ) -> Result<String, ConsensusError> {
+        if self.inner.role() != quorate_base::Role::Voter {
+            return Err(ConsensusError::membership(
+                "only a voter hands keys to other nodes",
+            ));
+        }
+        let registry = self.inner.registry();
+        let record = registry.nodes.get(&node).ok_or_else(|| {
+            ConsensusError::membership(format!("node {node} is not recorded in the registry"))
+        })?;
+        let addr: SocketAddr = record.raft_addr.parse().map_err(|_| {
+            ConsensusError::membership(format!(
+                "node {node} has no valid address ({})",
+                record.raft_addr
+            ))
+        })?;
+        let body = serde_json::to_vec(&crate::proto::Rpc::Secrets { secrets })
+            .map_err(|e| ConsensusError::internal(e.to_string()))?;
+        let answer = self
+            .inner
+            .net
+            .call(node, addr, &body, Duration::from_secs(5))
+            .await
+            .map_err(|e| ConsensusError::membership(format!("node {node}: {e}")))?;
+        match serde_json::from_slice::<crate::proto::Reply>(&answer) {
+            Ok(crate::proto::Reply::Done { res }) => res,
+            Ok(crate::proto::Reply::Refused { reason }) => Err(ConsensusError::membership(
+                format!("node {node} refused: {reason}"),
+            )),
+            _ => Err(ConsensusError::membership(format!(
+                "node {node} gave an answer to another request"
+            ))),
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 use openraft::ServerState;
 use openraft::raft::AppendEntriesResponse;
 use quorate_base::Role;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::route::{Done, Op, reply_of};
 use super::state::{Inner, not_leader};
@@ -63,6 +63,7 @@ fn action(rpc: &Rpc) -> Action<'_> {
         Rpc::Admin { op } => Action::Admin(op),
         Rpc::Join { .. } => Action::ForwardJoin,
         Rpc::Renew { .. } => Action::Renew,
+        Rpc::Secrets { .. } => Action::Secrets,
     }
 }
 
@@ -72,7 +73,7 @@ fn refusal(rpc: &Rpc, e: ConsensusError) -> Reply {
         Rpc::Write { .. } => Reply::Written { res: Err(e) },
         Rpc::Read => Reply::Registry { res: Err(e) },
         Rpc::Snapshot => Reply::Snapshot { res: Err(e) },
-        Rpc::Admin { .. } | Rpc::Elect => Reply::Done { res: Err(e) },
+        Rpc::Admin { .. } | Rpc::Elect | Rpc::Secrets { .. } => Reply::Done { res: Err(e) },
         Rpc::Join { .. } => Reply::Joined { res: Err(e) },
         Rpc::Renew { .. } => Reply::Renewed { res: Err(e) },
         Rpc::AppendEntries { .. }
@@ -99,6 +100,7 @@ fn kind(rpc: &Rpc) -> &'static str {
         Rpc::Renew { .. } => "renew",
         Rpc::Suspects => "suspects",
         Rpc::PreVote { .. } => "pre_vote",
+        Rpc::Secrets { .. } => "secrets",
     }
 }
 
@@ -294,6 +296,17 @@ impl Inner {
             Rpc::Join { join } => {
                 let op = Op::Join(join);
                 reply_of(self.local_if_leader(&op).await, &op)
+            }
+            Rpc::Secrets { secrets } => {
+                let handler = self.secrets.read().ok().and_then(|h| h.clone());
+                let res = match handler {
+                    Some(h) => h(peer.id, secrets).map_err(ConsensusError::membership),
+                    None => Err(ConsensusError::membership(
+                        "this node takes no keys from other nodes",
+                    )),
+                };
+                info!(from = %peer.id, ok = res.is_ok(), "keys handed over by a voter");
+                Reply::Done { res }
             }
             Rpc::Renew { csr_pem } => {
                 let res = match self.is_leader() {

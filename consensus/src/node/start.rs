@@ -226,6 +226,7 @@ impl Consensus {
             admission: Admission::new(config.admission.clone()),
             deny,
             answers,
+            secrets: Default::default(),
             counters: Counters::default(),
         });
         let serve = net.serve(inner.clone());

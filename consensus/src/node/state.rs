@@ -137,8 +137,18 @@ pub(super) struct Inner {
     pub(super) deny: DenyList,
     /// What Raft's answers are checked against ([`crate::network`]), and their refusals.
     pub(super) answers: crate::AnswerGuard,
+    /// What takes the keys a voter hands this node ([`super::Consensus::on_secrets`]).
+    pub(super) secrets: std::sync::RwLock<Option<SecretsHandler>>,
     pub(super) counters: Counters,
 }
+
+/// Takes the keys a voter hands this node: the voter's id and the change; answers what was
+/// done, or why not.
+pub type SecretsHandler = std::sync::Arc<
+    dyn Fn(NodeId, std::collections::BTreeMap<String, String>) -> Result<String, String>
+        + Send
+        + Sync,
+>;
 
 pub(super) fn now_ms() -> u64 {
     SystemTime::now()

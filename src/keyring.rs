@@ -1,0 +1,331 @@
+//! A node's keyring changed at run time: by its own API (`quorate keyring install|use|remove`)
+//! or by a voter's cluster-wide rotation (`quorate keyring rotate`).
+//!
+//! A rotation runs on one voter-role node and goes through every recorded member in three
+//! steps, each on every member before the next, so that gossip never splits: install the new
+//! key, seal with it, remove the old one. Each member is handed only what its role keeps
+//! ([`step_for`]): a voter-role node the cluster key, a storage node the gossip key derived from
+//! it, over the member's own mutually authenticated connection (the consensus layer's
+//! `send_secrets`), never through Raft; a storage node refuses a cluster key. A step that a
+//! member does not confirm stops the rotation before the next step, naming the member; each
+//! step is idempotent, so running the rotation again when the member is back completes it.
+
+use std::collections::BTreeMap;
+
+use quorate_base::{NodeId, Role};
+use quorate_consensus::Consensus;
+use quorate_gossip::{Gossip, Key};
+use serde::{Deserialize, Serialize};
+
+use crate::api::wire::KeyringOp;
+use crate::data_dir::DataDir;
+use crate::keys::{self, KeyKind, SharedKeys};
+
+/// The name of the one secret a rotation step hands a member: the keyring change, as JSON.
+pub const SECRET: &str = "keyring";
+
+/// Why a keyring change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    /// The change does not fit this keyring (a bad key, an unknown fingerprint, the primary).
+    #[error("{0}")]
+    Refused(String),
+    /// The keyring could not be read or saved.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Applies `op` to this node's keyring: the running gossip first, then the data dir.
+pub fn apply(
+    keys: &SharedKeys,
+    gossip: &Gossip,
+    data_dir: &DataDir,
+    op: &KeyringOp,
+) -> Result<(), KeyringError> {
+    let mut stored = keys
+        .lock()
+        .map_err(|_| KeyringError::Failed("the keyring is unavailable".into()))?;
+    let mut next = stored.clone();
+    let parse = |key: &str| Key::from_base64(key).map_err(|e| KeyringError::Refused(e.to_string()));
+    let done = match op {
+        KeyringOp::Install { key } => {
+            let k = parse(key)?;
+            next.install(k.clone());
+            gossip.install_key(keys::gossip_key(&k))
+        }
+        KeyringOp::InstallGossip { key } => {
+            if stored.kind == KeyKind::Cluster && stored.sealed() {
+                return Err(KeyringError::Refused(
+                    "a voter-role node keeps cluster keys: install the cluster key itself".into(),
+                ));
+            }
+            let k = parse(key)?;
+            next.install_gossip(k.clone());
+            gossip.install_key(k)
+        }
+        KeyringOp::Use { fingerprint } => gossip.use_key(fingerprint).map(|()| {
+            next.make_primary(fingerprint);
+        }),
+        KeyringOp::Remove { fingerprint } => gossip.remove_key(fingerprint).map(|()| {
+            next.remove(fingerprint);
+        }),
+    };
+    done.map_err(|e| KeyringError::Refused(e.to_string()))?;
+    data_dir.save_keyring(&next).map_err(|e| {
+        KeyringError::Failed(format!("the keyring changed but could not be saved: {e}"))
+    })?;
+    *stored = next;
+    drop(stored);
+    tracing::info!(op = op.name(), primary = ?gossip.key_fingerprints().first(), "gossip keyring changed");
+    Ok(())
+}
+
+/// What takes a rotation step a voter hands this node: the change is applied as
+/// [`apply`] does, except that a storage node (a gossip-only keyring) refuses a cluster key,
+/// which it never keeps.
+pub fn handler(
+    keys: SharedKeys,
+    gossip: std::sync::Arc<Gossip>,
+    data_dir: std::sync::Arc<DataDir>,
+) -> quorate_consensus::SecretsHandler {
+    std::sync::Arc::new(move |from: NodeId, secrets: BTreeMap<String, String>| {
+        let op: KeyringOp = secrets
+            .get(SECRET)
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| "no keyring change in the request".to_string())?;
+        let kind = keys
+            .lock()
+            .map(|k| k.kind)
+            .map_err(|_| "the keyring is unavailable")?;
+        if kind == KeyKind::Gossip && matches!(op, KeyringOp::Install { .. }) {
+            tracing::warn!(from = %from, "a cluster key was handed to this storage node; refused");
+            return Err("a storage node keeps no cluster key: hand it the gossip key".into());
+        }
+        apply(&keys, &gossip, &data_dir, &op).map_err(|e| e.to_string())?;
+        tracing::info!(from = %from, op = op.name(), "keyring changed by a voter's rotation");
+        Ok(format!("{} done", op.name()))
+    })
+}
+
+/// One step of a rotation, as the rotating voter sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Install the new cluster key.
+    Install(Key),
+    /// Seal with the key of this fingerprint.
+    Use(String),
+    /// Remove the key of this fingerprint.
+    Remove(String),
+}
+
+impl Step {
+    fn name(&self) -> &'static str {
+        match self {
+            Step::Install(_) => "install",
+            Step::Use(_) => "use",
+            Step::Remove(_) => "remove",
+        }
+    }
+}
+
+/// The change a member of `role` is handed for `step`: a voter-role node the cluster key, a
+/// storage node only the gossip key derived from it.
+pub fn step_for(role: Role, step: &Step) -> KeyringOp {
+    match (step, role) {
+        (Step::Install(k), Role::Voter) => KeyringOp::Install { key: k.to_base64() },
+        (Step::Install(k), Role::Storage) => KeyringOp::InstallGossip {
+            key: keys::gossip_key(k).to_base64(),
+        },
+        (Step::Use(fp), _) => KeyringOp::Use {
+            fingerprint: fp.clone(),
+        },
+        (Step::Remove(fp), _) => KeyringOp::Remove {
+            fingerprint: fp.clone(),
+        },
+    }
+}
+
+/// What one step of a rotation reached.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StepReport {
+    /// `install`, `use` or `remove`.
+    pub step: String,
+    /// How many members there are.
+    pub members: usize,
+    /// The members that confirmed it.
+    #[serde(with = "hex_ids")]
+    pub confirmed: Vec<NodeId>,
+    /// The members that did not, with why.
+    pub missing: Vec<Missing>,
+}
+
+/// A member that did not confirm a step.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Missing {
+    /// The member.
+    #[serde(with = "quorate_base::hex_id")]
+    pub id: NodeId,
+    /// Its name in the registry.
+    pub name: String,
+    /// Why.
+    pub error: String,
+}
+
+mod hex_ids {
+    use quorate_base::NodeId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(ids: &[NodeId], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ids.iter().map(ToString::to_string))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NodeId>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// What a rotation did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RotateReport {
+    /// The new key's fingerprint.
+    pub fingerprint: String,
+    /// The old primary's fingerprint.
+    pub replaced: String,
+    /// The steps run, in order; the last one stopped the rotation unless it is complete.
+    pub steps: Vec<StepReport>,
+    /// Whether every member confirmed every step.
+    pub complete: bool,
+}
+
+/// Rotates the cluster key to `new` on every recorded member, from this voter-role node
+/// (`node`, whose own keyring `apply_here` changes).
+pub async fn rotate(
+    node: &Consensus,
+    keys: &SharedKeys,
+    apply_here: impl Fn(&KeyringOp) -> Result<(), KeyringError>,
+    new: Key,
+) -> Result<RotateReport, KeyringError> {
+    let (kind, old) = {
+        let k = keys
+            .lock()
+            .map_err(|_| KeyringError::Failed("the keyring is unavailable".into()))?;
+        (k.kind, k.fingerprints().first().cloned())
+    };
+    if kind != KeyKind::Cluster {
+        return Err(KeyringError::Refused(
+            "a storage node holds no cluster key: rotate on a voter-role node".into(),
+        ));
+    }
+    let Some(old) = old else {
+        return Err(KeyringError::Refused(
+            "gossip is open (no cluster key): a rotation replaces a cluster key; seal a cluster with --cluster-key when forming it".into(),
+        ));
+    };
+    let fingerprint = keys::gossip_key(&new).fingerprint();
+    if fingerprint == old {
+        return Err(KeyringError::Refused(
+            "that key is the primary already: make a new one with quorate keygen".into(),
+        ));
+    }
+    let registry = node
+        .read()
+        .await
+        .map_err(|e| KeyringError::Failed(format!("the registry cannot be read: {e}")))?;
+    let members: Vec<(NodeId, Role, String)> = registry
+        .nodes
+        .values()
+        .map(|n| (n.id, n.role, n.name.clone()))
+        .collect();
+    let mut report = RotateReport {
+        fingerprint: fingerprint.clone(),
+        replaced: old.clone(),
+        steps: Vec::new(),
+        complete: false,
+    };
+    for step in [
+        Step::Install(new),
+        Step::Use(fingerprint),
+        Step::Remove(old),
+    ] {
+        let done = futures_util::future::join_all(members.iter().map(|(id, role, _)| {
+            let op = step_for(*role, &step);
+            let here = *id == node.id();
+            let apply_here = &apply_here;
+            async move {
+                if here {
+                    apply_here(&op).map_err(|e| e.to_string())
+                } else {
+                    let secrets = BTreeMap::from([(
+                        SECRET.to_string(),
+                        serde_json::to_string(&op).unwrap_or_default(),
+                    )]);
+                    node.send_secrets(*id, secrets)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }
+            }
+        }))
+        .await;
+        let mut s = StepReport {
+            step: step.name().to_string(),
+            members: members.len(),
+            confirmed: Vec::new(),
+            missing: Vec::new(),
+        };
+        for ((id, _, name), res) in members.iter().zip(done) {
+            match res {
+                Ok(()) => s.confirmed.push(*id),
+                Err(error) => s.missing.push(Missing {
+                    id: *id,
+                    name: name.clone(),
+                    error,
+                }),
+            }
+        }
+        tracing::info!(step = %s.step, confirmed = s.confirmed.len(), members = s.members, "key rotation step");
+        let stop = !s.missing.is_empty();
+        report.steps.push(s);
+        if stop {
+            return Ok(report);
+        }
+    }
+    report.complete = true;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A voter-role member is handed the cluster key; a storage node only the gossip key
+    /// derived from it, never the cluster key's bytes.
+    #[test]
+    fn each_role_is_handed_only_what_it_keeps() {
+        let k = Key::from_bytes([9; 32]);
+        assert_eq!(
+            step_for(Role::Voter, &Step::Install(k.clone())),
+            KeyringOp::Install { key: k.to_base64() }
+        );
+        let storage = step_for(Role::Storage, &Step::Install(k.clone()));
+        assert_eq!(
+            storage,
+            KeyringOp::InstallGossip {
+                key: keys::gossip_key(&k).to_base64()
+            }
+        );
+        let text = serde_json::to_string(&storage).expect("json");
+        assert!(!text.contains(&k.to_base64()), "{text}");
+        for role in [Role::Voter, Role::Storage] {
+            assert_eq!(
+                step_for(role, &Step::Use("fp".into())),
+                KeyringOp::Use {
+                    fingerprint: "fp".into()
+                }
+            );
+        }
+    }
+}
