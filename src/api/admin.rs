@@ -88,7 +88,24 @@ pub(super) async fn node_op(
             );
         }
     };
-    admin(&s, op).await
+    let Some(member) = s.consensus.get() else {
+        return not_member();
+    };
+    // A removed voter-role node's host keeps what it was given: the operator hears it.
+    let held_keys = matches!(op, AdminOp::Remove { .. })
+        && member
+            .local_registry()
+            .nodes
+            .get(&node)
+            .is_some_and(|n| n.role == quorate_consensus::Role::Voter);
+    match member.admin(op).await {
+        Ok(message) if held_keys => Json(serde_json::json!({ "message": format!(
+            "{message}; it was a voter-role node: its host still holds the CA key and the cluster key. Rotate the cluster key (quorate keyring rotate, on a voter) and wipe that host's data dir"
+        ) }))
+        .into_response(),
+        Ok(message) => Json(serde_json::json!({ "message": message })).into_response(),
+        Err(e) => consensus_error(e),
+    }
 }
 
 /// `POST /v1/leave`: this node deregisters, then the agent is told to stop.

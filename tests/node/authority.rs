@@ -211,10 +211,12 @@ fn no_key_a_storage_node_holds_admits_a_voter() {
 /// install, use and remove; each ends with the new key alone as its primary; the voters keep
 /// the new cluster key, while the storage node keeps only its gossip key: neither the new nor
 /// the old cluster key is in any file of its data dir or on its command line, and gossip
-/// still reaches every member.
+/// still reaches every member. The old key (what a removed voter's host keeps) then admits
+/// no one. With the storage node down, the rotation stops after the install and names it;
+/// run again once it is back, it completes. Removing a voter then names what its host keeps.
 #[test]
 fn a_rotation_hands_each_role_only_what_it_keeps() {
-    let mut lab = Lab::new(3);
+    let mut lab = Lab::new(4);
     let keygen = |lab: &Lab| {
         let out = lab.quorate(0, &["keygen"]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -322,6 +324,28 @@ fn a_rotation_hands_each_role_only_what_it_keeps() {
         },
     );
 
+    // The old key, as a removed voter's host keeps it, admits no one any more.
+    let dir = lab.host_dir(3).join("intruder");
+    let dir = dir.to_str().expect("utf-8").to_string();
+    let seed = quic(&lab, 0);
+    let out = lab.quorate(
+        3,
+        &[
+            "agent",
+            "--data-dir",
+            &dir,
+            "--name",
+            "intruder",
+            "--cluster-key",
+            &old,
+            "--peers",
+            &seed,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the old key admitted a node: {err}");
+    assert!(err.contains("not this cluster's"), "{err}");
+
     // A member down: the rotation stops after the install, names it, and switches no one;
     // run again once it is back, it completes.
     lab.kill9(s1);
@@ -349,6 +373,16 @@ fn a_rotation_hands_each_role_only_what_it_keeps() {
     });
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("remove  3/3"), "{text}");
+
+    // Removing a voter tells the operator what its host keeps, and what to do.
+    let r2 = id_of(&status(&lab, 0).expect("status"), "r2");
+    let out = lab.quorate_admin(0, &["remove", &r2]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("still holds the CA key") && text.contains("quorate keyring rotate"),
+        "{text}"
+    );
 }
 
 /// Whether host `host`'s status gives member `name` gossip liveness `want`.
