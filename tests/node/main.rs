@@ -7,6 +7,7 @@ mod support;
 
 mod authority;
 mod formation;
+mod hostile;
 mod lifecycle;
 mod resilience;
 mod tokens;

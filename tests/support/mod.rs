@@ -1,5 +1,5 @@
 //! Test support shared by the integration test binaries: the LAN lab, agents in it, HTTP to
-//! them, waiting helpers, and the nemesis with its checker.
+//! them, waiting helpers, the nemesis with its checker, and a hostile member.
 //!
 //! Each area's `main.rs` includes this with `#[path = "../support/mod.rs"] mod support;`, so
 //! every binary compiles only what it uses.
@@ -10,4 +10,5 @@ pub mod flood;
 pub mod http;
 pub mod lab;
 pub mod nemesis;
+pub mod rogue;
 pub mod wait;

@@ -132,6 +132,8 @@ impl Handler for ForgedVotes {
 pub struct Relay {
     pub to: SocketAddr,
     pub seen: Mutex<Vec<Vec<u8>>>,
+    /// A file every captured message is also appended to (a rogue in its own process).
+    pub log: Option<std::path::PathBuf>,
 }
 
 impl Relay {
@@ -139,7 +141,41 @@ impl Relay {
         Relay {
             to,
             seen: Mutex::new(Vec::new()),
+            log: None,
         }
+    }
+
+    /// Runs a relay as a process of its own (a lab host's): the member identity in the
+    /// consensus directory `dir`, serving on `listen`, relaying to `to`, appending what it
+    /// captures to `log`, for at most `secs` seconds.
+    pub async fn run_process(
+        dir: &std::path::Path,
+        listen: SocketAddr,
+        to: SocketAddr,
+        log: std::path::PathBuf,
+        secs: u64,
+    ) {
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("identity file");
+        let identity = quorate_consensus::tls::Identity {
+            ca_pem: read("ca.pem"),
+            cert_pem: read("node.pem"),
+            key_pem: read("node.key"),
+        };
+        let net = QuicNet::bind(
+            listen,
+            &identity,
+            &quorate_consensus::tls::DenyList::default(),
+        )
+        .expect("bind the rogue");
+        let relay = std::sync::Arc::new(Relay {
+            log: Some(log),
+            ..Relay::new(to)
+        });
+        let serving = net.serve(relay);
+        println!("rogue relaying {listen} -> {to}");
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        serving.abort();
+        net.close();
     }
 
     /// Everything captured, requests and answers, in the order seen.
@@ -160,6 +196,17 @@ impl Relay {
         if let Ok(mut s) = self.seen.lock() {
             s.push(bytes.to_vec());
         }
+        if let Some(path) = &self.log {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = f.write_all(bytes);
+                let _ = f.write_all(b"\n");
+            }
+        }
     }
 }
 
@@ -172,7 +219,14 @@ impl Handler for Relay {
     ) -> Vec<u8> {
         self.keep(&request);
         let verifier = JoinVerifier::new(Trust::FirstUse);
-        let Ok(net) = QuicNet::joiner(SocketAddr::from(([127, 0, 0, 1], 0)), &verifier) else {
+        let from = SocketAddr::new(
+            match self.to {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            },
+            0,
+        );
+        let Ok(net) = QuicNet::joiner(from, &verifier) else {
             return Vec::new();
         };
         let answer = net
