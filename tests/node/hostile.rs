@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::agents::{agent, quic, status, wait_group};
+use crate::support::agents::{agent, leader_name, quic, status, wait_group};
 use crate::support::lab::Lab;
-use crate::support::rogue::Relay;
+use crate::support::rogue::{Forge, ForgedVotes, Relay};
 use crate::support::wait;
 use crate::tokens::create;
 
@@ -18,6 +18,48 @@ const ROGUE_DIR: &str = "QLAB_ROGUE_DIR";
 const ROGUE_LISTEN: &str = "QLAB_ROGUE_LISTEN";
 const ROGUE_TO: &str = "QLAB_ROGUE_TO";
 const ROGUE_LOG: &str = "QLAB_ROGUE_LOG";
+const ROGUE_ID: &str = "QLAB_ROGUE_ID";
+const ROGUE_FORGE: &str = "QLAB_ROGUE_FORGE";
+
+/// `/usr/bin/env` arguments that run this test binary's ignored test `test` with `vars`.
+fn rogue_command(vars: &[(&str, String)], test: &str) -> Vec<String> {
+    let mut args: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    args.push(
+        std::env::current_exe()
+            .expect("exe")
+            .to_str()
+            .expect("utf-8")
+            .to_string(),
+    );
+    args.extend(["--ignored", "--exact", test, "--nocapture"].map(String::from));
+    args
+}
+
+/// Not a test on its own: the forging rogue's process, which
+/// `a_storage_host_forging_votes_cannot_depose_the_leader` starts in a lab host.
+#[test]
+#[ignore = "run by a_storage_host_forging_votes_cannot_depose_the_leader as the rogue's process"]
+fn rogue_forge() {
+    let Ok(dir) = std::env::var(ROGUE_DIR) else {
+        return;
+    };
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k}"));
+    let listen: SocketAddr = var(ROGUE_LISTEN).parse().expect("listen");
+    let id: quorate::NodeId = var(ROGUE_ID).parse().expect("id");
+    let mode = match var(ROGUE_FORGE).as_str() {
+        "max" => Forge::MaxTerm,
+        _ => Forge::NextTerm,
+    };
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(ForgedVotes::run_process(
+            std::path::Path::new(&dir),
+            id,
+            listen,
+            mode,
+            180,
+        ));
+}
 
 /// Not a test on its own: the rogue's process, which
 /// `a_storage_host_relaying_joins_learns_no_secret` starts in a lab host.
@@ -93,21 +135,15 @@ fn a_storage_host_relaying_joins_learns_no_secret() {
     lab.kill9(s1);
 
     let log = lab.host_dir(1).join("rogue.captured");
-    let env_args = [
-        format!("{ROGUE_DIR}={}", data.join("consensus").display()),
-        format!("{ROGUE_LISTEN}={}", quic(&lab, 1)),
-        format!("{ROGUE_TO}={}", quic(&lab, 0)),
-        format!("{ROGUE_LOG}={}", log.display()),
-        std::env::current_exe()
-            .expect("exe")
-            .to_str()
-            .expect("utf-8")
-            .to_string(),
-        "--ignored".into(),
-        "--exact".into(),
-        "hostile::rogue_relay".into(),
-        "--nocapture".into(),
-    ];
+    let env_args = rogue_command(
+        &[
+            (ROGUE_DIR, data.join("consensus").display().to_string()),
+            (ROGUE_LISTEN, quic(&lab, 1)),
+            (ROGUE_TO, quic(&lab, 0)),
+            (ROGUE_LOG, log.display().to_string()),
+        ],
+        "hostile::rogue_relay",
+    );
     let args: Vec<&str> = env_args.iter().map(String::as_str).collect();
     let rogue = lab.spawn_program(1, "rogue", "/usr/bin/env", &args);
     wait::until("the rogue to serve", Duration::from_secs(30), || {
@@ -185,5 +221,170 @@ fn a_storage_host_relaying_joins_learns_no_secret() {
     assert!(
         st["members"].as_array().is_some_and(|m| m.len() == 5),
         "{st}"
+    );
+}
+
+/// Writes `n` labels through host `host`'s agent with the CLI, one after another: the time
+/// each took, sorted, and the failures.
+fn timed_labels(lab: &Lab, host: usize, tag: &str, n: usize) -> (Vec<Duration>, Vec<String>) {
+    let mut took = Vec::new();
+    let mut failed = Vec::new();
+    for i in 0..n {
+        let kv = format!("{tag}{i}=v");
+        let started = std::time::Instant::now();
+        let out = lab.quorate_admin(host, &["label", "set", &kv]);
+        if out.status.success() {
+            took.push(started.elapsed());
+        } else {
+            failed.push(String::from_utf8_lossy(&out.stderr).to_string());
+        }
+    }
+    took.sort();
+    (took, failed)
+}
+
+/// The 99th percentile of sorted durations (the largest, for fewer than 100).
+fn p99(sorted: &[Duration]) -> Duration {
+    let i = (sorted.len() * 99).div_ceil(100).saturating_sub(1);
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+/// Each voter's (host, leader name, term) as its status gives them.
+fn leaders(lab: &Lab, hosts: &[usize]) -> Vec<(usize, String, u64)> {
+    hosts
+        .iter()
+        .map(|h| {
+            let st = status(lab, *h).unwrap_or_default();
+            (
+                *h,
+                leader_name(&st).unwrap_or_default(),
+                st["term"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// A storage node's host runs a rogue with the node's identity on its address that answers
+/// every append with a vote above the leader's: first the next term, then `u64::MAX`. The
+/// voters keep one leader in one term, every label write through a follower commits (p99
+/// within twice the figure with the honest storage node, plus scheduling slack), and the
+/// leader counts the refused answers in `quorate_raft_answers_refused_total`.
+#[test]
+fn a_storage_host_forging_votes_cannot_depose_the_leader() {
+    let mut lab = Lab::new(4);
+    agent(&mut lab, 0, "a0", &["--bootstrap"]);
+    wait_group(&lab, &[0], &[("a0", "voter")], Duration::from_secs(30));
+    let voters = create(&lab, 0, &["--role", "voter", "--uses", "2"]);
+    agent(&mut lab, 1, "a1", &["--join", &voters]);
+    agent(&mut lab, 2, "a2", &["--join", &voters]);
+    let storage = create(&lab, 0, &["--role", "storage"]);
+    let s3 = agent(
+        &mut lab,
+        3,
+        "a3",
+        &["--role", "storage", "--join", &storage],
+    );
+    let want = [
+        ("a0", "voter"),
+        ("a1", "voter"),
+        ("a2", "voter"),
+        ("a3", "learner"),
+    ];
+    wait_group(&lab, &[0, 3], &want, Duration::from_secs(40));
+    let before = wait::until(
+        "one leader seen by every voter",
+        Duration::from_secs(10),
+        || {
+            let views = leaders(&lab, &[0, 1, 2]);
+            let first = &views[0];
+            if !first.1.is_empty() && views.iter().all(|v| (&v.1, v.2) == (&first.1, first.2)) {
+                Ok(views)
+            } else {
+                Err(views)
+            }
+        },
+    );
+    let leader = before[0].1.clone();
+    let follower = ["a0", "a1", "a2"]
+        .iter()
+        .position(|n| *n != leader)
+        .expect("a follower");
+    let (honest, failed) = timed_labels(&lab, follower, "honest", 20);
+    assert!(failed.is_empty(), "honest writes failed: {failed:?}");
+    let id = status(&lab, 3).expect("status")["node_id"]
+        .as_str()
+        .expect("a3's id")
+        .to_string();
+    lab.kill9(s3);
+    let term = before[0].2;
+    for (mode, tag) in [("next", "next"), ("max", "max")] {
+        let env_args = rogue_command(
+            &[
+                (
+                    ROGUE_DIR,
+                    lab.host_dir(3).join("data/consensus").display().to_string(),
+                ),
+                (ROGUE_LISTEN, quic(&lab, 3)),
+                (ROGUE_ID, id.clone()),
+                (ROGUE_FORGE, mode.to_string()),
+            ],
+            "hostile::rogue_forge",
+        );
+        let args: Vec<&str> = env_args.iter().map(String::as_str).collect();
+        let rogue = lab.spawn_program(3, &format!("rogue-{mode}"), "/usr/bin/env", &args);
+        wait::until(
+            &format!("the leader to hear the {mode} rogue"),
+            Duration::from_secs(30),
+            || {
+                let l = lab.log(rogue);
+                let n: u64 = l
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("forged "))
+                    .filter_map(|n| n.trim().parse().ok())
+                    .max()
+                    .unwrap_or(0);
+                if n >= 5 { Ok(()) } else { Err(l) }
+            },
+        );
+        let (took, failed) = timed_labels(&lab, follower, tag, 20);
+        let views = leaders(&lab, &[0, 1, 2]);
+        let bound = (p99(&honest) * 2).max(p99(&honest) + Duration::from_millis(250));
+        eprintln!(
+            "{tag}: honest p99 {:?}, with the rogue p99 {:?} (bound {bound:?}); views {views:?}",
+            p99(&honest),
+            p99(&took)
+        );
+        assert!(failed.is_empty(), "{tag}: writes failed: {failed:?}");
+        for (h, l, t) in &views {
+            assert_eq!(
+                (l.as_str(), *t),
+                (leader.as_str(), term),
+                "{tag}: host {h} no longer holds the leader in its term: {views:?}"
+            );
+        }
+        assert!(
+            p99(&took) <= bound,
+            "{tag}: p99 {:?} above {bound:?}",
+            p99(&took)
+        );
+        lab.kill9(rogue);
+    }
+    let leader_host = ["a0", "a1", "a2"]
+        .iter()
+        .position(|n| *n == leader)
+        .expect("the leader's host");
+    let metrics = lab.in_host(leader_host, || {
+        crate::support::http::get_text_at("127.0.0.1:7948", "/metrics", &[])
+    });
+    let refused: f64 = metrics
+        .map(|m| m.body)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("quorate_raft_answers_refused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        refused >= 10.0,
+        "the leader counted {refused} refused answers"
     );
 }

@@ -5,12 +5,15 @@
 //! - [`ForgedVotes`]: a Raft learner that answers every append and snapshot chunk with a vote
 //!   above the leader's (the next term, or `u64::MAX`), to depose the leader or overflow its
 //!   term arithmetic.
+//!
+//! Each runs in the test's process (in-process clusters) or, in the LAN lab, as a process of
+//! its own in a member's host (`run_process`, started as an ignored test of the test binary).
 //! - [`Relay`]: a member that takes a stranger's join request, forwards it to a real voter as
 //!   a stranger itself, and hands the answer back, keeping every byte it saw both ways.
 //!
 //! Included by the consensus QUIC tests with
-//! `#[path = "../../../tests/support/rogue.rs"] mod rogue;`; it needs `quorate-consensus`,
-//! openraft, serde_json and tokio.
+//! `#[path = "../../../tests/support/rogue.rs"] mod rogue;`, and by the lab's test binaries
+//! through `support`; it needs `quorate-consensus`, openraft, serde_json and tokio.
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
@@ -113,6 +116,41 @@ impl ForgedVotes {
             return json!({ "install_snapshot": { "res": { "Ok": { "vote": vote } } } });
         }
         json!({ "refused": { "reason": "not served by this rogue" } })
+    }
+}
+
+impl ForgedVotes {
+    /// Runs the rogue as a process of its own (a lab host's): the member identity in the
+    /// consensus directory `dir` (node `id`), serving on `listen`, forging `mode`, for at most
+    /// `secs` seconds. Prints a line per second with the count of forged answers.
+    pub async fn run_process(
+        dir: &std::path::Path,
+        id: NodeId,
+        listen: SocketAddr,
+        mode: Forge,
+        secs: u64,
+    ) {
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("identity file");
+        let identity = quorate_consensus::tls::Identity {
+            ca_pem: read("ca.pem"),
+            cert_pem: read("node.pem"),
+            key_pem: read("node.key"),
+        };
+        let net = QuicNet::bind(
+            listen,
+            &identity,
+            &quorate_consensus::tls::DenyList::default(),
+        )
+        .expect("bind the rogue");
+        let rogue = std::sync::Arc::new(ForgedVotes::new(id, mode));
+        let serving = net.serve(rogue.clone());
+        println!("rogue forging {mode:?} on {listen}");
+        for _ in 0..secs {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            println!("forged {}", rogue.forged.load(Ordering::Relaxed));
+        }
+        serving.abort();
+        net.close();
     }
 }
 
