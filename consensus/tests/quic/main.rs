@@ -771,7 +771,7 @@ fn vote_from(id: NodeId) -> VoteRequest<NodeId> {
 
 /// Mutual TLS refuses what it should: another CA's node, a member answering under another
 /// node's name, a Raft request claiming another node than its certificate, and anything but a
-/// join from a caller without a certificate.
+/// join from a caller without a certificate. A recorded member calling as itself is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_impostors_and_forged_claims_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -791,13 +791,23 @@ async fn strangers_impostors_and_forged_claims_are_refused() {
         addr: addr(port).to_string(),
     };
 
-    // A member calling as itself is answered.
-    let friend = QuicNet::bind(
-        addr(0),
-        &identity(&ca, NodeId::new(2)),
-        &DenyList::default(),
-    )
-    .expect("bind");
+    // A member calling as itself is answered: node 2, recorded with its certificate's key.
+    let friend_id = identity(&ca, NodeId::new(2));
+    let key = quorate_consensus::tls::own_key_fingerprint(&friend_id.key_pem).expect("key");
+    target
+        .write(Request::PutNode {
+            node: info(NodeId::new(2), Role::Voter).record(
+                NodeId::new(2),
+                Some(key),
+                "127.0.0.1:9",
+                0,
+            ),
+        })
+        .await
+        .expect("node 2 recorded")
+        .outcome
+        .expect("recorded");
+    let friend = QuicNet::bind(addr(0), &friend_id, &DenyList::default()).expect("bind");
     let mut conn = RaftNet::new(friend.clone())
         .new_client(NodeId::new(1), &node1)
         .await;
