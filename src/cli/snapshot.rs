@@ -18,9 +18,9 @@ use super::args::{ApiArg, client_failed};
 
 pub(crate) const ABOUT: &str = "Save, inspect or restore a snapshot of the registry.
 
-A snapshot holds the registry (nodes, labels, join tokens as hashes of their secrets, the
-removed identities, the settings) as the leader applied it, with the log index and term it
-reflects, the cluster's id and name, when it was taken, and a SHA-256 checksum.
+A snapshot holds the registry (nodes, labels, join tokens as hashes and public keys of their
+secrets, the removed identities, the settings) as the leader applied it, with the log index and
+term it reflects, the cluster's id and name, when it was taken, and a SHA-256 checksum.
 
   quorate snapshot save backup.json          # written 0600, never over a file unless --force
   quorate snapshot inspect backup.json       # offline: checks format and checksum

@@ -16,9 +16,10 @@ use quorate::Role;
 pub(crate) const ABOUT: &str = "Create, list or revoke join tokens.
 
 A join token lets a new node join this cluster: `quorate agent --join TOKEN`. It carries the
-cluster CA's fingerprint (the joiner trusts nothing else), a secret (the registry keeps only its
-hash), the role it grants, its expiry and the addresses of voters. Creating, using and revoking
-tokens goes through Raft.
+cluster CA's fingerprint (the joiner trusts nothing else), a secret (never sent: the joiner
+signs its request with it, and the registry keeps only the public key to check that), the role
+it grants, its expiry and the addresses of voters. Creating, using and revoking tokens goes
+through Raft.
 
   T=$(quorate token create --role storage --ttl 1h --uses 10)
   quorate token list
