@@ -306,6 +306,13 @@ fn a_rotation_hands_each_role_only_what_it_keeps() {
             );
         }
     }
+    // What the storage agent was handed, as it logged each change: the gossip key only.
+    let handed: Vec<String> = lab
+        .log_events(s1, "keyring changed by a voter's rotation")
+        .iter()
+        .map(|e| e["op"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(handed, ["install_gossip", "use", "remove"], "{handed:?}");
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", lab.pid(s1))).expect("cmdline");
     assert!(!String::from_utf8_lossy(&cmdline).contains(new.as_str()));
     wait::until(
