@@ -27,25 +27,7 @@ fn id_of(st: &Value, name: &str) -> String {
 #[test]
 fn a_storage_node_cannot_govern_through_its_own_api() {
     let mut lab = Lab::new(4);
-    agent(&mut lab, 0, "a0", &["--bootstrap"]);
-    wait_group(&lab, &[0], &[("a0", "voter")], Duration::from_secs(30));
-    let voters = create(&lab, 0, &["--role", "voter", "--uses", "2"]);
-    agent(&mut lab, 1, "a1", &["--join", &voters]);
-    agent(&mut lab, 2, "a2", &["--join", &voters]);
-    let storage = create(&lab, 0, &["--role", "storage"]);
-    agent(
-        &mut lab,
-        3,
-        "a3",
-        &["--role", "storage", "--join", &storage],
-    );
-    let want = [
-        ("a0", "voter"),
-        ("a1", "voter"),
-        ("a2", "voter"),
-        ("a3", "learner"),
-    ];
-    wait_group(&lab, &[0, 3], &want, Duration::from_secs(40));
+    three_voters_and_storage(&mut lab);
     let st = status(&lab, 0).expect("status");
     let before = suffrages(&st);
     let a1 = id_of(&st, "a1");
@@ -176,26 +158,7 @@ fn no_key_a_storage_node_holds_admits_a_voter() {
         );
     }
     // What it holds, offered as the cluster key by a would-be voter: refused.
-    let dir = lab.host_dir(2).join("intruder");
-    let dir = dir.to_str().expect("utf-8").to_string();
-    let seed = quic(&lab, 0);
-    let out = lab.quorate(
-        2,
-        &[
-            "agent",
-            "--data-dir",
-            &dir,
-            "--name",
-            "intruder",
-            "--cluster-key",
-            &held,
-            "--peers",
-            &seed,
-        ],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the intruder was admitted: {err}");
-    assert!(err.contains("not this cluster's"), "{err}");
+    intruder_is_refused(&lab, 2, &held);
     let st = status(&lab, 0).expect("status");
     assert_eq!(
         suffrages(&st),
@@ -332,26 +295,7 @@ fn a_rotation_hands_each_role_only_what_it_keeps() {
     );
 
     // The old key, as a removed voter's host keeps it, admits no one any more.
-    let dir = lab.host_dir(3).join("intruder");
-    let dir = dir.to_str().expect("utf-8").to_string();
-    let seed = quic(&lab, 0);
-    let out = lab.quorate(
-        3,
-        &[
-            "agent",
-            "--data-dir",
-            &dir,
-            "--name",
-            "intruder",
-            "--cluster-key",
-            &old,
-            "--peers",
-            &seed,
-        ],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the old key admitted a node: {err}");
-    assert!(err.contains("not this cluster's"), "{err}");
+    intruder_is_refused(&lab, 3, &old);
 
     // A member down: the rotation stops after the install, names it, and switches no one;
     // run again once it is back, it completes.
@@ -390,6 +334,52 @@ fn a_rotation_hands_each_role_only_what_it_keeps() {
         text.contains("still holds the CA key") && text.contains("quorate keyring rotate"),
         "{text}"
     );
+}
+
+/// A would-be voter in host `host` offering `key` as the cluster key to host 0's voter is
+/// refused: the key is not the cluster's.
+fn intruder_is_refused(lab: &Lab, host: usize, key: &str) {
+    let dir = lab.host_dir(host).join("intruder");
+    let dir = dir.to_str().expect("utf-8").to_string();
+    let seed = quic(lab, 0);
+    let out = lab.quorate(
+        host,
+        &[
+            "agent",
+            "--data-dir",
+            &dir,
+            "--name",
+            "intruder",
+            "--cluster-key",
+            key,
+            "--peers",
+            &seed,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the intruder was admitted: {err}");
+    assert!(err.contains("not this cluster's"), "{err}");
+}
+
+/// Host 0 bootstraps voter a0, hosts 1 and 2 join as voters a1 and a2 with one token, host 3
+/// as storage node a3 with another; returns once host 0 and 3 see that group, with a3's
+/// process.
+pub(crate) fn three_voters_and_storage(lab: &mut Lab) -> crate::support::lab::ProcId {
+    agent(lab, 0, "a0", &["--bootstrap"]);
+    wait_group(lab, &[0], &[("a0", "voter")], Duration::from_secs(30));
+    let voters = create(lab, 0, &["--role", "voter", "--uses", "2"]);
+    agent(lab, 1, "a1", &["--join", &voters]);
+    agent(lab, 2, "a2", &["--join", &voters]);
+    let storage = create(lab, 0, &["--role", "storage"]);
+    let a3 = agent(lab, 3, "a3", &["--role", "storage", "--join", &storage]);
+    let want = [
+        ("a0", "voter"),
+        ("a1", "voter"),
+        ("a2", "voter"),
+        ("a3", "learner"),
+    ];
+    wait_group(lab, &[0, 3], &want, Duration::from_secs(40));
+    a3
 }
 
 /// Whether host `host`'s status gives member `name` gossip liveness `want`.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::authority::three_voters_and_storage;
 use crate::support::agents::{agent, leader_name, quic, status, wait_group};
 use crate::support::lab::Lab;
 use crate::support::rogue::{Forge, ForgedVotes, Relay};
@@ -272,25 +273,7 @@ fn leaders(lab: &Lab, hosts: &[usize]) -> Vec<(usize, String, u64)> {
 #[test]
 fn a_storage_host_forging_votes_cannot_depose_the_leader() {
     let mut lab = Lab::new(4);
-    agent(&mut lab, 0, "a0", &["--bootstrap"]);
-    wait_group(&lab, &[0], &[("a0", "voter")], Duration::from_secs(30));
-    let voters = create(&lab, 0, &["--role", "voter", "--uses", "2"]);
-    agent(&mut lab, 1, "a1", &["--join", &voters]);
-    agent(&mut lab, 2, "a2", &["--join", &voters]);
-    let storage = create(&lab, 0, &["--role", "storage"]);
-    let s3 = agent(
-        &mut lab,
-        3,
-        "a3",
-        &["--role", "storage", "--join", &storage],
-    );
-    let want = [
-        ("a0", "voter"),
-        ("a1", "voter"),
-        ("a2", "voter"),
-        ("a3", "learner"),
-    ];
-    wait_group(&lab, &[0, 3], &want, Duration::from_secs(40));
+    let s3 = three_voters_and_storage(&mut lab);
     let before = wait::until(
         "one leader seen by every voter",
         Duration::from_secs(10),

@@ -28,6 +28,22 @@ use quorate_consensus::tls::JoinVerifier;
 use quorate_consensus::{NodeId, Trust, TypeConfig};
 use serde_json::{Value, json};
 
+/// An endpoint on `listen` with the member identity in the consensus directory `dir`.
+fn bind_as(dir: &std::path::Path, listen: SocketAddr) -> QuicNet {
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("identity file");
+    let identity = quorate_consensus::tls::Identity {
+        ca_pem: read("ca.pem"),
+        cert_pem: read("node.pem"),
+        key_pem: read("node.key"),
+    };
+    QuicNet::bind(
+        listen,
+        &identity,
+        &quorate_consensus::tls::DenyList::default(),
+    )
+    .expect("bind the rogue")
+}
+
 /// How far above the leader's term a [`ForgedVotes`] answer claims to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -130,18 +146,7 @@ impl ForgedVotes {
         mode: Forge,
         secs: u64,
     ) {
-        let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("identity file");
-        let identity = quorate_consensus::tls::Identity {
-            ca_pem: read("ca.pem"),
-            cert_pem: read("node.pem"),
-            key_pem: read("node.key"),
-        };
-        let net = QuicNet::bind(
-            listen,
-            &identity,
-            &quorate_consensus::tls::DenyList::default(),
-        )
-        .expect("bind the rogue");
+        let net = bind_as(dir, listen);
         let rogue = std::sync::Arc::new(ForgedVotes::new(id, mode));
         let serving = net.serve(rogue.clone());
         println!("rogue forging {mode:?} on {listen}");
@@ -193,18 +198,7 @@ impl Relay {
         log: std::path::PathBuf,
         secs: u64,
     ) {
-        let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("identity file");
-        let identity = quorate_consensus::tls::Identity {
-            ca_pem: read("ca.pem"),
-            cert_pem: read("node.pem"),
-            key_pem: read("node.key"),
-        };
-        let net = QuicNet::bind(
-            listen,
-            &identity,
-            &quorate_consensus::tls::DenyList::default(),
-        )
-        .expect("bind the rogue");
+        let net = bind_as(dir, listen);
         let relay = std::sync::Arc::new(Relay {
             log: Some(log),
             ..Relay::new(to)

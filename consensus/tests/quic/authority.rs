@@ -5,8 +5,6 @@
 
 use super::*;
 
-use quorate_consensus::quic::{Handler, PeerCert};
-
 #[path = "../../../tests/support/flood.rs"]
 mod flood;
 
@@ -284,31 +282,6 @@ async fn a_join_for_a_registered_node_id_with_another_key_is_refused() {
 /// admitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relayed_join_yields_the_rogue_nothing() {
-    struct Rogue {
-        cluster: SocketAddr,
-        seen: std::sync::Mutex<Vec<String>>,
-    }
-    impl Handler for Rogue {
-        async fn handle(
-            &self,
-            _peer: Option<PeerCert>,
-            _remote: SocketAddr,
-            request: Vec<u8>,
-        ) -> Vec<u8> {
-            let verifier = JoinVerifier::new(Trust::FirstUse);
-            let Ok(net) = QuicNet::joiner(addr(0), &verifier) else {
-                return Vec::new();
-            };
-            let answer = net
-                .call_addr(self.cluster, &request, Duration::from_secs(5))
-                .await
-                .unwrap_or_default();
-            if let Ok(mut s) = self.seen.lock() {
-                s.push(String::from_utf8_lossy(&answer).into_owned());
-            }
-            answer
-        }
-    }
     let c = Cluster::bootstrap(NodeId::new(1)).await;
     let key = [7u8; 32];
     c.any()
@@ -321,10 +294,7 @@ async fn a_relayed_join_yields_the_rogue_nothing() {
         &DenyList::default(),
     )
     .expect("bind");
-    let rogue = Arc::new(Rogue {
-        cluster: c.seed(),
-        seen: Default::default(),
-    });
+    let rogue = Arc::new(crate::rogue::Relay::new(c.seed()));
     let serving = rogue_net.serve(rogue.clone());
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
@@ -342,19 +312,15 @@ async fn a_relayed_join_yields_the_rogue_nothing() {
     .await
     .err()
     .expect("not admitted");
-    let seen = rogue.seen.lock().expect("seen").clone();
-    assert_eq!(seen.len(), 1, "the rogue relayed one request: {e}");
+    let seen = rogue.captured();
+    assert_eq!(seen.len(), 2, "the rogue relayed one request: {e}");
+    let answer = String::from_utf8_lossy(&seen[1]);
     assert!(
-        seen[0].contains("another CA"),
-        "refused for the CA: {}",
-        seen[0]
+        answer.contains("another CA"),
+        "refused for the CA: {answer}"
     );
-    for secret in ["cert_pem", "ca_key_pem", "secrets", "BEGIN"] {
-        assert!(
-            !seen[0].contains(secret),
-            "the rogue got {secret}: {}",
-            seen[0]
-        );
+    for secret in ["cert_pem", "sealed", "BEGIN"] {
+        assert!(!answer.contains(secret), "the rogue got {secret}: {answer}");
     }
     assert!(
         !c.any().local_registry().nodes.contains_key(&NodeId::new(5)),

@@ -8,11 +8,8 @@ use std::time::Instant;
 
 use quorate_consensus::{JoinRequest, TokenProof};
 
-#[path = "../../../tests/support/rogue.rs"]
-mod rogue;
-
 use super::authority::{ask, identity_of, leader_of};
-use rogue::{Forge, ForgedVotes};
+use crate::rogue::{self, Forge, ForgedVotes};
 
 /// Writes `n` labels of `node` through `via`, one after another; the time each took, sorted,
 /// and the errors.
@@ -131,6 +128,31 @@ async fn a_learner_forging_higher_votes_cannot_depose_the_leader() {
     c.shutdown().await;
 }
 
+/// Creates token `id` for `role` with `secret`, valid for ten minutes, through `via`.
+async fn create_token(via: &Consensus, id: &str, secret: &str, role: Role) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    via.write(Request::CreateToken {
+        token: TokenRecord {
+            id: id.into(),
+            secret_hash: secret_hash(secret),
+            proof_key: Some(token_proof_key(secret)),
+            role,
+            expires_ms: now + 600_000,
+            max_uses: None,
+            uses: 0,
+            revoked: false,
+            created_ms: now,
+        },
+    })
+    .await
+    .expect("a token")
+    .outcome
+    .expect("created");
+}
+
 /// A cluster's join key.
 type JoinKey = [u8; 32];
 
@@ -177,28 +199,13 @@ async fn a_rogue_relaying_joins_learns_no_secret() {
     let leader_addr = addr(c.ports[&leader]);
     let ca_line = ca_key_line(&c);
     let token_secret = "70k3n-s3cr3t-70k3n-s3cr3t-70k3n-s3cr3t-00";
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
-    c.nodes[&leader]
-        .write(Request::CreateToken {
-            token: TokenRecord {
-                id: "00000000000000a7".into(),
-                secret_hash: secret_hash(token_secret),
-                proof_key: Some(token_proof_key(token_secret)),
-                role: Role::Voter,
-                expires_ms: now + 600_000,
-                max_uses: None,
-                uses: 0,
-                revoked: false,
-                created_ms: now,
-            },
-        })
-        .await
-        .expect("a token")
-        .outcome
-        .expect("created");
+    create_token(
+        &c.nodes[&leader],
+        "00000000000000a7",
+        token_secret,
+        Role::Voter,
+    )
+    .await;
 
     // Rogue one: the storage node's own identity. Rogue two: a voter certificate for an id
     // the registry does not hold, as a removed voter that kept the CA key mints.
@@ -277,28 +284,13 @@ async fn bad_token_joins_cost_no_raft_write() {
     let c = Cluster::bootstrap(NodeId::new(1)).await;
     c.any()
         .set_admission(admission(JoinPolicy::TokenOnly, Vec::new()));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
-    c.any()
-        .write(Request::CreateToken {
-            token: TokenRecord {
-                id: "00000000000000b7".into(),
-                secret_hash: secret_hash("the-right-secret"),
-                proof_key: Some(token_proof_key("the-right-secret")),
-                role: Role::Storage,
-                expires_ms: now + 600_000,
-                max_uses: None,
-                uses: 0,
-                revoked: false,
-                created_ms: now,
-            },
-        })
-        .await
-        .expect("a token")
-        .outcome
-        .expect("created");
+    create_token(
+        c.any(),
+        "00000000000000b7",
+        "the-right-secret",
+        Role::Storage,
+    )
+    .await;
     let fingerprint = quorate_consensus::tls::ca_fingerprint(c.any().ca_pem()).expect("fp");
     let writes = c.any().counts().writes;
     let log = c.any().raft().metrics().borrow().last_log_index;

@@ -25,6 +25,9 @@ use quorate_consensus::{
 #[path = "../../../tests/support/wait.rs"]
 mod wait;
 
+#[path = "../../../tests/support/rogue.rs"]
+mod rogue;
+
 mod authority;
 mod hostile;
 mod slow;
