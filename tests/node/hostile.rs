@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use quorate_discovery::{Advert, AdvertState, Advertisement, Interfaces, Mdns, MdnsConfig};
 use serde_json::Value;
 
 use crate::authority::three_voters_and_storage;
@@ -74,15 +75,39 @@ fn rogue_relay() {
     let listen: SocketAddr = var(ROGUE_LISTEN).parse().expect("listen");
     let to: SocketAddr = var(ROGUE_TO).parse().expect("to");
     let log = std::path::PathBuf::from(var(ROGUE_LOG));
-    tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(Relay::run_process(
-            std::path::Path::new(&dir),
-            listen,
-            to,
-            log,
-            180,
-        ));
+    let dir = std::path::Path::new(&dir);
+    // It also advertises on mDNS, lying: a member voter of the cluster, under the storage
+    // node's id, so that a zero-config joiner lists it first.
+    let ca = std::fs::read_to_string(dir.join("ca.pem")).expect("ca.pem");
+    let fingerprint = quorate_consensus::tls::ca_fingerprint(&ca).expect("fingerprint");
+    let id: quorate::NodeId = var(ROGUE_ID).parse().expect("id");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _in_runtime = rt.enter();
+    let mdns = Mdns::start(MdnsConfig {
+        service_type: quorate_discovery::DEFAULT_SERVICE_TYPE.to_string(),
+        interfaces: Interfaces::default(),
+        verify_every: None,
+        verify_timeout: Duration::from_secs(1),
+    })
+    .expect("mdns");
+    mdns.advertise(&Advertisement {
+        instance: "rogue".into(),
+        host: format!("q-{id}.local."),
+        port: listen.port(),
+        addrs: vec![listen.ip()],
+        advert: Advert {
+            id,
+            cluster: "default".into(),
+            role: quorate::Role::Voter,
+            gossip_port: 7946,
+            api_port: 7948,
+            state: AdvertState::Member,
+            ca: Some(fingerprint[..16].to_string()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+    })
+    .expect("advertise");
+    rt.block_on(Relay::run_process(dir, listen, to, log, 180));
 }
 
 /// The names of the members host `host`'s status lists.
@@ -100,11 +125,13 @@ fn member_names(lab: &Lab, host: usize) -> Result<Vec<String>, String> {
 
 /// A storage node with id `0000000000000001` (the lowest there is, written into its data dir
 /// before it first joined) is replaced on its host by a rogue with its identity that relays
-/// every stranger's join to the voter and keeps what passes. Three voters join a cluster
+/// every stranger's join to the voter and keeps what passes, and advertises itself on mDNS as
+/// a member voter under that id (mDNS is not authenticated), so that it comes first. Three voters join a cluster
 /// sealed with a cluster key, each with the rogue first in line: by `--peers` with the
 /// cluster key, by a voter token whose `--peers` names the rogue, and with no flags but the
-/// cluster key (mDNS, where the storage node's advertisement may still be cached). Each is
-/// admitted, and nothing the rogue captured holds the CA key, the cluster key or the token's
+/// cluster key (mDNS, where the rogue's advertisement may come first). Each is admitted; a
+/// joiner that tried the rogue refused it at the handshake (its certificate states the storage
+/// role), and nothing the rogue captured holds the CA key, the cluster key or the token's
 /// secret.
 #[test]
 fn a_storage_host_relaying_joins_learns_no_secret() {
@@ -142,6 +169,7 @@ fn a_storage_host_relaying_joins_learns_no_secret() {
             (ROGUE_LISTEN, quic(&lab, 1)),
             (ROGUE_TO, quic(&lab, 0)),
             (ROGUE_LOG, log.display().to_string()),
+            (ROGUE_ID, "0000000000000001".to_string()),
         ],
         "hostile::rogue_relay",
     );
@@ -170,13 +198,27 @@ fn a_storage_host_relaying_joins_learns_no_secret() {
         ],
     );
     let voter_token = create(&lab, 0, &["--role", "voter"]);
-    agent(
+    let t3 = agent(
         &mut lab,
         3,
         "t3",
         &["--join", &voter_token, "--peers", &rogue_addr],
     );
-    agent(&mut lab, 4, "z4", &["--cluster-key", &key]);
+    // The zero-config joiner starts once host 4 sees the rogue's advertisement.
+    wait::until(
+        "host 4 to see the rogue's advertisement",
+        Duration::from_secs(30),
+        || {
+            let out = lab.quorate(4, &["discover", "--json"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if text.contains("0000000000000001") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    );
+    let z4 = agent(&mut lab, 4, "z4", &["--cluster-key", &key]);
     wait::until(
         "every joiner to be a member",
         Duration::from_secs(60),
@@ -193,6 +235,25 @@ fn a_storage_host_relaying_joins_learns_no_secret() {
         },
     );
 
+    // Each joiner that tried the rogue refused it at the handshake, for its role. The token
+    // joiner always does (the rogue comes first in its --peers); the zero-config joiner when
+    // the rogue's advertisement (a member voter with the lowest id) reached it before the
+    // voter's did.
+    for (name, p, must) in [("t3", t3, true), ("z4", z4, false)] {
+        let tried: Vec<Value> = lab
+            .log_events(p, "join: seed refused or unreachable; trying the next")
+            .into_iter()
+            .filter(|e| e["seed"] == rogue_addr.as_str())
+            .collect();
+        eprintln!("{name} tried the rogue {} times", tried.len());
+        assert!(!must || !tried.is_empty(), "{name} never tried the rogue");
+        assert!(
+            tried.iter().all(|e| e["error"]
+                .as_str()
+                .is_some_and(|t| t.contains("not a voter"))),
+            "{name} met the rogue otherwise than refusing its role: {tried:?}"
+        );
+    }
     let captured = std::fs::read(&log).unwrap_or_default();
     let holds = |needle: &str| {
         !needle.is_empty()

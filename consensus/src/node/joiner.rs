@@ -57,6 +57,7 @@ impl Consensus {
                 if text.contains(tls::FOREIGN_CA) {
                     foreign += 1;
                 }
+                info!(seed = %seed, error = %text, "join: seed refused or unreachable; trying the next");
                 attempts.push(text);
                 continue;
             }
