@@ -7,8 +7,9 @@
 //! ([`super::seal`]) included, so a node in the middle can neither change a request nor send
 //! one of its own with a proof it saw. A token's secret never leaves the joiner: it stands for
 //! an Ed25519 key pair whose public half the registry keeps ([`token_proof_key`]), and the
-//! joiner signs its request with the private half ([`token_proof`]). The two halves of the handshake that use these
-//! rules are [`super::joiner`] (the node asking) and [`super::admit`] (the leader answering).
+//! joiner signs its request with the private half ([`token_proof`]). The two halves of the
+//! handshake that use these rules are [`super::joiner`] (the node asking) and [`super::admit`]
+//! (the leader answering).
 //!
 //! Nothing here touches the network, Raft or a clock of its own: callers pass `now`.
 
@@ -101,58 +102,52 @@ impl AdmissionConfig {
 /// How far a join request's clock may be from the leader's.
 pub(super) const CLOCK_WINDOW_MS: u64 = 5 * 60 * 1000;
 
-/// HMAC-SHA256 under a 32-byte key, hex: `purpose`, then each part length-prefixed.
-fn hmac_hex(key: &[u8; 32], purpose: &str, parts: &[&[u8]]) -> String {
-    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    let mut ctx = ring::hmac::Context::with_key(&k);
-    for p in std::iter::once(purpose.as_bytes()).chain(parts.iter().copied()) {
-        ctx.update(&(p.len() as u64).to_be_bytes());
-        ctx.update(p);
-    }
-    hex::encode(ctx.sign().as_ref())
-}
-
-/// What a joiner's proofs cover: everything its request says that matters (its node id,
-/// address, what it says of itself, certificate request, role and cluster name, the CA its
-/// handshake verified, a fresh nonce and its clock, the key its secrets are sealed to, the
-/// token it names), each length-prefixed after `purpose`.
-fn transcript(purpose: &str, j: &JoinRequest) -> Vec<Vec<u8>> {
-    vec![
-        purpose.as_bytes().to_vec(),
-        j.node_id.get().to_be_bytes().to_vec(),
-        j.raft_addr.as_bytes().to_vec(),
-        serde_json::to_vec(&j.node).unwrap_or_default(),
-        j.csr_pem.as_bytes().to_vec(),
-        j.node.role.as_str().as_bytes().to_vec(),
-        j.cluster_name.as_bytes().to_vec(),
-        j.ca_fingerprint.as_bytes().to_vec(),
-        j.nonce.as_bytes().to_vec(),
-        j.at_ms.to_be_bytes().to_vec(),
-        j.seal_to.as_bytes().to_vec(),
-        j.token
-            .as_ref()
-            .map_or(&[][..], |t| t.id.as_bytes())
-            .to_vec(),
-    ]
-}
-
-/// The transcript's parts as one message.
-fn message(parts: &[Vec<u8>]) -> Vec<u8> {
+/// `purpose`, then each part, each length-prefixed: what a proof is computed over.
+fn message(purpose: &str, parts: &[&[u8]]) -> Vec<u8> {
     let mut m = Vec::new();
-    for p in parts {
+    for p in std::iter::once(purpose.as_bytes()).chain(parts.iter().copied()) {
         m.extend_from_slice(&(p.len() as u64).to_be_bytes());
         m.extend_from_slice(p);
     }
     m
 }
 
+/// HMAC-SHA256 of `message` under a 32-byte key, hex.
+fn hmac_hex(key: &[u8; 32], message: &[u8]) -> String {
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    hex::encode(ring::hmac::sign(&k, message).as_ref())
+}
+
+/// What a joiner's proofs cover: everything its request says that matters (its node id,
+/// address, what it says of itself, certificate request, role and cluster name, the CA its
+/// handshake verified, a fresh nonce and its clock, the key its secrets are sealed to, the
+/// token it names), under `purpose`.
+fn transcript(purpose: &str, j: &JoinRequest) -> Vec<u8> {
+    let node = serde_json::to_vec(&j.node).unwrap_or_default();
+    let token = j.token.as_ref().map_or("", |t| t.id.as_str());
+    message(
+        purpose,
+        &[
+            &j.node_id.get().to_be_bytes(),
+            j.raft_addr.as_bytes(),
+            &node,
+            j.csr_pem.as_bytes(),
+            j.node.role.as_str().as_bytes(),
+            j.cluster_name.as_bytes(),
+            j.ca_fingerprint.as_bytes(),
+            j.nonce.as_bytes(),
+            &j.at_ms.to_be_bytes(),
+            j.seal_to.as_bytes(),
+            token.as_bytes(),
+        ],
+    )
+}
+
 /// A joiner's proof that it holds the join key, over its whole request ([`transcript`]). It
 /// cannot be replayed (nonce, clock), moved to another node, role, request or sealing key, or
 /// relayed by a member of another CA (the fingerprint).
 pub fn key_proof(key: &[u8; 32], j: &JoinRequest) -> String {
-    let parts = transcript("quorate join/3", j);
-    let refs: Vec<&[u8]> = parts[1..].iter().map(Vec::as_slice).collect();
-    hmac_hex(key, "quorate join/3", &refs)
+    hmac_hex(key, &transcript("quorate join/3", j))
 }
 
 /// The Ed25519 key pair a token secret stands for.
@@ -175,10 +170,7 @@ pub fn token_proof_key(secret: &str) -> String {
 /// request ([`transcript`]); the secret is not sent.
 pub fn token_proof(secret: &str, j: &JoinRequest) -> String {
     token_key_pair(secret).map_or_else(String::new, |k| {
-        hex::encode(
-            k.sign(&message(&transcript("quorate token join/1", j)))
-                .as_ref(),
-        )
+        hex::encode(k.sign(&transcript("quorate token join/1", j)).as_ref())
     })
 }
 
@@ -188,7 +180,7 @@ pub(super) fn token_proof_ok(proof_key: &str, j: &JoinRequest, proof: &str) -> b
         return false;
     };
     ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
-        .verify(&message(&transcript("quorate token join/1", j)), &sig)
+        .verify(&transcript("quorate token join/1", j), &sig)
         .is_ok()
 }
 
@@ -205,14 +197,16 @@ pub(super) fn admit_proof(
 ) -> String {
     hmac_hex(
         key,
-        "quorate admit/3",
-        &[
-            &node_id.get().to_be_bytes(),
-            cert_pem.as_bytes(),
-            ca_pem.as_bytes(),
-            nonce.as_bytes(),
-            sealed.as_bytes(),
-        ],
+        &message(
+            "quorate admit/3",
+            &[
+                &node_id.get().to_be_bytes(),
+                cert_pem.as_bytes(),
+                ca_pem.as_bytes(),
+                nonce.as_bytes(),
+                sealed.as_bytes(),
+            ],
+        ),
     )
 }
 

@@ -82,11 +82,10 @@ impl Consensus {
                 at_ms: now_ms(),
                 seal_to: opener.public().to_string(),
             };
-            if let (Some(t), Some(p)) = (&token, join.token.clone()) {
-                join.token = Some(TokenProof {
-                    proof: token_proof(&t.secret, &join),
-                    ..p
-                });
+            // The signature covers the request with the token's id in it, then goes into it.
+            let proof = token.as_ref().map(|t| token_proof(&t.secret, &join));
+            if let (Some(p), Some(t)) = (proof, join.token.as_mut()) {
+                t.proof = p;
             }
             join.key_proof = key.map(|k| key_proof(&k, &join));
             let nonce = join.nonce.clone();

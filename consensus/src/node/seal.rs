@@ -63,14 +63,10 @@ pub(crate) struct Opener {
 impl Opener {
     /// A new key pair.
     pub(crate) fn new() -> Result<Opener, SealError> {
-        let key = EphemeralPrivateKey::generate(&X25519, &SystemRandom::new())
-            .map_err(|_| SealError::Crypto("no random key"))?;
-        let public = key
-            .compute_public_key()
-            .map_err(|_| SealError::Crypto("no public key"))?;
+        let (key, public) = ephemeral()?;
         Ok(Opener {
             key,
-            public: hex::encode(public.as_ref()),
+            public: hex::encode(public),
         })
     }
 
@@ -115,15 +111,8 @@ pub(crate) fn seal(
     nonce: &str,
     cert_pem: &str,
 ) -> Result<String, SealError> {
-    let theirs = hex::decode(to).map_err(|_| SealError::BadKey)?;
-    if theirs.len() != 32 {
-        return Err(SealError::BadKey);
-    }
-    let mine = EphemeralPrivateKey::generate(&X25519, &SystemRandom::new())
-        .map_err(|_| SealError::Crypto("no random key"))?;
-    let public = mine
-        .compute_public_key()
-        .map_err(|_| SealError::Crypto("no public key"))?;
+    let theirs = parse_key(to)?;
+    let (mine, public) = ephemeral()?;
     let key = agree(mine, &theirs, id, nonce)?;
     let mut data = serde_json::to_vec(secrets).map_err(|_| SealError::Crypto("encoding"))?;
     key.seal_in_place_append_tag(
@@ -132,14 +121,32 @@ pub(crate) fn seal(
         &mut data,
     )
     .map_err(|_| SealError::Crypto("sealing"))?;
-    let mut out = public.as_ref().to_vec();
+    let mut out = public;
     out.extend_from_slice(&data);
     Ok(hex::encode(out))
 }
 
-/// Whether `key` is a key [`seal`] can seal to: 32 bytes, hex.
+/// A joiner's public key as [`seal`] takes it: 32 bytes, hex.
+fn parse_key(key: &str) -> Result<Vec<u8>, SealError> {
+    hex::decode(key)
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or(SealError::BadKey)
+}
+
+/// Whether `key` is a key [`seal`] can seal to.
 pub(crate) fn valid_key(key: &str) -> bool {
-    key.len() == 64 && hex::decode(key).is_ok()
+    parse_key(key).is_ok()
+}
+
+/// A new ephemeral X25519 key and its public half.
+fn ephemeral() -> Result<(EphemeralPrivateKey, Vec<u8>), SealError> {
+    let key = EphemeralPrivateKey::generate(&X25519, &SystemRandom::new())
+        .map_err(|_| SealError::Crypto("no random key"))?;
+    let public = key
+        .compute_public_key()
+        .map_err(|_| SealError::Crypto("no public key"))?;
+    Ok((key, public.as_ref().to_vec()))
 }
 
 /// The sealing key both sides derive: X25519 between `mine` and `theirs`, then HKDF-SHA256

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use openraft::ServerState;
 use openraft::raft::AppendEntriesResponse;
-use quorate_base::Role;
+use quorate_base::{NodeId, Role};
 use tracing::{debug, info, warn};
 
 use super::route::{Done, Op, reply_of};
@@ -168,44 +168,34 @@ impl Inner {
             self.refused(caller, kind(&rpc), &f);
             return refusal(&rpc, ConsensusError::from(f));
         }
-        let claimed = match &rpc {
-            Rpc::AppendEntries { req } => Some(req.vote.leader_id().voted_for()),
-            Rpc::Vote { req } => Some(req.vote.leader_id().voted_for()),
-            Rpc::InstallSnapshot { req } => Some(req.vote.leader_id().voted_for()),
-            Rpc::PreVote { q } => Some(Some(q.candidate)),
+        // A Raft request's claimed sender (its vote's, or a pre-vote's candidate) and term.
+        let of = |v: &openraft::Vote<NodeId>| (v.leader_id().voted_for(), v.leader_id().term);
+        let raft = match &rpc {
+            Rpc::AppendEntries { req } => Some(of(&req.vote)),
+            Rpc::Vote { req } => Some(of(&req.vote)),
+            Rpc::InstallSnapshot { req } => Some(of(&req.vote)),
+            Rpc::PreVote { q } => Some((Some(q.candidate), q.term)),
             _ => None,
         };
-        if let Some(claimed) = claimed
-            && claimed != Some(peer.id)
-        {
-            self.counters
-                .requests_refused
-                .fetch_add(1, Ordering::Relaxed);
-            warn!(peer = %peer.id, claimed = ?claimed, "a raft request claims another node than its certificate; refused");
-            return Reply::Refused {
-                reason: "the request's node is not the certificate's node".into(),
-            };
-        }
-        let term = match &rpc {
-            Rpc::AppendEntries { req } => Some(req.vote.leader_id().term),
-            Rpc::Vote { req } => Some(req.vote.leader_id().term),
-            Rpc::InstallSnapshot { req } => Some(req.vote.leader_id().term),
-            Rpc::PreVote { q } => Some(q.term),
-            _ => None,
-        };
-        if let Some(term) = term
-            && term > crate::TERM_CEILING
-        {
-            self.counters
-                .requests_refused
-                .fetch_add(1, Ordering::Relaxed);
-            warn!(peer = %peer.id, term, "a raft request with a term no group reaches; refused");
-            return Reply::Refused {
-                reason: format!(
+        if let Some((claimed, term)) = raft {
+            let refused = if claimed != Some(peer.id) {
+                warn!(peer = %peer.id, claimed = ?claimed, "a raft request claims another node than its certificate; refused");
+                Some("the request's node is not the certificate's node".to_string())
+            } else if term > crate::TERM_CEILING {
+                warn!(peer = %peer.id, term, "a raft request with a term no group reaches; refused");
+                Some(format!(
                     "term {term} is above the ceiling of {}",
                     crate::TERM_CEILING
-                ),
+                ))
+            } else {
+                None
             };
+            if let Some(reason) = refused {
+                self.counters
+                    .requests_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                return Reply::Refused { reason };
+            }
         }
         match rpc {
             // A leader's entries, heartbeat or snapshot taken, or a vote granted, starts this
