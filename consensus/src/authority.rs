@@ -295,6 +295,10 @@ fn write(me: NodeId, req: &Request) -> Result<(), Forbidden> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::{Carried, ClusterInfo, NodeRecord, NodeStatus, Settings, TokenRecord};
+
+    const ME: NodeId = NodeId::new(7);
+    const OTHER: NodeId = NodeId::new(8);
 
     /// Only a voter-role member hands another member keys (a rotation's step).
     #[test]
@@ -342,10 +346,6 @@ mod tests {
             "a node that applied nothing yet takes the certificate's word"
         );
     }
-    use crate::registry::{Carried, ClusterInfo, NodeRecord, NodeStatus, Settings, TokenRecord};
-
-    const ME: NodeId = NodeId::new(7);
-    const OTHER: NodeId = NodeId::new(8);
 
     fn storage() -> Caller {
         Caller::of(ME, Some(Role::Storage), None)

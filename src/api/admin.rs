@@ -52,13 +52,23 @@ pub(super) async fn labels(State(s): State<ApiState>, Json(change): Json<LabelCh
     Json(serde_json::json!({ "labels": labels })).into_response()
 }
 
-/// An admin operation, answered with its message.
+/// An admin operation, answered with its message. Removing a voter-role node adds what its
+/// host keeps and what to do about it.
 async fn admin(s: &ApiState, op: AdminOp) -> Response {
     let Some(node) = s.consensus.get() else {
         return not_member();
     };
+    let held_keys = matches!(op, AdminOp::Remove { node: n }
+        if node.recorded_role(n) == Some(quorate_consensus::Role::Voter));
     match node.admin(op).await {
-        Ok(message) => Json(serde_json::json!({ "message": message })).into_response(),
+        Ok(mut message) => {
+            if held_keys {
+                message.push_str(
+                    "; it was a voter-role node: its host still holds the CA key and the cluster key. Rotate the cluster key (quorate keyring rotate, on a voter) and wipe that host's data dir",
+                );
+            }
+            Json(serde_json::json!({ "message": message })).into_response()
+        }
         Err(e) => consensus_error(e),
     }
 }
@@ -88,24 +98,7 @@ pub(super) async fn node_op(
             );
         }
     };
-    let Some(member) = s.consensus.get() else {
-        return not_member();
-    };
-    // A removed voter-role node's host keeps what it was given: the operator hears it.
-    let held_keys = matches!(op, AdminOp::Remove { .. })
-        && member
-            .local_registry()
-            .nodes
-            .get(&node)
-            .is_some_and(|n| n.role == quorate_consensus::Role::Voter);
-    match member.admin(op).await {
-        Ok(message) if held_keys => Json(serde_json::json!({ "message": format!(
-            "{message}; it was a voter-role node: its host still holds the CA key and the cluster key. Rotate the cluster key (quorate keyring rotate, on a voter) and wipe that host's data dir"
-        ) }))
-        .into_response(),
-        Ok(message) => Json(serde_json::json!({ "message": message })).into_response(),
-        Err(e) => consensus_error(e),
-    }
+    admin(&s, op).await
 }
 
 /// `POST /v1/leave`: this node deregisters, then the agent is told to stop.

@@ -275,15 +275,14 @@ impl Consensus {
                 "only a voter hands keys to other nodes",
             ));
         }
-        let registry = self.inner.registry();
-        let record = registry.nodes.get(&node).ok_or_else(|| {
-            ConsensusError::membership(format!("node {node} is not recorded in the registry"))
-        })?;
-        let addr: SocketAddr = record.raft_addr.parse().map_err(|_| {
-            ConsensusError::membership(format!(
-                "node {node} has no valid address ({})",
-                record.raft_addr
-            ))
+        let raft_addr = self
+            .inner
+            .record(node, |n| n.raft_addr.clone())
+            .ok_or_else(|| {
+                ConsensusError::membership(format!("node {node} is not recorded in the registry"))
+            })?;
+        let addr: SocketAddr = raft_addr.parse().map_err(|_| {
+            ConsensusError::membership(format!("node {node} has no valid address ({raft_addr})"))
         })?;
         let body = serde_json::to_vec(&crate::proto::Rpc::Secrets { secrets })
             .map_err(|e| ConsensusError::internal(e.to_string()))?;
@@ -302,6 +301,11 @@ impl Consensus {
                 "node {node} gave an answer to another request"
             ))),
         }
+    }
+
+    /// The role the registry applied here records for node `id`, if it records it.
+    pub fn recorded_role(&self, id: NodeId) -> Option<quorate_base::Role> {
+        self.inner.recorded_role(id)
     }
 
     /// This node's role (the registry's record, else the one it started with).

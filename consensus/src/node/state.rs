@@ -189,13 +189,23 @@ impl Inner {
             .unwrap_or_default()
     }
 
-    /// The role the registry records for node `id`, if it records it.
-    pub(super) fn recorded_role(&self, id: NodeId) -> Option<Role> {
+    /// What `f` reads of the registry's record of node `id`, if it records it: one record
+    /// read in place, not a registry copy.
+    pub(super) fn record<T>(
+        &self,
+        id: NodeId,
+        f: impl FnOnce(&crate::registry::NodeRecord) -> T,
+    ) -> Option<T> {
         self.sm
             .data()
             .read()
             .ok()
-            .and_then(|d| d.registry.nodes.get(&id).map(|n| n.role))
+            .and_then(|d| d.registry.nodes.get(&id).map(f))
+    }
+
+    /// The role the registry records for node `id`, if it records it.
+    pub(super) fn recorded_role(&self, id: NodeId) -> Option<Role> {
+        self.record(id, |n| n.role)
     }
 
     /// The caller `peer`'s certificate makes, as far as the registry applied here agrees

@@ -128,24 +128,29 @@ async fn a_learner_forging_higher_votes_cannot_depose_the_leader() {
     c.shutdown().await;
 }
 
-/// Creates token `id` for `role` with `secret`, valid for ten minutes, through `via`.
-async fn create_token(via: &Consensus, id: &str, secret: &str, role: Role) {
+/// Token `id` for `role` with `secret`, valid for ten minutes from now.
+fn token_record(id: &str, secret: &str, role: Role) -> TokenRecord {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis() as u64;
+    TokenRecord {
+        id: id.into(),
+        secret_hash: secret_hash(secret),
+        proof_key: Some(token_proof_key(secret)),
+        role,
+        expires_ms: now + 600_000,
+        max_uses: None,
+        uses: 0,
+        revoked: false,
+        created_ms: now,
+    }
+}
+
+/// Creates token `id` for `role` with `secret` ([`token_record`]) through `via`.
+async fn create_token(via: &Consensus, id: &str, secret: &str, role: Role) {
     via.write(Request::CreateToken {
-        token: TokenRecord {
-            id: id.into(),
-            secret_hash: secret_hash(secret),
-            proof_key: Some(token_proof_key(secret)),
-            role,
-            expires_ms: now + 600_000,
-            max_uses: None,
-            uses: 0,
-            revoked: false,
-            created_ms: now,
-        },
+        token: token_record(id, secret, role),
     })
     .await
     .expect("a token")
@@ -410,17 +415,9 @@ async fn certificates_minted_outside_the_cluster_have_no_authority() {
         let requests = [
             serde_json::json!({ "admin": { "op": AdminOp::Remove { node: NodeId::new(4) } } }),
             serde_json::json!({ "write": { "req": label(NodeId::new(4), "minted") } }),
-            serde_json::json!({ "write": { "req": Request::CreateToken { token: TokenRecord {
-                id: "00000000000000c7".into(),
-                secret_hash: "a".repeat(64),
-                proof_key: None,
-                role: Role::Voter,
-                expires_ms: u64::MAX,
-                max_uses: None,
-                uses: 0,
-                revoked: false,
-                created_ms: 0,
-            } } } }),
+            serde_json::json!({ "write": { "req": Request::CreateToken {
+                token: token_record("00000000000000c7", "minted", Role::Voter),
+            } } }),
             serde_json::json!("read"),
         ];
         for rpc in requests {
