@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use quorate_base::{NodeId, Role};
 use quorate_consensus::Consensus;
+use quorate_consensus::rotation::{self, Member, StepReport};
 use quorate_gossip::{Gossip, Key};
 use serde::{Deserialize, Serialize};
 
@@ -145,48 +146,6 @@ pub fn step_for(role: Role, step: &Step) -> KeyringOp {
     }
 }
 
-/// What one step of a rotation reached.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct StepReport {
-    /// `install`, `use` or `remove`.
-    pub step: String,
-    /// How many members there are.
-    pub members: usize,
-    /// The members that confirmed it.
-    #[serde(with = "hex_ids")]
-    pub confirmed: Vec<NodeId>,
-    /// The members that did not, with why.
-    pub missing: Vec<Missing>,
-}
-
-/// A member that did not confirm a step.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Missing {
-    /// The member.
-    #[serde(with = "quorate_base::hex_id")]
-    pub id: NodeId,
-    /// Its name in the registry.
-    pub name: String,
-    /// Why.
-    pub error: String,
-}
-
-mod hex_ids {
-    use quorate_base::NodeId;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(ids: &[NodeId], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(ids.iter().map(ToString::to_string))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NodeId>, D::Error> {
-        Vec::<String>::deserialize(d)?
-            .iter()
-            .map(|s| s.parse().map_err(serde::de::Error::custom))
-            .collect()
-    }
-}
-
 /// What a rotation did.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RotateReport {
@@ -234,11 +193,7 @@ pub async fn rotate(
         .read()
         .await
         .map_err(|e| KeyringError::Failed(format!("the registry cannot be read: {e}")))?;
-    let members: Vec<(NodeId, Role, String)> = registry
-        .nodes
-        .values()
-        .map(|n| (n.id, n.role, n.name.clone()))
-        .collect();
+    let members = Member::all(&registry);
     let mut report = RotateReport {
         fingerprint: fingerprint.clone(),
         replaced: old.clone(),
@@ -250,43 +205,24 @@ pub async fn rotate(
         Step::Use(fingerprint),
         Step::Remove(old),
     ] {
-        let done = futures_util::future::join_all(members.iter().map(|(id, role, _)| {
-            let op = step_for(*role, &step);
-            let here = *id == node.id();
-            let apply_here = &apply_here;
-            async move {
-                if here {
-                    apply_here(&op).map_err(|e| e.to_string())
-                } else {
-                    let secrets = BTreeMap::from([(
-                        SECRET.to_string(),
-                        serde_json::to_string(&op).unwrap_or_default(),
-                    )]);
-                    node.send_secrets(*id, secrets)
-                        .await
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                }
+        let apply_here = &apply_here;
+        let step = &step;
+        let s = rotation::step(step.name(), &members, |m| async move {
+            let op = step_for(m.role, step);
+            if m.id == node.id() {
+                apply_here(&op).map_err(|e| e.to_string())
+            } else {
+                let secrets = BTreeMap::from([(
+                    SECRET.to_string(),
+                    serde_json::to_string(&op).unwrap_or_default(),
+                )]);
+                node.send_secrets(m.id, secrets)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             }
-        }))
+        })
         .await;
-        let mut s = StepReport {
-            step: step.name().to_string(),
-            members: members.len(),
-            confirmed: Vec::new(),
-            missing: Vec::new(),
-        };
-        for ((id, _, name), res) in members.iter().zip(done) {
-            match res {
-                Ok(()) => s.confirmed.push(*id),
-                Err(error) => s.missing.push(Missing {
-                    id: *id,
-                    name: name.clone(),
-                    error,
-                }),
-            }
-        }
-        tracing::info!(step = %s.step, confirmed = s.confirmed.len(), members = s.members, "key rotation step");
         let stop = !s.missing.is_empty();
         report.steps.push(s);
         if stop {

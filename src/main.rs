@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Members(args) => cli::members::run(&args),
         Command::Keyring(args) => cli::keyring::run(&args),
         Command::Keygen => cli::keyring::keygen(),
+        Command::Ca(args) => cli::ca::run(&args),
         Command::Status(args) => cli::status::run(&args),
         Command::Label(args) => cli::label::run(&args),
         Command::StepDown(args) => cli::admin::message(&args.api, "/v1/step-down"),

@@ -285,6 +285,10 @@ fn write(me: NodeId, req: &Request) -> Result<(), Forbidden> {
             Rule::AdminByVoters,
             "storage-plane nodes cannot restore a snapshot; run it on a voter",
         ),
+        Request::RotateCa { .. } | Request::SwitchCa { .. } => refuse(
+            Rule::AdminByVoters,
+            "storage-plane nodes cannot rotate the CA; run it on a voter",
+        ),
         Request::SetSettings { .. } | Request::InitCluster { .. } => refuse(
             Rule::AdminByVoters,
             "storage-plane nodes cannot change the cluster's settings; run it on a voter",
@@ -416,6 +420,18 @@ mod tests {
                 Rule::TokensByVoters,
             ),
             (Request::RemoveNode { node: OTHER }, Rule::AdminByVoters),
+            (
+                Request::RotateCa {
+                    cert_pem: "pem".into(),
+                },
+                Rule::AdminByVoters,
+            ),
+            (
+                Request::SwitchCa {
+                    fingerprint: "f".into(),
+                },
+                Rule::AdminByVoters,
+            ),
             (
                 Request::SetSettings {
                     settings: Settings::default(),

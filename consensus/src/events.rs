@@ -350,7 +350,9 @@ pub fn derive(before: &Registry, req: &Request, after: &Registry) -> Vec<EventKi
         Request::InitCluster { .. }
         | Request::MarkLeaving { .. }
         | Request::SetSettings { .. }
-        | Request::Noop => Vec::new(),
+        | Request::Noop
+        | Request::RotateCa { .. }
+        | Request::SwitchCa { .. } => Vec::new(),
     }
 }
 

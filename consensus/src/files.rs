@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! cluster.json   cluster id and name, CA fingerprint, this node's id and role
-//! ca.pem         the cluster CA certificate
-//! ca.key         the CA private key (voters only; 0600)
+//! ca.pem         the CA certificates this node trusts: the current one, then, during a CA
+//!                rotation, the next one
+//! ca.key         the current CA's private key (voters only; 0600)
+//! ca-next.key    the next CA's private key, during a CA rotation (voters only; 0600)
 //! node.pem       this node's certificate
 //! node.key       this node's private key (0600)
 //! raft.redb      the Raft log, vote and snapshots
@@ -191,9 +193,18 @@ impl Files {
         let _ = fs::remove_file(self.path("join.key"));
     }
 
-    /// Deletes the CA key (a node that is no longer a voter-role member must not hold it).
+    /// Deletes the CA keys (a node that is no longer a voter-role member must not hold them);
+    /// whether there was one.
     pub fn delete_ca_key(&self) -> Result<bool, FilesError> {
-        let path = self.path("ca.key");
+        let mut had = false;
+        for name in ["ca.key", "ca-next.key"] {
+            had |= self.remove(name)?;
+        }
+        Ok(had)
+    }
+
+    fn remove(&self, name: &str) -> Result<bool, FilesError> {
+        let path = self.path(name);
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -201,15 +212,46 @@ impl Files {
         }
     }
 
-    /// Loads the CA key, if this node holds it.
-    pub fn ca_key(&self) -> Result<Option<String>, FilesError> {
-        match self.read("ca.key") {
+    fn read_if_there(&self, name: &str) -> Result<Option<String>, FilesError> {
+        match self.read(name) {
             Ok(k) => Ok(Some(k)),
             Err(FilesError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 Ok(None)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Loads the current CA's key, if this node holds it.
+    pub fn ca_key(&self) -> Result<Option<String>, FilesError> {
+        self.read_if_there("ca.key")
+    }
+
+    /// Loads the CA keys this node holds: the current CA's, then the next one's.
+    pub fn ca_keys(&self) -> Result<Vec<String>, FilesError> {
+        Ok([self.ca_key()?, self.read_if_there("ca-next.key")?]
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// Saves the CAs this node trusts (`trusted`, PEM) and the keys it holds of them: the
+    /// current CA's and the next one's (a key that is `None` is deleted).
+    pub fn save_ca(
+        &self,
+        trusted: &str,
+        current_key: Option<&str>,
+        next_key: Option<&str>,
+    ) -> Result<(), FilesError> {
+        for (name, key) in [("ca.key", current_key), ("ca-next.key", next_key)] {
+            match key {
+                Some(k) => write_atomic(&self.path(name), k.as_bytes(), 0o600)?,
+                None => {
+                    self.remove(name)?;
+                }
+            }
+        }
+        write_atomic(&self.path("ca.pem"), trusted.as_bytes(), 0o644)
     }
 }
 

@@ -34,6 +34,7 @@ mod proto;
 pub mod quic;
 mod recover;
 pub mod registry;
+pub mod rotation;
 mod store;
 pub mod tls;
 
@@ -41,9 +42,9 @@ pub use events::{Compacted, Event, EventHub, EventIndex, EventKind, Subscription
 pub use files::{ClusterFile, Files, FilesError};
 pub use network::{AnswerGuard, LEARNER_BEAT, MAX_TERM_AHEAD, QuietTargets, RaftNet, TERM_CEILING};
 pub use node::{
-    AdmissionConfig, Consensus, ConsensusConfig, Counts, JoinCredentials, JoinPolicy, MemberView,
-    SecretsHandler, StartError, Status, TokenSecret, key_proof, same as constant_time_eq,
-    secret_hash, token_proof, token_proof_key,
+    AdmissionConfig, CaRotation, Consensus, ConsensusConfig, Counts, JoinCredentials, JoinPolicy,
+    MemberView, SecretsHandler, StartError, Status, TokenSecret, key_proof,
+    same as constant_time_eq, secret_hash, token_proof, token_proof_key,
 };
 pub use proto::{
     AdminOp, ConsensusError, JoinReply, JoinRequest, NodeInfo, RegistryAt, TokenProof, Written,

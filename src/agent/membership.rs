@@ -293,7 +293,7 @@ impl ConsensusPlan {
                         return Err(AgentError::Consensus(StartError::JoinRefused(
                             quorate_consensus::ConsensusError::JoinRefused {
                                 message: format!(
-                                    "the join token belongs to another cluster: every member reached presents another CA than the token's ({})",
+                                    "the join token belongs to another cluster, or was made before a CA rotation (create a new one): every member reached presents another CA than the token's ({})",
                                     attempts.join("; ")
                                 ),
                             },

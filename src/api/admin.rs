@@ -64,7 +64,7 @@ async fn admin(s: &ApiState, op: AdminOp) -> Response {
         Ok(mut message) => {
             if held_keys {
                 message.push_str(
-                    "; it was a voter-role node: its host still holds the CA key and the cluster key. Rotate the cluster key (quorate keyring rotate, on a voter) and wipe that host's data dir",
+                    "; it was a voter-role node: its host still holds the CA key and the cluster key. Rotate both on a voter (quorate keyring rotate, then quorate ca rotate) and wipe that host's data dir",
                 );
             }
             Json(serde_json::json!({ "message": message })).into_response()

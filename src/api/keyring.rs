@@ -1,6 +1,7 @@
 //! The gossip keyring over HTTP: `GET /v1/gossip/keys` (fingerprints only, never keys),
 //! `POST /v1/gossip/keys` (install, use, remove on this node) and `POST /v1/keyring/rotate`
-//! (the cluster key on every member, from a voter), behind the admin credential.
+//! (the cluster key on every member, from a voter), and `POST /v1/ca/rotate` (the cluster CA
+//! on every member, from a voter), behind the admin credential.
 //!
 //! A change is applied to the running gossip first, then saved in the data dir; the keyring
 //! rules themselves (primary first, the primary cannot be removed) are gossip's.
@@ -12,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quorate_gossip::{Gossip, Key};
 
-use super::state::{ApiState, error, not_member};
+use super::state::{ApiState, consensus_error, error, not_member};
 use super::wire::{KeyringOp, KeyringView, RotateRequest};
 
 fn keyring_view(g: &Gossip) -> KeyringView {
@@ -55,5 +56,18 @@ pub(super) async fn rotate(State(s): State<ApiState>, Json(req): Json<RotateRequ
         Ok(report) => Json(report).into_response(),
         Err(e @ KeyringError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// `POST /v1/ca/rotate`: rotate the cluster CA on every member from this voter-role node
+/// (see `quorate_consensus::Consensus::rotate_ca`); answers the report of each step, complete
+/// or not.
+pub(super) async fn rotate_ca(State(s): State<ApiState>) -> Response {
+    let Some(node) = s.consensus.get() else {
+        return not_member();
+    };
+    match node.rotate_ca().await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => consensus_error(e),
     }
 }

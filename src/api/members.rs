@@ -144,6 +144,8 @@ fn status_view(node: &Consensus, gossip: &Gossip) -> StatusView {
         commit_index: s.commit_index,
         voter_target: s.voter_target,
         open: s.open,
+        ca: node.cluster().ca_fingerprint,
+        ca_next: node.ca_rotating_to(),
         members: s
             .members
             .into_iter()

@@ -13,6 +13,7 @@
 //! - `GET /v1/tokens`, `POST /v1/tokens`, `POST /v1/tokens/{id}/revoke`: join tokens.
 //! - `GET /v1/gossip/keys`, `POST /v1/gossip/keys`: the gossip keyring (install, use, remove).
 //! - `POST /v1/keyring/rotate`: the cluster key rotated on every member, from a voter.
+//! - `POST /v1/ca/rotate`: the cluster CA rotated on every member, from a voter.
 //! - `GET /v1/metrics`: gossip and discovery counters and member gauges.
 //! - `GET /metrics`: the same and more for Prometheus (the OpenMetrics or Prometheus text
 //!   format), see `metrics`.
@@ -55,6 +56,7 @@ pub fn router(state: ApiState) -> Router {
     let admin = Router::new()
         .route("/v1/gossip/keys", post(keyring::change_keys))
         .route("/v1/keyring/rotate", post(keyring::rotate))
+        .route("/v1/ca/rotate", post(keyring::rotate_ca))
         .route("/v1/labels", post(admin::labels))
         .route("/v1/step-down", post(admin::step_down))
         .route("/v1/leave", post(admin::leave))

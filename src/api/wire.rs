@@ -159,6 +159,13 @@ pub struct StatusView {
     pub voter_target: u8,
     /// Whether nodes may join without a token.
     pub open: bool,
+    /// The fingerprint of the cluster CA (SHA-256 of its certificate, hex), as join tokens pin
+    /// it.
+    #[serde(default)]
+    pub ca: String,
+    /// During a CA rotation, the fingerprint of the CA it moves to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_next: Option<String>,
     /// Members.
     pub members: Vec<StatusMember>,
 }

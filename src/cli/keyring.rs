@@ -104,12 +104,7 @@ fn rotate(args: &KeyringArgs, key_file: &std::path::Path) -> ExitCode {
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        for s in &report.steps {
-            say!("{:<8}{}/{}", s.step, s.confirmed.len(), s.members);
-            for m in &s.missing {
-                say!("  not confirmed: {} ({}): {}", m.name, m.id, m.error);
-            }
-        }
+        print_steps(&report.steps);
         if report.complete {
             say!(
                 "rotated: every member seals with {} ({} removed)",
@@ -126,6 +121,16 @@ fn rotate(args: &KeyringArgs, key_file: &std::path::Path) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// Prints each step of a rotation: how many members confirmed it, and who did not.
+pub(crate) fn print_steps(steps: &[quorate_consensus::rotation::StepReport]) {
+    for s in steps {
+        say!("{:<8}{}/{}", s.step, s.confirmed.len(), s.members);
+        for m in &s.missing {
+            say!("  not confirmed: {} ({}): {}", m.name, m.id, m.error);
+        }
     }
 }
 

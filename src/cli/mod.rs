@@ -31,6 +31,7 @@ macro_rules! say_raw {
 pub(crate) mod admin;
 pub(crate) mod agent;
 pub(crate) mod args;
+pub(crate) mod ca;
 pub(crate) mod discover;
 pub(crate) mod docs;
 pub(crate) mod health;
@@ -79,6 +80,9 @@ pub(crate) enum Command {
     Keyring(keyring::KeyringArgs),
     /// Print a new random cluster key (32 bytes, base64).
     Keygen,
+    /// Rotate the cluster CA on every member (run on a voter).
+    #[command(long_about = ca::ABOUT)]
+    Ca(ca::CaArgs),
     /// Show the Raft group and the membership registry as the local agent sees them.
     #[command(long_about = status::ABOUT)]
     Status(status::StatusArgs),

@@ -76,6 +76,10 @@ pub(crate) fn run(args: &StatusArgs) -> ExitCode {
             "by token"
         },
     );
+    match &st.ca_next {
+        Some(next) => say!("ca       {}, rotating to {next}", st.ca),
+        None => say!("ca       {}", st.ca),
+    }
     say!();
     let table: Vec<Vec<String>> = st
         .members

@@ -331,9 +331,80 @@ fn a_rotation_hands_each_role_only_what_it_keeps() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("still holds the CA key") && text.contains("quorate keyring rotate"),
+        text.contains("still holds the CA key")
+            && text.contains("quorate keyring rotate")
+            && text.contains("quorate ca rotate"),
         "{text}"
     );
+
+    // The CA rotated from the remaining voter: every member trusts the new CA only, the
+    // storage node was handed no CA key, and a token made before (pinning the old CA) admits
+    // no one.
+    let old_token = create(&lab, 0, &["--role", "storage"]);
+    let old_ca = status(&lab, 0).expect("status")["ca"]
+        .as_str()
+        .expect("ca")
+        .to_string();
+    let out = lab.quorate_admin(0, &["ca", "rotate", "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "ca rotate: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&text).expect("report json");
+    let steps: Vec<(String, usize, usize)> = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap_or_default().to_string(),
+                s["confirmed"].as_array().map_or(0, Vec::len),
+                s["members"].as_u64().unwrap_or(0) as usize,
+            )
+        })
+        .collect();
+    let want = [("key", 1), ("trust", 2), ("renew", 2), ("switch", 2)];
+    assert_eq!(steps, want.map(|(s, n)| (s.to_string(), n, n)), "{report}");
+    let new_ca = report["fingerprint"].as_str().expect("fingerprint");
+    assert_eq!(report["replaced"], old_ca.as_str());
+    for host in [0, 1] {
+        let st = status(&lab, host).expect("status");
+        assert_eq!(st["ca"], new_ca, "host {host}: {st}");
+    }
+    for f in walk(&data) {
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        assert!(
+            !name.starts_with("ca.key") && !name.starts_with("ca-next.key"),
+            "the storage node holds {}",
+            f.display()
+        );
+    }
+    let late = lab.host_dir(3).join("late");
+    let late = late.to_str().expect("utf-8").to_string();
+    let out = lab.quorate(
+        3,
+        &[
+            "agent",
+            "--data-dir",
+            &late,
+            "--name",
+            "late",
+            "--role",
+            "storage",
+            "--join",
+            &old_token,
+            "--peers",
+            &quic(&lab, 0),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a token of the old CA admitted: {err}"
+    );
+    assert!(err.contains("made before a CA rotation"), "{err}");
 }
 
 /// A would-be voter in host `host` offering `key` as the cluster key to host 0's voter is

@@ -59,14 +59,13 @@ impl Inner {
         // Everything is decided before anything is signed or written.
         let now = now_ms();
         let admission = self.admission.config();
-        let how = decide(
-            &j,
-            &self.me.cluster.ca_fingerprint,
-            admission.policy,
-            &admission.keys,
-            now,
-        )
-        .map_err(refuse)?;
+        // The joiner verified one of the CAs this node trusts (either, during a rotation).
+        let cas = self.ca();
+        let verified = match cas.trusts(&j.ca_fingerprint) {
+            true => j.ca_fingerprint.clone(),
+            false => cas.current.fingerprint.clone(),
+        };
+        let how = decide(&j, &verified, admission.policy, &admission.keys, now).map_err(refuse)?;
         if !self.admission.nonces.fresh(&j.nonce, now) {
             // Refused all the same (a nonce admits once), but not as a refusal of the joiner:
             // a voter that forwarded the request routes it again when the leadership moves
@@ -92,9 +91,10 @@ impl Inner {
             node: j.node.record(j.node_id, Some(key), &j.raft_addr, now),
         };
         registry.check(&put).map_err(|r| refuse(format!("{r}")))?;
-        let ca_key = self.me.ca_key.as_ref().ok_or_else(|| {
-            ConsensusError::internal("the leader holds no CA key and cannot sign certificates")
-        })?;
+        let (signer_pem, ca_key) = cas
+            .signer(registry.ca_next.as_deref())
+            .map_err(ConsensusError::internal)?;
+        let trusted = cas.first(&verified);
         // The token is checked in full against the registry before its use is written: a
         // refused token costs no Raft write.
         let use_token = match (how, &j.token) {
@@ -130,9 +130,8 @@ impl Inner {
             role: j.node.role,
             lifetime: self.me.cert_lifetime,
         };
-        let cert_pem =
-            tls::sign_node_request(&self.me.ca_pem, ca_key, &j.csr_pem, j.node_id, &spec)
-                .map_err(|e| refuse(e.to_string()))?;
+        let cert_pem = tls::sign_node_request(signer_pem, ca_key, &j.csr_pem, j.node_id, &spec)
+            .map_err(|e| refuse(e.to_string()))?;
         self.write_local(put)
             .await?
             .outcome
@@ -162,17 +161,17 @@ impl Inner {
         info!(node = %j.node_id, name = %j.node.name, role = %j.node.role, token = j.token.as_ref().map(|t| t.id.as_str()), key = proven.is_some(), "node admitted as a learner");
         self.pilot.wake.notify_one();
         let secrets = Secrets {
-            ca_key_pem: (j.node.role == Role::Voter).then(|| ca_key.clone()),
+            ca_key_pem: (j.node.role == Role::Voter).then(|| ca_key.to_string()),
             secrets: admission.secrets_for(j.node.role),
         };
         let sealed = seal(&secrets, &j.seal_to, j.node_id, &j.nonce, &cert_pem)
             .map_err(|e| ConsensusError::internal(e.to_string()))?;
-        let key_proof = proven
-            .map(|k| admit_proof(&k, j.node_id, &cert_pem, &self.me.ca_pem, &j.nonce, &sealed));
+        let key_proof =
+            proven.map(|k| admit_proof(&k, j.node_id, &cert_pem, &trusted, &j.nonce, &sealed));
         Ok(JoinReply {
             cluster_id: cluster.id,
             cluster_name: cluster.name,
-            ca_pem: self.me.ca_pem.clone(),
+            ca_pem: trusted,
             cert_pem,
             sealed,
             key_proof,
@@ -206,14 +205,15 @@ impl Inner {
         if self.deny.denies(id, key) {
             return Err(ConsensusError::Removed);
         }
-        let ca_key = self.me.ca_key.as_ref().ok_or_else(|| {
-            ConsensusError::internal("the leader holds no CA key and cannot sign certificates")
-        })?;
+        let cas = self.ca();
+        let (signer_pem, ca_key) = cas
+            .signer(registry.ca_next.as_deref())
+            .map_err(ConsensusError::internal)?;
         let spec = CertSpec {
             role: record.role,
             lifetime: self.me.cert_lifetime,
         };
-        let cert = tls::sign_node_request(&self.me.ca_pem, ca_key, csr_pem, id, &spec)
+        let cert = tls::sign_node_request(signer_pem, ca_key, csr_pem, id, &spec)
             .map_err(ConsensusError::membership)?;
         info!(node = %id, role = %record.role, lifetime = ?spec.lifetime, "certificate renewed");
         Ok(cert)

@@ -19,6 +19,7 @@
 
 mod admit;
 mod batch;
+mod ca;
 mod campaign;
 mod join;
 mod joiner;
@@ -42,6 +43,7 @@ use openraft::Raft;
 use prometheus_client::metrics::histogram::Histogram;
 use tracing::warn;
 
+pub use ca::CaRotation;
 pub use join::{
     AdmissionConfig, JoinCredentials, JoinPolicy, TokenSecret, key_proof, same, secret_hash,
     token_proof, token_proof_key,
@@ -193,19 +195,23 @@ impl Consensus {
         self.inner.id
     }
 
-    /// The cluster this node belongs to.
-    pub fn cluster(&self) -> &ClusterFile {
-        &self.inner.me.cluster
+    /// The cluster this node belongs to, with the fingerprint of its current CA.
+    pub fn cluster(&self) -> ClusterFile {
+        ClusterFile {
+            ca_fingerprint: self.inner.ca().current.fingerprint,
+            ..self.inner.me.cluster.clone()
+        }
     }
 
-    /// The CA certificate, PEM.
-    pub fn ca_pem(&self) -> &str {
-        &self.inner.me.ca_pem
+    /// The CA certificates this node trusts, PEM: the current CA's, then the next one's
+    /// during a CA rotation.
+    pub fn ca_pem(&self) -> String {
+        self.inner.ca().trusted()
     }
 
-    /// Whether this node holds the CA key (voters do).
+    /// Whether this node holds a CA key (voters do).
     pub fn holds_ca_key(&self) -> bool {
-        self.inner.me.ca_key.is_some()
+        self.inner.ca().holds_key()
     }
 
     /// This node's membership events (decided ones from the log, and the local ones the

@@ -287,6 +287,14 @@ impl Inner {
                 let op = Op::Join(join);
                 reply_of(self.local_if_leader(&op).await, &op)
             }
+            Rpc::Secrets { secrets } if secrets.contains_key(super::ca::SECRET) => {
+                let step = secrets.get(super::ca::SECRET).cloned().unwrap_or_default();
+                let res = self
+                    .on_ca_step(peer.id, &step)
+                    .await
+                    .map_err(ConsensusError::membership);
+                Reply::Done { res }
+            }
             Rpc::Secrets { secrets } => {
                 let handler = self.secrets.read().ok().and_then(|h| h.clone());
                 let res = match handler {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use openraft::{BasicNode, Raft};
 use tracing::{info, warn};
 
+use super::ca::{CaSet, follow_ca};
 use super::campaign::{Campaign, campaign_loop};
 use super::join::Admission;
 use super::membership::autopilot_loop;
@@ -158,14 +159,14 @@ impl Consensus {
         let identity = files.identity()?;
         tls::check_node_cert(&identity.cert_pem, &identity.key_pem, config.node_id)?;
         let key = tls::own_key_fingerprint(&identity.key_pem)?;
-        // Only voter-role nodes hold the CA key: one that now runs as a storage node drops it.
-        let ca_key = match info.role {
-            Role::Voter => files.ca_key()?,
+        // Only voter-role nodes hold CA keys: one that now runs as a storage node drops them.
+        let ca_keys = match info.role {
+            Role::Voter => files.ca_keys()?,
             Role::Storage => {
                 if files.delete_ca_key()? {
                     warn!("this node runs as a storage node now: its CA key was deleted");
                 }
-                None
+                Vec::new()
             }
         };
         let raft_config = match &config.raft {
@@ -178,11 +179,26 @@ impl Consensus {
             .map_err(|e| StartError::Storage(format!("{}: {e}", db_path.display())))?;
         let sm = StateMachineStore::open_with_events(db.clone(), config.events.clone())
             .map_err(|e| StartError::Storage(e.to_string()))?;
-        // Removed identities are refused from the first handshake on.
+        // Removed identities are refused from the first handshake on, and only the CAs the
+        // registry names are trusted.
         let deny = DenyList::default();
-        if let Ok(d) = sm.data().read() {
-            deny.set(d.registry.removed.clone());
-        }
+        let registry = sm
+            .data()
+            .read()
+            .map(|d| d.registry.clone())
+            .unwrap_or_default();
+        deny.set(registry.removed.clone());
+        let ca = CaSet::load(
+            &identity.ca_pem,
+            &ca_keys,
+            &cluster.ca_fingerprint,
+            &registry,
+        )?;
+        drop(registry);
+        let identity = Identity {
+            ca_pem: ca.trusted(),
+            ..identity
+        };
         let net = QuicNet::bind(config.listen, &identity, &deny)?;
         let log = LogStore::new(db);
         let raft_net = RaftNet::new(net.clone());
@@ -209,9 +225,8 @@ impl Consensus {
             log,
             net: net.clone(),
             me: Me {
-                ca_pem: identity.ca_pem.clone(),
                 cluster,
-                ca_key,
+                ca: tokio::sync::watch::Sender::new(ca),
                 info,
                 advertise: config.advertise,
                 key,
@@ -236,12 +251,13 @@ impl Consensus {
         let keeper = tokio::spawn(keep_record(inner.clone()));
         let removals = tokio::spawn(follow_removals(inner.clone()));
         let renewal = tokio::spawn(renew_certificate(inner.clone()));
+        let cas = tokio::spawn(follow_ca(inner.clone()));
         let leaders = tokio::spawn(count_leader_changes(inner.clone()));
         let quiet = tokio::spawn(follow_quiet_targets(inner.clone(), quiet));
         Ok(Consensus {
             inner,
             tasks: vec![
-                serve, campaigner, pilot, keeper, gate, removals, renewal, leaders, quiet,
+                serve, campaigner, pilot, keeper, gate, removals, renewal, cas, leaders, quiet,
             ],
         })
     }

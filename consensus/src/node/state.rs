@@ -66,12 +66,14 @@ impl Default for CommitLatency {
     }
 }
 
-/// Who this node is: its cluster, its certificates' CA, what it says about itself.
+/// Who this node is: its cluster, its certificates' CAs, what it says about itself.
 pub(super) struct Me {
+    /// Its cluster as `cluster.json` said at start (the CA fingerprint in it is the start's:
+    /// the current one is `ca`'s).
     pub(super) cluster: ClusterFile,
-    pub(super) ca_pem: String,
-    /// The CA private key: voters hold it, storage nodes never do.
-    pub(super) ca_key: Option<String>,
+    /// The CAs it trusts, and their keys (voters hold them, storage nodes never do); changed
+    /// by a CA rotation only.
+    pub(super) ca: tokio::sync::watch::Sender<super::ca::CaSet>,
     pub(super) info: NodeInfo,
     pub(super) advertise: SocketAddr,
     /// The fingerprint of this node's key: its identity, across certificate renewals.

@@ -17,7 +17,7 @@ use super::state::{Inner, now_ms};
 use crate::files::Files;
 use crate::proto::ConsensusError;
 use crate::registry::{NodeRecord, Registry, Request, Role};
-use crate::tls::{self, Identity};
+use crate::tls;
 
 use quorate_base::NodeId;
 
@@ -109,6 +109,9 @@ pub(super) async fn keep_record(inner: Arc<Inner>) {
 pub(super) async fn follow_removals(inner: Arc<Inner>) {
     let mut metrics = inner.raft.metrics();
     let mut last = None;
+    // Removed nodes whose open connections close at a moment (within this task, so that a
+    // node shut down holds no handle on its endpoint).
+    let mut closing: Vec<(tokio::time::Instant, NodeId)> = Vec::new();
     loop {
         let changed = inner.sm.data().read().ok().and_then(|d| {
             (last.as_ref() != Some(&d.registry.removed)).then(|| d.registry.removed.clone())
@@ -117,11 +120,7 @@ pub(super) async fn follow_removals(inner: Arc<Inner>) {
             for id in inner.deny.set(removed.clone()) {
                 // New handshakes are refused at once; open connections close a moment later,
                 // so that answers already on their way (to a node that asked to leave) arrive.
-                let net = inner.net.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(CLOSE_REMOVED_AFTER).await;
-                    net.close_peer(id);
-                });
+                closing.push((tokio::time::Instant::now() + CLOSE_REMOVED_AFTER, id));
                 if id == inner.id {
                     warn!(
                         "this node's identity was removed from the cluster; it takes no further part"
@@ -132,7 +131,23 @@ pub(super) async fn follow_removals(inner: Arc<Inner>) {
             }
             last = Some(removed);
         }
-        if metrics.changed().await.is_err() {
+        let now = tokio::time::Instant::now();
+        closing.retain(|(at, id)| {
+            let due = *at <= now;
+            if due {
+                inner.net.close_peer(*id);
+            }
+            !due
+        });
+        let wake = closing.iter().map(|(at, _)| *at).min();
+        let changed = match wake {
+            Some(at) => match tokio::time::timeout_at(at, metrics.changed()).await {
+                Ok(r) => r,
+                Err(_) => continue,
+            },
+            None => metrics.changed().await,
+        };
+        if changed.is_err() {
             return;
         }
     }
@@ -241,48 +256,22 @@ pub(super) async fn renew_certificate(inner: Arc<Inner>) {
     }
 }
 
-/// Renews if due; returns how long to wait before looking again.
+/// Renews if due (or a CA rotation asks for it); returns how long to wait before looking
+/// again.
 async fn renew_once(inner: &Inner) -> Result<Duration, String> {
     let files = Files::open(&inner.me.dir).map_err(|e| e.to_string())?;
     let identity = files.identity().map_err(|e| e.to_string())?;
     let facts = tls::cert_facts_pem(&identity.cert_pem).map_err(|e| e.to_string())?;
     let due = renewal_due(facts.not_before, facts.not_after);
     let now = SystemTime::now();
-    if let Ok(left) = due.duration_since(now) {
+    if let Ok(left) = due.duration_since(now)
+        && !inner.renewal_for_rotation(&identity.cert_pem)
+    {
         // Look again at the due time, or every half minute (clocks move, tests shorten lives).
         return Ok(left.min(Duration::from_secs(30)));
     }
-    let csr = tls::node_request_with(inner.id, &identity.key_pem).map_err(|e| e.to_string())?;
-    let cert = match inner
-        .route(Op::Renew(csr))
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        Done::Renewed(c) => c,
-        _ => return Err("an answer to another request".into()),
-    };
-    let new = tls::cert_facts_pem(&cert).map_err(|e| e.to_string())?;
-    if new.id != inner.id || new.key != facts.key {
-        return Err("the leader signed a certificate for another identity".into());
-    }
-    files.save_cert(&cert).map_err(|e| e.to_string())?;
-    inner
-        .net
-        .set_identity(&Identity {
-            cert_pem: cert,
-            ..identity
-        })
-        .map_err(|e| e.to_string())?;
-    inner.counters.renewals.fetch_add(1, Ordering::Relaxed);
-    let until = unix_secs(new.not_after);
-    info!(valid_until_unix = until, "certificate renewed");
+    inner.renew_now().await?;
     Ok(Duration::from_millis(100))
-}
-
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

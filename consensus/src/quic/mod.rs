@@ -170,6 +170,27 @@ impl QuicNet {
         }
     }
 
+    /// Closes every connection with a member, both ways (the trusted CAs changed: each is
+    /// made again, and checked, under the new ones).
+    pub fn close_members(&self) {
+        const WHY: &[u8] = b"the cluster CA changed";
+        let served: Vec<quinn::Connection> = self
+            .open
+            .lock()
+            .map(|mut o| o.members.drain().flat_map(|(_, c)| c).collect())
+            .unwrap_or_default();
+        for c in served {
+            c.close(3u32.into(), WHY);
+        }
+        if let Ok(mut slots) = self.conns.lock() {
+            for (_, slot) in slots.drain() {
+                if let Slot::Ready(c, _, _) = slot {
+                    c.close(3u32.into(), WHY);
+                }
+            }
+        }
+    }
+
     /// A dial-only endpoint on an ephemeral port for a node that is not a member yet: it
     /// presents no certificate and trusts servers as `verifier` says.
     pub fn joiner(bind: SocketAddr, verifier: &Arc<JoinVerifier>) -> Result<QuicNet, QuicError> {

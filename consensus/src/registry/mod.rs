@@ -198,6 +198,17 @@ pub enum Request {
         /// Restore even though the snapshot is of another cluster.
         force: bool,
     },
+    /// Starts (or restarts) a CA rotation: members trust this CA beside the current one,
+    /// and renew their certificates under it. Its key is never in the log.
+    RotateCa {
+        /// The next CA's certificate, PEM.
+        cert_pem: String,
+    },
+    /// Ends a CA rotation: the next CA becomes the only one members trust.
+    SwitchCa {
+        /// The next CA's fingerprint (SHA-256 of its certificate, hex), as a check.
+        fingerprint: String,
+    },
 }
 
 /// Why a request was refused.
@@ -303,6 +314,14 @@ pub struct Registry {
     /// member's handshake, and they may not be recorded again.
     #[serde(default)]
     pub removed: BTreeMap<NodeId, BTreeSet<String>>,
+    /// The cluster CA's certificate (PEM) once a rotation replaced the one the cluster was
+    /// made with; `None`: the CA of the bootstrap, which members keep in their files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// A CA rotation under way: the next CA's certificate (PEM), trusted by every member
+    /// beside the current one until [`Request::SwitchCa`] makes it the only one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_next: Option<String>,
 }
 
 /// The key a removal denies when the record names none: every key of the node.
@@ -311,6 +330,7 @@ pub const ANY_KEY: &str = "*";
 const NAME_MAX: usize = 63;
 const LABEL_KEY_MAX: usize = 63;
 const LABEL_VALUE_MAX: usize = 255;
+const CA_PEM_MAX: usize = 8192;
 
 fn invalid(field: &str, message: impl Into<String>) -> Refusal {
     Refusal::Invalid {
@@ -472,6 +492,27 @@ impl Registry {
             }
             Request::Noop => Ok(()),
             Request::Restore { snapshot, force } => self.check_restore(&snapshot.0, *force),
+            Request::RotateCa { cert_pem } => match crate::tls::ca_fingerprint(cert_pem) {
+                Ok(_) if cert_pem.len() <= CA_PEM_MAX && cert_pem.matches("BEGIN").count() == 1 => {
+                    Ok(())
+                }
+                Ok(_) => Err(invalid(
+                    "CA certificate",
+                    "one certificate of at most 8 KiB",
+                )),
+                Err(e) => Err(invalid("CA certificate", e.to_string())),
+            },
+            Request::SwitchCa { fingerprint } => {
+                let next = self.ca_next.as_deref().map(crate::tls::ca_fingerprint);
+                match next {
+                    Some(Ok(fp)) if fp == *fingerprint => Ok(()),
+                    Some(_) => Err(invalid(
+                        "CA",
+                        format!("the rotation under way is not to CA {fingerprint}"),
+                    )),
+                    None => Err(invalid("CA", "no CA rotation is under way")),
+                }
+            }
         }
     }
 
@@ -537,6 +578,8 @@ impl Registry {
             Request::SetSettings { settings } => self.settings = settings.clone(),
             Request::Noop => {}
             Request::Restore { snapshot, .. } => self.restore(&snapshot.0),
+            Request::RotateCa { cert_pem } => self.ca_next = Some(cert_pem.clone()),
+            Request::SwitchCa { .. } => self.ca = self.ca_next.take(),
         }
         Ok(())
     }

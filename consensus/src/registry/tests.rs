@@ -546,3 +546,49 @@ fn a_restore_request_survives_serialization() {
     b.apply(&back).expect("apply after the round trip");
     assert_eq!(a, b);
 }
+
+/// A CA rotation: the next CA must be one certificate; the switch must name the rotation
+/// under way, and makes its CA the only one; neither touches anything else.
+#[test]
+fn a_ca_rotation_records_the_next_ca_then_switches_to_it() {
+    let (next, _) = crate::tls::next_ca("00000000000000c1").expect("ca");
+    let fp = crate::tls::ca_fingerprint(&next).expect("fp");
+    let mut r = Registry::default();
+    r.nodes.insert(NodeId::new(1), node(1, Role::Voter));
+    let before = r.clone();
+    let switch = |fingerprint: &str| Request::SwitchCa {
+        fingerprint: fingerprint.into(),
+    };
+    assert!(
+        matches!(r.apply(&switch(&fp)), Err(Refusal::Invalid { .. })),
+        "no rotation yet"
+    );
+    for bad in ["not pem".to_string(), format!("{next}{next}")] {
+        assert!(
+            matches!(
+                r.apply(&Request::RotateCa { cert_pem: bad }),
+                Err(Refusal::Invalid { .. })
+            ),
+            "refused"
+        );
+    }
+    assert_eq!(r, before, "refusals change nothing");
+    r.apply(&Request::RotateCa {
+        cert_pem: next.clone(),
+    })
+    .expect("rotate");
+    assert_eq!(
+        (r.ca.as_deref(), r.ca_next.as_deref()),
+        (None, Some(next.as_str()))
+    );
+    assert!(matches!(
+        r.apply(&switch(&"0".repeat(64))),
+        Err(Refusal::Invalid { .. })
+    ));
+    r.apply(&switch(&fp)).expect("switch");
+    assert_eq!(
+        (r.ca.as_deref(), r.ca_next.as_deref()),
+        (Some(next.as_str()), None)
+    );
+    assert_eq!(r.nodes, before.nodes);
+}

@@ -107,13 +107,21 @@ fn node_validity(params: &mut CertificateParams, lifetime: Duration) {
 
 /// A new cluster CA: `(certificate PEM, private key PEM)`.
 pub fn new_ca(cluster_id: &str) -> Result<(String, String), TlsError> {
+    make_ca(format!("quorate cluster {cluster_id} CA"))
+}
+
+/// A CA to rotate to: as [`new_ca`], with a name of its own (a random suffix), so that the
+/// certificates of the two CAs trusted side by side during the rotation name distinct issuers.
+pub fn next_ca(cluster_id: &str) -> Result<(String, String), TlsError> {
+    let suffix = hex::encode(rand::random::<[u8; 4]>());
+    make_ca(format!("quorate cluster {cluster_id} CA {suffix}"))
+}
+
+fn make_ca(name: String) -> Result<(String, String), TlsError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
-    dn.push(
-        DnType::CommonName,
-        format!("quorate cluster {cluster_id} CA"),
-    );
+    dn.push(DnType::CommonName, name);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -124,6 +132,64 @@ pub fn new_ca(cluster_id: &str) -> Result<(String, String), TlsError> {
     ca_validity(&mut params);
     let cert = params.self_signed(&key)?;
     Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The certificates of a PEM bundle, each as PEM of its own, in order.
+pub fn split_pem(bundle: &str) -> Result<Vec<String>, TlsError> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = bundle;
+    while let Some(end) = rest.find(END) {
+        let block = &rest[..end + END.len()];
+        let start = block
+            .find("-----BEGIN CERTIFICATE-----")
+            .ok_or_else(|| TlsError::Pem("a certificate without its BEGIN line".into()))?;
+        let pem = format!("{}\n", &block[start..]);
+        certs(&pem)?;
+        out.push(pem);
+        rest = &rest[end + END.len()..];
+    }
+    if out.is_empty() {
+        return Err(TlsError::Pem("no certificate".into()));
+    }
+    Ok(out)
+}
+
+/// Whether `key_pem` is the private key of the certificate `cert_pem` (the first of it).
+pub fn key_matches(cert_pem: &str, key_pem: &str) -> bool {
+    let Ok(der) = certs(cert_pem) else {
+        return false;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der[0].as_ref()) else {
+        return false;
+    };
+    own_key_fingerprint(key_pem)
+        .is_ok_and(|k| k == key_fingerprint(&cert.public_key().subject_public_key.data))
+}
+
+/// Whether the node certificate `cert_pem` chains to the CA `ca_pem` and is valid now.
+pub fn issued_by(cert_pem: &str, ca_pem: &str) -> bool {
+    let (Ok(cert), Ok(ca)) = (certs(cert_pem), certs(ca_pem)) else {
+        return false;
+    };
+    let Some(id) = node_id_of_cert(cert[0].as_ref()) else {
+        return false;
+    };
+    let Ok(roots) = roots_of(&ca[..1]) else {
+        return false;
+    };
+    let Ok(verifier) =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+    else {
+        return false;
+    };
+    let Ok(name) = ServerName::try_from(node_name(id)) else {
+        return false;
+    };
+    verifier
+        .verify_server_cert(&cert[0], &[], &name, &[], UnixTime::now())
+        .is_ok()
 }
 
 /// The certificate fields of node `id`; whatever a request asked for, these are what is signed.
@@ -560,16 +626,21 @@ impl ServerCertVerifier for JoinVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let refuse = |m: &str| rustls::Error::General(m.to_string());
-        let ca = match &self.trust {
+        // The CAs the server presents that this joiner would trust: the pinned one, or any
+        // (two during a CA rotation); the first its certificate chains to is accepted.
+        let candidates: Vec<&CertificateDer<'_>> = match &self.trust {
             Trust::Pinned(pin) => intermediates
                 .iter()
-                .find(|c| matches_pin(&der_fingerprint(c.as_ref()), pin))
-                .ok_or_else(|| refuse(FOREIGN_CA))?,
-            Trust::FirstUse | Trust::Node(_) => intermediates
-                .last()
-                .ok_or_else(|| refuse("the node presents no CA certificate"))?,
+                .filter(|c| matches_pin(&der_fingerprint(c.as_ref()), pin))
+                .collect(),
+            Trust::FirstUse | Trust::Node(_) => intermediates.iter().collect(),
         };
-        let ca = ca.clone().into_owned();
+        if candidates.is_empty() {
+            return Err(refuse(match self.trust {
+                Trust::Pinned(_) => FOREIGN_CA,
+                _ => "the node presents no CA certificate",
+            }));
+        }
         let id = node_id_of_cert(end_entity.as_ref())
             .ok_or_else(|| refuse("the node's certificate names no node"))?;
         if let Trust::Node(expected) = &self.trust
@@ -577,15 +648,27 @@ impl ServerCertVerifier for JoinVerifier {
         {
             return Err(refuse(OTHER_NODE));
         }
-        let roots = roots_of(std::slice::from_ref(&ca)).map_err(|e| refuse(&e.to_string()))?;
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            Arc::new(roots),
-            self.provider.clone(),
-        )
-        .build()
-        .map_err(|e| refuse(&e.to_string()))?;
         let name = ServerName::try_from(node_name(id)).map_err(|e| refuse(&e.to_string()))?;
-        let verified = inner.verify_server_cert(end_entity, &[], &name, ocsp_response, now)?;
+        let mut accepted = None;
+        let mut last_error = refuse(FOREIGN_CA);
+        for ca in candidates {
+            let ca = ca.clone().into_owned();
+            let roots = roots_of(std::slice::from_ref(&ca)).map_err(|e| refuse(&e.to_string()))?;
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                self.provider.clone(),
+            )
+            .build()
+            .map_err(|e| refuse(&e.to_string()))?;
+            match inner.verify_server_cert(end_entity, &[], &name, ocsp_response, now) {
+                Ok(v) => {
+                    accepted = Some((ca, v));
+                    break;
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        let (ca, verified) = accepted.ok_or(last_error)?;
         if cert_facts(end_entity.as_ref()).and_then(|f| f.role) != Some(Role::Voter) {
             return Err(refuse(NOT_A_VOTER));
         }

@@ -296,7 +296,7 @@ async fn bad_token_joins_cost_no_raft_write() {
         Role::Storage,
     )
     .await;
-    let fingerprint = quorate_consensus::tls::ca_fingerprint(c.any().ca_pem()).expect("fp");
+    let fingerprint = quorate_consensus::tls::ca_fingerprint(&c.any().ca_pem()).expect("fp");
     let writes = c.any().counts().writes;
     let log = c.any().raft().metrics().borrow().last_log_index;
     let registry = c.any().local_registry();
@@ -435,5 +435,141 @@ async fn certificates_minted_outside_the_cluster_have_no_authority() {
         before,
         "the registry changed"
     );
+    c.shutdown().await;
+}
+
+/// A voter is removed; its host keeps its data dir (the CA key, its own certificate). The CA
+/// is rotated from another voter: every member then holds a certificate of the new CA only
+/// and trusts it only, the storage node never holds a CA key, writes commit, and a restarted
+/// member comes back. The old CA is refused everywhere: the removed voter's own certificate,
+/// one it mints for a new id, and one for a voter's id with its own key are each refused by
+/// the handshake; a joiner pinning the old CA is refused and one pinning the new CA admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_rotation_leaves_the_old_ca_refused_everywhere() {
+    let mut c = three_voters_and_storage().await;
+    let [n1, n2, n3, n4] = [1, 2, 3, 4].map(NodeId::new);
+    let old_ca = c.any().ca_pem();
+    let old_fp = quorate_consensus::tls::ca_fingerprint(&old_ca).expect("fp");
+    c.nodes[&n1]
+        .admin(AdminOp::Remove { node: n3 })
+        .await
+        .expect("remove 3");
+    c.kill(n3).await;
+    let kept = c.dir.path().join("n3");
+    let kept_key =
+        std::fs::read_to_string(kept.join("ca.key")).expect("the removed voter's CA key");
+    let own = Identity {
+        ca_pem: old_ca.clone(),
+        cert_pem: std::fs::read_to_string(kept.join("node.pem")).expect("cert"),
+        key_pem: std::fs::read_to_string(kept.join("node.key")).expect("key"),
+    };
+
+    let report = c.nodes[&n2].rotate_ca().await.expect("rotate");
+    let steps: Vec<(&str, usize, usize)> = report
+        .steps
+        .iter()
+        .map(|s| (s.step.as_str(), s.confirmed.len(), s.members))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("key", 2, 2),
+            ("trust", 3, 3),
+            ("renew", 3, 3),
+            ("switch", 3, 3)
+        ],
+        "{report:?}"
+    );
+    assert!(report.complete, "{report:?}");
+    assert_eq!(report.replaced, old_fp);
+    let new_fp = report.fingerprint.clone();
+    for (id, n) in &c.nodes {
+        let cas = quorate_consensus::tls::split_pem(&n.ca_pem()).expect("pem");
+        assert_eq!(cas.len(), 1, "node {id} trusts one CA");
+        assert_eq!(
+            quorate_consensus::tls::ca_fingerprint(&cas[0]).expect("fp"),
+            new_fp,
+            "node {id}"
+        );
+        assert_eq!(n.cluster().ca_fingerprint, new_fp, "node {id}");
+        let dir = c.dir.path().join(format!("n{}", id.get()));
+        let cert = std::fs::read_to_string(dir.join("node.pem")).expect("cert");
+        assert!(
+            quorate_consensus::tls::issued_by(&cert, &cas[0]),
+            "node {id}'s certificate is of the new CA"
+        );
+        let file = quorate_consensus::Consensus::stored(&dir)
+            .expect("dir")
+            .expect("cluster");
+        assert_eq!(file.ca_fingerprint, new_fp, "node {id}'s cluster.json");
+    }
+    assert!(
+        !c.nodes[&n4].holds_ca_key(),
+        "the storage node holds a CA key"
+    );
+    let storage_dir = c.dir.path().join("n4");
+    for f in ["ca.key", "ca-next.key"] {
+        assert!(!storage_dir.join(f).exists(), "the storage node has {f}");
+    }
+    assert!(c.nodes[&n1].holds_ca_key() && c.nodes[&n2].holds_ca_key());
+    let w = c.nodes[&n4]
+        .write(label(n4, "after-rotation"))
+        .await
+        .expect("write");
+    assert_eq!(w.outcome, Ok(()));
+
+    // The old CA, as the removed voter's host keeps it, opens no connection.
+    let minted = [
+        ("its own certificate", own),
+        (
+            "a certificate for a new id",
+            identity(&(old_ca.clone(), kept_key.clone()), NodeId::new(0x99)),
+        ),
+        (
+            "a certificate for a voter's id",
+            identity(&(old_ca.clone(), kept_key), n1),
+        ),
+    ];
+    let leader = leader_of(&c);
+    for (what, id) in minted {
+        let net = QuicNet::bind(addr(0), &id, &DenyList::default()).expect("bind");
+        let answer = ask(&c, &net, leader, serde_json::json!("read")).await;
+        assert!(
+            answer.is_err(),
+            "{what} of the old CA was answered: {answer:?}"
+        );
+        net.close();
+    }
+
+    // Joiners: the old pin is refused, the new one admitted.
+    let e = c
+        .join_with(NodeId::new(9), Role::Storage, Trust::Pinned(old_fp), None)
+        .await
+        .expect_err("the old CA pinned");
+    assert!(matches!(e, StartError::JoinFailed { .. }), "{e}");
+    c.join_with(
+        NodeId::new(9),
+        Role::Storage,
+        Trust::Pinned(new_fp.clone()),
+        None,
+    )
+    .await
+    .expect("the new CA pinned");
+    c.wait_membership(&[n1, n2], &[n4, NodeId::new(9)]).await;
+
+    // A member restarted after the rotation comes back under the new CA.
+    c.kill(n2).await;
+    c.restart(n2, Role::Voter).await;
+    c.until("a leader after the restart", Duration::from_secs(20), |c| {
+        let w = c.nodes[&n2].raft().metrics().borrow().current_leader;
+        w.map(drop).ok_or_else(|| "no leader".to_string())
+    })
+    .await;
+    assert_eq!(c.nodes[&n2].cluster().ca_fingerprint, new_fp);
+    let w = c.nodes[&n4]
+        .write(label(n4, "after-restart"))
+        .await
+        .expect("write");
+    assert_eq!(w.outcome, Ok(()));
     c.shutdown().await;
 }

@@ -700,7 +700,7 @@ async fn joins_are_checked_against_tokens_and_pins() {
     }
     assert_eq!(c.any().local_registry(), before, "refusals changed nothing");
 
-    let fingerprint = quorate_consensus::tls::ca_fingerprint(c.any().ca_pem()).expect("fp");
+    let fingerprint = quorate_consensus::tls::ca_fingerprint(&c.any().ca_pem()).expect("fp");
     let other = quorate_consensus::tls::ca_fingerprint(&new_ca("00000000000000cd").expect("ca").0)
         .expect("fp");
     let e = c

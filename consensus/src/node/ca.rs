@@ -1,0 +1,656 @@
+//! The cluster CA as this node holds it, and its rotation through Raft.
+//!
+//! A member trusts the current CA and, while a rotation is under way, the next one beside it;
+//! the registry says which ([`Registry::ca`], [`Registry::ca_next`]), and each member follows
+//! it ([`follow_ca`]). Voter-role nodes hold the CAs' keys; storage nodes never do.
+//!
+//! [`Consensus::rotate_ca`], run on one voter-role node, goes through every recorded member
+//! step by step, each on every member before the next (the member answers once it has done
+//! it; see [`Inner::on_ca_step`]):
+//!
+//! 1. `key`: a new CA is made, and its certificate and key handed to every voter-role member
+//!    over its own mutually authenticated connection (never through Raft: learners replicate
+//!    the log). Voters trust it from then on.
+//! 2. `trust`: `RotateCa` is written; every member trusts the next CA beside the current one.
+//! 3. `renew`: every member renews its certificate under the next CA (the leader signs with
+//!    it from the `RotateCa` on, joiners' certificates too), with the key it has.
+//! 4. `switch`: `SwitchCa` is written; every member trusts the next CA only, closes the
+//!    connections made under the old one, and a voter drops the old CA's key. A certificate
+//!    of the old CA (one a removed voter minted with the key it kept) is refused by every
+//!    handshake, and join tokens that pin the old CA admit no one.
+//!
+//! A member that does not confirm a step stops the rotation there and is named; running the
+//! rotation again resumes it with the same next CA when this node holds its key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use quorate_base::{NodeId, Role};
+
+use super::route::{Done, Op};
+use super::state::Inner;
+use super::{Consensus, ConsensusError};
+use crate::files::Files;
+use crate::registry::{Registry, Request};
+use crate::rotation::{self, Member, StepReport};
+use crate::tls::{self, Identity, TlsError};
+
+/// The name of the secret that carries a CA rotation step to a member.
+pub(super) const SECRET: &str = "ca";
+
+/// How long a member waits for a step's Raft write to reach it before it answers that it has
+/// not.
+const STEP_WAIT: Duration = Duration::from_secs(10);
+
+/// Connections made under the old CA are closed this long after a switch, so that answers
+/// already on their way (a switch step's) arrive.
+const CLOSE_AFTER_SWITCH: Duration = Duration::from_secs(1);
+
+/// One CA as this node holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Ca {
+    /// Its certificate, PEM.
+    pub(super) pem: String,
+    /// SHA-256 of its certificate, hex.
+    pub(super) fingerprint: String,
+    /// Its private key, PEM: voter-role nodes hold it, storage nodes never.
+    pub(super) key: Option<String>,
+}
+
+impl Ca {
+    fn new(pem: &str, key: Option<String>) -> Result<Ca, TlsError> {
+        Ok(Ca {
+            fingerprint: tls::ca_fingerprint(pem)?,
+            pem: pem.to_string(),
+            key,
+        })
+    }
+}
+
+/// The CAs a member trusts: the current one, and the next one during a rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct CaSet {
+    pub(super) current: Ca,
+    pub(super) next: Option<Ca>,
+}
+
+impl CaSet {
+    /// The set the registry asks for (`ca`, `next`: its CA fields), from the CAs this node
+    /// holds (`pool`). Without a recorded CA, the current one is the held CA of fingerprint
+    /// `preferred` (the one the node joined with), else the first held one that is not the next.
+    pub(super) fn settle(
+        pool: &[Ca],
+        preferred: &str,
+        ca: Option<&str>,
+        next: Option<&str>,
+    ) -> Result<CaSet, TlsError> {
+        let find = |pem: &str| -> Result<Ca, TlsError> {
+            let fp = tls::ca_fingerprint(pem)?;
+            Ok(pool
+                .iter()
+                .find(|c| c.fingerprint == fp)
+                .cloned()
+                .unwrap_or(Ca::new(pem, None)?))
+        };
+        let next_fp = next.map(tls::ca_fingerprint).transpose()?;
+        let current = match ca {
+            Some(pem) => find(pem)?,
+            None => {
+                let mut candidates = pool
+                    .iter()
+                    .filter(|c| Some(&c.fingerprint) != next_fp.as_ref());
+                let first = candidates.clone().next();
+                candidates
+                    .find(|c| c.fingerprint == preferred)
+                    .or(first)
+                    .or(pool.first())
+                    .cloned()
+                    .ok_or_else(|| TlsError::Pem("no CA certificate".into()))?
+            }
+        };
+        let next = match next {
+            Some(pem) if next_fp.as_ref() != Some(&current.fingerprint) => Some(find(pem)?),
+            _ => None,
+        };
+        Ok(CaSet { current, next })
+    }
+
+    /// What the files hold: the trusted certificates (`bundle`) and the CA keys, each key
+    /// given to the certificate it is the key of.
+    pub(super) fn load(
+        bundle: &str,
+        keys: &[String],
+        preferred: &str,
+        registry: &Registry,
+    ) -> Result<CaSet, TlsError> {
+        let pool = tls::split_pem(bundle)?
+            .into_iter()
+            .map(|pem| {
+                let key = keys.iter().find(|k| tls::key_matches(&pem, k)).cloned();
+                Ca::new(&pem, key)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::settle(
+            &pool,
+            preferred,
+            registry.ca.as_deref(),
+            registry.ca_next.as_deref(),
+        )
+    }
+
+    fn pool(&self) -> Vec<Ca> {
+        std::iter::once(self.current.clone())
+            .chain(self.next.clone())
+            .collect()
+    }
+
+    /// The certificates members trust, PEM: the current CA's first.
+    pub(super) fn trusted(&self) -> String {
+        self.first(&self.current.fingerprint)
+    }
+
+    /// The trusted certificates with the CA of fingerprint `fp` first (a joiner checks that
+    /// the first is the CA it verified).
+    pub(super) fn first(&self, fp: &str) -> String {
+        let mut pool = self.pool();
+        pool.sort_by_key(|c| c.fingerprint != fp);
+        pool.iter().map(|c| c.pem.as_str()).collect()
+    }
+
+    /// Whether a CA of this fingerprint is trusted.
+    pub(super) fn trusts(&self, fp: &str) -> bool {
+        self.pool().iter().any(|c| c.fingerprint == fp)
+    }
+
+    /// Whether this node holds a CA key.
+    pub(super) fn holds_key(&self) -> bool {
+        self.pool().iter().any(|c| c.key.is_some())
+    }
+
+    /// The CA that signs certificates now: the next one once the registry records a rotation
+    /// (`registry_next`), else the current one; with its key.
+    pub(super) fn signer(&self, registry_next: Option<&str>) -> Result<(&str, &str), String> {
+        let ca = match registry_next {
+            Some(pem) => self
+                .next
+                .as_ref()
+                .filter(|n| n.pem == pem)
+                .ok_or("a CA rotation is under way and this node does not hold the next CA")?,
+            None => &self.current,
+        };
+        match &ca.key {
+            Some(k) => Ok((&ca.pem, k)),
+            None => Err(match registry_next {
+                Some(_) => "a CA rotation is under way and this node does not hold the next CA's key (run the rotation again)".into(),
+                None => "this node holds no CA key and cannot sign certificates".into(),
+            }),
+        }
+    }
+
+    fn save(&self, files: &Files) -> Result<(), String> {
+        files
+            .save_ca(
+                &self.trusted(),
+                self.current.key.as_deref(),
+                self.next.as_ref().and_then(|n| n.key.as_deref()),
+            )
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// One step of a CA rotation as a member is handed it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub(super) enum CaStep {
+    /// Keep the next CA's key (voter-role members only).
+    Key {
+        /// The next CA's certificate, PEM.
+        cert_pem: String,
+        /// Its key, PEM.
+        key_pem: String,
+    },
+    /// Trust the next CA beside the current one, as the registry records it.
+    Trust {
+        /// The next CA's fingerprint.
+        fingerprint: String,
+    },
+    /// Hold a certificate of the next CA.
+    Renew {
+        /// The next CA's fingerprint.
+        fingerprint: String,
+    },
+    /// Trust the next CA only, as the registry records it.
+    Switch {
+        /// The next CA's fingerprint.
+        fingerprint: String,
+    },
+}
+
+impl CaStep {
+    fn name(&self) -> &'static str {
+        match self {
+            CaStep::Key { .. } => "key",
+            CaStep::Trust { .. } => "trust",
+            CaStep::Renew { .. } => "renew",
+            CaStep::Switch { .. } => "switch",
+        }
+    }
+}
+
+/// What a CA rotation did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CaRotation {
+    /// The new CA's fingerprint.
+    pub fingerprint: String,
+    /// The replaced CA's fingerprint.
+    pub replaced: String,
+    /// The steps run, in order; the last one stopped the rotation unless it is complete.
+    pub steps: Vec<StepReport>,
+    /// Whether every member confirmed every step.
+    pub complete: bool,
+}
+
+impl Inner {
+    /// The CAs this node holds now.
+    pub(super) fn ca(&self) -> CaSet {
+        self.me.ca.borrow().clone()
+    }
+
+    /// Holds `new` from now on: saved first, then served and dialed with; a new current CA
+    /// is recorded in `cluster.json`. Whether the current CA changed (the caller closes the
+    /// connections made under the old one).
+    fn set_ca(&self, new: CaSet) -> Result<bool, String> {
+        let old = self.ca();
+        if old == new {
+            return Ok(false);
+        }
+        let files = Files::open(&self.me.dir).map_err(|e| e.to_string())?;
+        new.save(&files)?;
+        let switched = old.current.fingerprint != new.current.fingerprint;
+        if switched && let Some(mut cluster) = files.cluster().map_err(|e| e.to_string())? {
+            cluster.ca_fingerprint = new.current.fingerprint.clone();
+            files.save_cluster(&cluster).map_err(|e| e.to_string())?;
+        }
+        let identity = files.identity().map_err(|e| e.to_string())?;
+        self.net
+            .set_identity(&Identity {
+                ca_pem: new.trusted(),
+                ..identity
+            })
+            .map_err(|e| e.to_string())?;
+        info!(
+            current = %new.current.fingerprint,
+            next = new.next.as_ref().map(|n| n.fingerprint.as_str()),
+            holds_key = new.holds_key(),
+            "trusted CAs changed"
+        );
+        self.me.ca.send_replace(new);
+        Ok(switched)
+    }
+
+    /// Waits until the CAs this node holds satisfy `ok` (at most [`STEP_WAIT`]).
+    async fn wait_ca(&self, what: &str, ok: impl Fn(&CaSet) -> bool) -> Result<(), String> {
+        let mut rx = self.me.ca.subscribe();
+        match tokio::time::timeout(STEP_WAIT, rx.wait_for(|c| ok(c))).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(format!("{what}: not yet after {STEP_WAIT:?}")),
+        }
+    }
+
+    /// Does a CA rotation step a voter handed this node; answers what was done.
+    pub(super) async fn on_ca_step(&self, from: NodeId, text: &str) -> Result<String, String> {
+        let step: CaStep =
+            serde_json::from_str(text).map_err(|e| format!("unreadable CA step: {e}"))?;
+        let name = step.name();
+        let done = match step {
+            CaStep::Key { cert_pem, key_pem } => {
+                if self.role() != Role::Voter {
+                    warn!(from = %from, "a CA key was handed to this storage node; refused");
+                    return Err("a storage node keeps no CA key".into());
+                }
+                self.keep_next(&cert_pem, &key_pem)?;
+                "kept the next CA's key"
+            }
+            CaStep::Trust { fingerprint } => {
+                self.wait_ca("trusting the next CA", |c| {
+                    c.next
+                        .as_ref()
+                        .is_some_and(|n| n.fingerprint == fingerprint)
+                })
+                .await?;
+                "trusts the next CA"
+            }
+            CaStep::Renew { fingerprint } => {
+                let next = self.ca().next.filter(|n| n.fingerprint == fingerprint);
+                let next = next.ok_or("this node does not trust that CA (yet)")?;
+                let cert = Files::open(&self.me.dir)
+                    .and_then(|f| f.identity())
+                    .map_err(|e| e.to_string())?
+                    .cert_pem;
+                if !tls::issued_by(&cert, &next.pem) {
+                    self.renew_now().await?;
+                }
+                "holds a certificate of the next CA"
+            }
+            CaStep::Switch { fingerprint } => {
+                self.wait_ca("trusting the next CA only", |c| {
+                    c.current.fingerprint == fingerprint && c.next.is_none()
+                })
+                .await?;
+                "trusts the next CA only"
+            }
+        };
+        info!(from = %from, step = name, "CA rotation step done");
+        Ok(done.to_string())
+    }
+
+    /// Keeps a next CA and its key (a voter-role node, handed them by the rotating voter).
+    fn keep_next(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        if tls::split_pem(cert_pem).map_err(|e| e.to_string())?.len() != 1 {
+            return Err("one CA certificate expected".into());
+        }
+        if !tls::key_matches(cert_pem, key_pem) {
+            return Err("the key is not the CA certificate's".into());
+        }
+        let mut set = self.ca();
+        let next = Ca::new(cert_pem, Some(key_pem.to_string())).map_err(|e| e.to_string())?;
+        if next.fingerprint == set.current.fingerprint {
+            return Err("that CA is the current one".into());
+        }
+        set.next = Some(next);
+        self.set_ca(set).map(drop)
+    }
+
+    /// Renews this node's certificate now, through the leader, with the same key; serves
+    /// and dials with the new one from then on. The certificate must be of the CA that signs
+    /// now (the next one during a rotation).
+    pub(super) async fn renew_now(&self) -> Result<(), String> {
+        let files = Files::open(&self.me.dir).map_err(|e| e.to_string())?;
+        let identity = files.identity().map_err(|e| e.to_string())?;
+        let facts = tls::cert_facts_pem(&identity.cert_pem).map_err(|e| e.to_string())?;
+        let csr = tls::node_request_with(self.id, &identity.key_pem).map_err(|e| e.to_string())?;
+        let cert = match self
+            .route(Op::Renew(csr))
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Done::Renewed(c) => c,
+            _ => return Err("an answer to another request".into()),
+        };
+        let new = tls::cert_facts_pem(&cert).map_err(|e| e.to_string())?;
+        if new.id != self.id || new.key != facts.key {
+            return Err("the leader signed a certificate for another identity".into());
+        }
+        let set = self.ca();
+        let signer = set.next.as_ref().unwrap_or(&set.current);
+        if !tls::issued_by(&cert, &signer.pem) && !tls::issued_by(&cert, &set.current.pem) {
+            return Err("the leader signed a certificate of a CA this node does not trust".into());
+        }
+        files.save_cert(&cert).map_err(|e| e.to_string())?;
+        self.net
+            .set_identity(&Identity {
+                cert_pem: cert,
+                ca_pem: set.trusted(),
+                ..identity
+            })
+            .map_err(|e| e.to_string())?;
+        self.counters.renewals.fetch_add(1, Ordering::Relaxed);
+        let until = new
+            .not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        info!(valid_until_unix = until, "certificate renewed");
+        Ok(())
+    }
+
+    /// Whether this node's certificate must be renewed for a rotation under way: the
+    /// registry records a next CA that did not sign it.
+    pub(super) fn renewal_for_rotation(&self, cert_pem: &str) -> bool {
+        let next = self
+            .sm
+            .data()
+            .read()
+            .ok()
+            .and_then(|d| d.registry.ca_next.clone());
+        next.is_some_and(|pem| !tls::issued_by(cert_pem, &pem))
+    }
+}
+
+/// Keeps the CAs this node trusts in step with the registry's CA fields, as they are
+/// applied here.
+pub(super) async fn follow_ca(inner: Arc<Inner>) {
+    let mut metrics = inner.raft.metrics();
+    let mut seen = None;
+    loop {
+        let fields = inner
+            .sm
+            .data()
+            .read()
+            .ok()
+            .map(|d| (d.registry.ca.clone(), d.registry.ca_next.clone()));
+        if fields.is_some() && fields != seen {
+            let (ca, next) = fields.clone().unwrap_or_default();
+            let held = inner.ca();
+            let preferred = held.current.fingerprint.clone();
+            let settled = CaSet::settle(&held.pool(), &preferred, ca.as_deref(), next.as_deref());
+            match settled
+                .map_err(|e| e.to_string())
+                .and_then(|s| inner.set_ca(s))
+            {
+                Ok(switched) => {
+                    seen = fields;
+                    if switched {
+                        tokio::time::sleep(CLOSE_AFTER_SWITCH).await;
+                        inner.net.close_members();
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "the CAs the registry names could not be taken up; retrying")
+                }
+            }
+        }
+        let changed = tokio::time::timeout(Duration::from_secs(1), metrics.changed()).await;
+        if matches!(changed, Ok(Err(_))) {
+            return;
+        }
+    }
+}
+
+impl Consensus {
+    /// The fingerprint of the CA a rotation under way moves to, as the registry applied here
+    /// records it.
+    pub fn ca_rotating_to(&self) -> Option<String> {
+        let data = self.inner.sm.data();
+        let data = data.read().ok()?;
+        tls::ca_fingerprint(data.registry.ca_next.as_deref()?).ok()
+    }
+
+    /// Rotates the cluster CA on every recorded member (see the module's steps), from this
+    /// voter-role node; returns the report of each step, complete or not.
+    pub async fn rotate_ca(&self) -> Result<CaRotation, ConsensusError> {
+        let inner = &self.inner;
+        if inner.role() != Role::Voter || !inner.ca().holds_key() {
+            return Err(ConsensusError::membership(
+                "only a voter-role node that holds the CA key rotates the CA",
+            ));
+        }
+        let registry = self.read().await?;
+        let cluster_id = registry
+            .cluster
+            .as_ref()
+            .map(|c| c.id.clone())
+            .ok_or(ConsensusError::NoLeader)?;
+        let held = inner.ca();
+        let replaced = held.current.fingerprint.clone();
+        // The rotation under way, when this node holds its next CA's key; else a new CA.
+        let next = match (&registry.ca_next, &held.next) {
+            (Some(pem), Some(n)) if *pem == n.pem && n.key.is_some() => n.clone(),
+            _ => {
+                let (pem, key) = tls::next_ca(&cluster_id).map_err(ConsensusError::internal)?;
+                Ca::new(&pem, Some(key)).map_err(ConsensusError::internal)?
+            }
+        };
+        let key_pem = next.key.clone().unwrap_or_default();
+        let fingerprint = next.fingerprint.clone();
+        info!(next = %fingerprint, "CA rotation started");
+        let members = Member::all(&registry);
+        let voters: Vec<Member> = members
+            .iter()
+            .filter(|m| m.role == Role::Voter)
+            .cloned()
+            .collect();
+        let mut report = CaRotation {
+            fingerprint: fingerprint.clone(),
+            replaced,
+            steps: Vec::new(),
+            complete: false,
+        };
+        let fp = fingerprint.clone();
+        let steps = [
+            (
+                CaStep::Key {
+                    cert_pem: next.pem.clone(),
+                    key_pem,
+                },
+                &voters,
+                None,
+            ),
+            (
+                CaStep::Trust {
+                    fingerprint: fp.clone(),
+                },
+                &members,
+                Some(Request::RotateCa {
+                    cert_pem: next.pem.clone(),
+                }),
+            ),
+            (
+                CaStep::Renew {
+                    fingerprint: fp.clone(),
+                },
+                &members,
+                None,
+            ),
+            (
+                CaStep::Switch {
+                    fingerprint: fp.clone(),
+                },
+                &members,
+                Some(Request::SwitchCa { fingerprint: fp }),
+            ),
+        ];
+        for (step, to, write) in steps {
+            if let Some(req) = write {
+                self.write(req)
+                    .await?
+                    .outcome
+                    .map_err(ConsensusError::membership)?;
+            }
+            let text = serde_json::to_string(&step).map_err(ConsensusError::internal)?;
+            let text = &text;
+            let s = rotation::step(step.name(), to, |m| async move {
+                if m.id == inner.id {
+                    inner.on_ca_step(inner.id, text).await.map(drop)
+                } else {
+                    let secrets = BTreeMap::from([(SECRET.to_string(), text.clone())]);
+                    self.send_secrets(m.id, secrets)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await;
+            let stop = !s.complete();
+            report.steps.push(s);
+            if stop {
+                return Ok(report);
+            }
+        }
+        report.complete = true;
+        info!(current = %report.fingerprint, "CA rotation complete");
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca(n: u8, key: bool) -> Ca {
+        let (pem, k) = tls::next_ca(&format!("{n:016x}")).expect("ca");
+        Ca::new(&pem, key.then_some(k)).expect("ca")
+    }
+
+    #[test]
+    fn the_registry_decides_which_held_ca_is_current_and_which_is_next() {
+        let (old, new) = (ca(1, true), ca(2, true));
+        let pool = [old.clone(), new.clone()];
+        let none = CaSet::settle(&pool[..1], &old.fingerprint, None, None).expect("settle");
+        assert_eq!(
+            (none.current.clone(), none.next.clone()),
+            (old.clone(), None)
+        );
+
+        let rotating =
+            CaSet::settle(&pool, &old.fingerprint, None, Some(&new.pem)).expect("settle");
+        assert_eq!(rotating.current, old);
+        assert_eq!(rotating.next, Some(new.clone()), "the held key is kept");
+        assert!(rotating.trusts(&new.fingerprint) && rotating.trusts(&old.fingerprint));
+        assert_eq!(rotating.signer(Some(&new.pem)).expect("signer").0, new.pem);
+        assert_eq!(rotating.signer(None).expect("signer").0, old.pem);
+
+        // A node that joined trusting the next CA first still takes the registry's view.
+        let joined = CaSet::settle(&pool, &new.fingerprint, None, Some(&new.pem)).expect("settle");
+        assert_eq!(joined, rotating);
+
+        let switched = CaSet::settle(&rotating.pool(), &old.fingerprint, Some(&new.pem), None)
+            .expect("settle");
+        assert_eq!(switched.current, new);
+        assert_eq!(switched.next, None, "the old CA is no longer trusted");
+        assert!(!switched.trusts(&old.fingerprint));
+        assert_eq!(switched.trusted(), new.pem);
+    }
+
+    #[test]
+    fn a_storage_node_learns_the_next_ca_without_its_key_and_cannot_sign() {
+        let (old, new) = (ca(1, false), ca(2, true));
+        let set = CaSet::settle(
+            std::slice::from_ref(&old),
+            &old.fingerprint,
+            None,
+            Some(&new.pem),
+        )
+        .expect("settle");
+        assert_eq!(set.next.as_ref().map(|n| n.key.is_none()), Some(true));
+        assert!(!set.holds_key());
+        assert!(set.signer(Some(&new.pem)).is_err());
+        assert!(set.signer(None).is_err());
+        assert!(set.first(&new.fingerprint).starts_with(&new.pem));
+    }
+
+    #[test]
+    fn keys_are_given_to_the_certificates_they_belong_to() {
+        let (old, new) = (ca(1, true), ca(2, true));
+        let bundle = format!("{}{}", old.pem, new.pem);
+        let mut registry = Registry {
+            ca_next: Some(new.pem.clone()),
+            ..Registry::default()
+        };
+        // The keys in either order: each goes to its own certificate.
+        let keys = [new.key.clone().expect("key"), old.key.clone().expect("key")];
+        let set = CaSet::load(&bundle, &keys, &old.fingerprint, &registry).expect("load");
+        assert_eq!(
+            (set.current.clone(), set.next.clone()),
+            (old.clone(), Some(new.clone()))
+        );
+        registry.ca = registry.ca_next.take();
+        let set = CaSet::load(&bundle, &keys[..1], &old.fingerprint, &registry).expect("load");
+        assert_eq!((set.current, set.next), (new, None));
+    }
+}

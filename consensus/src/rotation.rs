@@ -1,0 +1,153 @@
+//! What a cluster-wide rotation (of the cluster key, or of the CA) reports: each step run on
+//! every recorded member before the next, and who confirmed it. A step that a member does not
+//! confirm stops the rotation before the next step and names the member; each step is
+//! idempotent, so running the rotation again once the member is back completes it.
+
+use std::future::Future;
+
+use quorate_base::{NodeId, Role};
+use serde::{Deserialize, Serialize};
+
+/// A recorded member a rotation goes through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its id.
+    pub id: NodeId,
+    /// Its role in the registry.
+    pub role: Role,
+    /// Its name in the registry.
+    pub name: String,
+}
+
+impl Member {
+    /// Every member the registry records, in id order.
+    pub fn all(registry: &crate::Registry) -> Vec<Member> {
+        registry
+            .nodes
+            .values()
+            .map(|n| Member {
+                id: n.id,
+                role: n.role,
+                name: n.name.clone(),
+            })
+            .collect()
+    }
+}
+
+/// What one step of a rotation reached.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StepReport {
+    /// The step's name.
+    pub step: String,
+    /// How many members it was run on.
+    pub members: usize,
+    /// The members that confirmed it.
+    #[serde(with = "hex_ids")]
+    pub confirmed: Vec<NodeId>,
+    /// The members that did not, with why.
+    pub missing: Vec<Missing>,
+}
+
+impl StepReport {
+    /// Whether every member confirmed it.
+    pub fn complete(&self) -> bool {
+        self.missing.is_empty()
+    }
+}
+
+/// A member that did not confirm a step.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Missing {
+    /// The member.
+    #[serde(with = "quorate_base::hex_id")]
+    pub id: NodeId,
+    /// Its name in the registry.
+    pub name: String,
+    /// Why.
+    pub error: String,
+}
+
+mod hex_ids {
+    use quorate_base::NodeId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(ids: &[NodeId], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ids.iter().map(ToString::to_string))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NodeId>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// Runs step `name` on every member of `members` at once (`run` does it for one member) and
+/// reports who confirmed it.
+pub async fn step<'a, F, Fut>(name: &str, members: &'a [Member], run: F) -> StepReport
+where
+    F: Fn(&'a Member) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let done = futures_util::future::join_all(members.iter().map(run)).await;
+    let mut report = StepReport {
+        step: name.to_string(),
+        members: members.len(),
+        confirmed: Vec::new(),
+        missing: Vec::new(),
+    };
+    for (m, res) in members.iter().zip(done) {
+        match res {
+            Ok(()) => report.confirmed.push(m.id),
+            Err(error) => report.missing.push(Missing {
+                id: m.id,
+                name: m.name.clone(),
+                error,
+            }),
+        }
+    }
+    tracing::info!(
+        step = name,
+        confirmed = report.confirmed.len(),
+        members = report.members,
+        "rotation step"
+    );
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_step_names_each_member_that_did_not_confirm() {
+        let members: Vec<Member> = [(1, Role::Voter, "a"), (2, Role::Storage, "b")]
+            .into_iter()
+            .map(|(id, role, name)| Member {
+                id: NodeId::new(id),
+                role,
+                name: name.into(),
+            })
+            .collect();
+        let report = step("install", &members, |m| async move {
+            match m.role {
+                Role::Voter => Ok(()),
+                Role::Storage => Err("down".to_string()),
+            }
+        })
+        .await;
+        assert_eq!(report.confirmed, [NodeId::new(1)]);
+        assert_eq!(report.missing.len(), 1);
+        assert_eq!(
+            (
+                report.missing[0].name.as_str(),
+                report.missing[0].error.as_str()
+            ),
+            ("b", "down")
+        );
+        assert!(!report.complete());
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["confirmed"], serde_json::json!(["0000000000000001"]));
+    }
+}

@@ -1,0 +1,76 @@
+//! `quorate ca rotate`: rotate the cluster CA on every member, from a voter.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use quorate_consensus::CaRotation;
+
+use super::args::{ApiArg, client_failed};
+
+pub(crate) const ABOUT: &str = "Rotate the cluster CA on every member (run on one voter).
+
+  quorate ca rotate
+
+A new CA is made and its key handed to every voter; every member then trusts it beside the
+old one, renews its certificate under it with the key it has, and finally trusts it only.
+Each step runs on every member before the next. Afterwards a certificate of the old CA (one
+that a removed voter mints with the CA key it kept) is refused by every member, and join
+tokens made before the rotation admit no one: create new ones (quorate token create).
+Storage nodes never receive a CA key. A member that does not confirm a step stops the
+rotation there and is named; run the same command again once it is back (it resumes with
+the same new CA), or remove it first. Rotate the cluster key as well (quorate keyring
+rotate) when a voter was removed or lost.";
+
+#[derive(Debug, Args)]
+pub(crate) struct CaArgs {
+    #[command(flatten)]
+    pub(crate) api: ApiArg,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) op: CaCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCmd {
+    /// Rotate the CA on every member: key, trust, renew, switch.
+    ///
+    /// Exit status: 0 when every member confirmed every step; 1 when a member did not (the
+    /// rotation stopped at that step; the report names it) or the rotation could not start.
+    Rotate,
+}
+
+/// `quorate ca`.
+pub(crate) fn run(args: &CaArgs) -> ExitCode {
+    let CaCmd::Rotate = args.op;
+    let client = args.api.client();
+    let report: CaRotation = match client.post("/v1/ca/rotate", &serde_json::json!({})) {
+        Ok(r) => r,
+        Err(e) => return client_failed(e),
+    };
+    if args.json {
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        super::keyring::print_steps(&report.steps);
+        if report.complete {
+            say!(
+                "rotated: every member trusts CA {} only ({} is refused)",
+                report.fingerprint,
+                report.replaced
+            );
+        } else {
+            say!(
+                "not complete: the rotation stopped at this step; run it again once the members above are back"
+            );
+        }
+    }
+    if report.complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
