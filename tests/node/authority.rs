@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::hostile::minted_asks;
 use crate::support::agents::{agent, quic, status, suffrages, wait_group};
 use crate::support::lab::Lab;
 use crate::support::wait;
@@ -337,6 +338,26 @@ fn a_rotation_hands_each_role_only_what_it_keeps() {
         "{text}"
     );
 
+    // The removed voter's host mints certificates with the CA key it kept, for a new id and
+    // for r0's id: before the CA rotation the handshake passes, and every request is refused
+    // by the authority rules; after it, no handshake passes.
+    let kept = lab.host_dir(2).join("data/consensus");
+    let st = status(&lab, 0).expect("status");
+    let (r0, r1) = (id_of(&st, "r0"), id_of(&st, "r1"));
+    let minted =
+        |lab: &Lab, as_id: &str| minted_asks(lab, 2, &kept, as_id, &r0, &quic(lab, 0), &r1);
+    for as_id in ["00000000000000ab", r0.as_str()] {
+        for answer in minted(&lab, as_id) {
+            let text = answer
+                .expect("before the CA rotation the handshake passes")
+                .to_string();
+            assert!(
+                text.contains("members-only") || text.contains("recorded-key"),
+                "a certificate minted for {as_id}: {text}"
+            );
+        }
+    }
+
     // The CA rotated from the remaining voter: every member trusts the new CA only, the
     // storage node was handed no CA key, and a token made before (pinning the old CA) admits
     // no one.
@@ -380,6 +401,14 @@ fn a_rotation_hands_each_role_only_what_it_keeps() {
             "the storage node holds {}",
             f.display()
         );
+    }
+    for as_id in ["00000000000000ab", r0.as_str()] {
+        for answer in minted(&lab, as_id) {
+            assert!(
+                answer.is_err(),
+                "a certificate of the old CA minted for {as_id} was answered: {answer:?}"
+            );
+        }
     }
     let late = lab.host_dir(3).join("late");
     let late = late.to_str().expect("utf-8").to_string();

@@ -23,6 +23,71 @@ const ROGUE_TO: &str = "QLAB_ROGUE_TO";
 const ROGUE_LOG: &str = "QLAB_ROGUE_LOG";
 const ROGUE_ID: &str = "QLAB_ROGUE_ID";
 const ROGUE_FORGE: &str = "QLAB_ROGUE_FORGE";
+const ROGUE_TARGET: &str = "QLAB_ROGUE_TARGET";
+const ROGUE_VICTIM: &str = "QLAB_ROGUE_VICTIM";
+
+/// Runs the minting rogue ([`rogue_mint`]) once in host `host`: a certificate for node
+/// `as_id` minted with the CA key kept in the consensus directory `dir`, asking node `to_id`
+/// (at `to`) to read the registry and to remove node `victim`. Each answer, or why none came.
+pub(crate) fn minted_asks(
+    lab: &Lab,
+    host: usize,
+    dir: &std::path::Path,
+    as_id: &str,
+    to_id: &str,
+    to: &str,
+    victim: &str,
+) -> Vec<Result<Value, String>> {
+    let env_args = rogue_command(
+        &[
+            (ROGUE_DIR, dir.display().to_string()),
+            (ROGUE_ID, as_id.to_string()),
+            (ROGUE_TARGET, to_id.to_string()),
+            (ROGUE_TO, to.to_string()),
+            (ROGUE_VICTIM, victim.to_string()),
+        ],
+        "hostile::rogue_mint",
+    );
+    let args: Vec<&str> = env_args.iter().map(String::as_str).collect();
+    let out = lab.exec(host, "/usr/bin/env", &args);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let answers: Vec<Result<Value, String>> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ROGUE ANSWER "))
+        .map(|l| serde_json::from_str(l).expect("an answer line"))
+        .collect();
+    assert_eq!(
+        answers.len(),
+        2,
+        "the minting rogue: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    answers
+}
+
+/// Not a test on its own: the minting rogue, which `minted_asks` runs in a lab host.
+#[test]
+#[ignore = "run by minted_asks as the rogue's process"]
+fn rogue_mint() {
+    let Ok(dir) = std::env::var(ROGUE_DIR) else {
+        return;
+    };
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k}"));
+    let id = |k: &str| var(k).parse::<quorate::NodeId>().expect("node id");
+    let to: SocketAddr = var(ROGUE_TO).parse().expect("to");
+    let answers = tokio::runtime::Runtime::new().expect("runtime").block_on(
+        crate::support::rogue::minted_asks(
+            std::path::Path::new(&dir),
+            id(ROGUE_ID),
+            id(ROGUE_TARGET),
+            to,
+            id(ROGUE_VICTIM),
+        ),
+    );
+    for a in answers {
+        println!("ROGUE ANSWER {}", serde_json::to_string(&a).expect("json"));
+    }
+}
 
 /// `/usr/bin/env` arguments that run this test binary's ignored test `test` with `vars`.
 fn rogue_command(vars: &[(&str, String)], test: &str) -> Vec<String> {

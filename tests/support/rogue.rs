@@ -10,6 +10,8 @@
 //! its own in a member's host (`run_process`, started as an ignored test of the test binary).
 //! - [`Relay`]: a member that takes a stranger's join request, forwards it to a real voter as
 //!   a stranger itself, and hands the answer back, keeping every byte it saw both ways.
+//! - [`minted_asks`]: a host that kept a CA key (a removed voter's) mints a member certificate
+//!   for any node id and asks a member to govern with it.
 //!
 //! Included by the consensus QUIC tests with
 //! `#[path = "../../../tests/support/rogue.rs"] mod rogue;`, and by the lab's test binaries
@@ -269,4 +271,54 @@ impl Handler for Relay {
         self.keep(&answer);
         answer
     }
+}
+
+/// A host that kept the CA key of the consensus directory `dir` (a removed voter's) mints a
+/// voter certificate for node `as_id` with a key of its own, then asks node `to_id` at `to`
+/// to read the registry and to remove node `victim`: each answer, or why none came (a
+/// handshake the member refused).
+pub async fn minted_asks(
+    dir: &std::path::Path,
+    as_id: NodeId,
+    to_id: NodeId,
+    to: SocketAddr,
+    victim: NodeId,
+) -> Vec<Result<Value, String>> {
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("kept file");
+    // The CA the directory holds first, with the key it kept.
+    let ca_pem = quorate_consensus::tls::split_pem(&read("ca.pem")).expect("ca.pem")[0].clone();
+    let spec = quorate_consensus::tls::CertSpec {
+        role: quorate_consensus::Role::Voter,
+        lifetime: Duration::from_secs(3600),
+    };
+    let (cert_pem, key_pem) =
+        quorate_consensus::tls::issue_node_cert(&ca_pem, &read("ca.key"), as_id, &spec)
+            .expect("mint");
+    let identity = quorate_consensus::tls::Identity {
+        ca_pem,
+        cert_pem,
+        key_pem,
+    };
+    let any: SocketAddr = if to.is_ipv4() {
+        "0.0.0.0:0".parse().expect("addr")
+    } else {
+        "[::]:0".parse().expect("addr")
+    };
+    let net =
+        QuicNet::bind(any, &identity, &quorate_consensus::tls::DenyList::default()).expect("bind");
+    let mut answers = Vec::new();
+    for rpc in [
+        json!("read"),
+        json!({ "admin": { "op": quorate_consensus::AdminOp::Remove { node: victim } } }),
+    ] {
+        let body = serde_json::to_vec(&rpc).expect("json");
+        let answer = net
+            .call(to_id, to, &body, Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|a| serde_json::from_slice::<Value>(&a).map_err(|e| e.to_string()));
+        answers.push(answer);
+    }
+    net.close();
+    answers
 }
