@@ -220,9 +220,10 @@ fn a_storage_host_relaying_joins_learns_no_secret() {
         "s1",
         &["--role", "storage", "--join", &storage],
     );
+    // Host 1 too: s1 shows the group only once it saved its identity (the rogue takes it).
     wait_group(
         &lab,
-        &[0],
+        &[0, 1],
         &[("v0", "voter"), ("s1", "learner")],
         Duration::from_secs(30),
     );
