@@ -18,7 +18,6 @@ use quorate_consensus::rotation::{self, Member, StepReport};
 use quorate_gossip::{Gossip, Key};
 use serde::{Deserialize, Serialize};
 
-use crate::api::wire::KeyringOp;
 use crate::data_dir::DataDir;
 use crate::keys::{self, KeyKind, SharedKeys};
 
@@ -34,6 +33,46 @@ pub enum KeyringError {
     /// The keyring could not be read or saved.
     #[error("{0}")]
     Failed(String),
+}
+
+/// A keyring change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum KeyringOp {
+    /// Install a cluster key (base64) for opening datagrams; a storage node keeps only the
+    /// gossip key derived from it.
+    Install {
+        /// The key, base64.
+        key: String,
+    },
+    /// Install a gossip key (base64, derived from a cluster key) on a storage node, which
+    /// keeps no cluster key: what a rotation hands a storage node.
+    InstallGossip {
+        /// The gossip key, base64.
+        key: String,
+    },
+    /// Make an installed key primary.
+    Use {
+        /// Its fingerprint.
+        fingerprint: String,
+    },
+    /// Remove an installed, non-primary key.
+    Remove {
+        /// Its fingerprint.
+        fingerprint: String,
+    },
+}
+
+impl KeyringOp {
+    /// The change's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            KeyringOp::Install { .. } => "install",
+            KeyringOp::InstallGossip { .. } => "install_gossip",
+            KeyringOp::Use { .. } => "use",
+            KeyringOp::Remove { .. } => "remove",
+        }
+    }
 }
 
 /// Applies `op` to this node's keyring: the running gossip first, then the data dir.

@@ -58,7 +58,7 @@ pub(crate) enum Rpc {
     Suspects,
     /// A voter asks another whether it would vote for it, before it campaigns.
     PreVote {
-        q: crate::node::PreVote,
+        q: PreVote,
     },
     /// A voter hands this member a change of what its role holds (a keyring change chosen
     /// for the member's recorded role by the node layer; opaque here). Never logged, never
@@ -66,6 +66,17 @@ pub(crate) enum Rpc {
     Secrets {
         secrets: BTreeMap<String, String>,
     },
+}
+
+/// A voter's question before it campaigns: would you vote for me?
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PreVote {
+    /// The candidate (the caller's certificate must name it).
+    pub(crate) candidate: NodeId,
+    /// The term it would campaign in.
+    pub(crate) term: u64,
+    /// Its last log entry.
+    pub(crate) last_log_id: Option<openraft::LogId<NodeId>>,
 }
 
 impl Rpc {

@@ -56,45 +56,7 @@ pub struct KeyringView {
     pub keys: Vec<String>,
 }
 
-/// A keyring change.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum KeyringOp {
-    /// Install a cluster key (base64) for opening datagrams; a storage node keeps only the
-    /// gossip key derived from it.
-    Install {
-        /// The key, base64.
-        key: String,
-    },
-    /// Install a gossip key (base64, derived from a cluster key) on a storage node, which
-    /// keeps no cluster key: what a rotation hands a storage node.
-    InstallGossip {
-        /// The gossip key, base64.
-        key: String,
-    },
-    /// Make an installed key primary.
-    Use {
-        /// Its fingerprint.
-        fingerprint: String,
-    },
-    /// Remove an installed, non-primary key.
-    Remove {
-        /// Its fingerprint.
-        fingerprint: String,
-    },
-}
-
-impl KeyringOp {
-    /// The change's name, for logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            KeyringOp::Install { .. } => "install",
-            KeyringOp::InstallGossip { .. } => "install_gossip",
-            KeyringOp::Use { .. } => "use",
-            KeyringOp::Remove { .. } => "remove",
-        }
-    }
-}
+pub use crate::keyring::KeyringOp;
 
 /// `POST /v1/keyring/rotate`: the new cluster key, base64 (in the body, never a command line).
 #[derive(Clone, Serialize, Deserialize)]

@@ -44,14 +44,13 @@ use std::time::{Duration, Instant};
 
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, LogId, RaftMetrics, ServerState, Vote};
-use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
 use quorate_base::Role;
 
 use super::state::Inner;
 use crate::NodeId;
-use crate::proto::{Reply, Rpc};
+use crate::proto::{PreVote, Reply, Rpc};
 
 /// How often the campaign loop looks.
 const TICK: Duration = Duration::from_millis(20);
@@ -152,17 +151,6 @@ impl Stalls {
         self.woke = now;
         self.stalled
     }
-}
-
-/// A voter's question before it campaigns: would you vote for me?
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct PreVote {
-    /// The candidate (the caller's certificate must name it).
-    pub(crate) candidate: NodeId,
-    /// The term it would campaign in.
-    pub(crate) term: u64,
-    /// Its last log entry.
-    pub(crate) last_log_id: Option<LogId<NodeId>>,
 }
 
 /// What a voter knows of itself when asked for a pre-vote.

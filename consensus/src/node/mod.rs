@@ -51,8 +51,6 @@ pub use join::{
 pub use state::SecretsHandler;
 pub use status::{Counts, MemberView, Status};
 
-pub(crate) use campaign::PreVote;
-
 use route::{Done, Op};
 use state::Inner;
 

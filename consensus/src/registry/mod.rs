@@ -325,7 +325,7 @@ pub struct Registry {
 }
 
 /// The key a removal denies when the record names none: every key of the node.
-pub const ANY_KEY: &str = "*";
+pub use crate::tls::ANY_KEY;
 
 const NAME_MAX: usize = 63;
 const LABEL_KEY_MAX: usize = 63;

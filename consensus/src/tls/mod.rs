@@ -338,6 +338,10 @@ pub fn cert_facts_pem(cert_pem: &str) -> Result<CertFacts, TlsError> {
         .ok_or_else(|| TlsError::Request("the certificate names no node".into()))
 }
 
+/// The key a deny-list entry names for every key of its node (a removal recorded for a node
+/// whose record named no key).
+pub const ANY_KEY: &str = "*";
+
 /// Identities removed from the cluster, by node id: the fingerprints of their keys (`*`: every
 /// key of that node). Shared by the handshake, which refuses them, and the member, which keeps
 /// it in step with the registry.
@@ -363,7 +367,7 @@ impl DenyList {
     pub fn denies(&self, id: NodeId, key: &str) -> bool {
         self.0.read().is_ok_and(|l| {
             l.get(&id)
-                .is_some_and(|keys| keys.contains(key) || keys.contains(crate::registry::ANY_KEY))
+                .is_some_and(|keys| keys.contains(key) || keys.contains(ANY_KEY))
         })
     }
 }

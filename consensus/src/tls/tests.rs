@@ -73,7 +73,7 @@ fn the_deny_list_names_identities() {
     let b = NodeId::new(2);
     let newly = deny.set(BTreeMap::from([
         (a, BTreeSet::from(["k1".to_string()])),
-        (b, BTreeSet::from([crate::registry::ANY_KEY.to_string()])),
+        (b, BTreeSet::from([super::ANY_KEY.to_string()])),
     ]));
     assert_eq!(newly, vec![a, b]);
     assert!(deny.denies(a, "k1"));
