@@ -172,7 +172,7 @@ impl DataDir {
                 format: FORMAT,
                 node_id: id.to_string(),
             };
-            write_atomic(
+            save(
                 &meta_path,
                 &serde_json::to_vec_pretty(&meta).unwrap_or_default(),
             )
@@ -213,7 +213,7 @@ impl DataDir {
             Err(e) => return Err(e),
         };
         let next = now_ms.max(last + 1);
-        write_atomic(&path, next.to_string().as_bytes())?;
+        save(&path, next.to_string().as_bytes())?;
         Ok(next)
     }
 
@@ -256,7 +256,7 @@ impl DataDir {
 
     /// Replaces the kept keyring (mode 0600).
     pub fn save_keyring(&self, keys: &StoredKeys) -> io::Result<()> {
-        write_atomic(
+        save(
             &self.path.join(KEYRING_FILE),
             &serde_json::to_vec_pretty(keys).unwrap_or_default(),
         )
@@ -277,7 +277,7 @@ impl DataDir {
             )),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let token = hex::encode(rand::random::<[u8; 32]>());
-                write_atomic(&path, format!("{token}\n").as_bytes())?;
+                save(&path, format!("{token}\n").as_bytes())?;
                 Ok(token)
             }
             Err(e) => Err(e),
@@ -330,24 +330,9 @@ fn is_empty_enough(dir: &Path) -> bool {
     }
 }
 
-/// Writes a file so that a crash leaves either the old or the new contents, never a mix.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        File::open(parent)?.sync_all()?;
-    }
-    Ok(())
+/// Writes a file (0600) whole and durably ([`quorate_base::durable`]).
+pub(crate) fn save(path: &Path, data: &[u8]) -> io::Result<()> {
+    quorate_base::durable::write(path, data, 0o600, quorate_base::durable::Existing::Replace)
 }
 
 #[cfg(test)]

@@ -192,8 +192,8 @@ impl Positions {
         map.get(spec).map(|n| EventIndex::decided(*n))
     }
 
-    /// Records that `spec` handled every decided event up to `decided`; written through a
-    /// temporary file and a rename, so a crash leaves the old or the new file.
+    /// Records that `spec` handled every decided event up to `decided`; written whole and
+    /// synced ([`quorate_base::durable`]), so a crash leaves the old or the new file.
     fn set(&self, spec: &str, decided: u64) {
         let Ok(mut map) = self.by_spec.lock() else {
             return;
@@ -203,9 +203,13 @@ impl Positions {
         }
         map.insert(spec.to_string(), decided);
         let write = || -> std::io::Result<()> {
-            let tmp = self.path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&*map)?)?;
-            std::fs::rename(&tmp, &self.path)
+            let bytes = serde_json::to_vec_pretty(&*map)?;
+            quorate_base::durable::write(
+                &self.path,
+                &bytes,
+                0o600,
+                quorate_base::durable::Existing::Replace,
+            )
         };
         if let Err(e) = write() {
             warn!(file = %self.path.display(), error = %e, "handler position not saved; a restart may run a handler again for this event");

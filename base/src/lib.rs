@@ -4,11 +4,13 @@
 //!   (mDNS TXT `id`, gossip, Raft, the API, logs).
 //! - [`Role`]: the plane a node belongs to: `voter` (management plane) or `storage`.
 //! - [`now_ms`]: wall-clock milliseconds since the Unix epoch.
+//! - [`durable`]: files written whole and synced, the one way any layer writes a file.
 //!
 //! A shared vocabulary is not a layer: this crate knows nothing of mDNS, gossip or Raft, holds
 //! no logic beyond parsing and printing its types, and never prints, exits or reads the
 //! environment.
 
+pub mod durable;
 mod node_id;
 mod role;
 

@@ -14,7 +14,7 @@
 //! ```
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -133,7 +133,7 @@ impl Files {
             path: self.path("cluster.json"),
             message: e.to_string(),
         })?;
-        write_atomic(&self.path("cluster.json"), &bytes, 0o644)
+        save(&self.path("cluster.json"), &bytes, 0o644)
     }
 
     /// Saves this node's identity (and the CA key, for a voter).
@@ -142,11 +142,11 @@ impl Files {
         identity: &Identity,
         ca_key_pem: Option<&str>,
     ) -> Result<(), FilesError> {
-        write_atomic(&self.path("ca.pem"), identity.ca_pem.as_bytes(), 0o644)?;
-        write_atomic(&self.path("node.pem"), identity.cert_pem.as_bytes(), 0o644)?;
-        write_atomic(&self.path("node.key"), identity.key_pem.as_bytes(), 0o600)?;
+        save(&self.path("ca.pem"), identity.ca_pem.as_bytes(), 0o644)?;
+        save(&self.path("node.pem"), identity.cert_pem.as_bytes(), 0o644)?;
+        save(&self.path("node.key"), identity.key_pem.as_bytes(), 0o600)?;
         if let Some(k) = ca_key_pem {
-            write_atomic(&self.path("ca.key"), k.as_bytes(), 0o600)?;
+            save(&self.path("ca.key"), k.as_bytes(), 0o600)?;
         }
         Ok(())
     }
@@ -167,7 +167,7 @@ impl Files {
 
     /// Saves a renewed certificate (the key stays).
     pub fn save_cert(&self, cert_pem: &str) -> Result<(), FilesError> {
-        write_atomic(&self.path("node.pem"), cert_pem.as_bytes(), 0o644)
+        save(&self.path("node.pem"), cert_pem.as_bytes(), 0o644)
     }
 
     /// The key this node asks to join with, made (0600) on the first attempt and kept across
@@ -181,7 +181,7 @@ impl Files {
                     path: self.path("join.key"),
                     message: e.to_string(),
                 })?;
-                write_atomic(&self.path("join.key"), key.as_bytes(), 0o600)?;
+                save(&self.path("join.key"), key.as_bytes(), 0o600)?;
                 Ok(key)
             }
             Err(e) => Err(e),
@@ -245,13 +245,13 @@ impl Files {
     ) -> Result<(), FilesError> {
         for (name, key) in [("ca.key", current_key), ("ca-next.key", next_key)] {
             match key {
-                Some(k) => write_atomic(&self.path(name), k.as_bytes(), 0o600)?,
+                Some(k) => save(&self.path(name), k.as_bytes(), 0o600)?,
                 None => {
                     self.remove(name)?;
                 }
             }
         }
-        write_atomic(&self.path("ca.pem"), trusted.as_bytes(), 0o644)
+        save(&self.path("ca.pem"), trusted.as_bytes(), 0o644)
     }
 }
 
@@ -260,30 +260,10 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), FilesError> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_error(path))
 }
 
-/// Writes `data` to `path` so that a crash leaves the old file or the new one, never a part.
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), FilesError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io_error(&tmp))?;
-    f.write_all(data).map_err(io_error(&tmp))?;
-    f.sync_all().map_err(io_error(&tmp))?;
-    drop(f);
-    set_mode(&tmp, mode)?;
-    rename_durably(&tmp, path).map_err(io_error(path))
-}
-
-/// Renames `from` (a complete file, already synced) to `to` and syncs the directory, so that
-/// a crash leaves either name, never neither.
-pub(crate) fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
-    fs::rename(from, to)?;
-    let dir = to.parent().filter(|d| !d.as_os_str().is_empty());
-    fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
+/// Writes `data` to `path` whole and durably ([`quorate_base::durable`]).
+fn save(path: &Path, data: &[u8], mode: u32) -> Result<(), FilesError> {
+    quorate_base::durable::write(path, data, mode, quorate_base::durable::Existing::Replace)
+        .map_err(io_error(path))
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ pub fn open_db(path: &Path) -> Result<Arc<Database>, redb::DatabaseError> {
         std::fs::File::open(&new)
             .and_then(|f| f.sync_all())
             .map_err(io)?;
-        crate::files::rename_durably(&new, path).map_err(io)?;
+        quorate_base::durable::rename(&new, path).map_err(io)?;
     }
     let db = Database::create(path)?;
     Ok(Arc::new(db))

@@ -5,9 +5,10 @@
 //! `restore` sends a file to the agent, which restores it through Raft. The rules of what a
 //! restore changes are consensus's; this prints what the agent answered.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use quorate_base::durable::{self, Existing};
 
 use clap::{Args, Subcommand};
 use quorate::api::wire::{NodeRef, RestoreRequest, RestoreView};
@@ -98,27 +99,6 @@ fn read(file: &Path) -> Result<(SnapshotFile, Payload), String> {
     Ok((snap, payload))
 }
 
-/// Writes `bytes` to `file` through a private temporary file in the same directory, renamed
-/// into place (over an existing file only with `force`), then syncs the directory.
-fn write_atomic(file: &Path, bytes: &[u8], force: bool) -> std::io::Result<()> {
-    let dir = match file.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    // tempfile creates it 0600: the snapshot holds token hashes.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".quorate-snapshot.")
-        .tempfile_in(&dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    if force {
-        tmp.persist(file).map_err(|e| e.error)?;
-    } else {
-        tmp.persist_noclobber(file).map_err(|e| e.error)?;
-    }
-    std::fs::File::open(&dir)?.sync_all()
-}
-
 fn summary(p: &Payload) -> serde_json::Value {
     json!({
         "cluster_id": p.cluster_id,
@@ -153,7 +133,13 @@ fn save(api: &ApiArg, file: &Path, force: bool, json_out: bool) -> ExitCode {
         Ok(p) => p,
         Err(e) => return failed(format!("the agent sent a bad snapshot: {e}")),
     };
-    if let Err(e) = write_atomic(file, &snap.to_bytes(), force) {
+    // 0600: the snapshot holds token hashes; over an existing file only with --force.
+    let existing = if force {
+        Existing::Replace
+    } else {
+        Existing::Keep
+    };
+    if let Err(e) = durable::write(file, &snap.to_bytes(), 0o600, existing) {
         return failed(format!("{}: {e}", file.display()));
     }
     if json_out {

@@ -160,8 +160,8 @@ fn record(path: &std::path::Path) -> Vec<Value> {
 /// `QUORATE_EVENT_*` variables), one fails on every event, one outlives its timeout. The
 /// recorder's list is the event stream's (the same decided events, in order, none twice), a
 /// storage node killed -9 reaches it as `failed` then `removed`, the failures and the timeouts
-/// are counted, and after an agent restart the recorder gets the next event once, without the
-/// events it handled before the restart again.
+/// are counted, and after the agent is killed -9 right after a handler ran and restarted, the
+/// recorder gets the next event once, without the events it handled before again.
 #[test]
 fn handlers_record_the_stream_and_a_failing_or_slow_one_holds_nothing_up() {
     let mut lab = Lab::new(3);
@@ -279,10 +279,32 @@ fn handlers_record_the_stream_and_a_failing_or_slow_one_holds_nothing_up() {
         "{counted}"
     );
 
-    // Restart: the recorder resumes after what it handled, so the events re-applied at start
-    // are not handed to it again; the next write reaches it once.
-    let before = record(&log).len();
-    lab.stop(v0, Duration::from_secs(10));
+    // Killed -9 right after the recorder handled its last event and saved its position, the
+    // agent restarts: the recorder resumes after what it handled, so the events re-applied at
+    // start are not handed to it again; the next write reaches it once.
+    let handled = record(&log);
+    let before = handled.len();
+    let last: u64 = decided(&handled)
+        .last()
+        .and_then(|(i, _)| i.parse().ok())
+        .expect("a decided event handled");
+    let key = format!("*=cat >> {}", log.display());
+    let positions = dir.join("data").join(quorate::handlers::POSITIONS_FILE);
+    wait::until(
+        "the recorder's position saved",
+        Duration::from_secs(10),
+        || {
+            let saved: Value = std::fs::read(&positions)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or("no positions file yet")?;
+            match saved[&key].as_u64() {
+                Some(p) if p >= last => Ok(()),
+                _ => Err(format!("{saved} (handled up to {last})")),
+            }
+        },
+    );
+    lab.kill9(v0);
     lab.restart(v0);
     wait_group(
         &lab,
