@@ -598,4 +598,49 @@ mod tests {
             );
         }
     }
+
+    /// Property tests over random LANs of forming nodes.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Nodes that see one another (each sees every other) never form two clusters: at
+            /// most one decides to bootstrap, whatever the ids, roles, expected count and how
+            /// long the view has been settled; and a node that sees a member never does.
+            #[test]
+            fn no_two_clusters_from_one_view(
+                nodes in proptest::collection::btree_map(1u64..1_000, any::<bool>(), 1..8),
+                expect in 1usize..6,
+                stable_ms in 0u64..3_000,
+                member in proptest::option::of(0usize..8),
+            ) {
+                let seen: Vec<Seen> = nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (id, voter))| Seen {
+                        voter: *voter,
+                        member: member == Some(i),
+                        ca: (member == Some(i)).then(|| "abcdef0123456789".to_string()),
+                        ..forming(*id)
+                    })
+                    .collect();
+                let settle = Duration::from_secs(1);
+                let stable = Duration::from_millis(stable_ms);
+                let mut bootstraps = Vec::new();
+                for me in seen.iter().filter(|s| !s.member) {
+                    let others: Vec<Seen> = seen.iter().filter(|s| s.id != me.id).cloned().collect();
+                    let d = decide(me.id, me.voter, &others, expect, stable, settle);
+                    if d == Decision::Bootstrap {
+                        prop_assert!(me.voter, "a storage node bootstraps");
+                        prop_assert!(!others.iter().any(|s| s.member), "bootstraps beside a member");
+                        bootstraps.push(me.id);
+                    }
+                }
+                prop_assert!(bootstraps.len() <= 1, "two clusters: {:?}", bootstraps);
+            }
+        }
+    }
 }

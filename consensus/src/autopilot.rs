@@ -282,4 +282,111 @@ mod tests {
         f.moved.insert(n(3), "10.0.0.3:7947".into());
         assert!(matches!(next_action(&f), Some(Action::UpdateAddrs(_))));
     }
+
+    /// Property tests over random group states.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn facts() -> impl Strategy<Value = Facts> {
+            // Nodes 1 to 8, each a voter, a learner or neither, of a role or unrecorded, with
+            // a lag, maybe leaving, held back, failed for some time, or moved.
+            let node = (
+                0u8..3,
+                prop_oneof![
+                    3 => Just(Some(Role::Voter)),
+                    1 => Just(Some(Role::Storage)),
+                    1 => Just(None)
+                ],
+                prop_oneof![Just(None), (0u64..2_000).prop_map(Some)],
+                proptest::bool::weighted(0.1),
+                proptest::bool::weighted(0.2),
+                prop_oneof![Just(None), (0u64..200).prop_map(Some)],
+                proptest::bool::weighted(0.05),
+            );
+            (
+                proptest::collection::vec(node, 1..9),
+                prop_oneof![Just(1usize), Just(3), Just(5), Just(7)],
+                prop_oneof![Just(None), Just(Some(Duration::from_secs(60)))],
+                any::<bool>(),
+            )
+                .prop_filter_map(
+                    "a leader among the voters",
+                    |(nodes, target, grace, at_target)| {
+                        let mut f = Facts {
+                            target,
+                            grace,
+                            ..Facts::default()
+                        };
+                        for (i, (place, role, lag, leaving, held, failed, moved)) in
+                            nodes.into_iter().enumerate()
+                        {
+                            let id = n(i as u64 + 1);
+                            match place {
+                                0 => f.voters.insert(id),
+                                1 => f.learners.insert(id),
+                                _ => false,
+                            };
+                            if let Some(r) = role {
+                                f.roles.insert(id, r);
+                            }
+                            f.lag.insert(id, lag);
+                            if leaving {
+                                f.leaving.insert(id);
+                            }
+                            if held {
+                                f.held_back.insert(id);
+                            }
+                            if let Some(s) = failed {
+                                f.failed_for.insert(id, Duration::from_secs(s));
+                            }
+                            if moved {
+                                f.moved.insert(id, "10.0.0.9:7947".into());
+                            }
+                        }
+                        f.leader = *f.voters.iter().next()?;
+                        // Half the groups sit at their target, where a removal must not go below.
+                        if at_target {
+                            f.target = f.voters.len();
+                        }
+                        Some(f)
+                    },
+                )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Never the leader, never a storage node to voter, never a removal that takes the
+            /// voters below the target, never more promotions than the target needs.
+            #[test]
+            fn the_autopilot_keeps_its_rules(f in facts()) {
+                match next_action(&f) {
+                    Some(Action::Promote(ids)) => {
+                        prop_assert!(!ids.is_empty());
+                        prop_assert!(f.voters.len() + ids.len() <= f.target);
+                        for id in &ids {
+                            prop_assert!(f.learners.contains(id), "{id} is not a learner");
+                            prop_assert_eq!(f.roles.get(id), Some(&Role::Voter));
+                            prop_assert!(!f.held_back.contains(id) && !f.leaving.contains(id));
+                            prop_assert!(!f.failed_for.contains_key(id));
+                        }
+                    }
+                    Some(Action::Demote(id)) => {
+                        prop_assert!(id != f.leader && f.voters.contains(&id));
+                    }
+                    Some(Action::Remove(id)) => {
+                        prop_assert!(id != f.leader);
+                        if f.voters.contains(&id) {
+                            prop_assert!(f.voters.len() > f.target, "a voter removed at or below the target");
+                        }
+                        let grace = f.grace.expect("a removal only with a grace");
+                        prop_assert!(f.failed_for.get(&id).is_some_and(|d| *d >= grace));
+                    }
+                    Some(Action::UpdateAddrs(m)) => prop_assert_eq!(m, f.moved.clone()),
+                    None => {}
+                }
+            }
+        }
+    }
 }

@@ -377,4 +377,73 @@ mod tests {
             "never seen alive, and a is gone: no one"
         );
     }
+
+    /// Property tests over random sequences of observations.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn observation() -> impl Strategy<Value = Vec<Observed>> {
+            let one = (
+                prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")],
+                1u64..4,
+                any::<bool>(),
+                proptest::bool::weighted(0.2),
+                prop_oneof![Just("x"), Just("y")],
+            )
+                .prop_map(|(name, generation, live, leaving, zone)| {
+                    let mut extra = vec![("zone", zone)];
+                    if leaving {
+                        extra.push((STATUS_KEY, LEAVING));
+                    }
+                    obs(name, generation, live, &extra)
+                });
+            proptest::collection::vec(one, 0..6)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// The changes are a faithful diff: applied in order to a copy, they give the
+            /// view's members; a node enters only alive or leaving, never failed; the same
+            /// observation twice changes nothing the second time; the detector's dead are
+            /// members.
+            #[test]
+            fn the_changes_replay_to_the_view(rounds in proptest::collection::vec(observation(), 1..12)) {
+                let mut view = View::default();
+                let mut copy: BTreeMap<NodeId, Member> = BTreeMap::new();
+                for observed in rounds {
+                    let changes = view.update(observed.clone());
+                    for c in &changes {
+                        let m = c.member().clone();
+                        match c {
+                            Change::Removed(_) => {
+                                prop_assert!(copy.remove(&m.id).is_some(), "removed a non-member");
+                            }
+                            Change::Failed(_) => {
+                                prop_assert!(copy.contains_key(&m.id), "entered failed");
+                                copy.insert(m.id, m);
+                            }
+                            _ => {
+                                let entering = !copy.contains_key(&m.id);
+                                prop_assert!(
+                                    !entering || m.status != MemberStatus::Failed,
+                                    "entered failed"
+                                );
+                                if let Change::Joined(_) = c {
+                                    prop_assert_eq!(m.status, MemberStatus::Alive);
+                                }
+                                copy.insert(m.id, m);
+                            }
+                        }
+                    }
+                    let members: BTreeMap<NodeId, Member> =
+                        view.members().map(|m| (m.id, m.clone())).collect();
+                    prop_assert_eq!(&copy, &members);
+                    prop_assert!(view.dead().iter().all(|id| members.contains_key(id)));
+                    prop_assert_eq!(view.update(observed), Vec::<Change>::new());
+                }
+            }
+        }
+    }
 }

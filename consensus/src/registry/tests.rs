@@ -592,3 +592,131 @@ fn a_ca_rotation_records_the_next_ca_then_switches_to_it() {
     );
     assert_eq!(r.nodes, before.nodes);
 }
+
+/// Property tests over random request sequences drawn from a small world (a few node ids,
+/// keys, labels and tokens, valid and invalid values), so that requests meet each other.
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id() -> impl Strategy<Value = NodeId> {
+        (0u64..6).prop_map(NodeId::new)
+    }
+
+    fn role() -> impl Strategy<Value = Role> {
+        prop_oneof![Just(Role::Voter), Just(Role::Storage)]
+    }
+
+    fn token_id() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("00000000000000a1".to_string()),
+            Just("00000000000000a2".to_string()),
+            Just("not-hex".to_string()),
+        ]
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        let put = (
+            id(),
+            role(),
+            prop_oneof![Just(None), Just(Some("k1")), Just(Some("k2"))],
+            prop_oneof![Just("10.0.0.1:7947"), Just("nowhere")],
+        )
+            .prop_map(|(id, role, key, addr)| Request::PutNode {
+                node: NodeRecord {
+                    key: key.map(str::to_string),
+                    raft_addr: addr.to_string(),
+                    ..node(id.get(), role)
+                },
+            });
+        let label = (
+            id(),
+            prop_oneof![Just("zone"), Just("rack"), Just(""), Just("bad key")],
+            prop_oneof![Just("a"), Just("b")],
+        )
+            .prop_map(|(node, key, value)| Request::SetLabel {
+                node,
+                key: key.into(),
+                value: value.into(),
+            });
+        let create = (
+            token_id(),
+            role(),
+            prop_oneof![Just(None), Just(Some(0)), Just(Some(2))],
+        )
+            .prop_map(|(id, role, uses)| Request::CreateToken {
+                token: token(&id, role, 1_000, uses),
+            });
+        let use_it =
+            (token_id(), role(), 0u64..2_000).prop_map(|(id, role, at)| use_token(&id, role, at));
+        prop_oneof![
+            put,
+            label,
+            (id(), prop_oneof![Just("zone"), Just("rack")]).prop_map(|(node, key)| {
+                Request::RemoveLabel {
+                    node,
+                    key: key.into(),
+                }
+            }),
+            id().prop_map(|node| Request::MarkLeaving { node }),
+            id().prop_map(|node| Request::RemoveNode { node }),
+            create,
+            use_it,
+            token_id().prop_map(|id| Request::RevokeToken { id }),
+            (0u8..8).prop_map(|voter_target| Request::SetSettings {
+                settings: Settings {
+                    voter_target,
+                    ..Settings::default()
+                },
+            }),
+            prop_oneof![Just("00000000000000ab"), Just("xyz")].prop_map(|id| {
+                Request::InitCluster {
+                    cluster: ClusterInfo {
+                        id: id.into(),
+                        name: "c".into(),
+                        created_ms: 1,
+                    },
+                }
+            }),
+            Just(Request::Noop),
+        ]
+    }
+
+    fn run(log: &[Request]) -> (Registry, Vec<Outcome>) {
+        let mut r = Registry::default();
+        let outcomes = log.iter().map(|req| r.apply(req)).collect();
+        (r, outcomes)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A refused request changes nothing; one that passes its check is applied.
+        #[test]
+        fn a_refused_request_changes_nothing(log in proptest::collection::vec(request(), 1..40)) {
+            let mut r = Registry::default();
+            for req in &log {
+                let before = r.clone();
+                let checked = r.check(req);
+                let applied = r.apply(req);
+                prop_assert_eq!(&checked, &applied);
+                if applied.is_err() {
+                    prop_assert_eq!(&r, &before, "refused {:?} changed the registry", req);
+                }
+            }
+        }
+
+        /// Replaying a log gives the same registry and the same outcomes (what every member
+        /// applying the same entries relies on), and the registry survives its own encoding.
+        #[test]
+        fn replaying_a_log_gives_the_same_state(log in proptest::collection::vec(request(), 1..40)) {
+            let (first, outcomes) = run(&log);
+            let (again, outcomes_again) = run(&log);
+            prop_assert_eq!(&first, &again);
+            prop_assert_eq!(outcomes, outcomes_again);
+            let text = serde_json::to_string(&first).expect("json");
+            let read: Registry = serde_json::from_str(&text).expect("json");
+            prop_assert_eq!(read, first);
+        }
+    }
+}
