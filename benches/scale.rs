@@ -359,9 +359,12 @@ fn run(n: usize) -> Run {
         let name = format!("s{i}");
         let t0 = Instant::now();
         procs.push(spawn(&mut lab, i, &name, &storage_args(&token)));
-        let took = wait::until(
+        // Polled every 2 ms (three HTTP requests inside the lab): a single join takes tens
+        // of milliseconds, and the usual 20 ms poll would round it to its multiples.
+        let took = wait::until_every(
             &format!("{name} a learner on every voter"),
             Duration::from_secs(60),
+            Duration::from_millis(2),
             || {
                 if (0..3).all(|v| is_learner_on(&lab, v, &name)) {
                     Ok(t0.elapsed())
