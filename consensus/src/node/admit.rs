@@ -19,10 +19,11 @@ use quorate_base::NodeId;
 
 use super::join::{Admit, admit_proof, decide, same, token_proof_ok};
 use super::seal::{Secrets, seal};
-use super::state::{Inner, not_leader, now_ms};
+use super::state::{Inner, not_leader};
 use crate::proto::{ConsensusError, JoinReply, JoinRequest};
 use crate::registry::{Refusal, Request, Role};
 use crate::tls::{self, CertSpec};
+use quorate_base::now_ms;
 
 impl Inner {
     /// Admits a joiner (on the leader).

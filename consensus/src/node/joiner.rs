@@ -17,13 +17,13 @@ use tracing::info;
 
 use super::join::{JoinCredentials, admit_proof, key_proof, same, token_proof};
 use super::seal::Opener;
-use super::state::now_ms;
 use super::{Consensus, ConsensusConfig, StartError};
 use crate::files::{CLUSTER_FORMAT, ClusterFile, Files};
 use crate::proto::{ConsensusError, JoinRequest, NodeInfo, Reply, Rpc, TokenProof};
 use crate::quic::QuicNet;
 use crate::registry::Role;
 use crate::tls::{self, Identity, JoinVerifier};
+use quorate_base::now_ms;
 
 /// How long a joiner waits for one seed's answer to its request.
 const JOIN_DEADLINE: Duration = Duration::from_secs(15);

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 
-use super::state::{Inner, not_leader, now_ms};
+use super::state::{Inner, not_leader};
 use crate::proto::{ConsensusError, Written};
 use crate::registry::{ClusterInfo, Request};
+use quorate_base::now_ms;
 
 use quorate_base::NodeId;
 use tracing::debug;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, Raft, RaftMetrics};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -151,13 +151,6 @@ pub type SecretsHandler = std::sync::Arc<
         + Send
         + Sync,
 >;
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 pub(super) fn lag_of(m: &RaftMetrics<NodeId, BasicNode>, id: NodeId) -> Option<u64> {
     let last = m.last_log_index.unwrap_or(0);

@@ -13,11 +13,12 @@ use std::time::{Duration, SystemTime};
 use tracing::{debug, info, warn};
 
 use super::route::{Done, Op};
-use super::state::{Inner, now_ms};
+use super::state::Inner;
 use crate::files::Files;
 use crate::proto::ConsensusError;
 use crate::registry::{NodeRecord, Registry, Request, Role};
 use crate::tls;
+use quorate_base::now_ms;
 
 use quorate_base::NodeId;
 
