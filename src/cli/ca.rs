@@ -49,28 +49,9 @@ pub(crate) fn run(args: &CaArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return client_failed(e),
     };
-    if args.json {
-        say!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
-    } else {
-        super::keyring::print_steps(&report.steps);
-        if report.complete {
-            say!(
-                "rotated: every member trusts CA {} only ({} is refused)",
-                report.fingerprint,
-                report.replaced
-            );
-        } else {
-            say!(
-                "not complete: the rotation stopped at this step; run it again once the members above are back"
-            );
-        }
-    }
-    if report.complete {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    let done = format!(
+        "rotated: every member trusts CA {} only ({} is refused)",
+        report.fingerprint, report.replaced
+    );
+    super::keyring::finish_rotation(args.json, &report, &report.steps, report.complete, &done)
 }

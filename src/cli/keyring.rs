@@ -98,39 +98,46 @@ fn rotate(args: &KeyringArgs, key_file: &std::path::Path) -> ExitCode {
             Ok(r) => r,
             Err(e) => return client_failed(e),
         };
-    if args.json {
+    let done = format!(
+        "rotated: every member seals with {} ({} removed)",
+        report.fingerprint, report.replaced
+    );
+    finish_rotation(args.json, &report, &report.steps, report.complete, &done)
+}
+
+/// Prints a rotation's report (`json`: as JSON, else each step: how many members confirmed
+/// it, and who did not, then `done` or what to do) and gives its exit status: 0 when complete.
+pub(crate) fn finish_rotation(
+    json: bool,
+    report: &impl serde::Serialize,
+    steps: &[quorate_consensus::rotation::StepReport],
+    complete: bool,
+    done: &str,
+) -> ExitCode {
+    if json {
         say!(
             "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
+            serde_json::to_string_pretty(report).unwrap_or_default()
         );
     } else {
-        print_steps(&report.steps);
-        if report.complete {
-            say!(
-                "rotated: every member seals with {} ({} removed)",
-                report.fingerprint,
-                report.replaced
-            );
+        for s in steps {
+            say!("{:<8}{}/{}", s.step, s.confirmed.len(), s.members);
+            for m in &s.missing {
+                say!("  not confirmed: {} ({}): {}", m.name, m.id, m.error);
+            }
+        }
+        if complete {
+            say!("{done}");
         } else {
             say!(
                 "not complete: the rotation stopped at this step; run it again once the members above are back"
             );
         }
     }
-    if report.complete {
+    if complete {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    }
-}
-
-/// Prints each step of a rotation: how many members confirmed it, and who did not.
-pub(crate) fn print_steps(steps: &[quorate_consensus::rotation::StepReport]) {
-    for s in steps {
-        say!("{:<8}{}/{}", s.step, s.confirmed.len(), s.members);
-        for m in &s.missing {
-            say!("  not confirmed: {} ({}): {}", m.name, m.id, m.error);
-        }
     }
 }
 

@@ -216,18 +216,7 @@ fn a_rotation_hands_each_role_only_what_it_keeps() {
     );
     let report: Value = serde_json::from_str(&text).expect("report json");
     assert_eq!(report["complete"], true, "{report}");
-    let steps: Vec<(String, usize, usize)> = report["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .map(|s| {
-            (
-                s["step"].as_str().unwrap_or_default().to_string(),
-                s["confirmed"].as_array().map_or(0, Vec::len),
-                s["members"].as_u64().unwrap_or(0) as usize,
-            )
-        })
-        .collect();
+    let steps = steps_of(&report);
     assert_eq!(
         steps,
         ["install", "use", "remove"].map(|s| (s.to_string(), 3, 3)),
@@ -374,18 +363,7 @@ fn a_rotation_hands_each_role_only_what_it_keeps() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: Value = serde_json::from_str(&text).expect("report json");
-    let steps: Vec<(String, usize, usize)> = report["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .map(|s| {
-            (
-                s["step"].as_str().unwrap_or_default().to_string(),
-                s["confirmed"].as_array().map_or(0, Vec::len),
-                s["members"].as_u64().unwrap_or(0) as usize,
-            )
-        })
-        .collect();
+    let steps = steps_of(&report);
     let want = [("key", 1), ("trust", 2), ("renew", 2), ("switch", 2)];
     assert_eq!(steps, want.map(|(s, n)| (s.to_string(), n, n)), "{report}");
     let new_ca = report["fingerprint"].as_str().expect("fingerprint");
@@ -480,6 +458,22 @@ pub(crate) fn three_voters_and_storage(lab: &mut Lab) -> crate::support::lab::Pr
     ];
     wait_group(lab, &[0, 3], &want, Duration::from_secs(40));
     a3
+}
+
+/// A rotation report's steps: (name, members that confirmed it, members).
+fn steps_of(report: &Value) -> Vec<(String, usize, usize)> {
+    report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap_or_default().to_string(),
+                s["confirmed"].as_array().map_or(0, Vec::len),
+                s["members"].as_u64().unwrap_or(0) as usize,
+            )
+        })
+        .collect()
 }
 
 /// Whether host `host`'s status gives member `name` gossip liveness `want`.
