@@ -563,6 +563,14 @@ impl Drop for Lab {
         if std::thread::panicking() {
             self.print_logs();
         }
+        // QLAB_KEEP_LOGS=DIR: every process's log is copied there (to study a run afterwards).
+        if let Ok(keep) = std::env::var("QLAB_KEEP_LOGS") {
+            let _ = fs::create_dir_all(&keep);
+            for proc in &self.procs {
+                let to = std::path::Path::new(&keep).join(format!("{}.log", proc.label));
+                let _ = fs::copy(&proc.log, to);
+            }
+        }
         for host in &self.hosts {
             remove_netns(&host.netns);
             let _ = quiet_ip(&["link", "del", &host.veth]);

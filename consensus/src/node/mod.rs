@@ -31,6 +31,7 @@ mod serve;
 mod start;
 mod state;
 mod status;
+mod trust;
 mod upkeep;
 
 use std::collections::BTreeMap;

@@ -10,11 +10,12 @@ use std::time::Duration;
 use openraft::{BasicNode, Raft};
 use tracing::{info, warn};
 
-use super::ca::{CaSet, follow_ca};
+use super::ca::follow_ca;
 use super::campaign::{Campaign, campaign_loop};
 use super::join::Admission;
 use super::membership::autopilot_loop;
 use super::state::{Counters, Inner, Locks, Me, PilotInput};
+use super::trust::CaSet;
 use super::upkeep::{
     count_leader_changes, follow_quiet_targets, follow_removals, keep_record, release_election,
     renew_certificate,

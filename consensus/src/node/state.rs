@@ -73,7 +73,7 @@ pub(super) struct Me {
     pub(super) cluster: ClusterFile,
     /// The CAs it trusts, and their keys (voters hold them, storage nodes never do); changed
     /// by a CA rotation only.
-    pub(super) ca: tokio::sync::watch::Sender<super::ca::CaSet>,
+    pub(super) ca: tokio::sync::watch::Sender<super::trust::CaSet>,
     pub(super) info: NodeInfo,
     pub(super) advertise: SocketAddr,
     /// The fingerprint of this node's key: its identity, across certificate renewals.

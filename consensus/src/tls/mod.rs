@@ -1,39 +1,34 @@
-//! The cluster's PKI: a CA made at bootstrap, node certificates that name their node id, and
-//! the TLS configurations QUIC uses.
+//! The cluster's PKI and the TLS configurations QUIC uses (TLS 1.3, ALPN `quorate/1`, ring
+//! passed explicitly, never installed process-wide).
 //!
-//! A node certificate carries one DNS name, `n<16 hex digits>.node.quorate`, and one naming its
-//! role, `voter.role.quorate` or `storage.role.quorate`, with both the server and the client
-//! extended key usage (nodes dial each other). It is valid for a bounded time ([`CertSpec`]) and
-//! renewed by its node before it runs out; the node keeps its key across renewals, so the
-//! key's fingerprint identifies the node's identity, and a removed identity is refused by the
-//! handshake ([`DenyList`]). A member connecting to
-//! node X asks for X's name, so a peer whose certificate names another node is refused by the
-//! handshake; a server reads the client's node id from its certificate. Members trust only the
-//! cluster CA and speak only TLS 1.3 with the `quorate/1` ALPN.
-//!
-//! A node that is not a member yet dials without a client certificate (the server allows that,
-//! and then answers nothing but a join request). It checks the server against a CA it pins by
-//! fingerprint (from a join token), or, for an open cluster, against the CA the server presents
-//! (trust on first use); either way the server's certificate must chain to that CA and name a
-//! node. Its private key never leaves it: it sends a certificate signing request, and the
-//! cluster signs a certificate for the node id it asked for, with quorate's own fields only.
-//!
-//! The crypto provider is passed explicitly (ring), never installed process-wide.
+//! A node certificate names its node (`n<16 hex>.node.quorate`) and its role
+//! (`<role>.role.quorate`), is valid for a bounded time ([`CertSpec`]) and is renewed with the
+//! same key, so the key's fingerprint is the node's identity. Members trust only the CAs the
+//! registry names and refuse removed identities ([`DenyList`]); a member dialing node X asks
+//! for X's name. A joiner dials without a certificate and checks the member it meets
+//! ([`JoinVerifier`]); its key never leaves it (it sends a request, [`node_request`]).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use quorate_base::{NodeId, Role};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rcgen::CertificateParams;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use sha2::{Digest, Sha256};
+
+mod deny;
+mod issue;
+mod verify;
+
+pub use deny::{ANY_KEY, DenyList};
+use issue::key_fingerprint;
+pub use issue::{
+    issue_node_cert, issued_by, key_matches, new_ca, new_node_key, next_ca, node_request,
+    node_request_with, own_key_fingerprint, request_key_fingerprint, sign_node_request, split_pem,
+};
+use verify::MemberVerifier;
+pub use verify::{FOREIGN_CA, JoinVerifier, NOT_A_VOTER, OTHER_NODE, REMOVED, Trust};
 
 /// ALPN protocol id of quorate's QUIC.
 pub const ALPN: &[u8] = b"quorate/1";
@@ -94,196 +89,15 @@ pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Certificates are dated a minute back, for clocks that differ a little.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
-fn ca_validity(params: &mut CertificateParams) {
+pub(super) fn ca_validity(params: &mut CertificateParams) {
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2120, 1, 1);
 }
 
-fn node_validity(params: &mut CertificateParams, lifetime: Duration) {
+pub(super) fn node_validity(params: &mut CertificateParams, lifetime: Duration) {
     let now = SystemTime::now();
     params.not_before = time::OffsetDateTime::from(now - CLOCK_SKEW);
     params.not_after = time::OffsetDateTime::from(now + lifetime);
-}
-
-/// A new cluster CA: `(certificate PEM, private key PEM)`.
-pub fn new_ca(cluster_id: &str) -> Result<(String, String), TlsError> {
-    make_ca(format!("quorate cluster {cluster_id} CA"))
-}
-
-/// A CA to rotate to: as [`new_ca`], with a name of its own (a random suffix), so that the
-/// certificates of the two CAs trusted side by side during the rotation name distinct issuers.
-pub fn next_ca(cluster_id: &str) -> Result<(String, String), TlsError> {
-    let suffix = hex::encode(rand::random::<[u8; 4]>());
-    make_ca(format!("quorate cluster {cluster_id} CA {suffix}"))
-}
-
-fn make_ca(name: String) -> Result<(String, String), TlsError> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, name);
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_validity(&mut params);
-    let cert = params.self_signed(&key)?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
-
-/// The certificates of a PEM bundle, each as PEM of its own, in order.
-pub fn split_pem(bundle: &str) -> Result<Vec<String>, TlsError> {
-    const END: &str = "-----END CERTIFICATE-----";
-    let mut out = Vec::new();
-    let mut rest = bundle;
-    while let Some(end) = rest.find(END) {
-        let block = &rest[..end + END.len()];
-        let start = block
-            .find("-----BEGIN CERTIFICATE-----")
-            .ok_or_else(|| TlsError::Pem("a certificate without its BEGIN line".into()))?;
-        let pem = format!("{}\n", &block[start..]);
-        certs(&pem)?;
-        out.push(pem);
-        rest = &rest[end + END.len()..];
-    }
-    if out.is_empty() {
-        return Err(TlsError::Pem("no certificate".into()));
-    }
-    Ok(out)
-}
-
-/// Whether `key_pem` is the private key of the certificate `cert_pem` (the first of it).
-pub fn key_matches(cert_pem: &str, key_pem: &str) -> bool {
-    let Ok(der) = certs(cert_pem) else {
-        return false;
-    };
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der[0].as_ref()) else {
-        return false;
-    };
-    own_key_fingerprint(key_pem)
-        .is_ok_and(|k| k == key_fingerprint(&cert.public_key().subject_public_key.data))
-}
-
-/// Whether the node certificate `cert_pem` chains to the CA `ca_pem` and is valid now.
-pub fn issued_by(cert_pem: &str, ca_pem: &str) -> bool {
-    let (Ok(cert), Ok(ca)) = (certs(cert_pem), certs(ca_pem)) else {
-        return false;
-    };
-    let Some(id) = node_id_of_cert(cert[0].as_ref()) else {
-        return false;
-    };
-    let Ok(roots) = roots_of(&ca[..1]) else {
-        return false;
-    };
-    let Ok(verifier) =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-    else {
-        return false;
-    };
-    let Ok(name) = ServerName::try_from(node_name(id)) else {
-        return false;
-    };
-    verifier
-        .verify_server_cert(&cert[0], &[], &name, &[], UnixTime::now())
-        .is_ok()
-}
-
-/// The certificate fields of node `id`; whatever a request asked for, these are what is signed.
-/// A request carries no role and no validity (`spec` is `None`): the signer decides both.
-fn node_params(id: NodeId, spec: Option<&CertSpec>) -> Result<CertificateParams, TlsError> {
-    let mut names = vec![node_name(id)];
-    if let Some(spec) = spec {
-        names.push(role_name(spec.role));
-    }
-    let mut params = CertificateParams::new(names)?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, node_name(id));
-    params.distinguished_name = dn;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    match spec {
-        Some(spec) => node_validity(&mut params, spec.lifetime),
-        None => ca_validity(&mut params),
-    }
-    Ok(params)
-}
-
-/// Issues a certificate for node `id` with a new key, signed by the CA: `(certificate PEM,
-/// private key PEM)`. Used by the node that bootstraps a cluster, for itself.
-pub fn issue_node_cert(
-    ca_cert_pem: &str,
-    ca_key_pem: &str,
-    id: NodeId,
-    spec: &CertSpec,
-) -> Result<(String, String), TlsError> {
-    let ca_key = KeyPair::from_pem(ca_key_pem)?;
-    let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, ca_key)?;
-    let key = KeyPair::generate()?;
-    let cert = node_params(id, Some(spec))?.signed_by(&key, &issuer)?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
-
-/// A new private key, PEM (a node's own: it never leaves the node).
-pub fn new_node_key() -> Result<String, TlsError> {
-    Ok(KeyPair::generate()?.serialize_pem())
-}
-
-/// A signing request for node `id` with its key `key_pem` (a new member's first certificate,
-/// or a renewal: the key stays, so the identity does).
-pub fn node_request_with(id: NodeId, key_pem: &str) -> Result<String, TlsError> {
-    let key = KeyPair::from_pem(key_pem)?;
-    Ok(node_params(id, None)?.serialize_request(&key)?.pem()?)
-}
-
-/// A new key and a signing request for node `id`: `(request PEM, private key PEM)`.
-pub fn node_request(id: NodeId) -> Result<(String, String), TlsError> {
-    let key = new_node_key()?;
-    Ok((node_request_with(id, &key)?, key))
-}
-
-/// Signs a request for node `id`: the request's signature is checked and its public key kept,
-/// but every other field is quorate's (the name of node `id`, its role, both key usages, the
-/// validity).
-pub fn sign_node_request(
-    ca_cert_pem: &str,
-    ca_key_pem: &str,
-    request_pem: &str,
-    id: NodeId,
-    spec: &CertSpec,
-) -> Result<String, TlsError> {
-    let mut request = CertificateSigningRequestParams::from_pem(request_pem)
-        .map_err(|e| TlsError::Request(format!("unreadable ({e})")))?;
-    request.params = node_params(id, Some(spec))?;
-    let ca_key = KeyPair::from_pem(ca_key_pem)?;
-    let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, ca_key)?;
-    Ok(request.signed_by(&issuer)?.pem())
-}
-
-/// The fingerprint of a public key (SHA-256 of its bits, hex): what names a node's identity in
-/// the registry and on the deny list.
-fn key_fingerprint(raw_public_key: &[u8]) -> String {
-    hex::encode(Sha256::digest(raw_public_key))
-}
-
-/// The key fingerprint of a signing request, once its signature is checked.
-pub fn request_key_fingerprint(request_pem: &str) -> Result<String, TlsError> {
-    use rcgen::PublicKeyData;
-    let request = CertificateSigningRequestParams::from_pem(request_pem)
-        .map_err(|e| TlsError::Request(format!("unreadable ({e})")))?;
-    Ok(key_fingerprint(request.public_key.der_bytes()))
-}
-
-/// The key fingerprint of a private key PEM (the node's own identity).
-pub fn own_key_fingerprint(key_pem: &str) -> Result<String, TlsError> {
-    use rcgen::PublicKeyData;
-    Ok(key_fingerprint(KeyPair::from_pem(key_pem)?.der_bytes()))
 }
 
 /// What a node certificate says: whom it names, in which role, with which key, until when.
@@ -338,41 +152,7 @@ pub fn cert_facts_pem(cert_pem: &str) -> Result<CertFacts, TlsError> {
         .ok_or_else(|| TlsError::Request("the certificate names no node".into()))
 }
 
-/// The key a deny-list entry names for every key of its node (a removal recorded for a node
-/// whose record named no key).
-pub const ANY_KEY: &str = "*";
-
-/// Identities removed from the cluster, by node id: the fingerprints of their keys (`*`: every
-/// key of that node). Shared by the handshake, which refuses them, and the member, which keeps
-/// it in step with the registry.
-#[derive(Clone, Debug, Default)]
-pub struct DenyList(Arc<RwLock<BTreeMap<NodeId, BTreeSet<String>>>>);
-
-impl DenyList {
-    /// Replaces the list; returns the nodes newly denied.
-    pub fn set(&self, list: BTreeMap<NodeId, BTreeSet<String>>) -> Vec<NodeId> {
-        let Ok(mut cur) = self.0.write() else {
-            return Vec::new();
-        };
-        let new: Vec<NodeId> = list
-            .iter()
-            .filter(|(id, keys)| cur.get(id) != Some(keys))
-            .map(|(id, _)| *id)
-            .collect();
-        *cur = list;
-        new
-    }
-
-    /// Whether node `id` with key `key` was removed.
-    pub fn denies(&self, id: NodeId, key: &str) -> bool {
-        self.0.read().is_ok_and(|l| {
-            l.get(&id)
-                .is_some_and(|keys| keys.contains(key) || keys.contains(ANY_KEY))
-        })
-    }
-}
-
-fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(super) fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let list = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem(e.to_string()))?;
@@ -426,11 +206,11 @@ impl std::fmt::Debug for Identity {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(super) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn roots_of(ca: &[CertificateDer<'static>]) -> Result<rustls::RootCertStore, TlsError> {
+pub(super) fn roots_of(ca: &[CertificateDer<'static>]) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for c in ca {
         roots.add(c.clone())?;
@@ -483,237 +263,6 @@ impl Identity {
             .with_client_auth_cert(chain, key)?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
-    }
-}
-
-/// What the handshake says to a removed node.
-pub const REMOVED: &str = "this node's identity was removed from the cluster";
-
-/// The server's check of a member's certificate: the CA's chain and validity (webpki), then
-/// quorate's own: it names one node, whose identity is not on the deny list.
-#[derive(Debug)]
-struct MemberVerifier {
-    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
-    deny: DenyList,
-}
-
-impl rustls::server::danger::ClientCertVerifier for MemberVerifier {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        let facts = cert_facts(end_entity.as_ref())
-            .ok_or_else(|| rustls::Error::General("the certificate names no node".to_string()))?;
-        if self.deny.denies(facts.id, &facts.key) {
-            return Err(rustls::Error::General(REMOVED.to_string()));
-        }
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// What a joiner's handshake says of a member whose CA is not the pinned one.
-pub const FOREIGN_CA: &str =
-    "the node does not present the pinned CA (another cluster, or a node in the middle)";
-
-/// How a joiner trusts the cluster it dials.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Trust {
-    /// The CA whose certificate has this SHA-256 fingerprint (hex; a prefix of at least 16
-    /// digits, as mDNS advertises, is accepted too).
-    Pinned(String),
-    /// Whatever CA the server presents (an open cluster, trust on first use).
-    FirstUse,
-    /// Whatever CA the server presents, as long as the server's certificate names this node:
-    /// the node a forming peer was seen as (zero-configuration formation asks the node that
-    /// forms the cluster directly, before its advertisement carries the CA). It trusts no
-    /// more than the advertisement that named the node and would name the CA.
-    Node(NodeId),
-}
-
-/// What a joiner's handshake says of a member whose certificate names another node than the
-/// one expected.
-pub const OTHER_NODE: &str = "the node's certificate names another node than the one expected";
-
-/// What a joiner's handshake says of a member whose certificate does not state the voter role.
-pub const NOT_A_VOTER: &str =
-    "the node is not a voter (its certificate states another role): only voters admit nodes";
-
-/// Verifies a cluster node's certificate for a joiner: the CA comes with the server's chain and
-/// must match the pin (or is taken on first use); the node certificate must chain to it, name
-/// a node and state the voter role (only voters admit nodes: a storage node that holds the
-/// joiner's connection could relay the join). The CA it accepted is kept for the caller.
-#[derive(Debug)]
-pub struct JoinVerifier {
-    trust: Trust,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    seen_ca: Mutex<Option<CertificateDer<'static>>>,
-}
-
-impl JoinVerifier {
-    /// A verifier with this trust.
-    pub fn new(trust: Trust) -> Arc<JoinVerifier> {
-        Arc::new(JoinVerifier {
-            trust,
-            provider: provider(),
-            seen_ca: Mutex::new(None),
-        })
-    }
-
-    /// The CA certificate (DER) of the last server accepted.
-    pub fn accepted_ca(&self) -> Option<CertificateDer<'static>> {
-        self.seen_ca.lock().ok().and_then(|s| s.clone())
-    }
-
-    /// A client configuration that verifies servers with `self` and presents no certificate.
-    pub fn client_config(self: &Arc<Self>) -> Result<rustls::ClientConfig, TlsError> {
-        let mut config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(self.clone())
-            .with_no_client_auth();
-        config.alpn_protocols = vec![ALPN.to_vec()];
-        Ok(config)
-    }
-}
-
-fn matches_pin(fingerprint: &str, pin: &str) -> bool {
-    let pin = pin.to_ascii_lowercase();
-    pin.len() >= 16 && fingerprint.starts_with(&pin)
-}
-
-impl ServerCertVerifier for JoinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let refuse = |m: &str| rustls::Error::General(m.to_string());
-        // The CAs the server presents that this joiner would trust: the pinned one, or any
-        // (two during a CA rotation); the first its certificate chains to is accepted.
-        let candidates: Vec<&CertificateDer<'_>> = match &self.trust {
-            Trust::Pinned(pin) => intermediates
-                .iter()
-                .filter(|c| matches_pin(&der_fingerprint(c.as_ref()), pin))
-                .collect(),
-            Trust::FirstUse | Trust::Node(_) => intermediates.iter().collect(),
-        };
-        if candidates.is_empty() {
-            return Err(refuse(match self.trust {
-                Trust::Pinned(_) => FOREIGN_CA,
-                _ => "the node presents no CA certificate",
-            }));
-        }
-        let id = node_id_of_cert(end_entity.as_ref())
-            .ok_or_else(|| refuse("the node's certificate names no node"))?;
-        if let Trust::Node(expected) = &self.trust
-            && *expected != id
-        {
-            return Err(refuse(OTHER_NODE));
-        }
-        let name = ServerName::try_from(node_name(id)).map_err(|e| refuse(&e.to_string()))?;
-        let mut accepted = None;
-        let mut last_error = refuse(FOREIGN_CA);
-        for ca in candidates {
-            let ca = ca.clone().into_owned();
-            let roots = roots_of(std::slice::from_ref(&ca)).map_err(|e| refuse(&e.to_string()))?;
-            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots),
-                self.provider.clone(),
-            )
-            .build()
-            .map_err(|e| refuse(&e.to_string()))?;
-            match inner.verify_server_cert(end_entity, &[], &name, ocsp_response, now) {
-                Ok(v) => {
-                    accepted = Some((ca, v));
-                    break;
-                }
-                Err(e) => last_error = e,
-            }
-        }
-        let (ca, verified) = accepted.ok_or(last_error)?;
-        if cert_facts(end_entity.as_ref()).and_then(|f| f.role) != Some(Role::Voter) {
-            return Err(refuse(NOT_A_VOTER));
-        }
-        if let Ok(mut seen) = self.seen_ca.lock() {
-            *seen = Some(ca);
-        }
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 

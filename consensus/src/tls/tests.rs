@@ -1,5 +1,11 @@
 //! The PKI's rules: names, roles, lifetimes, keys, requests, pins and the deny list.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::{ServerName, UnixTime};
+
+use super::verify::matches_pin;
 use super::*;
 
 const SPEC: CertSpec = CertSpec {
