@@ -83,14 +83,38 @@ mod hex_ids {
     }
 }
 
-/// Runs step `name` on every member of `members` at once (`run` does it for one member) and
-/// reports who confirmed it.
+/// How many times a step is tried on a member before it counts as not confirmed, and the
+/// pause before the next try (doubled each time): a member slow to answer or a lost packet is
+/// not a member down. Each step is idempotent, so a try that did its work but lost its answer
+/// is harmless.
+const TRIES: u32 = 3;
+const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Runs step `name` on every member of `members` at once (`run` does it for one member,
+/// tried again on failure) and reports who confirmed it.
 pub async fn step<'a, F, Fut>(name: &str, members: &'a [Member], run: F) -> StepReport
 where
     F: Fn(&'a Member) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let done = futures_util::future::join_all(members.iter().map(run)).await;
+    let run = &run;
+    let done = futures_util::future::join_all(members.iter().map(|m| async move {
+        let mut pause = FIRST_PAUSE;
+        let mut tried = 1;
+        loop {
+            match run(m).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tried >= TRIES => return Err(e),
+                Err(e) => {
+                    tracing::debug!(step = name, member = %m.id, error = %e, "rotation step not confirmed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    tried += 1;
+                }
+            }
+        }
+    }))
+    .await;
     let mut report = StepReport {
         step: name.to_string(),
         members: members.len(),
@@ -120,8 +144,8 @@ where
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_step_names_each_member_that_did_not_confirm() {
+    #[tokio::test(start_paused = true)]
+    async fn a_step_tries_again_and_names_each_member_that_did_not_confirm() {
         let members: Vec<Member> = [(1, Role::Voter, "a"), (2, Role::Storage, "b")]
             .into_iter()
             .map(|(id, role, name)| Member {
@@ -130,8 +154,14 @@ mod tests {
                 name: name.into(),
             })
             .collect();
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let tries = &tries;
         let report = step("install", &members, |m| async move {
             match m.role {
+                // A slow voter: confirms at its third try.
+                Role::Voter if tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 2 => {
+                    Err("slow".to_string())
+                }
                 Role::Voter => Ok(()),
                 Role::Storage => Err("down".to_string()),
             }
