@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use quorate_base::{NodeId, Role};
 use quorate_consensus::Consensus;
-use quorate_consensus::rotation::{self, Member, StepReport};
+use quorate_consensus::rotation::{self, Member, Report};
 use quorate_gossip::{Gossip, Key};
 use serde::{Deserialize, Serialize};
 
@@ -185,19 +185,6 @@ pub fn step_for(role: Role, step: &Step) -> KeyringOp {
     }
 }
 
-/// What a rotation did.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RotateReport {
-    /// The new key's fingerprint.
-    pub fingerprint: String,
-    /// The old primary's fingerprint.
-    pub replaced: String,
-    /// The steps run, in order; the last one stopped the rotation unless it is complete.
-    pub steps: Vec<StepReport>,
-    /// Whether every member confirmed every step.
-    pub complete: bool,
-}
-
 /// Rotates the cluster key to `new` on every recorded member, from this voter-role node
 /// (`node`, whose own keyring `apply_here` changes).
 pub async fn rotate(
@@ -205,7 +192,7 @@ pub async fn rotate(
     keys: &SharedKeys,
     apply_here: impl Fn(&KeyringOp) -> Result<(), KeyringError>,
     new: Key,
-) -> Result<RotateReport, KeyringError> {
+) -> Result<Report, KeyringError> {
     let (kind, old) = {
         let k = keys
             .lock()
@@ -233,12 +220,7 @@ pub async fn rotate(
         .await
         .map_err(|e| KeyringError::Failed(format!("the registry cannot be read: {e}")))?;
     let members = Member::all(&registry);
-    let mut report = RotateReport {
-        fingerprint: fingerprint.clone(),
-        replaced: old.clone(),
-        steps: Vec::new(),
-        complete: false,
-    };
+    let mut report = Report::new(fingerprint.clone(), old.clone());
     for step in [
         Step::Install(new),
         Step::Use(fingerprint),
@@ -262,9 +244,7 @@ pub async fn rotate(
             }
         })
         .await;
-        let stop = !s.missing.is_empty();
-        report.steps.push(s);
-        if stop {
+        if !report.record(s) {
             return Ok(report);
         }
     }

@@ -123,6 +123,26 @@ pub mod hex_id {
             }
         }
     }
+
+    /// The same for a list of ids.
+    pub mod list {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        use super::super::NodeId;
+
+        /// Writes each id as 16 hex digits.
+        pub fn serialize<S: Serializer>(ids: &[NodeId], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(ids.iter().map(ToString::to_string))
+        }
+
+        /// Reads a list of 16 hex digit ids.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NodeId>, D::Error> {
+            <Vec<std::borrow::Cow<'de, str>>>::deserialize(d)?
+                .iter()
+                .map(|t| t.parse().map_err(serde::de::Error::custom))
+                .collect()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -42,9 +42,9 @@ pub use events::{Compacted, Event, EventHub, EventIndex, EventKind, Subscription
 pub use files::{ClusterFile, Files, FilesError};
 pub use network::{AnswerGuard, LEARNER_BEAT, MAX_TERM_AHEAD, QuietTargets, RaftNet, TERM_CEILING};
 pub use node::{
-    AdmissionConfig, CaRotation, Consensus, ConsensusConfig, Counts, JoinCredentials, JoinPolicy,
-    MemberView, SecretsHandler, StartError, Status, TokenSecret, key_proof,
-    same as constant_time_eq, secret_hash, token_proof, token_proof_key,
+    AdmissionConfig, Consensus, ConsensusConfig, Counts, JoinCredentials, JoinPolicy, MemberView,
+    SecretsHandler, StartError, Status, TokenSecret, key_proof, same as constant_time_eq,
+    secret_hash, token_proof, token_proof_key,
 };
 pub use proto::{
     AdminOp, ConsensusError, JoinReply, JoinRequest, NodeInfo, RegistryAt, TokenProof, Written,

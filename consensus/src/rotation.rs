@@ -42,7 +42,7 @@ pub struct StepReport {
     /// How many members it was run on.
     pub members: usize,
     /// The members that confirmed it.
-    #[serde(with = "hex_ids")]
+    #[serde(with = "quorate_base::hex_id::list")]
     pub confirmed: Vec<NodeId>,
     /// The members that did not, with why.
     pub missing: Vec<Missing>,
@@ -52,6 +52,38 @@ impl StepReport {
     /// Whether every member confirmed it.
     pub fn complete(&self) -> bool {
         self.missing.is_empty()
+    }
+}
+
+/// What a rotation did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Report {
+    /// The fingerprint of what it rotates to (the new key's, the new CA's).
+    pub fingerprint: String,
+    /// The fingerprint of what it replaces.
+    pub replaced: String,
+    /// The steps run, in order; the last one stopped the rotation unless it is complete.
+    pub steps: Vec<StepReport>,
+    /// Whether every member confirmed every step.
+    pub complete: bool,
+}
+
+impl Report {
+    /// A rotation from `replaced` to `fingerprint`, no step run yet.
+    pub fn new(fingerprint: String, replaced: String) -> Report {
+        Report {
+            fingerprint,
+            replaced,
+            steps: Vec::new(),
+            complete: false,
+        }
+    }
+
+    /// Records a step; whether the rotation goes on (every member confirmed it).
+    pub fn record(&mut self, step: StepReport) -> bool {
+        let on = step.complete();
+        self.steps.push(step);
+        on
     }
 }
 
@@ -65,22 +97,6 @@ pub struct Missing {
     pub name: String,
     /// Why.
     pub error: String,
-}
-
-mod hex_ids {
-    use quorate_base::NodeId;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(ids: &[NodeId], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(ids.iter().map(ToString::to_string))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NodeId>, D::Error> {
-        Vec::<String>::deserialize(d)?
-            .iter()
-            .map(|s| s.parse().map_err(serde::de::Error::custom))
-            .collect()
-    }
 }
 
 /// How many times a step is tried on a member before it counts as not confirmed, and the

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use quorate_consensus::CaRotation;
+use quorate_consensus::rotation::Report;
 
 use super::args::{ApiArg, client_failed};
 
@@ -45,7 +45,7 @@ pub(crate) enum CaCmd {
 pub(crate) fn run(args: &CaArgs) -> ExitCode {
     let CaCmd::Rotate = args.op;
     let client = args.api.client();
-    let report: CaRotation = match client.post("/v1/ca/rotate", &serde_json::json!({})) {
+    let report: Report = match client.post("/v1/ca/rotate", &serde_json::json!({})) {
         Ok(r) => r,
         Err(e) => return client_failed(e),
     };
@@ -53,5 +53,5 @@ pub(crate) fn run(args: &CaArgs) -> ExitCode {
         "rotated: every member trusts CA {} only ({} is refused)",
         report.fingerprint, report.replaced
     );
-    super::keyring::finish_rotation(args.json, &report, &report.steps, report.complete, &done)
+    super::keyring::finish_rotation(args.json, &report, &done)
 }

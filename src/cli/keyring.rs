@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use quorate::api::wire::{KeyringOp, KeyringView};
-use quorate::keyring::RotateReport;
+use quorate_consensus::rotation::Report;
 
 use super::args::{ApiArg, client_failed};
 
@@ -93,7 +93,7 @@ fn rotate(args: &KeyringArgs, key_file: &std::path::Path) -> ExitCode {
         }
     };
     let client = args.api.client();
-    let report: RotateReport =
+    let report: Report =
         match client.post("/v1/keyring/rotate", &quorate::api::RotateRequest { key }) {
             Ok(r) => r,
             Err(e) => return client_failed(e),
@@ -102,31 +102,25 @@ fn rotate(args: &KeyringArgs, key_file: &std::path::Path) -> ExitCode {
         "rotated: every member seals with {} ({} removed)",
         report.fingerprint, report.replaced
     );
-    finish_rotation(args.json, &report, &report.steps, report.complete, &done)
+    finish_rotation(args.json, &report, &done)
 }
 
 /// Prints a rotation's report (`json`: as JSON, else each step: how many members confirmed
 /// it, and who did not, then `done` or what to do) and gives its exit status: 0 when complete.
-pub(crate) fn finish_rotation(
-    json: bool,
-    report: &impl serde::Serialize,
-    steps: &[quorate_consensus::rotation::StepReport],
-    complete: bool,
-    done: &str,
-) -> ExitCode {
+pub(crate) fn finish_rotation(json: bool, report: &Report, done: &str) -> ExitCode {
     if json {
         say!(
             "{}",
             serde_json::to_string_pretty(report).unwrap_or_default()
         );
     } else {
-        for s in steps {
+        for s in &report.steps {
             say!("{:<8}{}/{}", s.step, s.confirmed.len(), s.members);
             for m in &s.missing {
                 say!("  not confirmed: {} ({}): {}", m.name, m.id, m.error);
             }
         }
-        if complete {
+        if report.complete {
             say!("{done}");
         } else {
             say!(
@@ -134,7 +128,7 @@ pub(crate) fn finish_rotation(
             );
         }
     }
-    if complete {
+    if report.complete {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -38,7 +38,7 @@ use super::trust::{Ca, CaSet};
 use super::{Consensus, ConsensusError};
 use crate::files::Files;
 use crate::registry::Request;
-use crate::rotation::{self, Member, StepReport};
+use crate::rotation::{self, Member, Report};
 use crate::tls::{self, Identity};
 
 /// The name of the secret that carries a CA rotation step to a member.
@@ -91,30 +91,27 @@ impl CaStep {
     }
 }
 
-/// What a CA rotation did.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CaRotation {
-    /// The new CA's fingerprint.
-    pub fingerprint: String,
-    /// The replaced CA's fingerprint.
-    pub replaced: String,
-    /// The steps run, in order; the last one stopped the rotation unless it is complete.
-    pub steps: Vec<StepReport>,
-    /// Whether every member confirmed every step.
-    pub complete: bool,
-}
-
 impl Inner {
     /// The CAs this node holds now.
     pub(super) fn ca(&self) -> CaSet {
         self.me.ca.borrow().clone()
     }
 
-    /// Holds `new` from now on: saved first, then served and dialed with; a new current CA
-    /// is recorded in `cluster.json`. Whether the current CA changed (the caller closes the
-    /// connections made under the old one).
-    fn set_ca(&self, new: CaSet) -> Result<bool, String> {
+    /// Changes the CAs this node holds to what `change` makes of them, one change at a time:
+    /// saved first, then served and dialed with; a new current CA is recorded in
+    /// `cluster.json`. Whether the current CA changed (the caller closes the connections made
+    /// under the old one).
+    fn change_ca(
+        &self,
+        change: impl FnOnce(CaSet) -> Result<CaSet, String>,
+    ) -> Result<bool, String> {
+        let _one = self
+            .me
+            .ca_change
+            .lock()
+            .map_err(|_| "the CAs are unavailable".to_string())?;
         let old = self.ca();
+        let new = change(old.clone())?;
         if old == new {
             return Ok(false);
         }
@@ -206,18 +203,20 @@ impl Inner {
         if !tls::key_matches(cert_pem, key_pem) {
             return Err("the key is not the CA certificate's".into());
         }
-        let mut set = self.ca();
         let next = Ca::new(cert_pem, Some(key_pem.to_string())).map_err(|e| e.to_string())?;
-        if next.fingerprint == set.current.fingerprint {
-            return Err("that CA is the current one".into());
-        }
-        set.next = Some(next);
-        self.set_ca(set).map(drop)
+        self.change_ca(|mut set| {
+            if next.fingerprint == set.current.fingerprint {
+                return Err("that CA is the current one".into());
+            }
+            set.next = Some(next);
+            Ok(set)
+        })
+        .map(drop)
     }
 
     /// Renews this node's certificate now, through the leader, with the same key; serves
-    /// and dials with the new one from then on. The certificate must be of the CA that signs
-    /// now (the next one during a rotation).
+    /// and dials with the new one from then on. The certificate must name this node with its
+    /// key and chain to a CA this node trusts.
     pub(super) async fn renew_now(&self) -> Result<(), String> {
         let files = Files::open(&self.me.dir).map_err(|e| e.to_string())?;
         let identity = files.identity().map_err(|e| e.to_string())?;
@@ -236,8 +235,7 @@ impl Inner {
             return Err("the leader signed a certificate for another identity".into());
         }
         let set = self.ca();
-        let signer = set.next.as_ref().unwrap_or(&set.current);
-        if !tls::issued_by(&cert, &signer.pem) && !tls::issued_by(&cert, &set.current.pem) {
+        if !set.cas().any(|ca| tls::issued_by(&cert, &ca.pem)) {
             return Err("the leader signed a certificate of a CA this node does not trust".into());
         }
         files.save_cert(&cert).map_err(|e| e.to_string())?;
@@ -275,37 +273,47 @@ impl Inner {
 /// applied here.
 pub(super) async fn follow_ca(inner: Arc<Inner>) {
     let mut metrics = inner.raft.metrics();
-    let mut seen = None;
+    let mut seen: Option<(Option<String>, Option<String>)> = None;
     loop {
-        let fields = inner
-            .sm
-            .data()
-            .read()
-            .ok()
-            .map(|d| (d.registry.ca.clone(), d.registry.ca_next.clone()));
-        if fields.is_some() && fields != seen {
-            let (ca, next) = fields.clone().unwrap_or_default();
-            let held = inner.ca();
-            let preferred = held.current.fingerprint.clone();
-            let settled = CaSet::settle(&held.pool(), &preferred, ca.as_deref(), next.as_deref());
-            match settled
+        // Read on every applied change: compared in place, copied only when they moved.
+        let moved = inner.sm.data().read().ok().and_then(|d| {
+            let now = (d.registry.ca.as_deref(), d.registry.ca_next.as_deref());
+            let before = seen.as_ref().map(|(a, b)| (a.as_deref(), b.as_deref()));
+            (before != Some(now)).then(|| (d.registry.ca.clone(), d.registry.ca_next.clone()))
+        });
+        let mut failed = false;
+        if let Some((ca, next)) = moved {
+            let taken = inner.change_ca(|held| {
+                CaSet::settle(
+                    &held.pool(),
+                    &held.current.fingerprint,
+                    ca.as_deref(),
+                    next.as_deref(),
+                )
                 .map_err(|e| e.to_string())
-                .and_then(|s| inner.set_ca(s))
-            {
+            });
+            match taken {
                 Ok(switched) => {
-                    seen = fields;
+                    seen = Some((ca, next));
                     if switched {
                         tokio::time::sleep(CLOSE_AFTER_SWITCH).await;
                         inner.net.close_members();
                     }
                 }
                 Err(e) => {
+                    failed = true;
                     warn!(error = %e, "the CAs the registry names could not be taken up; retrying")
                 }
             }
         }
-        let changed = tokio::time::timeout(Duration::from_secs(1), metrics.changed()).await;
-        if matches!(changed, Ok(Err(_))) {
+        // After a failure, try again in a second even if nothing else is applied.
+        let changed = match failed {
+            true => tokio::time::timeout(Duration::from_secs(1), metrics.changed())
+                .await
+                .unwrap_or(Ok(())),
+            false => metrics.changed().await,
+        };
+        if changed.is_err() {
             return;
         }
     }
@@ -322,7 +330,7 @@ impl Consensus {
 
     /// Rotates the cluster CA on every recorded member (see the module's steps), from this
     /// voter-role node; returns the report of each step, complete or not.
-    pub async fn rotate_ca(&self) -> Result<CaRotation, ConsensusError> {
+    pub async fn rotate_ca(&self) -> Result<Report, ConsensusError> {
         let inner = &self.inner;
         if inner.role() != Role::Voter || !inner.ca().holds_key() {
             return Err(ConsensusError::membership(
@@ -354,12 +362,7 @@ impl Consensus {
             .filter(|m| m.role == Role::Voter)
             .cloned()
             .collect();
-        let mut report = CaRotation {
-            fingerprint: fingerprint.clone(),
-            replaced,
-            steps: Vec::new(),
-            complete: false,
-        };
+        let mut report = Report::new(fingerprint.clone(), replaced);
         let fp = fingerprint.clone();
         let steps = [
             (
@@ -415,9 +418,7 @@ impl Consensus {
                 }
             })
             .await;
-            let stop = !s.complete();
-            report.steps.push(s);
-            if stop {
+            if !report.record(s) {
                 return Ok(report);
             }
         }

@@ -44,7 +44,6 @@ use openraft::Raft;
 use prometheus_client::metrics::histogram::Histogram;
 use tracing::warn;
 
-pub use ca::CaRotation;
 pub use join::{
     AdmissionConfig, JoinCredentials, JoinPolicy, TokenSecret, key_proof, same, secret_hash,
     token_proof, token_proof_key,
@@ -197,7 +196,7 @@ impl Consensus {
     /// The cluster this node belongs to, with the fingerprint of its current CA.
     pub fn cluster(&self) -> ClusterFile {
         ClusterFile {
-            ca_fingerprint: self.inner.ca().current.fingerprint,
+            ca_fingerprint: self.inner.me.ca.borrow().current.fingerprint.clone(),
             ..self.inner.me.cluster.clone()
         }
     }
@@ -205,12 +204,12 @@ impl Consensus {
     /// The CA certificates this node trusts, PEM: the current CA's, then the next one's
     /// during a CA rotation.
     pub fn ca_pem(&self) -> String {
-        self.inner.ca().trusted()
+        self.inner.me.ca.borrow().trusted()
     }
 
     /// Whether this node holds a CA key (voters do).
     pub fn holds_ca_key(&self) -> bool {
-        self.inner.ca().holds_key()
+        self.inner.me.ca.borrow().holds_key()
     }
 
     /// This node's membership events (decided ones from the log, and the local ones the

@@ -287,10 +287,9 @@ impl Inner {
                 let op = Op::Join(join);
                 reply_of(self.local_if_leader(&op).await, &op)
             }
-            Rpc::Secrets { secrets } if secrets.contains_key(super::ca::SECRET) => {
-                let step = secrets.get(super::ca::SECRET).cloned().unwrap_or_default();
+            Rpc::Secrets { ref secrets } if let Some(step) = secrets.get(super::ca::SECRET) => {
                 let res = self
-                    .on_ca_step(peer.id, &step)
+                    .on_ca_step(peer.id, step)
                     .await
                     .map_err(ConsensusError::membership);
                 Reply::Done { res }

@@ -183,19 +183,19 @@ impl Consensus {
         // Removed identities are refused from the first handshake on, and only the CAs the
         // registry names are trusted.
         let deny = DenyList::default();
-        let registry = sm
-            .data()
-            .read()
-            .map(|d| d.registry.clone())
-            .unwrap_or_default();
-        deny.set(registry.removed.clone());
-        let ca = CaSet::load(
-            &identity.ca_pem,
-            &ca_keys,
-            &cluster.ca_fingerprint,
-            &registry,
-        )?;
-        drop(registry);
+        let ca = {
+            let data = sm.data();
+            let applied = data
+                .read()
+                .map_err(|_| StartError::Storage("the state machine is unavailable".into()))?;
+            deny.set(applied.registry.removed.clone());
+            CaSet::load(
+                &identity.ca_pem,
+                &ca_keys,
+                &cluster.ca_fingerprint,
+                &applied.registry,
+            )?
+        };
         let identity = Identity {
             ca_pem: ca.trusted(),
             ..identity
@@ -228,6 +228,7 @@ impl Consensus {
             me: Me {
                 cluster,
                 ca: tokio::sync::watch::Sender::new(ca),
+                ca_change: Mutex::new(()),
                 info,
                 advertise: config.advertise,
                 key,

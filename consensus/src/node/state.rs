@@ -74,6 +74,9 @@ pub(super) struct Me {
     /// The CAs it trusts, and their keys (voters hold them, storage nodes never do); changed
     /// by a CA rotation only.
     pub(super) ca: tokio::sync::watch::Sender<super::trust::CaSet>,
+    /// Held while the CAs change (read, saved, taken up), so that two changes never
+    /// interleave: the registry's, and a rotating voter's hand-over of the next CA's key.
+    pub(super) ca_change: Mutex<()>,
     pub(super) info: NodeInfo,
     pub(super) advertise: SocketAddr,
     /// The fingerprint of this node's key: its identity, across certificate renewals.

@@ -46,11 +46,10 @@ impl CaSet {
     ) -> Result<CaSet, TlsError> {
         let find = |pem: &str| -> Result<Ca, TlsError> {
             let fp = tls::ca_fingerprint(pem)?;
-            Ok(pool
-                .iter()
-                .find(|c| c.fingerprint == fp)
-                .cloned()
-                .unwrap_or(Ca::new(pem, None)?))
+            match pool.iter().find(|c| c.fingerprint == fp) {
+                Some(held) => Ok(held.clone()),
+                None => Ca::new(pem, None),
+            }
         };
         let next_fp = next.map(tls::ca_fingerprint).transpose()?;
         let current = match ca {
@@ -99,9 +98,12 @@ impl CaSet {
     }
 
     pub(super) fn pool(&self) -> Vec<Ca> {
-        std::iter::once(self.current.clone())
-            .chain(self.next.clone())
-            .collect()
+        self.cas().cloned().collect()
+    }
+
+    /// The CAs held, the current one first.
+    pub(super) fn cas(&self) -> impl Iterator<Item = &Ca> {
+        std::iter::once(&self.current).chain(self.next.as_ref())
     }
 
     /// The certificates members trust, PEM: the current CA's first.
@@ -112,19 +114,19 @@ impl CaSet {
     /// The trusted certificates with the CA of fingerprint `fp` first (a joiner checks that
     /// the first is the CA it verified).
     pub(super) fn first(&self, fp: &str) -> String {
-        let mut pool = self.pool();
-        pool.sort_by_key(|c| c.fingerprint != fp);
-        pool.iter().map(|c| c.pem.as_str()).collect()
+        let mut cas: Vec<&Ca> = self.cas().collect();
+        cas.sort_by_key(|c| c.fingerprint != fp);
+        cas.iter().map(|c| c.pem.as_str()).collect()
     }
 
     /// Whether a CA of this fingerprint is trusted.
     pub(super) fn trusts(&self, fp: &str) -> bool {
-        self.pool().iter().any(|c| c.fingerprint == fp)
+        self.cas().any(|c| c.fingerprint == fp)
     }
 
     /// Whether this node holds a CA key.
     pub(super) fn holds_key(&self) -> bool {
-        self.pool().iter().any(|c| c.key.is_some())
+        self.cas().any(|c| c.key.is_some())
     }
 
     /// The CA that signs certificates now: the next one once the registry records a rotation
