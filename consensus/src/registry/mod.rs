@@ -492,16 +492,17 @@ impl Registry {
             }
             Request::Noop => Ok(()),
             Request::Restore { snapshot, force } => self.check_restore(&snapshot.0, *force),
-            Request::RotateCa { cert_pem } => match crate::tls::ca_fingerprint(cert_pem) {
-                Ok(_) if cert_pem.len() <= CA_PEM_MAX && cert_pem.matches("BEGIN").count() == 1 => {
-                    Ok(())
+            Request::RotateCa { cert_pem } => {
+                let one = "one certificate of at most 8 KiB";
+                if cert_pem.len() > CA_PEM_MAX {
+                    return Err(invalid("CA certificate", one));
                 }
-                Ok(_) => Err(invalid(
-                    "CA certificate",
-                    "one certificate of at most 8 KiB",
-                )),
-                Err(e) => Err(invalid("CA certificate", e.to_string())),
-            },
+                match crate::tls::split_pem(cert_pem) {
+                    Ok(certs) if certs.len() == 1 => Ok(()),
+                    Ok(_) => Err(invalid("CA certificate", one)),
+                    Err(e) => Err(invalid("CA certificate", e.to_string())),
+                }
+            }
             Request::SwitchCa { fingerprint } => {
                 let next = self.ca_next.as_deref().map(crate::tls::ca_fingerprint);
                 match next {
