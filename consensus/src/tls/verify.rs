@@ -81,6 +81,10 @@ impl rustls::server::danger::ClientCertVerifier for MemberVerifier {
 pub const FOREIGN_CA: &str =
     "the node does not present the pinned CA (another cluster, or a node in the middle)";
 
+/// How many of the CAs a server presents a joiner tries: a member presents its current CA, and
+/// the next one during a rotation.
+const PRESENTED_CAS: usize = 2;
+
 /// How a joiner trusts the cluster it dials.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Trust {
@@ -158,13 +162,15 @@ impl ServerCertVerifier for JoinVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let refuse = |m: &str| rustls::Error::General(m.to_string());
         // The CAs the server presents that this joiner would trust: the pinned one, or any
-        // (two during a CA rotation); the first its certificate chains to is accepted.
+        // (a member presents two during a CA rotation, so no more than that are tried); the
+        // first its certificate chains to is accepted.
         let candidates: Vec<&CertificateDer<'_>> = match &self.trust {
             Trust::Pinned(pin) => intermediates
                 .iter()
                 .filter(|c| matches_pin(&der_fingerprint(c.as_ref()), pin))
+                .take(PRESENTED_CAS)
                 .collect(),
-            Trust::FirstUse | Trust::Node(_) => intermediates.iter().collect(),
+            Trust::FirstUse | Trust::Node(_) => intermediates.iter().take(PRESENTED_CAS).collect(),
         };
         if candidates.is_empty() {
             return Err(refuse(match self.trust {
