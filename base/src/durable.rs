@@ -48,10 +48,11 @@ pub fn write(path: &Path, data: &[u8], mode: u32, existing: Existing) -> io::Res
         f.sync_all()?;
         match existing {
             Existing::Replace => fs::rename(&tmp, path),
-            Existing::Keep => fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp)),
+            Existing::Keep => fs::hard_link(&tmp, path),
         }
     })();
-    if written.is_err() {
+    // Left behind by a failure, or the second name of a linked file.
+    if written.is_err() || existing == Existing::Keep {
         let _ = fs::remove_file(&tmp);
     }
     written?;
