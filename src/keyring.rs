@@ -233,14 +233,8 @@ pub async fn rotate(
             if m.id == node.id() {
                 apply_here(&op).map_err(|e| e.to_string())
             } else {
-                let secrets = BTreeMap::from([(
-                    SECRET.to_string(),
-                    serde_json::to_string(&op).unwrap_or_default(),
-                )]);
-                node.send_secrets(m.id, secrets)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                let op = serde_json::to_string(&op).map_err(|e| e.to_string())?;
+                node.send_secret(m.id, SECRET, op).await
             }
         })
         .await;

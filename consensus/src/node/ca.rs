@@ -22,7 +22,6 @@
 //! A member that does not confirm a step stops the rotation there and is named; running the
 //! rotation again resumes it with the same next CA when this node holds its key.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -410,11 +409,7 @@ impl Consensus {
                 if m.id == inner.id {
                     inner.on_ca_step(inner.id, text).await.map(drop)
                 } else {
-                    let secrets = BTreeMap::from([(SECRET.to_string(), text.clone())]);
-                    self.send_secrets(m.id, secrets)
-                        .await
-                        .map(drop)
-                        .map_err(|e| e.to_string())
+                    self.send_secret(m.id, SECRET, text.clone()).await
                 }
             })
             .await;

@@ -307,6 +307,15 @@ impl Consensus {
         }
     }
 
+    /// [`Consensus::send_secrets`] of one change, named `name` (what a rotation step hands a
+    /// member); `Err` says why the member did not take it.
+    pub async fn send_secret(&self, node: NodeId, name: &str, value: String) -> Result<(), String> {
+        self.send_secrets(node, BTreeMap::from([(name.to_string(), value)]))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
     /// The role the registry applied here records for node `id`, if it records it.
     pub fn recorded_role(&self, id: NodeId) -> Option<quorate_base::Role> {
         self.inner.recorded_role(id)
